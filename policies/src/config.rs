@@ -1,0 +1,338 @@
+//! The daemon's configuration file (`remedy.yaml`): its schema and validation.
+//!
+//! Guardrails live here and not in the manifest set on purpose: a commit to the manifest
+//! repository must not be able to lift them.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::diagnostic::{Diagnostic, Severity};
+
+/// The whole `remedy.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    pub manifests: ManifestSource,
+    pub guardrails: Guardrails,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_directory: Option<ActiveDirectoryConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra_id: Option<EntraConfig>,
+    /// Cron expression (UTC) for full resyncs; validated by the daemon, which owns the scheduler.
+    #[serde(default = "default_resync")]
+    pub resync: String,
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+fn default_resync() -> String {
+    "0 */5 * * * *".to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ManifestSource {
+    /// The directory of manifests (a git checkout, typically). Relative paths are relative to the
+    /// config file.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoreConfig {
+    pub path: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: "remedy-store".to_owned() }
+    }
+}
+
+/// Limits on what remedy may do, whatever the manifests say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Guardrails {
+    /// Accounts never touched, by sAMAccountName, userPrincipalName or DN (case-insensitive).
+    /// The built-in Administrator (RID 500), krbtgt (RID 502) and the action account are always
+    /// protected, whatever this list says.
+    #[serde(default = "default_protected_accounts")]
+    pub protected_accounts: Vec<String>,
+    /// Members of these groups (by CN or DN) are never touched; adminCount=1 counts as membership.
+    #[serde(default = "default_protected_groups")]
+    pub protected_groups: Vec<String>,
+    /// Base DNs under which remedy may change AD accounts. Required: there is no "everywhere".
+    pub allowed_scopes: Vec<String>,
+    /// A plan with more new changes than this is held for approval instead of applied.
+    #[serde(default = "default_max_changes")]
+    pub max_changes_per_reconcile: usize,
+    /// Protected accounts that an operator explicitly allows remedy to act on (by the same names
+    /// as `protectedAccounts`). The action account and krbtgt cannot be exempted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_protected: Vec<String>,
+    /// The account remedy binds as; filled from `activeDirectory.bindUser` when loading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_account: Option<String>,
+}
+
+pub const DEFAULT_MAX_CHANGES: usize = 25;
+
+fn default_protected_accounts() -> Vec<String> {
+    vec!["Administrator".to_owned(), "krbtgt".to_owned()]
+}
+
+fn default_protected_groups() -> Vec<String> {
+    ["Domain Admins", "Enterprise Admins", "Schema Admins", "Administrators"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn default_max_changes() -> usize {
+    DEFAULT_MAX_CHANGES
+}
+
+impl Guardrails {
+    /// Guardrails with the documented defaults and the given scopes.
+    pub fn with_scopes(scopes: &[&str]) -> Self {
+        Guardrails {
+            protected_accounts: default_protected_accounts(),
+            protected_groups: default_protected_groups(),
+            allowed_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            max_changes_per_reconcile: DEFAULT_MAX_CHANGES,
+            allow_protected: Vec::new(),
+            action_account: None,
+        }
+    }
+}
+
+/// How remedy reaches Active Directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ActiveDirectoryConfig {
+    /// `ldaps://host[:port]`, or `ldap://host[:port]` with `startTls: true`.
+    pub url: String,
+    #[serde(default)]
+    pub start_tls: bool,
+    /// PEM file of the CA(s) that sign the DC's certificate; the system roots when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Plain LDAP without TLS, or TLS without certificate checks: only when written in so many words.
+    #[serde(default)]
+    pub allow_insecure: bool,
+    /// The action account, e.g. `svc-remedy@contoso.com` or its DN.
+    pub bind_user: String,
+    /// File holding the action account's password (never the password itself).
+    pub password_file: String,
+    pub base_dn: String,
+    #[serde(default = "default_connect_timeout", with = "duration_text")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_operation_timeout", with = "duration_text")]
+    pub operation_timeout: Duration,
+    /// Bound connections kept open to the DC.
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+    /// Page size for searches (Windows AD caps pages at 1,000 entries).
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_operation_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_connections() -> usize {
+    4
+}
+fn default_page_size() -> usize {
+    500
+}
+
+/// How remedy reaches Entra ID through Microsoft Graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EntraConfig {
+    pub tenant_id: String,
+    pub client_id: String,
+    /// File holding the app registration's client secret (never the secret itself).
+    pub client_secret_file: String,
+    #[serde(default = "default_authority_host")]
+    pub authority_host: String,
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    /// PEM file of extra CA(s) to trust (a proxy, or the simulator's test CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(default = "default_operation_timeout", with = "duration_text")]
+    pub request_timeout: Duration,
+}
+
+fn default_authority_host() -> String {
+    "https://login.microsoftonline.com".to_owned()
+}
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com".to_owned()
+}
+
+/// Durations written as `500ms`, `5s`, `2m`, `1h`.
+pub mod duration_text {
+    use super::*;
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let value: u64 = digits
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration: write e.g. 500ms, 5s, 2m or 1h"))?;
+        let millis = match unit {
+            "ms" => value,
+            "s" => value * 1_000,
+            "m" => value * 60_000,
+            "h" => value * 3_600_000,
+            _ => return Err(format!("{text:?} has no known unit: write e.g. 500ms, 5s, 2m or 1h")),
+        };
+        Ok(Duration::from_millis(millis))
+    }
+
+    pub fn format(duration: &Duration) -> String {
+        let millis = duration.as_millis();
+        if millis % 1_000 == 0 {
+            format!("{}s", millis / 1_000)
+        } else {
+            format!("{millis}ms")
+        }
+    }
+
+    pub fn serialize<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format(duration))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    /// Parses and checks `remedy.yaml`. Every problem found is returned, located.
+    pub fn from_yaml(file: &str, text: &str) -> Result<Config, Vec<Diagnostic>> {
+        let error = |line: usize, column: usize, path: &str, message: String| Diagnostic {
+            file: file.to_owned(),
+            line,
+            column,
+            path: path.to_owned(),
+            severity: Severity::Error,
+            message,
+        };
+        let mut config: Config = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            vec![error(line, column, "", e.to_string())]
+        })?;
+        let mut problems = Vec::new();
+        if config.guardrails.allowed_scopes.is_empty() {
+            problems.push(error(
+                0,
+                0,
+                "guardrails.allowedScopes",
+                "name at least one base DN under which remedy may act (there is no default: remedy never acts everywhere)".into(),
+            ));
+        }
+        if config.guardrails.max_changes_per_reconcile == 0 {
+            problems.push(error(0, 0, "guardrails.maxChangesPerReconcile", "must be at least 1".into()));
+        }
+        if let Some(ad) = &config.active_directory {
+            problems.extend(ad.problems().into_iter().map(|(path, message)| error(0, 0, path, message)));
+            config.guardrails.action_account = Some(ad.bind_user.clone());
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+impl ActiveDirectoryConfig {
+    /// Transport rules: TLS with certificate checks unless `allowInsecure: true` says otherwise.
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        let url = self.url.to_ascii_lowercase();
+        if url.starts_with("ldaps://") {
+            if self.start_tls {
+                problems.push(("activeDirectory.startTls", "startTls is for ldap:// URLs; ldaps:// is TLS already".to_owned()));
+            }
+        } else if url.starts_with("ldap://") {
+            if !self.start_tls && !self.allow_insecure {
+                problems.push((
+                    "activeDirectory.url",
+                    "plain ldap:// sends the action account's password in clear: use ldaps://, or startTls: true, or write allowInsecure: true to accept it".to_owned(),
+                ));
+            }
+        } else {
+            problems.push(("activeDirectory.url", format!("{:?} must start with ldaps:// or ldap://", self.url)));
+        }
+        if self.connections == 0 {
+            problems.push(("activeDirectory.connections", "must be at least 1".to_owned()));
+        }
+        if !(1..=1000).contains(&self.page_size) {
+            problems.push(("activeDirectory.pageSize", "must be between 1 and 1000 (AD's MaxPageSize)".to_owned()));
+        }
+        problems
+    }
+
+    /// Whether the configured transport is unencrypted or unverified (the daemon warns at start).
+    pub fn is_insecure(&self) -> bool {
+        self.allow_insecure
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "manifests: {path: m}\nguardrails:\n  allowedScopes: [\"OU=Staff,DC=x\"]\n";
+
+    #[test]
+    fn defaults_are_safe() {
+        let config = Config::from_yaml("remedy.yaml", MINIMAL).unwrap();
+        assert_eq!(config.guardrails.max_changes_per_reconcile, 25);
+        assert!(config.guardrails.protected_groups.iter().any(|g| g == "Domain Admins"));
+        assert!(config.guardrails.protected_accounts.iter().any(|g| g == "krbtgt"));
+    }
+
+    #[test]
+    fn scopes_are_required() {
+        let errors = Config::from_yaml("r.yaml", "manifests: {path: m}\nguardrails: {allowedScopes: []}\n").unwrap_err();
+        assert!(errors[0].to_string().contains("guardrails.allowedScopes"), "{errors:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_located() {
+        let errors = Config::from_yaml("r.yaml", &format!("{MINIMAL}colour: blue\n")).unwrap_err();
+        assert_eq!((errors[0].line, errors[0].column), (4, 1), "{errors:?}");
+        assert!(errors[0].message.contains("colour"));
+    }
+
+    #[test]
+    fn plain_ldap_needs_consent() {
+        let ad = "activeDirectory:\n  url: ldap://dc:389\n  bindUser: svc@x\n  passwordFile: /p\n  baseDn: DC=x\n";
+        let errors = Config::from_yaml("r.yaml", &format!("{MINIMAL}{ad}")).unwrap_err();
+        assert!(errors[0].message.contains("allowInsecure"), "{errors:?}");
+        let config = Config::from_yaml("r.yaml", &format!("{MINIMAL}{ad}  allowInsecure: true\n")).unwrap();
+        assert!(config.active_directory.unwrap().is_insecure());
+        let tls = Config::from_yaml("r.yaml", &format!("{MINIMAL}{ad}  startTls: true\n")).unwrap();
+        assert_eq!(tls.guardrails.action_account.as_deref(), Some("svc@x"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_text::parse("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration_text::parse("2m"), Ok(Duration::from_secs(120)));
+        assert!(duration_text::parse("5").is_err());
+        assert!(duration_text::parse("s").is_err());
+    }
+}

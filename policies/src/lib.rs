@@ -1,0 +1,19 @@
+//! remedy's pure core: the manifest language, its validation, the daemon's configuration schema,
+//! and the engine that turns declared intent plus observed account state into a plan of actions.
+//!
+//! **Invariant:** nothing in this crate does I/O, reads the clock or spawns tasks. Text comes in as
+//! `&str`, time comes in as a parameter, and every failure is a typed value or a [`Diagnostic`].
+
+pub mod action;
+pub mod config;
+pub mod diagnostic;
+pub mod identity;
+pub mod load;
+pub mod manifest;
+pub mod observed;
+pub mod plan;
+
+pub use action::{Action, Provider};
+pub use diagnostic::{Diagnostic, Severity};
+pub use identity::Identity;
+pub use manifest::{Manifest, ManifestName};
