@@ -1,1 +1,42 @@
-fn main() {}
+//! `remedy`: the daemon and its command line.
+//!
+//! This file maps subcommands to their modules and outcomes to exit codes; the work lives in the
+//! modules. Exit codes: 0 success, 1 the command's answer is "no" (invalid manifests, ...),
+//! 2 usage or environment error (unreadable file, bad flag).
+
+mod cli;
+mod manifest_dir;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "remedy", version, about = "Takes compromised identities away from attackers, the GitOps way")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check manifest files or directories; exit 0 when every document is valid, 1 otherwise.
+    Validate(cli::validate::ValidateArgs),
+    /// Print the plan for the manifests against an observed-state snapshot (offline).
+    Plan(cli::plan::PlanArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let outcome = match args.command {
+        Command::Validate(a) => cli::validate::run(&a),
+        Command::Plan(a) => cli::plan::run(&a),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per subcommand: parse its flags, do the work through the library modules, print.
+
+pub mod output;
+pub mod plan;
+pub mod validate;

@@ -1,0 +1,97 @@
+//! Reading a manifest directory from disk into a [`ManifestSet`].
+//!
+//! The walk is deterministic (sorted), follows the directory itself even when it is a symlink
+//! (git-sync swaps a link to a new checkout), skips hidden entries such as `.git`, and never
+//! follows symlinks below the root (a link out of the repository must not pull files in).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use remedy_policies::load::{self, FileLoad, ManifestSet};
+
+/// Every manifest file below `root` (or `root` itself when it is a file), sorted.
+pub fn manifest_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let metadata = fs::metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
+    if metadata.is_file() {
+        return Ok(vec![root.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let file_type = entry.file_type().with_context(|| format!("cannot stat {}", entry.path().display()))?;
+            let path = entry.path();
+            if file_type.is_dir() {
+                pending.push(path);
+            } else if file_type.is_file() && load::is_manifest_file(&name.to_string_lossy()) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The name a file is reported under: relative to the root where possible.
+fn display_name(root: &Path, file: &Path) -> String {
+    let relative = file.strip_prefix(root).ok().filter(|p| !p.as_os_str().is_empty());
+    match relative {
+        Some(p) => p.display().to_string(),
+        None => file.display().to_string(),
+    }
+}
+
+/// Reads and loads one file; an unreadable file becomes a rejected document, not an abort.
+pub fn load_path(root: &Path, file: &Path) -> FileLoad {
+    let name = display_name(root, file);
+    match read_bounded(file) {
+        Ok(text) => load::load_file(&name, &text),
+        Err(message) => FileLoad {
+            file: name.clone(),
+            manifests: Vec::new(),
+            rejected: vec![load::Rejected {
+                file: name.clone(),
+                document: 0,
+                name: None,
+                diagnostics: vec![remedy_policies::Diagnostic {
+                    file: name,
+                    line: 0,
+                    column: 0,
+                    path: String::new(),
+                    severity: remedy_policies::Severity::Error,
+                    message,
+                }],
+            }],
+        },
+    }
+}
+
+fn read_bounded(file: &Path) -> Result<String, String> {
+    let size = fs::metadata(file).map_err(|e| format!("cannot read: {e}"))?.len();
+    if size > load::MAX_FILE_BYTES as u64 {
+        return Err(format!(
+            "file is {size} bytes, more than the {} bytes a manifest file may have",
+            load::MAX_FILE_BYTES
+        ));
+    }
+    let bytes = fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+}
+
+/// Loads every manifest below each root into one set.
+pub fn load_set(roots: &[PathBuf]) -> Result<ManifestSet> {
+    let mut loads = Vec::new();
+    for root in roots {
+        for file in manifest_files(root)? {
+            loads.push(load_path(root, &file));
+        }
+    }
+    Ok(load::assemble(loads))
+}
