@@ -83,10 +83,7 @@ fn default_protected_accounts() -> Vec<String> {
 }
 
 fn default_protected_groups() -> Vec<String> {
-    ["Domain Admins", "Enterprise Admins", "Schema Admins", "Administrators"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect()
+    ["Domain Admins", "Enterprise Admins", "Schema Admins", "Administrators"].into_iter().map(str::to_owned).collect()
 }
 
 fn default_max_changes() -> usize {
@@ -185,9 +182,8 @@ pub mod duration_text {
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
-        let value: u64 = digits
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration: write e.g. 500ms, 5s, 2m or 1h"))?;
+        let value: u64 =
+            digits.parse().map_err(|_| format!("{text:?} is not a duration: write e.g. 500ms, 5s, 2m or 1h"))?;
         let millis = match unit {
             "ms" => value,
             "s" => value * 1_000,
@@ -263,7 +259,10 @@ impl ActiveDirectoryConfig {
         let url = self.url.to_ascii_lowercase();
         if url.starts_with("ldaps://") {
             if self.start_tls {
-                problems.push(("activeDirectory.startTls", "startTls is for ldap:// URLs; ldaps:// is TLS already".to_owned()));
+                problems.push((
+                    "activeDirectory.startTls",
+                    "startTls is for ldap:// URLs; ldaps:// is TLS already".to_owned(),
+                ));
             }
         } else if url.starts_with("ldap://") {
             if !self.start_tls && !self.allow_insecure {
@@ -306,7 +305,8 @@ mod tests {
 
     #[test]
     fn scopes_are_required() {
-        let errors = Config::from_yaml("r.yaml", "manifests: {path: m}\nguardrails: {allowedScopes: []}\n").unwrap_err();
+        let errors =
+            Config::from_yaml("r.yaml", "manifests: {path: m}\nguardrails: {allowedScopes: []}\n").unwrap_err();
         assert!(errors[0].to_string().contains("guardrails.allowedScopes"), "{errors:?}");
     }
 

@@ -29,7 +29,9 @@ pub enum Identity {
 pub enum IdentityError {
     #[error("userPrincipalName {0:?} is not of the form name@domain (one '@', no spaces, a DNS-style domain)")]
     UserPrincipalName(String),
-    #[error("samAccountName {0:?} must be 1 to 20 characters, none of \" / \\ [ ] : ; | = , + * ? < > @, not ending in '.'")]
+    #[error(
+        "samAccountName {0:?} must be 1 to 20 characters, none of \" / \\ [ ] : ; | = , + * ? < > @, not ending in '.'"
+    )]
     SamAccountName(String),
     #[error("objectGuid {0:?} is not a GUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")]
     ObjectGuid(String),
@@ -39,9 +41,7 @@ pub enum IdentityError {
     UnknownKind(String),
 }
 
-const SAM_FORBIDDEN: &[char] = &[
-    '"', '/', '\\', '[', ']', ':', ';', '|', '=', ',', '+', '*', '?', '<', '>', '@',
-];
+const SAM_FORBIDDEN: &[char] = &['"', '/', '\\', '[', ']', ':', ';', '|', '=', ',', '+', '*', '?', '<', '>', '@'];
 
 impl Identity {
     pub fn user_principal_name(text: &str) -> Result<Self, IdentityError> {
@@ -62,15 +62,11 @@ impl Identity {
     }
 
     pub fn object_guid(text: &str) -> Result<Self, IdentityError> {
-        parse_guid(text)
-            .map(Identity::ObjectGuid)
-            .ok_or_else(|| IdentityError::ObjectGuid(text.to_owned()))
+        parse_guid(text).map(Identity::ObjectGuid).ok_or_else(|| IdentityError::ObjectGuid(text.to_owned()))
     }
 
     pub fn object_sid(text: &str) -> Result<Self, IdentityError> {
-        parse_sid(text)
-            .map(Identity::ObjectSid)
-            .ok_or_else(|| IdentityError::ObjectSid(text.to_owned()))
+        parse_sid(text).map(Identity::ObjectSid).ok_or_else(|| IdentityError::ObjectSid(text.to_owned()))
     }
 
     /// The manifest field that names this kind of identity.
@@ -86,9 +82,7 @@ impl Identity {
     /// The value without its kind prefix.
     pub fn value(&self) -> String {
         match self {
-            Identity::UserPrincipalName(v) | Identity::SamAccountName(v) | Identity::ObjectSid(v) => {
-                v.clone()
-            }
+            Identity::UserPrincipalName(v) | Identity::SamAccountName(v) | Identity::ObjectSid(v) => v.clone(),
             Identity::ObjectGuid(g) => g.hyphenated().to_string(),
         }
     }
@@ -198,7 +192,9 @@ mod tests {
             Identity::user_principal_name("Alice@Contoso.COM").unwrap(),
             Identity::UserPrincipalName("alice@contoso.com".into())
         );
-        for bad in ["alice", "@contoso.com", "alice@", "a b@contoso.com", "alice@contoso..com", "alice@-x.com", "a@b@c.com"] {
+        for bad in
+            ["alice", "@contoso.com", "alice@", "a b@contoso.com", "alice@contoso..com", "alice@-x.com", "a@b@c.com"]
+        {
             assert!(Identity::user_principal_name(bad).is_err(), "{bad} accepted");
         }
     }
@@ -234,7 +230,12 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for text in ["upn:alice@contoso.com", "sam:alice", "guid:6f9619ff-8b86-d011-b42d-00c04fc964ff", "sid:S-1-5-21-1-2-3-1104"] {
+        for text in [
+            "upn:alice@contoso.com",
+            "sam:alice",
+            "guid:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+            "sid:S-1-5-21-1-2-3-1104",
+        ] {
             let id: Identity = text.parse().unwrap();
             assert_eq!(id.to_string(), text);
         }

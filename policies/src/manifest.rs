@@ -200,7 +200,9 @@ pub struct Manifest {
 pub enum ManifestError {
     #[error("spec declares no remediation: set at least one of activeDirectory.disabled, activeDirectory.mustChangePassword, entraId.suspended, entraId.revokeSessions, entraId.confirmCompromised")]
     NothingDeclared,
-    #[error("activeDirectory.clearPasswordNeverExpires only makes sense with activeDirectory.mustChangePassword: true")]
+    #[error(
+        "activeDirectory.clearPasswordNeverExpires only makes sense with activeDirectory.mustChangePassword: true"
+    )]
     ClearWithoutPasswordChange,
     #[error("spec.reason must not be empty: name the incident or alert this remediation answers")]
     EmptyReason,
@@ -284,12 +286,15 @@ mod tests {
     #[test]
     fn generation_ignores_origin_but_follows_content() {
         let name = ManifestName::new("a").unwrap();
-        let one = Manifest::new(name.clone(), Default::default(), Default::default(), spec(), origin("x.yaml")).unwrap();
-        let moved = Manifest::new(name.clone(), Default::default(), Default::default(), spec(), origin("y.yaml")).unwrap();
+        let one =
+            Manifest::new(name.clone(), Default::default(), Default::default(), spec(), origin("x.yaml")).unwrap();
+        let moved =
+            Manifest::new(name.clone(), Default::default(), Default::default(), spec(), origin("y.yaml")).unwrap();
         assert_eq!(one.generation, moved.generation);
         let mut changed_spec = spec();
         changed_spec.reason = "INC-2".into();
-        let changed = Manifest::new(name, Default::default(), Default::default(), changed_spec, origin("x.yaml")).unwrap();
+        let changed =
+            Manifest::new(name, Default::default(), Default::default(), changed_spec, origin("x.yaml")).unwrap();
         assert_ne!(one.generation, changed.generation);
     }
 

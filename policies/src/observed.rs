@@ -58,8 +58,7 @@ impl PasswordLastSet {
         match self {
             PasswordLastSet::Zero => 0,
             PasswordLastSet::At(at) => {
-                (at.timestamp() + FILETIME_UNIX_OFFSET_SECS) * 10_000_000
-                    + i64::from(at.timestamp_subsec_nanos() / 100)
+                (at.timestamp() + FILETIME_UNIX_OFFSET_SECS) * 10_000_000 + i64::from(at.timestamp_subsec_nanos() / 100)
             }
         }
     }
@@ -132,8 +131,7 @@ impl AdAccount {
     /// A forced change is pending only when the DC itself says the password is expired: a DC
     /// accepts `pwdLastSet=0` on a never-expires account and ignores it.
     pub fn password_change_pending(&self) -> bool {
-        self.pwd_last_set == PasswordLastSet::Zero
-            && self.user_account_control_computed & uac::PASSWORD_EXPIRED != 0
+        self.pwd_last_set == PasswordLastSet::Zero && self.user_account_control_computed & uac::PASSWORD_EXPIRED != 0
     }
 
     /// The relative id (last SID component): 500 is the built-in Administrator, 502 krbtgt.
@@ -179,17 +177,22 @@ pub struct EntraUser {
 }
 
 /// What one provider could say about one identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ProviderView<T> {
     Found(T),
     /// The provider answered and no account matches.
     NotFound,
     /// The identity named more than one account: never guessed.
-    Ambiguous { candidates: Vec<String> },
+    Ambiguous {
+        candidates: Vec<String>,
+    },
     /// The provider is not configured: nothing is planned for it.
+    #[default]
     NotConfigured,
     /// The provider could not be asked (down, timing out): nothing is planned, status says why.
-    Unavailable { error: String },
+    Unavailable {
+        error: String,
+    },
 }
 
 impl<T> ProviderView<T> {
@@ -198,12 +201,6 @@ impl<T> ProviderView<T> {
             ProviderView::Found(t) => Some(t),
             _ => None,
         }
-    }
-}
-
-impl<T> Default for ProviderView<T> {
-    fn default() -> Self {
-        ProviderView::NotConfigured
     }
 }
 

@@ -1,14 +1,44 @@
 //! Loading manifests from text: parse, validate, report every problem with its location.
 //!
-//! PROVISIONAL implementation (first error per document, no field positions): it fixes the API
-//! that the rest of the crate uses and is being replaced by the span-aware loader.
+//! A file goes through two passes. [`scan`] reads the YAML event stream with saphyr-parser: it
+//! refuses hostile or needless constructs (anchors, aliases, deep nesting, too many documents,
+//! duplicate keys) before any value exists, splits the file into documents, and indexes where
+//! every field is written. Then each document that passed is deserialised on its own into a
+//! `serde_yaml::Value`, and [`decode`] checks it field by field, pointing each problem at its key
+//! or value through the index. Nothing of either pass leaves this module: callers get validated
+//! [`Manifest`]s and [`Diagnostic`]s.
+//!
+//! A file that cannot be read as YAML as a whole (syntax error, too large, too many documents) is
+//! rejected as a whole: a broken file cannot be trusted to have been split right.
+
+mod decode;
+mod scan;
+mod suggest;
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-
 use crate::diagnostic::{Diagnostic, Severity};
-use crate::manifest::{Manifest, ManifestName, Origin, RemediationSpec, API_VERSION, KIND_REMEDIATION};
+use crate::manifest::{Manifest, ManifestName, Origin};
+
+use scan::{Position, ScannedDocument};
+
+/// The largest manifest file accepted, in bytes (1 MiB).
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+/// The most documents one file may hold (empty ones included).
+pub const MAX_DOCUMENTS: usize = 1000;
+
+/// The deepest nesting of mappings and lists accepted (the document's root mapping is level 1).
+pub const MAX_DEPTH: usize = 32;
+
+/// At most this many problems are reported per document; the rest are counted.
+const MAX_PROBLEMS_PER_DOCUMENT: usize = 50;
+
+/// Messages quote what they found; a quote longer than this is cut.
+const LONGEST_QUOTE: usize = 60;
+
+/// No message is longer than this (in characters), whatever it quotes.
+const LONGEST_MESSAGE: usize = 1000;
 
 /// What one file yielded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +65,7 @@ pub struct Rejected {
 pub struct ManifestSet {
     /// Sorted by name; names are unique.
     pub manifests: Vec<Manifest>,
+    /// Sorted by file, then document.
     pub rejected: Vec<Rejected>,
 }
 
@@ -55,80 +86,131 @@ pub fn is_manifest_file(path: &str) -> bool {
 }
 
 /// Parses and validates every document in one file.
+///
+/// `manifests` keep the file's order; `rejected` is sorted by document. Empty documents (nothing
+/// but comments, a trailing `---`) are skipped silently.
 pub fn load_file(file: &str, text: &str) -> FileLoad {
     let mut load = FileLoad { file: file.to_owned(), manifests: Vec::new(), rejected: Vec::new() };
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = match serde_yaml::Value::deserialize(document) {
+    if text.len() > MAX_FILE_BYTES {
+        let message = format!(
+            "file is {} bytes, more than the {MAX_FILE_BYTES} bytes (1 MiB) a manifest file may have: split it",
+            text.len()
+        );
+        let problem = Problem::new(Position { line: 0, column: 0 }, String::new(), message);
+        load.rejected.push(Rejected {
+            file: file.to_owned(),
+            document: 0,
+            name: None,
+            diagnostics: vec![problem.into_diagnostic(file)],
+        });
+        return load;
+    }
+    // Both parsers must count positions from the same first character.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let scan = scan::scan(text);
+    if let Some((number, failure)) = scan.failure {
+        return reject_file(load, &scan.documents, number, failure);
+    }
+    for document in &scan.documents {
+        if document.empty {
+            continue;
+        }
+        if !document.problems.is_empty() {
+            load.rejected.push(rejected(file, document, document.problems.clone()));
+            continue;
+        }
+        let value = match deserialize(text, document) {
             Ok(value) => value,
-            Err(e) => {
-                load.rejected.push(reject(file, index, None, &e));
-                break;
-            }
+            Err(failure) => return reject_file(load, &scan.documents, document.number, failure),
         };
         if value.is_null() {
             continue;
         }
-        match build(file, index, value) {
+        let origin = Origin {
+            file: file.to_owned(),
+            document: document.number,
+            line: document.position.line,
+            column: document.position.column,
+        };
+        match decode::decode(document, &value, origin) {
             Ok(manifest) => load.manifests.push(manifest),
-            Err(rejected) => load.rejected.push(*rejected),
+            Err(problems) => load.rejected.push(rejected(file, document, problems)),
         }
     }
     load
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawDocument {
-    api_version: String,
-    kind: String,
-    metadata: RawMetadata,
-    spec: RemediationSpec,
+/// The document's own text as a value. The first pass already accepted the whole file, so an
+/// error here means the two parsers disagree: it is treated as the syntax error it is to one of
+/// them.
+fn deserialize(text: &str, document: &ScannedDocument) -> Result<serde_yaml::Value, Problem> {
+    let own_text = &text[document.text.clone()];
+    serde_yaml::from_str(own_text).map_err(|_| {
+        // Parse again behind padding that puts the text where it is in the file, so that the
+        // error's position and the positions quoted in its message are the file's. Only done on
+        // failure: the padding costs as much as the text before the document.
+        let start = document.text_start;
+        let padded = format!(
+            "{}{}{own_text}",
+            "\n".repeat(start.line.saturating_sub(1)),
+            " ".repeat(start.column.saturating_sub(1))
+        );
+        let error = serde_yaml::from_str::<serde_yaml::Value>(&padded).err();
+        let position = error
+            .as_ref()
+            .and_then(serde_yaml::Error::location)
+            .map_or(document.position, |at| Position { line: at.line(), column: at.column() });
+        let detail = error.map_or_else(|| "the document could not be read".to_owned(), |e| e.to_string());
+        Problem::new(position, String::new(), format!("YAML syntax error: {detail}"))
+    })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMetadata {
-    name: String,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-}
-
-fn build(file: &str, index: usize, value: serde_yaml::Value) -> Result<Manifest, Box<Rejected>> {
-    let name = value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).map(str::to_owned);
-    let raw: RawDocument =
-        serde_yaml::from_value(value).map_err(|e| Box::new(reject(file, index, name.clone(), &e)))?;
-    let fail = |message: String| {
-        Box::new(Rejected {
-            file: file.to_owned(),
-            document: index,
-            name: name.clone(),
-            diagnostics: vec![diagnostic(file, 0, 0, message)],
-        })
-    };
-    if raw.api_version != API_VERSION {
-        return Err(fail(format!("unknown apiVersion {:?}: expected {API_VERSION}", raw.api_version)));
+/// Rejects every document of a file for one problem found in document `failed`, keeping each
+/// name that could be read so that the daemon can hold those manifests' last good versions.
+fn reject_file(mut load: FileLoad, documents: &[ScannedDocument], failed: usize, failure: Problem) -> FileLoad {
+    let file = load.file.clone();
+    let named_at = |number: usize| documents.iter().find(|d| d.number == number).and_then(|d| d.name.clone());
+    load.manifests.clear();
+    load.rejected.clear();
+    for document in documents.iter().filter(|d| d.number != failed) {
+        let Some((name, at)) = &document.name else {
+            continue;
+        };
+        let message = format!(
+            "manifest {:?} not loaded: the whole file is rejected because of the error at {}",
+            shorten(name),
+            failure.position
+        );
+        load.rejected.push(rejected(
+            file.as_str(),
+            document,
+            vec![Problem::new(*at, "metadata.name".to_owned(), message)],
+        ));
     }
-    if raw.kind != KIND_REMEDIATION {
-        return Err(fail(format!("unknown kind {:?}: expected {KIND_REMEDIATION}", raw.kind)));
+    load.rejected.push(Rejected {
+        file: file.clone(),
+        document: failed,
+        name: named_at(failed).map(|(name, _)| name),
+        diagnostics: vec![failure.into_diagnostic(&file)],
+    });
+    load.rejected.sort_by_key(|r| r.document);
+    load
+}
+
+fn rejected(file: &str, document: &ScannedDocument, problems: Vec<Problem>) -> Rejected {
+    Rejected {
+        file: file.to_owned(),
+        document: document.number,
+        name: document.name.as_ref().map(|(name, _)| name.clone()),
+        diagnostics: problems.into_iter().map(|p| p.into_diagnostic(file)).collect(),
     }
-    let manifest_name = ManifestName::new(&raw.metadata.name).map_err(|e| fail(e.to_string()))?;
-    let origin = Origin { file: file.to_owned(), document: index, line: 0, column: 0 };
-    Manifest::new(manifest_name, raw.metadata.labels, raw.metadata.annotations, raw.spec, origin)
-        .map_err(|e| fail(e.to_string()))
-}
-
-fn reject(file: &str, index: usize, name: Option<String>, error: &serde_yaml::Error) -> Rejected {
-    let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-    Rejected { file: file.to_owned(), document: index, name, diagnostics: vec![diagnostic(file, line, column, error.to_string())] }
-}
-
-fn diagnostic(file: &str, line: usize, column: usize, message: String) -> Diagnostic {
-    Diagnostic { file: file.to_owned(), line, column, path: String::new(), severity: Severity::Error, message }
 }
 
 /// Puts the files' results together, rejecting every document whose name is used more than once.
+///
+/// A name is used by a rejected document too when its `metadata.name` could be read: such a name
+/// is just as ambiguous (which of the two was meant?), and rejecting at once avoids a valid
+/// manifest turning invalid later, when the other document's unrelated mistake is fixed.
 pub fn assemble(files: impl IntoIterator<Item = FileLoad>) -> ManifestSet {
     let mut set = ManifestSet::default();
     let mut by_name: BTreeMap<ManifestName, Vec<Manifest>> = BTreeMap::new();
@@ -138,13 +220,29 @@ pub fn assemble(files: impl IntoIterator<Item = FileLoad>) -> ManifestSet {
             by_name.entry(manifest.name.clone()).or_default().push(manifest);
         }
     }
+    let mut rejected_places: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for rejected in &set.rejected {
+        if let Some(name) = &rejected.name {
+            let place =
+                format!("the {} document of {} (itself rejected)", ordinal(rejected.document + 1), rejected.file);
+            rejected_places.entry(name.clone()).or_default().push(place);
+        }
+    }
     for (name, mut group) in by_name {
-        if group.len() == 1 {
+        let also_rejected = rejected_places.get(name.as_str()).map_or(&[][..], Vec::as_slice);
+        if group.len() == 1 && also_rejected.is_empty() {
             set.manifests.extend(group.pop());
             continue;
         }
-        let places: Vec<String> = group.iter().map(|m| m.origin.to_string()).collect();
-        for manifest in group {
+        group.sort_by(|a, b| a.origin.cmp(&b.origin));
+        for (this, manifest) in group.iter().enumerate() {
+            let others: Vec<String> = group
+                .iter()
+                .enumerate()
+                .filter(|(other, _)| *other != this)
+                .map(|(_, m)| m.origin.to_string())
+                .chain(also_rejected.iter().cloned())
+                .collect();
             let o = &manifest.origin;
             set.rejected.push(Rejected {
                 file: o.file.clone(),
@@ -156,10 +254,160 @@ pub fn assemble(files: impl IntoIterator<Item = FileLoad>) -> ManifestSet {
                     column: o.column,
                     path: "metadata.name".into(),
                     severity: Severity::Error,
-                    message: format!("name {name:?} is used by more than one manifest ({}): names must be unique", places.join(", ")),
+                    message: format!(
+                        "name {:?} is also used at {}: names must be unique, so every document using it is rejected",
+                        name.as_str(),
+                        others.join(", ")
+                    ),
                 }],
             });
         }
     }
+    set.rejected.sort_by(|a, b| (&a.file, a.document).cmp(&(&b.file, b.document)));
     set
+}
+
+/// `1st`, `2nd`, `3rd`, `4th`... `11th`, `12th`, `13th`, `21st`...
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// One problem found by either pass, before it is tied to its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Problem {
+    position: Position,
+    /// The YAML path in display form (`spec.target.objectGuid`).
+    path: String,
+    message: String,
+}
+
+impl Problem {
+    fn new(position: Position, path: String, mut message: String) -> Self {
+        if let Some((cut, _)) = message.char_indices().nth(LONGEST_MESSAGE) {
+            message.truncate(cut);
+            message.push('…');
+        }
+        Problem { position, path, message }
+    }
+
+    fn into_diagnostic(self, file: &str) -> Diagnostic {
+        Diagnostic {
+            file: file.to_owned(),
+            line: self.position.line,
+            column: self.position.column,
+            path: self.path,
+            severity: Severity::Error,
+            message: self.message,
+        }
+    }
+}
+
+/// The problems of one document, in the order of the text, at most
+/// [`MAX_PROBLEMS_PER_DOCUMENT`] of them (hostile input must not make a report of unbounded size).
+#[derive(Debug, Default)]
+struct Problems {
+    kept: Vec<Problem>,
+    dropped: usize,
+}
+
+impl Problems {
+    fn push(&mut self, problem: Problem) {
+        self.push_with(|| problem);
+    }
+
+    /// Like [`push`](Self::push), but the problem (its message) is only made if it will be kept:
+    /// hostile input can hold hundreds of thousands of the same mistake.
+    fn push_with(&mut self, problem: impl FnOnce() -> Problem) {
+        if self.is_full() {
+            self.dropped += 1;
+        } else {
+            self.kept.push(problem());
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.kept.len() >= MAX_PROBLEMS_PER_DOCUMENT
+    }
+
+    fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
+    fn into_vec(mut self) -> Vec<Problem> {
+        self.kept.sort_by_key(|p| p.position);
+        if let Some(last) = self.kept.last().map(|p| p.position) {
+            if self.dropped > 0 {
+                let message = format!("{} more problems in this document are not shown", self.dropped);
+                self.kept.push(Problem::new(last, String::new(), message));
+            }
+        }
+        self.kept
+    }
+}
+
+/// A YAML path for people: keys joined with `.`, keys that would read ambiguously quoted
+/// (`metadata.labels["app.kubernetes.io/name"]`), list items as `[0]`.
+fn display_path(path: &[String]) -> String {
+    let mut shown = String::new();
+    for segment in path {
+        let plain = !segment.is_empty() && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let index = segment.len() > 2
+            && segment.starts_with('[')
+            && segment.ends_with(']')
+            && segment[1..segment.len() - 1].chars().all(|c| c.is_ascii_digit());
+        if plain || index {
+            if !shown.is_empty() && !index {
+                shown.push('.');
+            }
+            shown.push_str(segment);
+        } else {
+            shown.push_str(&format!("[{:?}]", shorten(segment)));
+        }
+    }
+    shown
+}
+
+/// `text`, cut to [`LONGEST_QUOTE`] characters.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(LONGEST_QUOTE) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_read_unambiguously() {
+        let path = |segments: &[&str]| display_path(&segments.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(path(&[]), "");
+        assert_eq!(path(&["spec", "target", "objectGuid"]), "spec.target.objectGuid");
+        assert_eq!(
+            path(&["metadata", "labels", "app.kubernetes.io/name"]),
+            r#"metadata.labels["app.kubernetes.io/name"]"#
+        );
+        assert_eq!(path(&["spec", "tags", "[0]"]), "spec.tags[0]");
+    }
+
+    #[test]
+    fn ordinals() {
+        let shown: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111].map(ordinal).to_vec();
+        assert_eq!(shown, ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"]);
+    }
+
+    #[test]
+    fn quotes_are_cut() {
+        assert_eq!(shorten("short"), "short");
+        let long = "é".repeat(100);
+        assert_eq!(shorten(&long).chars().count(), LONGEST_QUOTE + 1);
+    }
 }

@@ -1,0 +1,330 @@
+//! Step 4: what remedy may touch, decided by the daemon's configuration, never by manifests.
+//!
+//! A protected account (RID 500, RID 502, the action account, `protectedAccounts`, members of
+//! `protectedGroups` or `adminCount=1`) is denied on both providers: the Entra user is the same
+//! person. Scope only concerns AD. When several guardrails apply, the first of [`Guardrail`]'s
+//! declaration order is reported.
+
+use std::collections::BTreeSet;
+
+use super::engine::Work;
+use super::merge::Group;
+use super::{Disposition, Guardrail};
+use crate::action::Provider;
+use crate::config::Guardrails;
+use crate::identity::Identity;
+
+const RID_ADMINISTRATOR: u32 = 500;
+const RID_KRBTGT: u32 = 502;
+
+#[derive(Debug, Clone)]
+struct Denial {
+    guardrail: Guardrail,
+    detail: String,
+}
+
+pub(super) fn judge(group: &Group<'_>, guardrails: &Guardrails, work: &mut Work) {
+    let names = Names::of(group);
+    let protections = protections(group, guardrails, &names);
+    // krbtgt and the action account cannot be exempted; naming them in allowProtected changes
+    // nothing, and saying "exempt from ..." about them would mislead.
+    let exemption = guardrails
+        .allow_protected
+        .iter()
+        .find(|entry| names.matches(entry))
+        .filter(|_| protections.iter().all(|(_, exemptable)| *exemptable));
+    let mut protection = None;
+    for (denial, _) in protections {
+        match exemption {
+            Some(entry) => work.notes.push(format!(
+                "allowProtected names {entry:?}, so the {} guardrail does not apply: {}",
+                guardrail_name(denial.guardrail),
+                denial.detail
+            )),
+            None => {
+                protection.get_or_insert(denial);
+            }
+        }
+    }
+    let out_of_scope =
+        group.ad_account().filter(|account| !in_scope(&account.dn, &guardrails.allowed_scopes)).map(|account| Denial {
+            guardrail: Guardrail::OutOfScope,
+            detail: format!(
+                "{} is outside every allowedScopes base DN ({})",
+                account.dn,
+                guardrails.allowed_scopes.join("; ")
+            ),
+        });
+    let ad = protection.clone().or(out_of_scope);
+    for planned in &mut work.actions {
+        let denial = match planned.provider {
+            Provider::ActiveDirectory => ad.as_ref(),
+            Provider::EntraId => protection.as_ref(),
+        };
+        if let Some(denial) = denial {
+            planned.disposition = Disposition::Denied { guardrail: denial.guardrail, detail: denial.detail.clone() };
+        }
+    }
+}
+
+fn guardrail_name(guardrail: Guardrail) -> &'static str {
+    match guardrail {
+        Guardrail::BuiltinAccount => "built-in account",
+        Guardrail::ActionAccount => "action account",
+        Guardrail::ProtectedAccount => "protectedAccounts",
+        Guardrail::ProtectedGroup => "protectedGroups",
+        Guardrail::OutOfScope => "allowedScopes",
+    }
+}
+
+/// Every protection that applies, in precedence order, each with whether allowProtected may
+/// exempt it.
+fn protections(group: &Group<'_>, guardrails: &Guardrails, names: &Names) -> Vec<(Denial, bool)> {
+    let mut found = Vec::new();
+    let account = group.ad_account();
+    match account.and_then(|a| a.rid()) {
+        Some(RID_KRBTGT) => found.push((
+            Denial {
+                guardrail: Guardrail::BuiltinAccount,
+                detail: "krbtgt (RID 502) is never touched; allowProtected cannot exempt it".to_owned(),
+            },
+            false,
+        )),
+        Some(RID_ADMINISTRATOR) => found.push((
+            Denial {
+                guardrail: Guardrail::BuiltinAccount,
+                detail: "the built-in Administrator (RID 500, whatever its name) is protected".to_owned(),
+            },
+            true,
+        )),
+        _ => {}
+    }
+    if let Some(action_account) = guardrails.action_account.as_deref().filter(|a| names.matches(a)) {
+        found.push((
+            Denial {
+                guardrail: Guardrail::ActionAccount,
+                detail: format!(
+                    "remedy's own action account ({action_account}) is never touched; \
+                     allowProtected cannot exempt it"
+                ),
+            },
+            false,
+        ));
+    }
+    if let Some(entry) = guardrails.protected_accounts.iter().find(|entry| names.matches(entry)) {
+        found.push((
+            Denial { guardrail: Guardrail::ProtectedAccount, detail: format!("protectedAccounts names {entry:?}") },
+            true,
+        ));
+    }
+    if let Some(account) = account {
+        let member = account.member_of.iter().find_map(|dn| {
+            guardrails.protected_groups.iter().find(|entry| group_matches(entry, dn)).map(|entry| (dn, entry))
+        });
+        if let Some((dn, entry)) = member {
+            found.push((
+                Denial {
+                    guardrail: Guardrail::ProtectedGroup,
+                    detail: format!("member of {dn} (protectedGroups names {entry:?})"),
+                },
+                true,
+            ));
+        } else if account.admin_count {
+            found.push((
+                Denial {
+                    guardrail: Guardrail::ProtectedGroup,
+                    detail: "adminCount=1: the account is, or was, a member of a privileged group \
+                             (AdminSDHolder)"
+                        .to_owned(),
+                },
+                true,
+            ));
+        }
+    }
+    found
+}
+
+/// The names an account is known by, normalised for case-insensitive comparison.
+#[derive(Debug, Default)]
+struct Names {
+    sams: BTreeSet<String>,
+    upns: BTreeSet<String>,
+    dns: BTreeSet<Vec<String>>,
+}
+
+impl Names {
+    fn of(group: &Group<'_>) -> Names {
+        let mut names = Names::default();
+        if let Some(account) = group.ad_account() {
+            let sam = account.sam_account_name.to_lowercase();
+            let rdns = rdns(&account.dn);
+            // An account without userPrincipalName still binds as sam@dns-domain (implicit UPN).
+            let domain: Vec<&str> = rdns.iter().filter_map(|rdn| rdn.strip_prefix("dc=")).collect();
+            if !domain.is_empty() {
+                names.upns.insert(format!("{sam}@{}", domain.join(".")));
+            }
+            names.upns.extend(account.user_principal_name.as_deref().map(str::to_lowercase));
+            names.sams.insert(sam);
+            names.dns.insert(rdns);
+        }
+        if let Some(user) = group.entra_user() {
+            names.upns.insert(user.user_principal_name.to_lowercase());
+        }
+        for identity in std::iter::once(&group.identity).chain(&group.also_declared_as) {
+            match identity {
+                Identity::SamAccountName(sam) => names.sams.insert(sam.to_lowercase()),
+                Identity::UserPrincipalName(upn) => names.upns.insert(upn.to_lowercase()),
+                Identity::ObjectGuid(_) | Identity::ObjectSid(_) => false,
+            };
+        }
+        names
+    }
+
+    /// Whether a configured name (sAMAccountName, UPN, DN or `DOMAIN\sam`) is one of these.
+    fn matches(&self, entry: &str) -> bool {
+        let entry = entry.trim();
+        if let Some((_, sam)) = entry.rsplit_once('\\') {
+            return self.sams.contains(&sam.trim().to_lowercase());
+        }
+        if entry.contains('=') {
+            return self.dns.contains(&rdns(entry));
+        }
+        let entry = entry.to_lowercase();
+        self.sams.contains(&entry) || self.upns.contains(&entry)
+    }
+}
+
+/// A DN as its RDNs, each `type=value` lower-cased with whitespace around `=` and `,` removed
+/// and runs of whitespace inside values collapsed. Escaped commas (`\,`) do not split.
+pub(super) fn rdns(dn: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut escaped = false;
+    for c in dn.chars() {
+        if escaped {
+            current.push(c);
+            escaped = false;
+        } else if c == '\\' {
+            current.push(c);
+            escaped = true;
+        } else if c == ',' {
+            parts.push(std::mem::take(&mut current));
+        } else {
+            current.push(c);
+        }
+    }
+    parts.push(current);
+    parts
+        .iter()
+        .map(|part| match part.split_once('=') {
+            Some((kind, value)) => format!("{}={}", collapse(kind), collapse(value)),
+            None => collapse(part),
+        })
+        .filter(|rdn| !rdn.is_empty())
+        .collect()
+}
+
+fn collapse(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
+/// Whether `dn` is at or below one of the base DNs, compared RDN by RDN: `OU=Staff,DC=x` does not
+/// cover `OU=XStaff,DC=x`.
+pub(super) fn in_scope(dn: &str, scopes: &[String]) -> bool {
+    let dn = rdns(dn);
+    scopes.iter().any(|scope| {
+        let scope = rdns(scope);
+        !scope.is_empty() && dn.ends_with(&scope)
+    })
+}
+
+/// Whether a memberOf DN is the configured group: by full DN, or by the CN of its first RDN.
+fn group_matches(entry: &str, member_of: &str) -> bool {
+    let group = rdns(member_of);
+    if entry.contains('=') {
+        return group == rdns(entry);
+    }
+    group.first().and_then(|rdn| rdn.strip_prefix("cn=")).is_some_and(|cn| cn == collapse(entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_is_compared_rdn_by_rdn() {
+        let scopes = vec!["OU=Staff, DC=remedy,DC=test".to_owned()];
+        assert!(in_scope("CN=a,OU=Staff,DC=remedy,DC=test", &scopes));
+        assert!(in_scope("cn=a , ou=staff,dc=REMEDY, dc=test", &scopes));
+        assert!(!in_scope("CN=a,OU=XStaff,DC=remedy,DC=test", &scopes));
+        assert!(!in_scope("CN=a,OU=Staff,DC=remedy,DC=test,DC=evil", &scopes));
+        // A CN crafted to look like the OU is one RDN, not two.
+        assert!(!in_scope("CN=x\\,OU=Staff,DC=remedy,DC=test", &scopes));
+        assert_eq!(rdns("CN=x\\,OU=Staff,DC=remedy,DC=test").len(), 3);
+        assert!(!in_scope("CN=a,OU=Staff,DC=remedy,DC=test", &["".to_owned()]));
+    }
+
+    fn group_of(account: crate::observed::AdAccount) -> Group<'static> {
+        Group {
+            identity: Identity::ObjectGuid(account.object_guid),
+            also_declared_as: Vec::new(),
+            active: Vec::new(),
+            suspended: Vec::new(),
+            released: Vec::new(),
+            ad: crate::observed::ProviderView::Found(account),
+            entra: crate::observed::ProviderView::NotConfigured,
+        }
+    }
+
+    fn account() -> crate::observed::AdAccount {
+        crate::observed::AdAccount {
+            dn: "CN=Remedy Service,OU=Service Accounts,DC=remedy,DC=test".into(),
+            object_guid: uuid::Uuid::from_u128(7),
+            object_sid: "S-1-5-21-1-2-3-1150".into(),
+            sam_account_name: "svc-remedy".into(),
+            user_principal_name: None,
+            user_account_control: 0x200,
+            pwd_last_set: crate::observed::PasswordLastSet::Zero,
+            user_account_control_computed: 0,
+            member_of: vec![],
+            admin_count: false,
+            when_changed: None,
+            usn_changed: None,
+        }
+    }
+
+    #[test]
+    fn an_account_is_known_by_every_name_it_binds_with() {
+        let names = Names::of(&group_of(account()));
+        for name in [
+            "svc-remedy@remedy.test",
+            "SVC-REMEDY@Remedy.Test",
+            "svc-remedy",
+            "REMEDY\\svc-remedy",
+            "cn=remedy service, ou=service accounts, dc=remedy, dc=test",
+        ] {
+            assert!(names.matches(name), "{name} does not match");
+        }
+        for name in ["svc-remedy2", "svc-remedy@other.test", "REMEDY\\svc", "CN=svc-remedy,DC=remedy,DC=test"] {
+            assert!(!names.matches(name), "{name} matches");
+        }
+        let mut with_upn = account();
+        with_upn.user_principal_name = Some("remedy.bot@corp.example".into());
+        let names = Names::of(&group_of(with_upn));
+        assert!(names.matches("remedy.bot@corp.example") && names.matches("svc-remedy@remedy.test"));
+    }
+
+    #[test]
+    fn escaped_commas_do_not_split() {
+        assert_eq!(rdns("CN=Smith\\, John,OU=Staff"), vec!["cn=smith\\, john", "ou=staff"]);
+    }
+
+    #[test]
+    fn groups_match_by_cn_or_dn() {
+        let dn = "CN=Domain  Admins,CN=Users,DC=remedy,DC=test";
+        assert!(group_matches("domain admins", dn));
+        assert!(group_matches("CN=Domain Admins,CN=Users,DC=remedy,DC=test", dn));
+        assert!(!group_matches("Admins", dn));
+        assert!(!group_matches("Domain Admins", "OU=Domain Admins,DC=remedy,DC=test"));
+    }
+}

@@ -1,0 +1,90 @@
+//! Every example the project shows a user is valid as shown: the files in `examples/` and the YAML
+//! blocks in `docs/*.md` and the README.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use remedy_policies::config::Config;
+use remedy_policies::load::{assemble, load_file};
+use remedy_policies::observed::ObservedState;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The fenced blocks of a Markdown file with the given info string, with their starting line.
+fn fenced_blocks(markdown: &str, info: &str) -> Vec<(usize, String)> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for (index, line) in markdown.lines().enumerate() {
+        match current.as_mut() {
+            None if line.trim_start() == format!("```{info}") => current = Some((index + 2, String::new())),
+            None => {}
+            Some(_) if line.trim_start() == "```" => blocks.extend(current.take()),
+            Some((_, text)) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    blocks
+}
+
+#[test]
+fn example_manifests_are_valid() {
+    let dir = repo().join("examples/manifests");
+    let mut loads = Vec::new();
+    for entry in fs::read_dir(&dir).expect("examples/manifests") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        loads.push(load_file(&name, &read(&path)));
+    }
+    let set = assemble(loads);
+    let problems: Vec<String> = set.diagnostics().map(ToString::to_string).collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(set.manifests.len(), 4, "every example document loads");
+}
+
+#[test]
+fn example_config_is_valid() {
+    let config = Config::from_yaml("examples/remedy.yaml", &read(&repo().join("examples/remedy.yaml")))
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert!(!config.guardrails.allowed_scopes.is_empty());
+}
+
+#[test]
+fn example_snapshot_parses_and_covers_the_examples() {
+    let snapshot: ObservedState =
+        serde_yaml::from_str(&read(&repo().join("examples/observed.yaml"))).expect("examples/observed.yaml");
+    assert_eq!(snapshot.accounts.len(), 4);
+}
+
+#[test]
+fn yaml_in_the_docs_is_valid() {
+    let mut checked = 0;
+    for doc in ["README.md", "docs/manifests.md"] {
+        let text = read(&repo().join(doc));
+        for (line, block) in fenced_blocks(&text, "yaml") {
+            let load = load_file(&format!("{doc}:{line}"), &block);
+            let problems: Vec<String> =
+                load.rejected.iter().flat_map(|r| &r.diagnostics).map(ToString::to_string).collect();
+            assert!(problems.is_empty(), "{doc} block at line {line}: {problems:#?}");
+            assert!(!load.manifests.is_empty(), "{doc} block at line {line} holds no manifest");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "only {checked} blocks found: did the fence format change?");
+}
+
+#[test]
+fn configuration_reference_example_is_valid() {
+    let text = read(&repo().join("docs/configuration.md"));
+    let blocks = fenced_blocks(&text, "yaml");
+    assert_eq!(blocks.len(), 1, "docs/configuration.md has one full example");
+    let (line, block) = &blocks[0];
+    Config::from_yaml(&format!("docs/configuration.md:{line}"), block).unwrap_or_else(|e| panic!("{e:#?}"));
+}
