@@ -1,0 +1,218 @@
+//! The simulated tenant's mutable state behind one lock: users, issued tokens, pending faults, rate
+//! counters and the request log. Nothing here awaits while holding the lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::model::{Fault, LoggedRequest, SimConfig, SimUser};
+use crate::odata::Reply;
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: SimConfig,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub users: Vec<SimUser>,
+    /// Access token → expiry.
+    pub tokens: HashMap<String, Instant>,
+    faults: VecDeque<PendingFault>,
+    pub latency: Duration,
+    /// Arrival of each Graph request counted against the general budget, oldest first.
+    budget_spent: VecDeque<Instant>,
+    /// Arrival of each accepted Identity Protection request, oldest first.
+    identity_protection_calls: VecDeque<Instant>,
+    log: Vec<(u64, LoggedRequest)>,
+    next_log_id: u64,
+    /// Bumped on every change to `users` (the binary's state file watches it).
+    pub users_version: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PendingFault {
+    Status { status: u16, remaining: u32 },
+    Throttle { remaining: u32, retry_after: Duration },
+}
+
+impl Shared {
+    pub fn new(config: SimConfig) -> Shared {
+        let mut users = config.users.clone();
+        users.sort_by_key(|u| u.user_principal_name.to_ascii_lowercase());
+        let inner = Inner {
+            users,
+            tokens: HashMap::new(),
+            faults: VecDeque::new(),
+            latency: config.latency,
+            budget_spent: VecDeque::new(),
+            identity_protection_calls: VecDeque::new(),
+            log: Vec::new(),
+            next_log_id: 0,
+            users_version: 0,
+        };
+        Shared { config, inner: Mutex::new(inner) }
+    }
+
+    /// The state; a handler that panicked mid-change cannot leave it worse than a crash would, so a
+    /// poisoned lock is still usable.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inner {
+    /// Index of the user with this object id or userPrincipalName (both case-insensitive, as in Entra ID).
+    pub fn find_user(&self, id_or_upn: &str) -> Option<usize> {
+        self.users
+            .iter()
+            .position(|u| u.id.eq_ignore_ascii_case(id_or_upn) || u.user_principal_name.eq_ignore_ascii_case(id_or_upn))
+    }
+
+    pub fn find_user_by_id(&self, id: &str) -> Option<usize> {
+        self.users.iter().position(|u| u.id.eq_ignore_ascii_case(id))
+    }
+
+    pub fn users_changed(&mut self) {
+        self.users_version += 1;
+    }
+
+    /// One Entra Connect cycle: every synced user's accountEnabled becomes what AD says.
+    pub fn directory_sync(&mut self) {
+        let mut changed = false;
+        for user in self.users.iter_mut().filter(|u| u.on_premises_sync_enabled) {
+            if user.account_enabled != user.on_premises_account_enabled {
+                user.account_enabled = user.on_premises_account_enabled;
+                changed = true;
+            }
+        }
+        if changed {
+            self.users_changed();
+        }
+    }
+
+    pub fn inject(&mut self, fault: Fault) {
+        match fault {
+            Fault::Status { status, count } if count > 0 => {
+                self.faults.push_back(PendingFault::Status { status, remaining: count })
+            }
+            Fault::Throttle { count, retry_after } if count > 0 => {
+                self.faults.push_back(PendingFault::Throttle { remaining: count, retry_after })
+            }
+            Fault::Status { .. } | Fault::Throttle { .. } => {}
+            Fault::Latency(latency) => self.latency = latency,
+            Fault::ExpireTokens => {
+                let now = Instant::now();
+                for expiry in self.tokens.values_mut() {
+                    *expiry = (*expiry).min(now);
+                }
+            }
+        }
+    }
+
+    /// The injected fault this Graph request suffers, if any (consumes one unit of it).
+    pub fn take_fault(&mut self) -> Option<Reply> {
+        let front = self.faults.front_mut()?;
+        let reply = match front {
+            PendingFault::Status { status, remaining } => {
+                *remaining -= 1;
+                status_fault(*status)
+            }
+            PendingFault::Throttle { remaining, retry_after } => {
+                *remaining -= 1;
+                too_many_requests(*retry_after)
+            }
+        };
+        if matches!(front, PendingFault::Status { remaining: 0, .. } | PendingFault::Throttle { remaining: 0, .. }) {
+            self.faults.pop_front();
+        }
+        Some(reply)
+    }
+
+    /// Counts this request against the general budget; `Some` is the 429 when it is spent.
+    pub fn spend_budget(&mut self, config: &SimConfig, now: Instant) -> Option<Reply> {
+        let throttle = config.throttle.as_ref()?;
+        while self.budget_spent.front().is_some_and(|&at| now.duration_since(at) >= throttle.window) {
+            self.budget_spent.pop_front();
+        }
+        if self.budget_spent.len() >= throttle.budget as usize {
+            return Some(too_many_requests(throttle.retry_after));
+        }
+        self.budget_spent.push_back(now);
+        None
+    }
+
+    /// Counts an Identity Protection request; `false` when the per-second limit is already reached.
+    pub fn allow_identity_protection(&mut self, per_second: u32, now: Instant) -> bool {
+        if per_second == 0 {
+            return true;
+        }
+        while self.identity_protection_calls.front().is_some_and(|&at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            self.identity_protection_calls.pop_front();
+        }
+        if self.identity_protection_calls.len() >= per_second as usize {
+            return false;
+        }
+        self.identity_protection_calls.push_back(now);
+        true
+    }
+
+    /// Records an arriving request; its status is filled in by [`Inner::log_answer`].
+    pub fn log_arrival(&mut self, entry: LoggedRequest) -> u64 {
+        let id = self.next_log_id;
+        self.next_log_id += 1;
+        self.log.push((id, entry));
+        id
+    }
+
+    pub fn log_answer(&mut self, id: u64, status: u16, retry_after: Option<u64>) {
+        if let Some((_, entry)) = self.log.iter_mut().rev().find(|(entry_id, _)| *entry_id == id) {
+            entry.status = status;
+            entry.retry_after = retry_after;
+        }
+    }
+
+    pub fn log(&self) -> Vec<LoggedRequest> {
+        self.log.iter().map(|(_, entry)| entry.clone()).collect()
+    }
+
+    pub fn clear_log(&mut self) {
+        self.log.clear();
+    }
+}
+
+/// An injected 5xx (or other) answer with an OData error body.
+/// Codes from https://learn.microsoft.com/en-us/graph/errors ("Code property": serviceNotAvailable,
+/// generalException); 504's code is an assumption.
+fn status_fault(status: u16) -> Reply {
+    let (code, message) = match status {
+        503 => ("serviceNotAvailable", "The service is temporarily unavailable for maintenance or is overloaded."),
+        504 => ("gatewayTimeout", "The server, while acting as a proxy, did not receive a timely response."),
+        429 => ("TooManyRequests", "Too many requests."),
+        _ => ("generalException", "An unspecified error has occurred."),
+    };
+    Reply::error(status, code, format!("{message} (injected by graph-sim)"))
+}
+
+/// Graph's throttling answer: 429, `Retry-After` in whole seconds, code `TooManyRequests`, and the
+/// innerError fields of the documented sample.
+/// Source: https://learn.microsoft.com/en-us/graph/throttling ("Sample response"; the sample once showed a
+/// fractional `Retry-After: 2.128`, today `Retry-After: 10`: clients should accept both, the simulator
+/// sends whole seconds).
+pub(crate) fn too_many_requests(retry_after: Duration) -> Reply {
+    let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    Reply::json(
+        429,
+        serde_json::json!({"error": {
+            "code": "TooManyRequests",
+            "message": "Please retry again later.",
+            "innerError": {"code": "429", "message": "Please retry after", "status": "429"},
+        }}),
+    )
+    .with_header("Retry-After", seconds.to_string())
+}

@@ -1,0 +1,11 @@
+//! The simulator over real HTTP, as the Entra provider will use it. One test binary; modules by area.
+
+// Fixture helpers are test code too; clippy.toml's allow-unwrap-in-tests reaches only #[test] functions.
+#![allow(clippy::unwrap_used)]
+
+mod batch;
+mod binary;
+mod faults;
+mod support;
+mod token;
+mod users;
