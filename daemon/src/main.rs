@@ -4,12 +4,10 @@
 //! modules. Exit codes: 0 success, 1 the command's answer is "no" (invalid manifests, ...),
 //! 2 usage or environment error (unreadable file, bad flag).
 
-mod cli;
-mod manifest_dir;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use remedy::cli;
 
 #[derive(Debug, Parser)]
 #[command(name = "remedy", version, about = "Takes compromised identities away from attackers, the GitOps way")]
@@ -24,13 +22,20 @@ enum Command {
     Validate(cli::validate::ValidateArgs),
     /// Print the plan for the manifests against an observed-state snapshot (offline).
     Plan(cli::plan::PlanArgs),
+    /// Observe, plan and apply the allowed actions once, printing what was done.
+    Apply(cli::apply::ApplyArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REMEDY_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
     let outcome = match args.command {
         Command::Validate(a) => cli::validate::run(&a),
         Command::Plan(a) => cli::plan::run(&a),
+        Command::Apply(a) => cli::apply::run(&a),
     };
     match outcome {
         Ok(code) => code,

@@ -38,7 +38,11 @@ pub fn run(args: &ValidateArgs) -> Result<ExitCode> {
         valid: set
             .manifests
             .iter()
-            .map(|m| ValidManifest { name: m.name.as_str(), origin: m.origin.to_string(), generation: m.generation.as_str() })
+            .map(|m| ValidManifest {
+                name: m.name.as_str(),
+                origin: m.origin.to_string(),
+                generation: m.generation.as_str(),
+            })
             .collect(),
         diagnostics: set.diagnostics().collect(),
     };
@@ -46,11 +50,7 @@ pub fn run(args: &ValidateArgs) -> Result<ExitCode> {
         for diagnostic in &report.diagnostics {
             println!("{diagnostic}");
         }
-        println!(
-            "{} valid manifest(s), {} rejected document(s)",
-            set.manifests.len(),
-            set.rejected.len()
-        );
+        println!("{} valid manifest(s), {} rejected document(s)", set.manifests.len(), set.rejected.len());
     }
     Ok(if set.is_valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

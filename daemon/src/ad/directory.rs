@@ -1,0 +1,406 @@
+//! [`LdapDirectory`]: the Active Directory provider over LDAP.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ldap3::adapters::{Adapter, PagedResults};
+use ldap3::{LdapConnSettings, Mod, ResultEntry, Scope, SearchEntry, SearchStream};
+use remedy_policies::action::Provider;
+use remedy_policies::config::ActiveDirectoryConfig;
+use remedy_policies::observed::{uac, AdAccount, PasswordLastSet, ProviderView};
+use remedy_policies::{Action, Identity};
+
+use super::entry::{account_from_entry, ATTRIBUTES};
+use super::error::AdError;
+use super::pool::{Lease, Pool, Target};
+use super::resolve::{resolve, user_object_filter, users_filter, CHUNK_SIZE};
+use super::{tls, AdChange, AdDirectory};
+use crate::secret::Secret;
+
+/// Counters since the provider was created (tests and the benchmark read them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdStats {
+    /// Connections opened and bound (the first one included).
+    pub connects: u64,
+    /// Search operations for observations (one per chunk of identities), not counting pages.
+    pub searches: u64,
+    /// Result pages received by those searches.
+    pub pages: u64,
+    /// Entries those searches returned.
+    pub entries: u64,
+    /// Modify operations sent.
+    pub modifies: u64,
+}
+
+/// The Active Directory provider: a pool of bound LDAP connections to one DC.
+#[derive(Debug)]
+pub struct LdapDirectory {
+    pool: Pool,
+    base_dn: String,
+    page_size: i32,
+    connections: usize,
+    chunk_size: usize,
+    pages: Arc<AtomicU64>,
+}
+
+/// Connection settings derived from the configuration, paths resolved.
+fn target(config: &ActiveDirectoryConfig, config_dir: &Path) -> Result<Target, AdError> {
+    let resolve_path = |p: &str| -> PathBuf {
+        let path = Path::new(p);
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            config_dir.join(path)
+        }
+    };
+    let url = config.url.trim().to_owned();
+    let lower = url.to_ascii_lowercase();
+    let ldaps = lower.starts_with("ldaps://");
+    if !ldaps && !lower.starts_with("ldap://") {
+        return Err(AdError::Config(format!("url {url:?} must start with ldaps:// or ldap://")));
+    }
+    if ldaps && config.start_tls {
+        return Err(AdError::Config("startTls is for ldap:// URLs; ldaps:// is TLS already".into()));
+    }
+    let tls = ldaps || config.start_tls;
+    // Checked again here (config validation does it too): a provider built from an unvalidated
+    // configuration must not send the password in clear either.
+    if !tls && !config.allow_insecure {
+        return Err(AdError::Config(
+            "plain ldap:// sends the action account's password in clear: use ldaps://, or startTls: true, or write allowInsecure: true to accept it".into(),
+        ));
+    }
+    let password =
+        Secret::from_file(&resolve_path(&config.password_file)).map_err(|e| AdError::Config(e.to_string()))?;
+    let ca_file = config.ca_file.as_deref().map(resolve_path);
+    let mut settings = LdapConnSettings::new().set_conn_timeout(config.connect_timeout);
+    if tls {
+        settings = settings.set_starttls(config.start_tls);
+        if config.allow_insecure && ca_file.is_none() {
+            tls::install_crypto_provider();
+            settings = settings.set_no_tls_verify(true);
+        } else {
+            settings = settings.set_config(tls::client_config(ca_file.as_deref())?);
+        }
+    }
+    if config.allow_insecure {
+        if !tls {
+            tracing::warn!(url = %url, "activeDirectory.allowInsecure: plain LDAP without TLS; the action account's password and every change cross the network in clear");
+        } else if ca_file.is_none() {
+            tracing::warn!(url = %url, "activeDirectory.allowInsecure: TLS without certificate verification; anyone on the path can impersonate the DC");
+        } else {
+            tracing::warn!(url = %url, "activeDirectory.allowInsecure is set but has no effect: TLS is verified against caFile");
+        }
+    }
+    Ok(Target {
+        url,
+        settings,
+        bind_user: config.bind_user.clone(),
+        password,
+        connect_timeout: config.connect_timeout,
+        operation_timeout: config.operation_timeout,
+        ca_file,
+    })
+}
+
+impl LdapDirectory {
+    /// Connects to the DC the configuration names and opens the pool's connections, each bound,
+    /// so that a wrong URL, CA, password or a DC that is down shows at once. Relative file paths
+    /// (caFile, passwordFile) are relative to `config_dir`. Connections the DC drops later are
+    /// reopened on demand.
+    pub async fn connect(config: &ActiveDirectoryConfig, config_dir: &Path) -> Result<Self, AdError> {
+        let target = target(config, config_dir)?;
+        let url = target.url.clone();
+        let directory = LdapDirectory {
+            pool: Pool::new(target, config.connections),
+            base_dn: config.base_dn.clone(),
+            page_size: config.page_size.clamp(1, i32::MAX as usize) as i32,
+            connections: config.connections.max(1),
+            chunk_size: CHUNK_SIZE,
+            pages: Arc::new(AtomicU64::new(0)),
+        };
+        // The first connection alone: a wrong password fails once, not once per connection.
+        drop(directory.pool.lease().await?);
+        let others = (1..directory.connections).map(|_| directory.pool.lease());
+        drop(futures::future::try_join_all(others).await?);
+        tracing::info!(url = %url, bind_user = %config.bind_user, base_dn = %config.base_dn, connections = directory.connections, "connected to Active Directory");
+        Ok(directory)
+    }
+
+    /// Identities per search (default [`CHUNK_SIZE`]); for tests and benchmarks.
+    pub fn with_chunk_size(mut self, chunk_size: usize) -> Self {
+        self.chunk_size = chunk_size.max(1);
+        self
+    }
+
+    pub fn stats(&self) -> AdStats {
+        let counters = &self.pool.counters;
+        AdStats {
+            connects: counters.connects.load(Ordering::Relaxed),
+            searches: counters.searches.load(Ordering::Relaxed),
+            pages: self.pages.load(Ordering::Relaxed),
+            entries: counters.entries.load(Ordering::Relaxed),
+            modifies: counters.modifies.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Finds the accounts of one chunk of identities with one paged search.
+    async fn search_chunk(&self, chunk: &[Identity]) -> Result<Vec<AdAccount>, AdError> {
+        let filter = users_filter(chunk);
+        let base = self.base_dn.as_str();
+        let page_size = self.page_size;
+        let pages = self.pages.clone();
+        let timeout = self.pool.target.operation_timeout;
+        let mut lease = self.pool.lease().await?;
+        self.pool.counters.searches.fetch_add(1, Ordering::Relaxed);
+        let entries = lease
+            .run("search", Some(base), |mut ldap| async move {
+                let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> =
+                    vec![Box::new(PagedResults::new(page_size)), Box::new(PageCounter(pages))];
+                let mut stream = ldap
+                    .with_timeout(timeout)
+                    .streaming_search_with(adapters, base, Scope::Subtree, &filter, ATTRIBUTES.to_vec())
+                    .await?;
+                let mut entries = Vec::new();
+                while let Some(entry) = stream.next().await? {
+                    // Continuation references (other partitions below a domain root) are skipped.
+                    if !entry.is_ref() && !entry.is_intermediate() {
+                        entries.push(SearchEntry::construct(entry));
+                    }
+                }
+                stream.finish().await.success()?;
+                Ok(entries)
+            })
+            .await?;
+        self.pool.counters.entries.fetch_add(entries.len() as u64, Ordering::Relaxed);
+        entries.iter().map(account_from_entry).collect()
+    }
+
+    /// Reads one account back by DN on a leased connection.
+    async fn read_on(&self, lease: &mut Lease<'_>, dn: &str) -> Result<AdAccount, AdError> {
+        let timeout = self.pool.target.operation_timeout;
+        let filter = user_object_filter();
+        let (entries, _) = lease
+            .run("read", Some(dn), |mut ldap| async move {
+                ldap.with_timeout(timeout).search(dn, Scope::Base, &filter, ATTRIBUTES.to_vec()).await?.success()
+            })
+            .await?;
+        match entries.into_iter().next() {
+            Some(entry) => account_from_entry(&SearchEntry::construct(entry)),
+            None => Err(AdError::Decode {
+                dn: dn.to_owned(),
+                attribute: "objectClass",
+                message: "not a user object".into(),
+            }),
+        }
+    }
+
+    async fn modify_on(&self, lease: &mut Lease<'_>, dn: &str, mods: Vec<Mod<String>>) -> Result<(), AdError> {
+        let timeout = self.pool.target.operation_timeout;
+        self.pool.counters.modifies.fetch_add(1, Ordering::Relaxed);
+        lease
+            .run(
+                "modify",
+                Some(dn),
+                |mut ldap| async move { ldap.with_timeout(timeout).modify(dn, mods).await?.success() },
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn apply_inner(&self, before: &AdAccount, action: Action, now: DateTime<Utc>) -> Result<AdChange, AdError> {
+        if action.provider() != Provider::ActiveDirectory {
+            return Err(AdError::NotAnAdAction(action));
+        }
+        let mut expected = before.clone();
+        action.apply_to_ad(&mut expected, now);
+        let dn = before.dn.as_str();
+        let mut lease = self.pool.lease().await?;
+        match action {
+            Action::ForcePasswordChange | Action::CancelForcedPasswordChange => {
+                // pwdLastSet takes only 0 (must change) and -1 (now); a plain replace is idempotent.
+                let value = if action == Action::ForcePasswordChange { "0" } else { "-1" };
+                let mods = vec![Mod::Replace("pwdLastSet".to_owned(), HashSet::from([value.to_owned()]))];
+                self.modify_on(&mut lease, dn, mods).await?;
+            }
+            _ if expected.user_account_control != before.user_account_control => {
+                // Conditional write: delete the value read, add the new one, in one modify. If
+                // the account changed since it was read, the delete finds nothing (16) and the
+                // DC applies neither half. (Samba also accepts it when the value already equals
+                // the new one: nothing is overwritten then either.)
+                let old = (before.user_account_control as i32).to_string();
+                let new = (expected.user_account_control as i32).to_string();
+                let mods = vec![
+                    Mod::Delete("userAccountControl".to_owned(), HashSet::from([old.clone()])),
+                    Mod::Add("userAccountControl".to_owned(), HashSet::from([new])),
+                ];
+                match self.modify_on(&mut lease, dn, mods).await {
+                    Err(AdError::Ldap { code: 16, message, .. }) => {
+                        return Err(AdError::ConcurrentChange {
+                            dn: dn.to_owned(),
+                            attribute: "userAccountControl",
+                            expected: old,
+                            message,
+                        });
+                    }
+                    other => other?,
+                }
+            }
+            // Already as wanted: nothing to write, the read-back below still checks it.
+            _ => {}
+        }
+        let after = self.read_on(&mut lease, dn).await?;
+        verify(action, &expected, &after)?;
+        Ok(AdChange { before: before.clone(), after })
+    }
+}
+
+/// Compares the account read back after an action with what the action should have produced
+/// ([`Action::apply_to_ad`] on the account as it was). A success code is not proof: a DC accepts
+/// `pwdLastSet=0` on a password-never-expires account and ignores it.
+pub fn verify(action: Action, expected: &AdAccount, after: &AdAccount) -> Result<(), AdError> {
+    let mut reasons = Vec::new();
+    if after.user_account_control != expected.user_account_control {
+        reasons.push(format!(
+            "userAccountControl reads back {} ({:#x}), expected {} ({:#x})",
+            after.user_account_control,
+            after.user_account_control,
+            expected.user_account_control,
+            expected.user_account_control
+        ));
+    }
+    let expired = |a: &AdAccount| a.user_account_control_computed & uac::PASSWORD_EXPIRED != 0;
+    match action {
+        Action::ForcePasswordChange if !after.password_change_pending() => {
+            if after.password_never_expires() {
+                reasons.push(format!(
+                    "pwdLastSet reads back {} but msDS-User-Account-Control-Computed is {:#x}, without UF_PASSWORD_EXPIRED (0x800000): \
+                     the account has DONT_EXPIRE_PASSWORD (password never expires, userAccountControl {}), so the DC ignores pwdLastSet=0 \
+                     and the user is NOT forced to change the password; clear password-never-expires first",
+                    after.pwd_last_set.to_filetime(),
+                    after.user_account_control_computed,
+                    after.user_account_control
+                ));
+            } else {
+                reasons.push(format!(
+                    "pwdLastSet reads back {} and msDS-User-Account-Control-Computed {:#x}: no password change is pending",
+                    after.pwd_last_set.to_filetime(),
+                    after.user_account_control_computed
+                ));
+            }
+        }
+        Action::CancelForcedPasswordChange if after.pwd_last_set == PasswordLastSet::Zero => {
+            reasons.push("pwdLastSet still reads back 0: the forced change is still pending".to_owned());
+        }
+        _ if expired(after) != expired(expected) => reasons.push(format!(
+            "msDS-User-Account-Control-Computed reads back {:#x}: UF_PASSWORD_EXPIRED is {}, expected {}",
+            after.user_account_control_computed,
+            if expired(after) { "set" } else { "clear" },
+            if expired(expected) { "set" } else { "clear" }
+        )),
+        _ => {}
+    }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(AdError::NotEffective { dn: after.dn.clone(), action, reason: reasons.join("; ") })
+    }
+}
+
+impl AdDirectory for LdapDirectory {
+    async fn observe(&self, identities: &[Identity]) -> Result<BTreeMap<Identity, ProviderView<AdAccount>>, AdError> {
+        let mut unique = identities.to_vec();
+        unique.sort();
+        unique.dedup();
+        let searches_before = self.pool.counters.searches.load(Ordering::Relaxed);
+        let pages_before = self.pages.load(Ordering::Relaxed);
+        // Every chunk is searched at once; the pool's permits bound how many run in parallel.
+        let chunks: Vec<&[Identity]> = unique.chunks(self.chunk_size).collect();
+        let results = futures::future::try_join_all(chunks.iter().map(|chunk| self.search_chunk(chunk)))
+            .await
+            .inspect_err(|error| tracing::warn!(identities = unique.len(), error = %error, "AD observation failed"))?;
+        let chunk_results: Vec<(&[Identity], Vec<AdAccount>)> = chunks.into_iter().zip(results).collect();
+        let mut views = BTreeMap::new();
+        for (chunk, accounts) in &chunk_results {
+            views.extend(resolve(chunk, accounts));
+        }
+        for (identity, view) in &views {
+            match view {
+                ProviderView::Found(account) => tracing::trace!(identity = %identity, dn = %account.dn, "resolved"),
+                ProviderView::NotFound => tracing::debug!(identity = %identity, "no AD account"),
+                ProviderView::Ambiguous { candidates } => {
+                    tracing::warn!(identity = %identity, candidates = ?candidates, "identity names more than one AD account")
+                }
+                _ => {}
+            }
+        }
+        tracing::debug!(
+            identities = unique.len(),
+            searches = self.pool.counters.searches.load(Ordering::Relaxed) - searches_before,
+            pages = self.pages.load(Ordering::Relaxed) - pages_before,
+            "observed Active Directory"
+        );
+        Ok(views)
+    }
+
+    async fn apply(&self, account: &AdAccount, action: Action, now: DateTime<Utc>) -> Result<AdChange, AdError> {
+        let result = self.apply_inner(account, action, now).await;
+        match &result {
+            Ok(change) => tracing::info!(
+                dn = %account.dn,
+                sam = %account.sam_account_name,
+                action = %action,
+                user_account_control = change.after.user_account_control,
+                computed = change.after.user_account_control_computed,
+                "applied and verified"
+            ),
+            Err(error) => tracing::warn!(
+                dn = %account.dn,
+                sam = %account.sam_account_name,
+                action = %action,
+                result_code = error.result_code(),
+                transient = error.is_transient(),
+                error = %error,
+                "action failed"
+            ),
+        }
+        result
+    }
+}
+
+/// Counts result pages: it sits after ldap3's paging adapter in the chain, which sees one end of
+/// stream from it per page before asking for the next page.
+#[derive(Debug, Clone)]
+struct PageCounter(Arc<AtomicU64>);
+
+#[async_trait::async_trait]
+impl<'a> Adapter<'a, &'a str, Vec<&'a str>> for PageCounter {
+    async fn start(
+        &mut self,
+        stream: &mut SearchStream<'a, &'a str, Vec<&'a str>>,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: Vec<&'a str>,
+    ) -> ldap3::result::Result<()> {
+        stream.start(base, scope, filter, attrs).await
+    }
+
+    async fn next(
+        &mut self,
+        stream: &mut SearchStream<'a, &'a str, Vec<&'a str>>,
+    ) -> ldap3::result::Result<Option<ResultEntry>> {
+        let item = stream.next().await?;
+        if item.is_none() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(item)
+    }
+
+    async fn finish(&mut self, stream: &mut SearchStream<'a, &'a str, Vec<&'a str>>) -> ldap3::LdapResult {
+        stream.finish().await
+    }
+}

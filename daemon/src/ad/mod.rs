@@ -1,0 +1,55 @@
+//! The Active Directory provider: observes accounts and applies actions over LDAP.
+//!
+//! - [`AdDirectory`] is what the controller uses; [`LdapDirectory`] implements it against a DC.
+//! - Observation resolves many identities per request (chunked OR filters, paged results) and
+//!   never guesses: an identity naming two accounts is `Ambiguous`.
+//! - Every write is conditioned on the value observed and verified by reading the account back;
+//!   a change the DC accepts but ignores is an error ([`AdError::NotEffective`]), not a success.
+//! - The password travels only in the bind request and is never formatted (see
+//!   [`crate::secret::Secret`]).
+
+mod codec;
+mod directory;
+mod entry;
+pub mod error;
+mod pool;
+pub mod resolve;
+pub mod tls;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use remedy_policies::observed::{AdAccount, ProviderView};
+use remedy_policies::{Action, Identity};
+
+pub use codec::{escape_filter_bytes, escape_filter_value, guid_to_bytes, sid_from_bytes, sid_to_bytes};
+pub use directory::{verify, AdStats, LdapDirectory};
+pub use entry::ATTRIBUTES;
+pub use error::AdError;
+
+/// An account before and after one applied action (the "after" as read back from the DC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdChange {
+    pub before: AdAccount,
+    pub after: AdAccount,
+}
+
+/// Active Directory as the controller sees it.
+pub trait AdDirectory {
+    /// One view per distinct identity: found, not found, or ambiguous. An error means the
+    /// directory could not be asked at all (see [`AdError::is_transient`]).
+    fn observe(
+        &self,
+        identities: &[Identity],
+    ) -> impl Future<Output = Result<BTreeMap<Identity, ProviderView<AdAccount>>, AdError>> + Send;
+
+    /// Applies one AD action to an account as observed, conditioned on that observation, and
+    /// returns the account as read back once the effect is verified.
+    fn apply(
+        &self,
+        account: &AdAccount,
+        action: Action,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<AdChange, AdError>> + Send;
+}

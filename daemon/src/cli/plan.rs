@@ -1,0 +1,233 @@
+//! `remedy plan`: what remedy would do, without doing it.
+//!
+//! Offline, against an observed-state snapshot file (`--observed`), which may also carry the other
+//! inputs the daemon normally takes from its store: when each manifest was first seen, departed
+//! manifests, remedy's earlier changes, and approvals.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use remedy_policies::config::Config;
+use remedy_policies::identity::Identity;
+use remedy_policies::manifest::{ManifestName, Target};
+use remedy_policies::observed::{Observation, ObservedState};
+use remedy_policies::plan::{
+    plan, ActiveManifest, DepartedManifest, Disposition, Plan, PlanId, PlanInput, RecordedChange,
+};
+use serde::Deserialize;
+
+use super::output::{print_structured, Format};
+use crate::manifest_dir;
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The daemon configuration (guardrails, providers).
+    #[arg(long, default_value = "remedy.yaml")]
+    config: PathBuf,
+    /// The manifest directory; default: `manifests.path` from the configuration.
+    #[arg(long)]
+    manifests: Option<PathBuf>,
+    /// An observed-state snapshot (YAML) to plan against instead of the live directories.
+    #[arg(long)]
+    observed: Option<PathBuf>,
+    /// The time to plan at (RFC 3339); default: now.
+    #[arg(long)]
+    now: Option<DateTime<Utc>>,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// The `--observed` file: observed accounts plus the store-held inputs of a plan.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Snapshot {
+    #[serde(default)]
+    pub accounts: BTreeMap<Identity, Observation>,
+    /// When remedy first saw each manifest's current generation; default: when its file was
+    /// last modified.
+    #[serde(default)]
+    pub effective_since: BTreeMap<ManifestName, DateTime<Utc>>,
+    #[serde(default)]
+    pub departed: Vec<DepartedManifest>,
+    #[serde(default)]
+    pub remedy_changes: Vec<RecordedChange>,
+    #[serde(default)]
+    pub approvals: BTreeSet<PlanId>,
+}
+
+/// Reads and checks `remedy.yaml`, reporting every problem with its location.
+pub fn read_config(path: &Path) -> Result<Config> {
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read the configuration {}", path.display()))?;
+    Config::from_yaml(&path.display().to_string(), &text).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid configuration:\n{}", lines.join("\n"))
+    })
+}
+
+/// A path from the configuration, relative to the configuration file's directory.
+pub fn config_relative(config_path: &Path, value: &str) -> PathBuf {
+    let dir = config_path.parent().unwrap_or(Path::new("."));
+    dir.join(value)
+}
+
+/// The manifest set and configuration a plan is made from.
+#[derive(Debug)]
+pub struct Inputs {
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub set: remedy_policies::load::ManifestSet,
+    pub manifest_dir: PathBuf,
+}
+
+/// Reads the configuration and the manifest set; prints the set's diagnostics to stderr.
+pub fn read_inputs(config_path: &Path, manifests: Option<&Path>) -> Result<Inputs> {
+    let config = read_config(config_path)?;
+    let manifest_dir =
+        manifests.map(Path::to_path_buf).unwrap_or_else(|| config_relative(config_path, &config.manifests.path));
+    let set = manifest_dir::load_set(std::slice::from_ref(&manifest_dir))?;
+    for diagnostic in set.diagnostics() {
+        eprintln!("{diagnostic}");
+    }
+    Ok(Inputs { config, config_path: config_path.to_path_buf(), set, manifest_dir })
+}
+
+impl Inputs {
+    /// The active manifests with their effective times: from `overrides` where given, else the
+    /// time the manifest's file was last modified (without the daemon's store, that is the best
+    /// evidence of when the manifest was written; a later password change then satisfies it).
+    pub fn active(&self, overrides: &BTreeMap<ManifestName, DateTime<Utc>>, now: DateTime<Utc>) -> Vec<ActiveManifest> {
+        self.set
+            .manifests
+            .iter()
+            .map(|m| {
+                let written = fs::metadata(self.manifest_dir.join(&m.origin.file))
+                    .or_else(|_| fs::metadata(&self.manifest_dir))
+                    .and_then(|meta| meta.modified())
+                    .map(DateTime::<Utc>::from)
+                    .unwrap_or(now);
+                ActiveManifest {
+                    manifest: m.clone(),
+                    effective_since: overrides.get(&m.name).copied().unwrap_or(written.min(now)),
+                }
+            })
+            .collect()
+    }
+
+    /// The identities whose risk state must be read (their manifests ask for confirmCompromised).
+    pub fn risk_for(&self) -> BTreeSet<Identity> {
+        self.set
+            .manifests
+            .iter()
+            .filter(|m| m.spec.entra_id.confirm_compromised)
+            .map(|m| m.spec.target.identity.clone())
+            .collect()
+    }
+
+    /// Every target the set names (observations are made for these).
+    pub fn targets(&self, departed: &[DepartedManifest]) -> Vec<Target> {
+        self.set
+            .manifests
+            .iter()
+            .map(|m| m.spec.target.clone())
+            .chain(departed.iter().map(|d| d.target.clone()))
+            .collect()
+    }
+}
+
+pub fn run(args: &PlanArgs) -> Result<ExitCode> {
+    let inputs = read_inputs(&args.config, args.manifests.as_deref())?;
+    let now = args.now.unwrap_or_else(Utc::now);
+    let snapshot = match &args.observed {
+        Some(path) => read_snapshot(path, &inputs)?,
+        None => Snapshot {
+            accounts: crate::cli::live::observe(&inputs, &inputs.targets(&[]), &inputs.risk_for())?.accounts,
+            ..Snapshot::default()
+        },
+    };
+    let active = inputs.active(&snapshot.effective_since, now);
+    let observed = ObservedState { accounts: snapshot.accounts };
+    let input = PlanInput {
+        manifests: &active,
+        departed: &snapshot.departed,
+        remedy_changes: &snapshot.remedy_changes,
+        observed: &observed,
+        guardrails: &inputs.config.guardrails,
+        approvals: &snapshot.approvals,
+        now,
+    };
+    let plan = plan(&input);
+    if !print_structured(args.format, &plan)? {
+        print_plan(&plan);
+    }
+    Ok(if inputs.set.is_valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn read_snapshot(path: &Path, inputs: &Inputs) -> Result<Snapshot> {
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read the snapshot {}", path.display()))?;
+    let snapshot: Snapshot =
+        serde_yaml::from_str(&text).with_context(|| format!("invalid snapshot {}", path.display()))?;
+    let unknown: Vec<&str> = snapshot
+        .effective_since
+        .keys()
+        .filter(|name| !inputs.set.manifests.iter().any(|m| &m.name == *name))
+        .map(ManifestName::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        bail!("the snapshot's effectiveSince names manifests that are not in the set: {}", unknown.join(", "));
+    }
+    Ok(snapshot)
+}
+
+/// The human-readable form: one block per identity, one line per action.
+pub fn print_plan(plan: &Plan) {
+    let allowed = plan.allowed_actions().count();
+    let blocked: usize = plan.identities.iter().map(|i| i.blocked.len()).sum();
+    println!(
+        "plan {}: {} identities, {} action(s) to apply, {} blocked",
+        plan.id,
+        plan.identities.len(),
+        allowed,
+        blocked
+    );
+    for conflict in &plan.conflicts {
+        println!("conflict: {conflict}");
+    }
+    for warning in &plan.warnings {
+        println!("warning: {warning}");
+    }
+    for identity in &plan.identities {
+        let names: Vec<&str> = identity.manifests.iter().map(ManifestName::as_str).collect();
+        println!();
+        println!("{}  {}  [{}]", identity.identity, kebab(&identity.status), names.join(", "));
+        for action in &identity.actions {
+            let disposition = match &action.disposition {
+                Disposition::Allowed => "allowed".to_owned(),
+                Disposition::Denied { guardrail, detail } => format!("DENIED ({}: {detail})", kebab(guardrail)),
+                Disposition::Held { plan_id } => format!("held (approve plan {plan_id})"),
+            };
+            println!(
+                "  {:<30} {} {} -> {}  {}",
+                action.action.to_string(),
+                action.action.attribute(),
+                action.before,
+                action.after,
+                disposition
+            );
+        }
+        for item in &identity.blocked {
+            println!("  blocked {}: {}: {}", item.action, kebab(&item.reason), item.message);
+        }
+        for note in &identity.notes {
+            println!("  note: {note}");
+        }
+    }
+}
+
+/// An enum's serialised (kebab-case) name, as the JSON output spells it.
+fn kebab<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}

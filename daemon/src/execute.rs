@@ -1,0 +1,268 @@
+//! Carrying out a plan's allowed actions through the providers, and reporting what became of each.
+//!
+//! AD: identities are worked on concurrently (bounded); the actions of one identity run one after
+//! the other in plan order, each against the account as the previous one left it, and the rest of
+//! an identity's AD actions are skipped once one of them fails (clearing "password never expires"
+//! failed → forcing the change would not take effect either).
+//!
+//! Entra ID: every allowed action of every identity goes to the provider's batched path at once
+//! (20 per `$batch`, several in flight). An identity's Entra actions touch independent properties
+//! (accountEnabled, sessions, risk), so none waits for another.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use remedy_policies::observed::{AdAccount, EntraUser, ObservedState};
+use remedy_policies::plan::{Disposition, IdentityPlan, Plan, PlannedAction};
+use remedy_policies::{Action, Identity, Provider};
+use serde::Serialize;
+
+use crate::ad::{AdDirectory, AdError};
+use crate::entra::EntraDirectory;
+
+/// What became of one action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Sent, and the read-back shows the intended effect.
+    Succeeded,
+    /// Not done; `error` says why and `transient` whether trying again later may help.
+    Failed,
+    /// Not sent because an earlier action of the same identity and provider failed.
+    Skipped,
+}
+
+/// The report of one action attempt.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionReport {
+    pub identity: Identity,
+    pub action: Action,
+    pub provider: Provider,
+    pub planned: PlannedAction,
+    pub outcome: Outcome,
+    /// The attribute's value as read back after the action (for AD: userAccountControl or
+    /// pwdLastSet), when it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub transient: bool,
+    #[serde(with = "millis")]
+    pub duration: Duration,
+    pub at: DateTime<Utc>,
+}
+
+mod millis {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Applies every allowed action of `plan`. `observed` must be the state the plan was made from.
+pub async fn execute<A, E>(
+    plan: &Plan,
+    observed: &ObservedState,
+    ad: Option<&A>,
+    entra: Option<&E>,
+    concurrency: usize,
+    now: DateTime<Utc>,
+) -> Vec<ActionReport>
+where
+    A: AdDirectory + Sync,
+    E: EntraDirectory + Sync,
+{
+    let work: Vec<&IdentityPlan> = plan
+        .identities
+        .iter()
+        .filter(|identity| identity.actions.iter().any(|a| is_allowed_on(a, Provider::ActiveDirectory)))
+        .collect();
+    let ad_reports: Vec<Vec<ActionReport>> = stream::iter(work)
+        .map(|identity| execute_identity(identity, observed, ad, now))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut reports: Vec<ActionReport> = ad_reports.into_iter().flatten().collect();
+    reports.extend(execute_entra(plan, observed, entra, now).await);
+    reports.sort_by(|a, b| (&a.identity, a.action).cmp(&(&b.identity, b.action)));
+    reports
+}
+
+fn is_allowed_on(action: &PlannedAction, provider: Provider) -> bool {
+    action.provider == provider && action.disposition == Disposition::Allowed
+}
+
+async fn execute_entra<E: EntraDirectory + Sync>(
+    plan: &Plan,
+    observed: &ObservedState,
+    entra: Option<&E>,
+    now: DateTime<Utc>,
+) -> Vec<ActionReport> {
+    let mut items = Vec::new();
+    let mut owners = Vec::new();
+    let mut reports = Vec::new();
+    for identity in &plan.identities {
+        let user = observed.get(&identity.identity).and_then(|o| o.entra_id.found());
+        for planned in identity.actions.iter().filter(|a| is_allowed_on(a, Provider::EntraId)) {
+            match (entra, user) {
+                (Some(_), Some(user)) => {
+                    items.push((user.clone(), planned.action));
+                    owners.push((identity, planned));
+                }
+                (None, _) => {
+                    reports.push(failed(identity, planned, "Entra ID is not configured".to_owned(), false, now))
+                }
+                (Some(_), None) => reports.push(failed(
+                    identity,
+                    planned,
+                    format!("{} was not observed in Entra ID", identity.identity),
+                    false,
+                    now,
+                )),
+            }
+        }
+    }
+    let Some(entra) = entra.filter(|_| !items.is_empty()) else {
+        return reports;
+    };
+    let started = Instant::now();
+    let results = entra.apply_many(&items, now).await;
+    let duration = started.elapsed();
+    for ((identity, planned), result) in owners.into_iter().zip(results) {
+        let mut report = match result {
+            Ok(change) => ActionReport {
+                identity: identity.identity.clone(),
+                action: planned.action,
+                provider: planned.provider,
+                planned: planned.clone(),
+                outcome: Outcome::Succeeded,
+                observed_after: Some(entra_value(planned.action, &change.after)),
+                error: None,
+                transient: false,
+                duration,
+                at: now,
+            },
+            Err(error) => {
+                tracing::warn!(identity = %identity.identity, action = %planned.action, error = %error, "action failed");
+                failed(identity, planned, error.to_string(), error.is_transient(), now)
+            }
+        };
+        report.duration = duration;
+        reports.push(report);
+    }
+    reports
+}
+
+fn failed(
+    identity: &IdentityPlan,
+    planned: &PlannedAction,
+    error: String,
+    transient: bool,
+    now: DateTime<Utc>,
+) -> ActionReport {
+    ActionReport {
+        identity: identity.identity.clone(),
+        action: planned.action,
+        provider: planned.provider,
+        planned: planned.clone(),
+        outcome: Outcome::Failed,
+        observed_after: None,
+        error: Some(error),
+        transient,
+        duration: Duration::ZERO,
+        at: now,
+    }
+}
+
+/// The written Graph property as read back, in the plan's notation.
+fn entra_value(action: Action, user: &EntraUser) -> String {
+    match action {
+        Action::SuspendUser | Action::UnsuspendUser => user.account_enabled.to_string(),
+        Action::RevokeSessions => {
+            user.sign_in_sessions_valid_from.map_or_else(|| "(not set)".to_owned(), |t| t.to_rfc3339())
+        }
+        _ => kebab_or_camel(&user.risk_state),
+    }
+}
+
+fn kebab_or_camel<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+async fn execute_identity<D: AdDirectory + Sync>(
+    identity: &IdentityPlan,
+    observed: &ObservedState,
+    ad: Option<&D>,
+    now: DateTime<Utc>,
+) -> Vec<ActionReport> {
+    let mut account: Option<AdAccount> =
+        observed.get(&identity.identity).and_then(|o| o.active_directory.found()).cloned();
+    let mut failed_provider: Vec<Provider> = Vec::new();
+    let mut reports = Vec::new();
+    for planned in identity.actions.iter().filter(|a| is_allowed_on(a, Provider::ActiveDirectory)) {
+        let started = Instant::now();
+        let report = |outcome, observed_after, error: Option<String>, transient| ActionReport {
+            identity: identity.identity.clone(),
+            action: planned.action,
+            provider: planned.provider,
+            planned: planned.clone(),
+            outcome,
+            observed_after,
+            error,
+            transient,
+            duration: started.elapsed(),
+            at: now,
+        };
+        if failed_provider.contains(&planned.provider) {
+            reports.push(report(
+                Outcome::Skipped,
+                None,
+                Some("an earlier action on this account failed".to_owned()),
+                true,
+            ));
+            continue;
+        }
+        let result = match planned.provider {
+            Provider::ActiveDirectory => match (ad, account.as_ref()) {
+                (Some(ad), Some(current)) => match ad.apply(current, planned.action, now).await {
+                    Ok(change) => {
+                        let shown = shown_value(planned.action, &change.after);
+                        account = Some(change.after);
+                        Ok(shown)
+                    }
+                    Err(error) => Err(error),
+                },
+                (None, _) => Err(AdError::Config("Active Directory is not configured".to_owned())),
+                (Some(_), None) => {
+                    Err(AdError::Config(format!("{} was not observed in Active Directory", identity.identity)))
+                }
+            },
+            Provider::EntraId => {
+                Err(AdError::Config("the Entra ID provider is not available in this build".to_owned()))
+            }
+        };
+        match result {
+            Ok(shown) => reports.push(report(Outcome::Succeeded, Some(shown), None, false)),
+            Err(error) => {
+                tracing::warn!(identity = %identity.identity, action = %planned.action, error = %error, "action failed");
+                failed_provider.push(planned.provider);
+                reports.push(report(Outcome::Failed, None, Some(error.to_string()), error.is_transient()));
+            }
+        }
+    }
+    reports
+}
+
+/// The written attribute as read back, in the plan's notation.
+fn shown_value(action: Action, account: &AdAccount) -> String {
+    match action.attribute() {
+        "pwdLastSet" => match account.pwd_last_set {
+            remedy_policies::observed::PasswordLastSet::Zero => "0".to_owned(),
+            remedy_policies::observed::PasswordLastSet::At(at) => at.to_rfc3339(),
+        },
+        _ => format!("{:#x}", account.user_account_control),
+    }
+}

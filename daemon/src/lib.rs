@@ -1,0 +1,10 @@
+//! The I/O half of remedy: reading manifests and configuration from disk, the directory providers,
+//! and the command line. Decisions are made by `remedy-policies`; this crate observes and acts.
+
+pub mod ad;
+pub mod cli;
+pub mod entra;
+pub mod execute;
+pub mod manifest_dir;
+pub mod observe;
+pub mod secret;

@@ -1,0 +1,241 @@
+//! Fixture for tests against the Samba AD DC of `scripts/samba-dc`: its coordinates from the
+//! environment, an administrator connection (ldap3 directly, not the code under test), and a
+//! private OU per test under OU=Tests, with users in given states, deleted again at the end.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ldap3::controls::RawControl;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
+use remedy_policies::config::ActiveDirectoryConfig;
+use uuid::Uuid;
+
+/// Where the DC is and who may bind to it (`eval "$(scripts/samba-dc env)"`).
+#[derive(Debug)]
+pub struct TestEnv {
+    pub ldap_url: String,
+    pub ldaps_url: String,
+    pub base_dn: String,
+    pub admin_bind: String,
+    pub admin_password_file: PathBuf,
+    pub action_bind: String,
+    pub action_password_file: PathBuf,
+    pub ca_file: PathBuf,
+    pub staff_ou: String,
+    pub other_ou: String,
+    pub tests_ou: String,
+}
+
+fn var(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => value,
+        _ => panic!(
+            "{name} is not set: these tests need the Samba AD DC. Run `scripts/test`, or \
+             `scripts/samba-dc start && eval \"$(scripts/samba-dc env)\"` and then cargo test"
+        ),
+    }
+}
+
+/// The DC's coordinates; panics (never skips) when the environment does not name a DC.
+pub fn env() -> &'static TestEnv {
+    static ENV: OnceLock<TestEnv> = OnceLock::new();
+    ENV.get_or_init(|| TestEnv {
+        ldap_url: var("REMEDY_TEST_LDAP_URL"),
+        ldaps_url: var("REMEDY_TEST_LDAPS_URL"),
+        base_dn: var("REMEDY_TEST_BASE_DN"),
+        admin_bind: var("REMEDY_TEST_ADMIN_BIND"),
+        admin_password_file: var("REMEDY_TEST_ADMIN_PASSWORD_FILE").into(),
+        action_bind: var("REMEDY_TEST_ACTION_BIND"),
+        action_password_file: var("REMEDY_TEST_ACTION_PASSWORD_FILE").into(),
+        ca_file: var("REMEDY_TEST_CA_FILE").into(),
+        staff_ou: var("REMEDY_TEST_STAFF_OU"),
+        other_ou: var("REMEDY_TEST_OTHER_OU"),
+        tests_ou: var("REMEDY_TEST_TESTS_OU"),
+    })
+}
+
+pub fn read_password(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.trim_end_matches(['\r', '\n']).to_owned()
+}
+
+/// The provider's configuration as an operator would write it: LDAPS, the test CA, the scoped
+/// action account svc-remedy.
+pub fn action_config() -> ActiveDirectoryConfig {
+    let env = env();
+    ActiveDirectoryConfig {
+        url: env.ldaps_url.clone(),
+        start_tls: false,
+        ca_file: Some(env.ca_file.display().to_string()),
+        allow_insecure: false,
+        bind_user: env.action_bind.clone(),
+        password_file: env.action_password_file.display().to_string(),
+        base_dn: env.base_dn.clone(),
+        connect_timeout: Duration::from_secs(5),
+        operation_timeout: Duration::from_secs(15),
+        connections: 2,
+        page_size: 500,
+    }
+}
+
+/// An administrator connection over LDAPS, certificate verified.
+pub async fn admin() -> Ldap {
+    let env = env();
+    let tls = remedy::ad::tls::client_config(Some(&env.ca_file)).expect("test CA");
+    let settings = LdapConnSettings::new().set_config(tls).set_conn_timeout(Duration::from_secs(10));
+    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &env.ldaps_url).await.unwrap_or_else(|e| {
+        panic!("cannot connect to {} (is the DC running? scripts/samba-dc status): {e}", env.ldaps_url)
+    });
+    tokio::spawn(async move {
+        let _ = conn.drive().await;
+    });
+    ldap.simple_bind(&env.admin_bind, &read_password(&env.admin_password_file))
+        .await
+        .and_then(|r| r.success())
+        .expect("administrator bind");
+    ldap
+}
+
+/// A user's state as the administrator reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserState {
+    pub user_account_control: u32,
+    pub computed: u32,
+    pub pwd_last_set: i64,
+    pub guid: Uuid,
+    pub sid: String,
+}
+
+pub async fn read_user(ldap: &mut Ldap, dn: &str) -> UserState {
+    let attrs =
+        vec!["userAccountControl", "msDS-User-Account-Control-Computed", "pwdLastSet", "objectGUID", "objectSid"];
+    let (entries, _) = ldap
+        .search(dn, Scope::Base, "(objectClass=*)", attrs)
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("admin read of {dn}: {e}"));
+    let entry = SearchEntry::construct(entries.into_iter().next().expect("one entry"));
+    let number =
+        |name: &str| -> i64 { entry.attrs.get(name).and_then(|v| v.first()).map_or(0, |v| v.parse().expect(name)) };
+    let bytes = |name: &str| -> Vec<u8> {
+        entry
+            .bin_attrs
+            .get(name)
+            .and_then(|v| v.first().cloned())
+            .or_else(|| entry.attrs.get(name).and_then(|v| v.first()).map(|s| s.as_bytes().to_vec()))
+            .unwrap_or_else(|| panic!("{dn} has no {name}"))
+    };
+    UserState {
+        user_account_control: number("userAccountControl") as u32,
+        computed: number("msDS-User-Account-Control-Computed") as u32,
+        pwd_last_set: number("pwdLastSet"),
+        guid: Uuid::from_bytes_le(bytes("objectGUID").try_into().expect("16 bytes")),
+        sid: remedy::ad::sid_from_bytes(&bytes("objectSid")).expect("binary SID"),
+    }
+}
+
+pub async fn set_uac(ldap: &mut Ldap, dn: &str, value: u32) {
+    ldap.modify(dn, vec![Mod::Replace("userAccountControl", HashSet::from([value.to_string().as_str()]))])
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("admin set userAccountControl={value} on {dn}: {e}"));
+}
+
+/// A user created by a test.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub dn: String,
+    pub sam: String,
+    pub upn: String,
+    pub password: String,
+}
+
+/// A private OU under OU=Tests, deleted with everything in it when dropped (also on panic).
+#[derive(Debug)]
+pub struct TestOu {
+    pub dn: String,
+    /// Random, short: appended to names so that parallel or leftover runs never collide.
+    pub suffix: String,
+}
+
+/// A password that satisfies AD's default complexity rules.
+pub fn random_password() -> String {
+    format!("Rm-{:016x}-Z9x", fastrand::u64(..))
+}
+
+impl TestOu {
+    pub async fn create(test: &str) -> TestOu {
+        let suffix = format!("{:06x}", fastrand::u32(..0x100_0000));
+        let dn = format!("OU={test}-{suffix},{}", env().tests_ou);
+        let mut ldap = admin().await;
+        ldap.add(&dn, vec![("objectClass", HashSet::from(["organizationalUnit"]))])
+            .await
+            .and_then(|r| r.success())
+            .unwrap_or_else(|e| panic!("cannot create {dn}: {e}"));
+        TestOu { dn, suffix }
+    }
+
+    /// A user with a real password (set over LDAPS, so the account is really usable) and the
+    /// given userAccountControl. `name` is kept short: sAMAccountName allows 20 characters.
+    pub async fn add_user(&self, name: &str, user_account_control: u32) -> TestUser {
+        let mut ldap = admin().await;
+        self.add_user_with(&mut ldap, name, user_account_control, true).await
+    }
+
+    pub async fn add_user_with(
+        &self,
+        ldap: &mut Ldap,
+        name: &str,
+        user_account_control: u32,
+        with_password: bool,
+    ) -> TestUser {
+        let sam = format!("{name}-{}", self.suffix);
+        assert!(sam.len() <= 20, "sAMAccountName {sam} is too long");
+        let upn = format!("{sam}@remedy.test");
+        let dn = format!("CN={sam},{}", self.dn);
+        let password = random_password();
+        let quoted: Vec<u8> = format!("\"{password}\"").encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let mut attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = vec![
+            (b"objectClass".to_vec(), HashSet::from([b"user".to_vec()])),
+            (b"sAMAccountName".to_vec(), HashSet::from([sam.clone().into_bytes()])),
+            (b"userPrincipalName".to_vec(), HashSet::from([upn.clone().into_bytes()])),
+            (b"userAccountControl".to_vec(), HashSet::from([user_account_control.to_string().into_bytes()])),
+        ];
+        if with_password {
+            attrs.push((b"unicodePwd".to_vec(), HashSet::from([quoted])));
+        }
+        ldap.add(&dn, attrs).await.and_then(|r| r.success()).unwrap_or_else(|e| panic!("cannot create user {dn}: {e}"));
+        TestUser { dn, sam, upn, password }
+    }
+}
+
+/// Deletes a subtree in one request (the tree-delete control, 1.2.840.113556.1.4.805).
+pub async fn delete_tree(ldap: &mut Ldap, dn: &str) -> ldap3::result::Result<()> {
+    let tree_delete = RawControl { ctype: "1.2.840.113556.1.4.805".to_owned(), crit: true, val: None };
+    ldap.with_controls(tree_delete).delete(dn).await?.success()?;
+    Ok(())
+}
+
+impl Drop for TestOu {
+    fn drop(&mut self) {
+        // Drop cannot await, and the test's runtime may be the one running this: clean up on a
+        // thread with a runtime of its own. Best effort: a leftover OU only costs disk space.
+        let dn = self.dn.clone();
+        let outcome = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut ldap = admin().await;
+                delete_tree(&mut ldap, &dn).await.map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("warning: could not delete test OU {}: {error}", self.dn),
+            Err(_) => eprintln!("warning: could not delete test OU {} (cleanup panicked)", self.dn),
+        }
+    }
+}
