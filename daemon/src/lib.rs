@@ -7,4 +7,7 @@ pub mod entra;
 pub mod execute;
 pub mod manifest_dir;
 pub mod observe;
+pub mod schedule;
 pub mod secret;
+pub mod store;
+pub mod watch;

@@ -1,0 +1,184 @@
+//! The intent journal: what makes an action crash-safe.
+//!
+//! # Protocol
+//! 1. Before an action is sent, the controller journals it: [`Store::journal_intent`] returns once
+//!    the intent is on disk (flushed).
+//! 2. It sends the action and reads the account back.
+//! 3. It settles the intent with the action's record: [`Store::settle`] appends the record to the
+//!    history AND removes the intent in one sled transaction (recovered atomically, all or
+//!    nothing), then flushes.
+//!
+//! A crash (even `kill -9`, or power loss once the disk honours fsync) leaves each intent in one of
+//! two states, never both and never neither: journaled and unsettled (the crash came before the
+//! transaction of step 3 reached the disk), or settled with exactly one history record (it did).
+//! So no record is lost, and none is written twice: a second `settle` of the same intent fails
+//! with [`StoreError::UnknownIntent`].
+//!
+//! # Recovery, on start (the controller's part)
+//! [`OpenReport::unsettled_intents`](super::OpenReport) says whether there is work. For each intent
+//! of [`Store::unsettled`], before anything is planned:
+//! - observe the account in the intent's provider (never send the action again blindly: the crash
+//!   may have come after the directory applied it, and a second send of a one-shot such as
+//!   "revoke sessions" is a second change);
+//! - if the observed value shows the intended effect (`after`), settle it as succeeded (or
+//!   drift-corrected / restored, by its cause) with `after` as observed, and an error text saying it
+//!   was confirmed after a restart;
+//! - if it does not, settle it as failed ("interrupted by a restart before it was confirmed; not
+//!   applied"): the next reconcile plans from what it observes, as always, and sends it again if it
+//!   is still wanted, under a new intent;
+//! - if the provider cannot be asked, leave the intent unsettled and do not plan that account
+//!   (its state is unknown) until it can.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use remedy_policies::plan::{PlannedAction, Resolved};
+use remedy_policies::{Action, Identity, Provider};
+use serde::{Deserialize, Serialize};
+use sled::transaction::ConflictableTransactionError;
+use sled::Transactional;
+
+use super::error::StoreError;
+use super::history::append_in;
+use super::record::{ActionRecord, Event, HistoryRecord, ManifestRef};
+use super::{decode, encode, id_key, layout, show_id_key, transaction_result, Store};
+
+/// An intent's id: 1, 2, 3... never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IntentId(pub u64);
+
+impl fmt::Display for IntentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A change about to be sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IntendedChange {
+    /// When it was journaled.
+    pub at: DateTime<Utc>,
+    /// The account as declared, and as resolved (what recovery observes).
+    pub identity: Identity,
+    #[serde(default)]
+    pub resolved: Resolved,
+    pub provider: Provider,
+    pub action: Action,
+    pub manifests: Vec<ManifestRef>,
+    /// The attribute's value as planned, before and after.
+    pub before: String,
+    pub after: String,
+}
+
+impl IntendedChange {
+    /// The intent of sending a planned action.
+    pub fn planned(
+        identity: &Identity,
+        resolved: Resolved,
+        planned: &PlannedAction,
+        manifests: Vec<ManifestRef>,
+        at: DateTime<Utc>,
+    ) -> IntendedChange {
+        IntendedChange {
+            at,
+            identity: identity.clone(),
+            resolved,
+            provider: planned.provider,
+            action: planned.action,
+            manifests,
+            before: planned.before.clone(),
+            after: planned.after.clone(),
+        }
+    }
+}
+
+/// A journaled, not yet settled change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Intent {
+    pub id: IntentId,
+    pub change: IntendedChange,
+}
+
+impl Store {
+    /// Journals a change before it is sent; durable when it returns.
+    pub fn journal_intent(&self, change: &IntendedChange) -> Result<IntentId, StoreError> {
+        let abort = ConflictableTransactionError::Abort;
+        let result = (&self.meta, &self.journal).transaction(|(meta, journal)| {
+            let id = match meta.get(layout::NEXT_INTENT_ID_KEY)? {
+                Some(bytes) => IntentId(decode(layout::META, layout::NEXT_INTENT_ID_KEY, &bytes).map_err(abort)?),
+                None => IntentId(1),
+            };
+            meta.insert(layout::NEXT_INTENT_ID_KEY, encode(layout::META, &(id.0 + 1)).map_err(abort)?)?;
+            let intent = Intent { id, change: change.clone() };
+            journal.insert(&id_key(id.0), encode(layout::JOURNAL, &intent).map_err(abort)?)?;
+            Ok(id)
+        });
+        let id = transaction_result(result)?;
+        self.db.flush()?;
+        self.raise_watermark(None, Some(id.0 + 1));
+        Ok(id)
+    }
+
+    /// Settles an intent: appends `record` (its `intent` set to `intent`) to the history and
+    /// removes the intent, in one transaction; durable when it returns. The record must be about
+    /// the intent's account, provider and action.
+    pub fn settle(
+        &self,
+        intent: IntentId,
+        at: DateTime<Utc>,
+        record: &ActionRecord,
+    ) -> Result<HistoryRecord, StoreError> {
+        let abort = ConflictableTransactionError::Abort;
+        let mut record = record.clone();
+        record.intent = Some(intent);
+        let event = Event::Action(record.clone());
+        let result = (&self.history, &self.changes, &self.meta, &self.journal).transaction(
+            |(history, changes, meta, journal)| {
+                let Some(bytes) = journal.remove(&id_key(intent.0))? else {
+                    return Err(abort(StoreError::UnknownIntent(intent)));
+                };
+                let journaled: Intent = decode(layout::JOURNAL, &intent.to_string(), &bytes).map_err(abort)?;
+                check_matches(&journaled, &record).map_err(abort)?;
+                append_in(history, changes, meta, at, &event)
+            },
+        );
+        let stored = transaction_result(result).map_err(|e| self.with_path(e))?;
+        self.db.flush()?;
+        self.raise_watermark(Some(stored.id.0), None);
+        Ok(stored)
+    }
+
+    /// The intents journaled and not settled, oldest first.
+    pub fn unsettled(&self) -> Result<Vec<Intent>, StoreError> {
+        self.journal
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(layout::JOURNAL, &show_id_key(&key), &value)
+            })
+            .collect()
+    }
+
+    /// The next intent id (for the open-time check that `meta` is readable).
+    pub(super) fn next_intent_id(&self) -> Result<IntentId, StoreError> {
+        match self.meta.get(layout::NEXT_INTENT_ID_KEY)? {
+            Some(bytes) => Ok(IntentId(decode(layout::META, layout::NEXT_INTENT_ID_KEY, &bytes)?)),
+            None => Ok(IntentId(1)),
+        }
+    }
+}
+
+fn check_matches(intent: &Intent, record: &ActionRecord) -> Result<(), StoreError> {
+    let change = &intent.change;
+    if change.identity == record.identity && change.provider == record.provider && change.action == record.action {
+        return Ok(());
+    }
+    Err(StoreError::IntentMismatch {
+        intent: intent.id,
+        expected: format!("{} {} on {}", change.action, change.identity, change.provider),
+        found: format!("{} {} on {}", record.action, record.identity, record.provider),
+    })
+}

@@ -1,0 +1,170 @@
+//! What remedy remembers about manifests between runs: when it first saw each generation (the
+//! plan's `effective_since`), and each manifest's last known content, so that a manifest deleted
+//! from the repository (even while remedy was down) can still be released.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use remedy_policies::manifest::{Generation, OnRelease, Target};
+use remedy_policies::plan::DepartedManifest;
+use remedy_policies::{Manifest, ManifestName};
+use serde::{Deserialize, Serialize};
+use sled::transaction::ConflictableTransactionError;
+use sled::Transactional;
+
+use super::error::StoreError;
+use super::{decode, encode, layout, transaction_result, Store};
+
+/// A manifest as remedy last saw it: enough to release it once it is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KnownManifest {
+    pub name: ManifestName,
+    pub generation: Generation,
+    pub target: Target,
+    #[serde(default)]
+    pub on_release: OnRelease,
+    /// The manifest's `spec.reason`.
+    pub reason: String,
+}
+
+impl KnownManifest {
+    pub fn of(manifest: &Manifest) -> KnownManifest {
+        KnownManifest {
+            name: manifest.name.clone(),
+            generation: manifest.generation.clone(),
+            target: manifest.spec.target.clone(),
+            on_release: manifest.spec.on_release,
+            reason: manifest.spec.reason.clone(),
+        }
+    }
+
+    /// The plan's input for this manifest once it left the set; `why` goes into the history
+    /// (e.g. "deleted in commit 3f2a1c").
+    pub fn departed(&self, why: impl Into<String>) -> DepartedManifest {
+        DepartedManifest {
+            name: self.name.clone(),
+            target: self.target.clone(),
+            on_release: self.on_release,
+            reason: why.into(),
+        }
+    }
+}
+
+/// `<name>\0`: the prefix of a manifest's first-seen keys (a name never contains a NUL).
+fn first_seen_prefix(name: &ManifestName) -> Vec<u8> {
+    let mut key = name.as_str().as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+fn first_seen_key(name: &ManifestName, generation: &Generation) -> Vec<u8> {
+    let mut key = first_seen_prefix(name);
+    key.extend_from_slice(generation.as_str().as_bytes());
+    key
+}
+
+impl Store {
+    /// When remedy first saw this generation of the manifest.
+    pub fn effective_since(
+        &self,
+        name: &ManifestName,
+        generation: &Generation,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let key = first_seen_key(name, generation);
+        self.first_seen
+            .get(&key)?
+            .map(|bytes| decode(layout::FIRST_SEEN, &String::from_utf8_lossy(&key), &bytes))
+            .transpose()
+    }
+
+    /// Records that the generation was seen at `at`, keeping an earlier time; returns the time
+    /// that holds (the earliest). Durable when it returns, if it wrote anything.
+    pub fn record_first_seen(
+        &self,
+        name: &ManifestName,
+        generation: &Generation,
+        at: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let abort = ConflictableTransactionError::Abort;
+        let key = first_seen_key(name, generation);
+        let result = self.first_seen.transaction(|tree| {
+            let earlier: Option<DateTime<Utc>> = match tree.get(&key)? {
+                Some(bytes) => Some(decode(layout::FIRST_SEEN, &String::from_utf8_lossy(&key), &bytes).map_err(abort)?),
+                None => None,
+            };
+            match earlier {
+                Some(earlier) if earlier <= at => Ok((earlier, false)),
+                _ => {
+                    tree.insert(key.as_slice(), encode(layout::FIRST_SEEN, &at).map_err(abort)?)?;
+                    Ok((at, true))
+                }
+            }
+        });
+        let (since, wrote) = transaction_result(result)?;
+        if wrote {
+            self.db.flush()?;
+        }
+        Ok(since)
+    }
+
+    /// Remembers the manifest's content (target, onRelease, reason) for a release after it is
+    /// deleted. Writes (and flushes) only when it changed.
+    pub fn remember_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
+        let known = KnownManifest::of(manifest);
+        let bytes = encode(layout::KNOWN_MANIFESTS, &known)?;
+        let key = manifest.name.as_str();
+        if self.known.get(key)?.is_some_and(|stored| stored.as_ref() == bytes.as_slice()) {
+            return Ok(());
+        }
+        self.known.insert(key, bytes)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn known_manifest(&self, name: &ManifestName) -> Result<Option<KnownManifest>, StoreError> {
+        self.known.get(name.as_str())?.map(|bytes| decode(layout::KNOWN_MANIFESTS, name.as_str(), &bytes)).transpose()
+    }
+
+    /// Every remembered manifest, by name.
+    pub fn known_manifests(&self) -> Result<Vec<KnownManifest>, StoreError> {
+        self.known
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(layout::KNOWN_MANIFESTS, &String::from_utf8_lossy(&key), &value)
+            })
+            .collect()
+    }
+
+    /// The remembered manifests that are not in `current`, as the plan's departed manifests.
+    pub fn departed_manifests(
+        &self,
+        current: &BTreeSet<ManifestName>,
+        why: &str,
+    ) -> Result<Vec<DepartedManifest>, StoreError> {
+        Ok(self
+            .known_manifests()?
+            .into_iter()
+            .filter(|known| !current.contains(&known.name))
+            .map(|known| known.departed(why))
+            .collect())
+    }
+
+    /// Forgets a manifest once it has been released: its content and every first-seen time (so
+    /// that a manifest of the same name added later starts afresh). Durable when it returns.
+    pub fn forget_manifest(&self, name: &ManifestName) -> Result<(), StoreError> {
+        let first_seen_keys: Vec<sled::IVec> =
+            self.first_seen.scan_prefix(first_seen_prefix(name)).keys().collect::<Result<_, _>>()?;
+        let result = (&self.known, &self.first_seen).transaction(|(known, first_seen)| {
+            known.remove(name.as_str())?;
+            for key in &first_seen_keys {
+                first_seen.remove(key)?;
+            }
+            Ok(())
+        });
+        transaction_result::<()>(result)?;
+        self.db.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,242 @@
+//! What a history record is: the closed set of events remedy records, as the HTTP API returns
+//! them (camelCase, actions and outcomes in kebab-case, times in RFC 3339).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use remedy_policies::manifest::Generation;
+use remedy_policies::plan::{Cause, Disposition, PlanId, PlannedAction, RecordedChange, Resolved};
+use remedy_policies::{Action, Identity, ManifestName, Provider};
+use serde::{Deserialize, Serialize};
+
+use super::journal::IntentId;
+use crate::execute::{ActionReport, Outcome};
+
+/// A history record's id: 1, 2, 3... in the order of appending, without gaps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RecordId(pub u64);
+
+impl fmt::Display for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One entry of the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryRecord {
+    pub id: RecordId,
+    /// When it happened (an action: when it was attempted).
+    pub at: DateTime<Utc>,
+    pub event: Event,
+    /// The previous record's hash (hex SHA-256).
+    pub prev_hash: String,
+    /// This record's hash (hex SHA-256 of `id`, `at`, `event`, `prevHash`).
+    pub hash: String,
+}
+
+/// What a history record is about: the closed set of things remedy records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+// Events are made one at a time and written at once, never kept by the thousand: boxing the action
+// would only make them clumsier to build and match.
+#[allow(clippy::large_enum_variant)]
+pub enum Event {
+    /// An action attempt, or an action that was planned and not sent (denied, held, blocked).
+    Action(ActionRecord),
+    /// An operator approved a held plan through the API.
+    Approval(ApprovalEvent),
+    /// An operator asked for a reconcile through the API.
+    ReconcileRequest(ReconcileRequestEvent),
+}
+
+/// A manifest as it was when it caused an action.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestRef {
+    pub name: ManifestName,
+    /// The manifest's content hash.
+    pub generation: Generation,
+    /// The git commit of the manifest directory, when it is a git checkout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// What became of an action, as the history tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionOutcome {
+    /// Sent and confirmed, for a manifest that asked for it for the first time.
+    Succeeded,
+    /// Sent (or maybe sent) and not confirmed; `error` says why.
+    Failed,
+    /// Not sent because an earlier action of the same account and provider failed.
+    Skipped,
+    /// Cannot take effect as things are (e.g. password never expires, provider not configured).
+    Blocked,
+    /// A guardrail denied it.
+    Denied,
+    /// Held until an operator approves the plan (blast radius).
+    Held,
+    /// Sent and confirmed, redoing a change of remedy's that someone undid.
+    DriftCorrected,
+    /// Sent and confirmed, undoing remedy's change for a released manifest.
+    Restored,
+}
+
+impl ActionOutcome {
+    /// Whether the account was changed: such records are remedy's `RecordedChange`s.
+    pub fn changed_account(self) -> bool {
+        matches!(self, ActionOutcome::Succeeded | ActionOutcome::DriftCorrected | ActionOutcome::Restored)
+    }
+
+    /// The outcome of a confirmed change, by why it was planned.
+    pub fn confirmed(cause: &Cause) -> ActionOutcome {
+        match cause {
+            Cause::Desired => ActionOutcome::Succeeded,
+            Cause::DriftCorrection => ActionOutcome::DriftCorrected,
+            Cause::Release { .. } => ActionOutcome::Restored,
+        }
+    }
+}
+
+/// One action attempt (or one planned action that was not sent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRecord {
+    /// The journal intent this record settled, when the action was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<IntentId>,
+    /// The manifests that asked for it (the plan's provenance), as they were.
+    pub manifests: Vec<ManifestRef>,
+    /// The manifests' reasons (incident, alert).
+    pub reason: String,
+    /// The account as declared.
+    pub identity: Identity,
+    /// The account as the directories resolved it.
+    #[serde(default)]
+    pub resolved: Resolved,
+    pub provider: Provider,
+    pub action: Action,
+    pub cause: Cause,
+    /// The attribute's value before and after, as a person reads it.
+    pub before: String,
+    pub after: String,
+    pub outcome: ActionOutcome,
+    /// Why it failed or was not sent (provider texts are redacted before they get here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    /// The account remedy acted as (bind DN, application id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acting_account: Option<String>,
+}
+
+impl ActionRecord {
+    /// The record of an executed action, from its report.
+    pub fn from_report(
+        report: &ActionReport,
+        resolved: Resolved,
+        manifests: Vec<ManifestRef>,
+        acting_account: Option<String>,
+    ) -> ActionRecord {
+        let outcome = match report.outcome {
+            Outcome::Succeeded => ActionOutcome::confirmed(&report.planned.cause),
+            Outcome::Failed => ActionOutcome::Failed,
+            Outcome::Skipped => ActionOutcome::Skipped,
+        };
+        ActionRecord {
+            intent: None,
+            manifests,
+            reason: report.planned.reason.clone(),
+            identity: report.identity.clone(),
+            resolved,
+            provider: report.provider,
+            action: report.action,
+            cause: report.planned.cause.clone(),
+            before: report.planned.before.clone(),
+            after: report.observed_after.clone().unwrap_or_else(|| report.planned.after.clone()),
+            outcome,
+            error: report.error.clone(),
+            duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+            acting_account,
+        }
+    }
+
+    /// The record of a planned action that was not sent (denied or held). `None` for an allowed
+    /// action: those are recorded from their report.
+    pub fn unsent(
+        identity: &Identity,
+        resolved: Resolved,
+        planned: &PlannedAction,
+        manifests: Vec<ManifestRef>,
+    ) -> Option<ActionRecord> {
+        let (outcome, error) = match &planned.disposition {
+            Disposition::Allowed => return None,
+            Disposition::Denied { guardrail, detail } => {
+                let guardrail = serde_json::to_value(guardrail).ok().and_then(|v| v.as_str().map(str::to_owned));
+                (
+                    ActionOutcome::Denied,
+                    format!("denied by guardrail {}: {detail}", guardrail.as_deref().unwrap_or("?")),
+                )
+            }
+            Disposition::Held { plan_id } => {
+                (ActionOutcome::Held, format!("held until plan {plan_id} is approved (too many changes at once)"))
+            }
+        };
+        Some(ActionRecord {
+            intent: None,
+            manifests,
+            reason: planned.reason.clone(),
+            identity: identity.clone(),
+            resolved,
+            provider: planned.provider,
+            action: planned.action,
+            cause: planned.cause.clone(),
+            before: planned.before.clone(),
+            after: planned.after.clone(),
+            outcome,
+            error: Some(error),
+            duration_ms: 0,
+            acting_account: None,
+        })
+    }
+
+    /// The `RecordedChange`s this record stands for: one per manifest, if it changed the account.
+    pub fn recorded_changes(&self, at: DateTime<Utc>) -> Vec<RecordedChange> {
+        if !self.outcome.changed_account() {
+            return Vec::new();
+        }
+        self.manifests
+            .iter()
+            .map(|manifest| RecordedChange {
+                manifest: manifest.name.clone(),
+                identity: self.identity.clone(),
+                action: self.action,
+                at,
+            })
+            .collect()
+    }
+}
+
+/// An operator approved a held plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalEvent {
+    pub plan_id: PlanId,
+    /// The caller, as the API authenticated it.
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// An operator asked for a reconcile (of everything, or of one manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileRequestEvent {
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<ManifestName>,
+}
