@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use ldap3::{LdapConnAsync, LdapConnSettings};
 use remedy::ad::{AdDirectory, LdapDirectory, ATTRIBUTES};
 use remedy_policies::config::ActiveDirectoryConfig;
@@ -118,18 +118,18 @@ impl Dc {
     }
 }
 
-fn run(mut command: Command, what: &str) -> Duration {
+fn run(mut command: Command, what: &str) -> Result<Duration, String> {
     let started = Instant::now();
-    let output = command.stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap_or_else(|e| {
-        eprintln!("error: cannot run {what} (ldap-utils installed? scripts/samba-dc install): {e}");
-        std::process::exit(1);
-    });
+    let output = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run {what} (ldap-utils installed? scripts/samba-dc install): {e}"))?;
     let elapsed = started.elapsed();
     if !output.status.success() {
-        eprintln!("error: {what} failed: {}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
-        std::process::exit(1);
+        return Err(format!("{what} failed: {}\n{}", output.status, String::from_utf8_lossy(&output.stderr)));
     }
-    elapsed
+    Ok(elapsed)
 }
 
 fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -142,41 +142,77 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-/// Deletes what the benchmark created, entry by entry (leaves first). A tree delete of thousands
-/// of users holds Samba's single writer for minutes and ends in timeLimitExceeded.
-async fn delete_all(dc: &Dc, leaves: &[String], containers: &[String]) {
-    let outcome = async {
-        let tls = remedy::ad::tls::client_config(Some(&dc.ca_file)).map_err(|e| e.to_string())?;
-        let settings = LdapConnSettings::new().set_config(tls);
-        let (conn, mut ldap) =
-            LdapConnAsync::with_settings(settings, &dc.ldaps_url).await.map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.drive().await;
-        });
-        let password = std::fs::read_to_string(&dc.admin_password_file).map_err(|e| e.to_string())?;
-        ldap.simple_bind(&dc.admin_bind, password.trim_end_matches(['\r', '\n']))
-            .await
-            .and_then(|r| r.success())
-            .map_err(|e| e.to_string())?;
-        // A few deletes in flight on the one connection keep the DC busy without queueing
-        // thousands of requests in front of anyone else's.
+async fn admin_connection(dc: &Dc) -> Result<ldap3::Ldap, String> {
+    let tls = remedy::ad::tls::client_config(Some(&dc.ca_file)).map_err(|e| e.to_string())?;
+    let settings = LdapConnSettings::new().set_config(tls).set_conn_timeout(Duration::from_secs(10));
+    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &dc.ldaps_url).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.drive().await;
+    });
+    let password = std::fs::read_to_string(&dc.admin_password_file).map_err(|e| e.to_string())?;
+    ldap.simple_bind(&dc.admin_bind, password.trim_end_matches(['\r', '\n']))
+        .await
+        .and_then(|r| r.success())
+        .map_err(|e| e.to_string())?;
+    Ok(ldap)
+}
+
+/// Deletes what the benchmark created, entry by entry, leaves first. (A tree delete of thousands
+/// of users holds Samba's single writer for minutes, starving every other client, and ends in
+/// timeLimitExceeded.) An entry already gone counts as deleted; a dropped connection (the DC was
+/// restarted) is reopened a few times.
+async fn delete_all(dc: &Dc, dns: &[String]) {
+    let mut remaining: Vec<&String> = dns.iter().collect();
+    for attempt in 1..=3 {
+        let ldap = match admin_connection(dc).await {
+            Ok(ldap) => ldap,
+            Err(error) => {
+                eprintln!("warning: cleanup attempt {attempt}: {error}");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
         let ldap = &ldap;
-        futures::stream::iter(leaves)
-            .map(|dn| async move {
-                let mut ldap = ldap.clone();
-                ldap.delete(dn).await.and_then(|r| r.success()).map(|_| ())
-            })
+        let mut failed: Vec<&String> = Vec::new();
+        let mut last_error = None;
+        // A few deletes in flight on the one connection keep the DC busy without queueing
+        // thousands of requests in front of anyone else's. Containers go last, one at a time.
+        let (leaves, containers): (Vec<&String>, Vec<&String>) = remaining.iter().partition(|dn| dn.starts_with("CN="));
+        let outcomes: Vec<(&String, Result<(), String>)> = futures::stream::iter(leaves)
+            .map(|dn| async move { (dn, delete_one(ldap, dn).await) })
             .buffer_unordered(8)
-            .try_collect::<Vec<()>>()
-            .await
-            .map_err(|e| e.to_string())?;
-        for dn in containers {
-            ldap.clone().delete(dn).await.and_then(|r| r.success()).map_err(|e| format!("{dn}: {e}"))?;
+            .collect()
+            .await;
+        for (dn, outcome) in outcomes {
+            if let Err(error) = outcome {
+                failed.push(dn);
+                last_error = Some(error);
+            }
         }
-        Ok::<(), String>(())
-    };
-    if let Err(error) = outcome.await {
-        eprintln!("warning: could not delete everything the benchmark created: {error}");
+        for dn in containers {
+            if let Err(error) = delete_one(ldap, dn).await {
+                failed.push(dn);
+                last_error = Some(error);
+            }
+        }
+        if failed.is_empty() {
+            return;
+        }
+        eprintln!(
+            "warning: cleanup attempt {attempt}: {} entries left, e.g. {}",
+            failed.len(),
+            last_error.unwrap_or_default()
+        );
+        remaining = failed;
+    }
+    eprintln!("warning: could not delete everything the benchmark created: {} entries left", remaining.len());
+}
+
+async fn delete_one(ldap: &ldap3::Ldap, dn: &str) -> Result<(), String> {
+    match ldap.clone().delete(dn).await {
+        Ok(result) if result.rc == 0 || result.rc == 32 => Ok(()),
+        Ok(result) => Err(format!("{dn}: {result}")),
+        Err(error) => Err(format!("{dn}: {error}")),
     }
 }
 
@@ -215,18 +251,25 @@ async fn bench(dc: &Dc, args: &Args) {
     eprintln!("creating {total_users} users in {bench_ou} with ldapadd ...");
     let mut add = dc.tool("ldapadd", &dc.admin_bind, &dc.admin_password_file);
     add.arg("-f").arg(write_file(scratch.path(), "add.ldif", &ldif));
-    let add_time = run(add, "ldapadd");
+    let ou = bench_ou.as_str();
+    let mut created: Vec<String> =
+        sets.iter().flat_map(|(set, _, sams)| sams.iter().map(move |sam| format!("CN={sam},OU={set},{ou}"))).collect();
+    created.extend(sets.iter().map(|(set, _, _)| format!("OU={set},{bench_ou}")));
+    created.push(bench_ou.clone());
+    let add_time = match run(add, "ldapadd") {
+        Ok(elapsed) => elapsed,
+        Err(error) => {
+            eprintln!("error: {error}");
+            delete_all(dc, &created).await;
+            std::process::exit(1);
+        }
+    };
     eprintln!("ldapadd: {} users in {}", total_users, secs(add_time));
 
     let result = std::panic::AssertUnwindSafe(measure(dc, args, &bench_ou, &sets, scratch.path(), add_time));
     let outcome = futures::FutureExt::catch_unwind(result).await;
     eprintln!("deleting the {total_users} benchmark users ...");
-    let ou = bench_ou.as_str();
-    let leaves: Vec<String> =
-        sets.iter().flat_map(|(set, _, sams)| sams.iter().map(move |sam| format!("CN={sam},OU={set},{ou}"))).collect();
-    let mut containers: Vec<String> = sets.iter().map(|(set, _, _)| format!("OU={set},{bench_ou}")).collect();
-    containers.push(bench_ou.clone());
-    delete_all(dc, &leaves, &containers).await;
+    delete_all(dc, &created).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
@@ -266,6 +309,7 @@ async fn measure(
     // else on the machine falls on both sides alike -----------------------------------------
     let rounds = ROUNDS.min(n);
     let (mut remedy_disable, mut ldapmodify_disable) = (Duration::ZERO, Duration::ZERO);
+    let mut read_back_searches = 0;
     for round in 0..rounds {
         let part = |sams: &[String]| -> Vec<String> { sams.iter().skip(round).step_by(rounds).cloned().collect() };
         let remedy_ids = identities(&part(&sets[0].2));
@@ -278,10 +322,12 @@ async fn measure(
             })
             .collect();
         let now = Utc::now();
+        let searches_before = directory.stats().searches;
         let started = Instant::now();
         let results =
             futures::future::join_all(accounts.iter().map(|a| directory.apply(a, Action::DisableAccount, now))).await;
         remedy_disable += started.elapsed();
+        read_back_searches += directory.stats().searches - searches_before;
         let failures = results.iter().filter(|r| r.is_err()).count();
         if let Some(Err(error)) = results.iter().find(|r| r.is_err()) {
             panic!("{failures} of {} disables failed, e.g.: {error}", accounts.len());
@@ -296,7 +342,7 @@ async fn measure(
         }
         let mut modify = dc.tool("ldapmodify", &dc.action_bind, &dc.action_password_file);
         modify.arg("-f").arg(write_file(scratch, &format!("modify-{round}.ldif"), &modify_ldif));
-        ldapmodify_disable += run(modify, "ldapmodify");
+        ldapmodify_disable += run(modify, "ldapmodify").unwrap_or_else(|e| panic!("{e}"));
     }
 
     // --- observe: provider vs one paged ldapsearch, alternating, best of each ---------------
@@ -318,7 +364,7 @@ async fn measure(
         search
             .args(["-LLL", "-E", "pr=500/noprompt", "-b", bench_ou, "(&(objectCategory=person)(objectClass=user))"])
             .args(ATTRIBUTES);
-        ldapsearch_observe = ldapsearch_observe.min(run(search, "ldapsearch"));
+        ldapsearch_observe = ldapsearch_observe.min(run(search, "ldapsearch").unwrap_or_else(|e| panic!("{e}")));
     }
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
@@ -333,7 +379,7 @@ async fn measure(
     println!("| operation | users | remedy | ldap-utils | ratio remedy/ldap-utils |");
     println!("|---|---:|---:|---:|---:|");
     println!(
-        "| disable: remedy conditional modify + verified read-back vs `ldapmodify` blind replace ({rounds} interleaved rounds, summed) | {n} | {} | {} | {:.2} |",
+        "| disable: remedy conditional modify + verified read-back ({read_back_searches} read-back searches) vs `ldapmodify` blind replace ({rounds} interleaved rounds, summed) | {n} | {} | {} | {:.2} |",
         secs(remedy_disable),
         secs(ldapmodify_disable),
         ratio(remedy_disable, ldapmodify_disable)

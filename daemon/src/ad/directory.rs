@@ -2,21 +2,25 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use ldap3::adapters::{Adapter, PagedResults};
-use ldap3::{LdapConnSettings, Mod, ResultEntry, Scope, SearchEntry, SearchStream};
+use ldap3::{
+    LdapConnSettings, LdapError, Mod, ResultEntry, Scope, SearchEntry, SearchOptions, SearchResult, SearchStream,
+};
 use remedy_policies::action::Provider;
 use remedy_policies::config::ActiveDirectoryConfig;
 use remedy_policies::observed::{uac, AdAccount, PasswordLastSet, ProviderView};
 use remedy_policies::{Action, Identity};
+use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use super::entry::{account_from_entry, ATTRIBUTES};
 use super::error::AdError;
 use super::pool::{Lease, Pool, Target};
-use super::resolve::{resolve, user_object_filter, users_filter, CHUNK_SIZE};
+use super::resolve::{guids_filter, resolve, users_filter, CHUNK_SIZE};
 use super::{tls, AdChange, AdDirectory};
 use crate::secret::Secret;
 
@@ -38,12 +42,32 @@ pub struct AdStats {
 /// The Active Directory provider: a pool of bound LDAP connections to one DC.
 #[derive(Debug)]
 pub struct LdapDirectory {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     pool: Pool,
     base_dn: String,
-    page_size: i32,
+    page_size: usize,
     connections: usize,
-    chunk_size: usize,
+    chunk_size: AtomicUsize,
     pages: Arc<AtomicU64>,
+    read_backs: Mutex<ReadBacks>,
+}
+
+/// Accounts waiting to be read back after a write; see [`Inner::read_back`].
+#[derive(Debug, Default)]
+struct ReadBacks {
+    waiting: Vec<ReadBack>,
+    flushing: bool,
+}
+
+#[derive(Debug)]
+struct ReadBack {
+    guid: Uuid,
+    dn: String,
+    reply: oneshot::Sender<Result<AdAccount, AdError>>,
 }
 
 /// Connection settings derived from the configuration, paths resolved.
@@ -114,52 +138,83 @@ impl LdapDirectory {
     pub async fn connect(config: &ActiveDirectoryConfig, config_dir: &Path) -> Result<Self, AdError> {
         let target = target(config, config_dir)?;
         let url = target.url.clone();
-        let directory = LdapDirectory {
+        let inner = Inner {
             pool: Pool::new(target, config.connections),
             base_dn: config.base_dn.clone(),
-            page_size: config.page_size.clamp(1, i32::MAX as usize) as i32,
+            page_size: config.page_size.clamp(1, i32::MAX as usize),
             connections: config.connections.max(1),
-            chunk_size: CHUNK_SIZE,
+            chunk_size: AtomicUsize::new(CHUNK_SIZE),
             pages: Arc::new(AtomicU64::new(0)),
+            read_backs: Mutex::new(ReadBacks::default()),
         };
         // The first connection alone: a wrong password fails once, not once per connection.
-        drop(directory.pool.lease().await?);
-        let others = (1..directory.connections).map(|_| directory.pool.lease());
+        drop(inner.pool.lease().await?);
+        let others = (1..inner.connections).map(|_| inner.pool.lease());
         drop(futures::future::try_join_all(others).await?);
-        tracing::info!(url = %url, bind_user = %config.bind_user, base_dn = %config.base_dn, connections = directory.connections, "connected to Active Directory");
-        Ok(directory)
+        tracing::info!(url = %url, bind_user = %config.bind_user, base_dn = %config.base_dn, connections = inner.connections, "connected to Active Directory");
+        Ok(LdapDirectory { inner: Arc::new(inner) })
     }
 
     /// Identities per search (default [`CHUNK_SIZE`]); for tests and benchmarks.
-    pub fn with_chunk_size(mut self, chunk_size: usize) -> Self {
-        self.chunk_size = chunk_size.max(1);
+    pub fn with_chunk_size(self, chunk_size: usize) -> Self {
+        self.inner.chunk_size.store(chunk_size.max(1), Ordering::Relaxed);
         self
     }
 
     pub fn stats(&self) -> AdStats {
-        let counters = &self.pool.counters;
+        let counters = &self.inner.pool.counters;
         AdStats {
             connects: counters.connects.load(Ordering::Relaxed),
             searches: counters.searches.load(Ordering::Relaxed),
-            pages: self.pages.load(Ordering::Relaxed),
+            pages: self.inner.pages.load(Ordering::Relaxed),
             entries: counters.entries.load(Ordering::Relaxed),
             modifies: counters.modifies.load(Ordering::Relaxed),
         }
     }
+}
 
-    /// Finds the accounts of one chunk of identities with one paged search.
-    async fn search_chunk(&self, chunk: &[Identity]) -> Result<Vec<AdAccount>, AdError> {
-        let filter = users_filter(chunk);
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Inner {
+    /// One search for user accounts below the base DN. When at most `expected` entries can match
+    /// and they fit in one page, it is a single request with the page size as size limit (Samba's
+    /// paged-results control costs it about twice the work per entry); should the DC answer
+    /// sizeLimitExceeded, or when more can match, the search is paged.
+    async fn search_users(&self, filter: String, expected: usize) -> Result<Vec<AdAccount>, AdError> {
         let base = self.base_dn.as_str();
         let page_size = self.page_size;
-        let pages = self.pages.clone();
         let timeout = self.pool.target.operation_timeout;
         let mut lease = self.pool.lease().await?;
         self.pool.counters.searches.fetch_add(1, Ordering::Relaxed);
+        if expected <= page_size {
+            let filter = filter.as_str();
+            let single = lease
+                .run("search", Some(base), |mut ldap| async move {
+                    let SearchResult(entries, result) = ldap
+                        .with_timeout(timeout)
+                        .with_search_options(SearchOptions::new().sizelimit(page_size as i32))
+                        .search(base, Scope::Subtree, filter, ATTRIBUTES.to_vec())
+                        .await?;
+                    match result.rc {
+                        0 => Ok(Some(entries)),
+                        4 => Ok(None),
+                        _ => Err(LdapError::from(result)),
+                    }
+                })
+                .await?;
+            self.pages.fetch_add(1, Ordering::Relaxed);
+            match single {
+                Some(entries) => return self.decode(entries),
+                None => tracing::debug!(page_size, "more entries than fit in one page: searching again with paging"),
+            }
+        }
+        let pages = self.pages.clone();
         let entries = lease
             .run("search", Some(base), |mut ldap| async move {
                 let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> =
-                    vec![Box::new(PagedResults::new(page_size)), Box::new(PageCounter(pages))];
+                    vec![Box::new(PagedResults::new(page_size as i32)), Box::new(PageCounter(pages))];
                 let mut stream = ldap
                     .with_timeout(timeout)
                     .streaming_search_with(adapters, base, Scope::Subtree, &filter, ATTRIBUTES.to_vec())
@@ -168,33 +223,72 @@ impl LdapDirectory {
                 while let Some(entry) = stream.next().await? {
                     // Continuation references (other partitions below a domain root) are skipped.
                     if !entry.is_ref() && !entry.is_intermediate() {
-                        entries.push(SearchEntry::construct(entry));
+                        entries.push(entry);
                     }
                 }
                 stream.finish().await.success()?;
                 Ok(entries)
             })
             .await?;
-        self.pool.counters.entries.fetch_add(entries.len() as u64, Ordering::Relaxed);
-        entries.iter().map(account_from_entry).collect()
+        self.decode(entries)
     }
 
-    /// Reads one account back by DN on a leased connection.
-    async fn read_on(&self, lease: &mut Lease<'_>, dn: &str) -> Result<AdAccount, AdError> {
-        let timeout = self.pool.target.operation_timeout;
-        let filter = user_object_filter();
-        let (entries, _) = lease
-            .run("read", Some(dn), |mut ldap| async move {
-                ldap.with_timeout(timeout).search(dn, Scope::Base, &filter, ATTRIBUTES.to_vec()).await?.success()
+    fn decode(&self, entries: Vec<ResultEntry>) -> Result<Vec<AdAccount>, AdError> {
+        self.pool.counters.entries.fetch_add(entries.len() as u64, Ordering::Relaxed);
+        entries.into_iter().map(|entry| account_from_entry(&SearchEntry::construct(entry))).collect()
+    }
+
+    /// Reads an account back after a write. Read-backs of concurrent writes are coalesced: one
+    /// flush task at a time reads every account waiting, by objectGUID, in one search per chunk,
+    /// so that a batch of writes costs the DC one read per chunk rather than one per account.
+    async fn read_back(self: &Arc<Self>, guid: Uuid, dn: &str) -> Result<AdAccount, AdError> {
+        let (reply, answer) = oneshot::channel();
+        let start_flush = {
+            let mut read_backs = lock(&self.read_backs);
+            read_backs.waiting.push(ReadBack { guid, dn: dn.to_owned(), reply });
+            !std::mem::replace(&mut read_backs.flushing, true)
+        };
+        if start_flush {
+            // A task of its own: a caller that gives up must not strand the others' reads.
+            tokio::spawn(self.clone().flush_read_backs());
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(AdError::Connection {
+                url: self.pool.target.url.clone(),
+                message: "the read-back was abandoned".into(),
             })
-            .await?;
-        match entries.into_iter().next() {
-            Some(entry) => account_from_entry(&SearchEntry::construct(entry)),
-            None => Err(AdError::Decode {
-                dn: dn.to_owned(),
-                attribute: "objectClass",
-                message: "not a user object".into(),
-            }),
+        })
+    }
+
+    async fn flush_read_backs(self: Arc<Self>) {
+        loop {
+            let batch: Vec<ReadBack> = {
+                let mut read_backs = lock(&self.read_backs);
+                if read_backs.waiting.is_empty() {
+                    read_backs.flushing = false;
+                    return;
+                }
+                let take = read_backs.waiting.len().min(self.chunk_size.load(Ordering::Relaxed));
+                read_backs.waiting.drain(..take).collect()
+            };
+            let filter = guids_filter(batch.iter().map(|r| &r.guid));
+            match self.search_users(filter, batch.len()).await {
+                Ok(accounts) => {
+                    for read in batch {
+                        let account = accounts.iter().find(|a| a.object_guid == read.guid).cloned();
+                        let _ = read.reply.send(account.ok_or_else(|| AdError::Decode {
+                            dn: read.dn,
+                            attribute: "objectGUID",
+                            message: "the account is no longer a user below the base DN".into(),
+                        }));
+                    }
+                }
+                Err(error) => {
+                    for read in batch {
+                        let _ = read.reply.send(Err(error.clone()));
+                    }
+                }
+            }
         }
     }
 
@@ -211,7 +305,12 @@ impl LdapDirectory {
         Ok(())
     }
 
-    async fn apply_inner(&self, before: &AdAccount, action: Action, now: DateTime<Utc>) -> Result<AdChange, AdError> {
+    async fn apply_inner(
+        self: &Arc<Self>,
+        before: &AdAccount,
+        action: Action,
+        now: DateTime<Utc>,
+    ) -> Result<AdChange, AdError> {
         if action.provider() != Provider::ActiveDirectory {
             return Err(AdError::NotAnAdAction(action));
         }
@@ -252,7 +351,9 @@ impl LdapDirectory {
             // Already as wanted: nothing to write, the read-back below still checks it.
             _ => {}
         }
-        let after = self.read_on(&mut lease, dn).await?;
+        // The connection goes back before waiting for the read-back, which needs one too.
+        drop(lease);
+        let after = self.read_back(before.object_guid, dn).await?;
         verify(action, &expected, &after)?;
         Ok(AdChange { before: before.clone(), after })
     }
@@ -312,19 +413,19 @@ pub fn verify(action: Action, expected: &AdAccount, after: &AdAccount) -> Result
 
 impl AdDirectory for LdapDirectory {
     async fn observe(&self, identities: &[Identity]) -> Result<BTreeMap<Identity, ProviderView<AdAccount>>, AdError> {
+        let inner = &self.inner;
         let mut unique = identities.to_vec();
         unique.sort();
         unique.dedup();
-        let searches_before = self.pool.counters.searches.load(Ordering::Relaxed);
-        let pages_before = self.pages.load(Ordering::Relaxed);
+        let before = self.stats();
         // Every chunk is searched at once; the pool's permits bound how many run in parallel.
-        let chunks: Vec<&[Identity]> = unique.chunks(self.chunk_size).collect();
-        let results = futures::future::try_join_all(chunks.iter().map(|chunk| self.search_chunk(chunk)))
+        let chunks: Vec<&[Identity]> = unique.chunks(inner.chunk_size.load(Ordering::Relaxed)).collect();
+        let searches = chunks.iter().map(|chunk| inner.search_users(users_filter(chunk), chunk.len()));
+        let results = futures::future::try_join_all(searches)
             .await
             .inspect_err(|error| tracing::warn!(identities = unique.len(), error = %error, "AD observation failed"))?;
-        let chunk_results: Vec<(&[Identity], Vec<AdAccount>)> = chunks.into_iter().zip(results).collect();
         let mut views = BTreeMap::new();
-        for (chunk, accounts) in &chunk_results {
+        for (chunk, accounts) in chunks.iter().zip(&results) {
             views.extend(resolve(chunk, accounts));
         }
         for (identity, view) in &views {
@@ -337,17 +438,18 @@ impl AdDirectory for LdapDirectory {
                 _ => {}
             }
         }
+        let after = self.stats();
         tracing::debug!(
             identities = unique.len(),
-            searches = self.pool.counters.searches.load(Ordering::Relaxed) - searches_before,
-            pages = self.pages.load(Ordering::Relaxed) - pages_before,
+            searches = after.searches - before.searches,
+            pages = after.pages - before.pages,
             "observed Active Directory"
         );
         Ok(views)
     }
 
     async fn apply(&self, account: &AdAccount, action: Action, now: DateTime<Utc>) -> Result<AdChange, AdError> {
-        let result = self.apply_inner(account, action, now).await;
+        let result = self.inner.apply_inner(account, action, now).await;
         match &result {
             Ok(change) => tracing::info!(
                 dn = %account.dn,

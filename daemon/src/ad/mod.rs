@@ -1,10 +1,12 @@
 //! The Active Directory provider: observes accounts and applies actions over LDAP.
 //!
 //! - [`AdDirectory`] is what the controller uses; [`LdapDirectory`] implements it against a DC.
-//! - Observation resolves many identities per request (chunked OR filters, paged results) and
-//!   never guesses: an identity naming two accounts is `Ambiguous`.
-//! - Every write is conditioned on the value observed and verified by reading the account back;
-//!   a change the DC accepts but ignores is an error ([`AdError::NotEffective`]), not a success.
+//! - Observation resolves many identities per request (chunked OR filters; paged results when a
+//!   chunk can outgrow one page) and never guesses: an identity naming two accounts is
+//!   `Ambiguous`.
+//! - Every write is conditioned on the value observed and verified by reading the account back
+//!   (read-backs of concurrent writes are coalesced into one search); a change the DC accepts but
+//!   ignores is an error ([`AdError::NotEffective`]), not a success.
 //! - The password travels only in the bind request and is never formatted (see
 //!   [`crate::secret::Secret`]).
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use remedy_policies::observed::{AdAccount, ProviderView};
 use remedy_policies::Identity;
+use uuid::Uuid;
 
 use super::codec;
 
@@ -45,9 +46,14 @@ pub fn users_filter(identities: &[Identity]) -> String {
     filter
 }
 
-/// The filter for reading back one known account by its DN (a base search).
-pub fn user_object_filter() -> String {
-    format!("(&{USER_OBJECTS})")
+/// User objects with any of these objectGUIDs (reading accounts back after writes).
+pub fn guids_filter<'a>(guids: impl IntoIterator<Item = &'a Uuid>) -> String {
+    let mut filter = format!("(&{USER_OBJECTS}(|");
+    for guid in guids {
+        filter.push_str(&format!("(objectGUID={})", codec::escape_filter_bytes(&codec::guid_to_bytes(guid))));
+    }
+    filter.push_str("))");
+    filter
 }
 
 /// Whether an account is one the identity names, compared the way the DC compares: names
@@ -84,7 +90,6 @@ pub fn resolve(identities: &[Identity], accounts: &[AdAccount]) -> BTreeMap<Iden
 #[cfg(test)]
 mod tests {
     use remedy_policies::observed::PasswordLastSet;
-    use uuid::Uuid;
 
     use super::*;
 
