@@ -121,8 +121,9 @@ fn parse_upn(text: &str) -> Result<String, IdentityError> {
     }
 }
 
-/// Parses `S-1-<authority>-<sub>...` (1 to 15 sub-authorities, each a u32) into canonical form.
-fn parse_sid(text: &str) -> Option<String> {
+/// The parts of a SID's string form `S-1-<authority>-<sub>...`: the 48-bit identifier authority
+/// and 1 to 15 sub-authorities, each a u32. `None` when the text is not a SID.
+pub fn sid_parts(text: &str) -> Option<(u64, Vec<u32>)> {
     let upper = text.to_ascii_uppercase();
     let rest = upper.strip_prefix("S-1-")?;
     let mut parts = rest.split('-');
@@ -134,6 +135,12 @@ fn parse_sid(text: &str) -> Option<String> {
     if subs.is_empty() || subs.len() > 15 {
         return None;
     }
+    Some((authority, subs))
+}
+
+/// Parses a SID into its canonical string form.
+fn parse_sid(text: &str) -> Option<String> {
+    let (authority, subs) = sid_parts(text)?;
     let mut canonical = format!("S-1-{authority}");
     for sub in subs {
         canonical.push('-');

@@ -42,16 +42,7 @@ pub fn guid_from_bytes(bytes: &[u8]) -> Option<Uuid> {
 /// Binary SID (MS-DTYP 2.4.2.2): revision, sub-authority count, 48-bit big-endian identifier
 /// authority, then each sub-authority as a little-endian u32.
 pub fn sid_to_bytes(sid: &str) -> Option<Vec<u8>> {
-    let rest = sid.strip_prefix("S-1-").or_else(|| sid.strip_prefix("s-1-"))?;
-    let mut parts = rest.split('-');
-    let authority: u64 = parts.next()?.parse().ok()?;
-    if authority >= 1 << 48 {
-        return None;
-    }
-    let subs: Vec<u32> = parts.map(|p| p.parse().ok()).collect::<Option<_>>()?;
-    if subs.is_empty() || subs.len() > 15 {
-        return None;
-    }
+    let (authority, subs) = remedy_policies::identity::sid_parts(sid)?;
     let mut out = Vec::with_capacity(8 + 4 * subs.len());
     out.push(1);
     out.push(subs.len() as u8);
