@@ -61,6 +61,7 @@ fn action_record(who: &str, action: Action, outcome: ActionOutcome, manifests: &
         after: "0x202".into(),
         outcome,
         error: (outcome == ActionOutcome::Failed).then(|| "LDAP 50 insufficientAccessRights".into()),
+        note: None,
         duration_ms: 42,
         acting_account: Some("CN=svc-remedy,OU=Service,DC=contoso,DC=com".into()),
     }
@@ -573,6 +574,8 @@ fn intended(i: u64) -> IntendedChange {
         manifests: vec![manifest_ref("inc-1")],
         before: "0x200".into(),
         after: "0x202".into(),
+        cause: Cause::Desired,
+        reason: "incident 1".into(),
     }
 }
 
@@ -925,4 +928,148 @@ fn recorded_changes_are_remedys_own_changes_per_identity() {
     // A name that is a prefix of another does not see the other's changes.
     assert_eq!(store.recorded_changes(&identity("sam:ali")).expect("read"), []);
     assert_eq!(store.all_recorded_changes().expect("read").len(), 6);
+}
+
+fn unsettled_ids(store: &Store) -> Vec<u64> {
+    store.unsettled().expect("the journal").iter().map(|intent| intent.id.0).collect()
+}
+
+fn request(by: &str) -> Event {
+    Event::ReconcileRequest(ReconcileRequestEvent { by: by.into(), manifest: None })
+}
+
+#[test]
+fn journal_intents_continue_the_ids_and_never_reuse_them() {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let store = open(dir.path());
+    assert_eq!(store.journal_intent(&intended(1)).expect("journaled"), IntentId(1));
+    let batch = [intended(2), intended(3), intended(4)];
+    assert_eq!(store.journal_intents(&batch).expect("journaled"), [IntentId(2), IntentId(3), IntentId(4)]);
+    assert_eq!(store.journal_intents(&[]).expect("nothing to journal"), []);
+    let unsettled = store.unsettled().expect("the journal");
+    assert_eq!(unsettled.iter().map(|i| i.id.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(unsettled[1..].iter().map(|i| i.change.clone()).collect::<Vec<_>>(), batch);
+    // After a restart, batches and single intents go on from the highest id ever given.
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.journal_intents(&[intended(5), intended(6)]).expect("journaled"), [IntentId(5), IntentId(6)]);
+    assert_eq!(store.journal_intent(&intended(7)).expect("journaled"), IntentId(7));
+    assert_eq!(unsettled_ids(&store), [1, 2, 3, 4, 5, 6, 7]);
+}
+
+#[test]
+fn settle_all_appends_one_record_per_intent_in_order() {
+    use ActionOutcome::*;
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let store = open(dir.path());
+    let first = store.append(at(0), request("jdoe")).expect("appended");
+    let changes = [intended(1), intended(2), intended(3), intended(4)];
+    let ids = store.journal_intents(&changes).expect("journaled");
+    assert_eq!(store.settle_all(&[]).expect("nothing to settle"), []);
+    let outcomes = [Succeeded, Failed, Succeeded];
+    let settlements: Vec<_> =
+        (0..3).map(|i| (ids[i], at(10 + i as i64), settling_record(&changes[i], outcomes[i]))).collect();
+    let stored = store.settle_all(&settlements).expect("settled");
+
+    assert_eq!(stored.iter().map(|r| r.id.0).collect::<Vec<_>>(), [2, 3, 4]);
+    for (record, (intent, when, action)) in stored.iter().zip(&settlements) {
+        let mut expected = action.clone();
+        expected.intent = Some(*intent);
+        assert_eq!((record.at, &record.event), (*when, &Event::Action(expected)));
+    }
+    let mut everything = vec![first];
+    everything.extend(stored.clone());
+    assert_eq!(all_records(&store), everything);
+    assert_eq!(unsettled_ids(&store), [ids[3].0], "only the intent left out is still journaled");
+    let report = store.verify_history().expect("the chain holds");
+    assert_eq!((report.records, report.head_hash), (4, stored[2].hash.clone()));
+    // The succeeded ones are remedy's changes; the failed one is not.
+    let changed = |i: usize| store.recorded_changes(&changes[i].identity).expect("read");
+    assert_eq!(changed(0).iter().map(|c| c.at).collect::<Vec<_>>(), [at(10)]);
+    assert_eq!(changed(1), []);
+    assert_eq!(changed(2).iter().map(|c| c.at).collect::<Vec<_>>(), [at(12)]);
+    // Settled for good: after a restart, a second settle is refused.
+    drop(store);
+    let store = open(dir.path());
+    assert!(matches!(store.settle_all(&settlements[..1]), Err(StoreError::UnknownIntent(id)) if id == ids[0]));
+    assert_eq!(all_records(&store).len(), 4);
+}
+
+#[test]
+fn settle_all_settles_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let store = open(dir.path());
+    let first = store.append(at(0), request("jdoe")).expect("appended");
+    let changes = [intended(1), intended(2), intended(3)];
+    let ids = store.journal_intents(&changes).expect("journaled");
+    let settle = |i: usize| (ids[i], at(10), settling_record(&changes[i], ActionOutcome::Succeeded));
+    let unchanged = |store: &Store, case: &str| {
+        assert_eq!(all_records(store), std::slice::from_ref(&first), "{case}: nothing appended");
+        assert_eq!(unsettled_ids(store), [1, 2, 3], "{case}: nothing settled");
+        assert_eq!(store.verify_history().expect("the chain holds").records, 1, "{case}");
+        for change in &changes {
+            assert_eq!(store.recorded_changes(&change.identity).expect("read"), [], "{case}");
+        }
+    };
+
+    let unknown = (IntentId(99), at(10), settling_record(&changes[0], ActionOutcome::Succeeded));
+    let result = store.settle_all(&[settle(0), unknown, settle(2)]);
+    assert!(matches!(result, Err(StoreError::UnknownIntent(IntentId(99)))), "{result:?}");
+    unchanged(&store, "an unknown intent");
+
+    let result = store.settle_all(&[settle(0), settle(0)]);
+    assert!(matches!(result, Err(StoreError::UnknownIntent(id)) if id == ids[0]), "{result:?}");
+    unchanged(&store, "an intent settled twice in one batch");
+
+    let mut wrong_action = settle(1);
+    wrong_action.2.action = Action::EnableAccount;
+    let result = store.settle_all(&[settle(0), wrong_action]);
+    assert!(matches!(result, Err(StoreError::IntentMismatch { intent, .. }) if intent == ids[1]), "{result:?}");
+    unchanged(&store, "another action");
+
+    let mut wrong_identity = settle(2);
+    wrong_identity.2.identity = identity("sam:mallory");
+    let result = store.settle_all(&[settle(0), settle(1), wrong_identity]);
+    assert!(matches!(result, Err(StoreError::IntentMismatch { intent, .. }) if intent == ids[2]), "{result:?}");
+    unchanged(&store, "another identity");
+
+    // Nothing of the refused batches reached the disk, and the history goes on without a gap.
+    drop(store);
+    let store = open(dir.path());
+    unchanged(&store, "after a restart");
+    let stored = store.settle_all(&[settle(0), settle(1), settle(2)]).expect("settled");
+    assert_eq!(stored.iter().map(|r| r.id.0).collect::<Vec<_>>(), [2, 3, 4]);
+    assert!(unsettled_ids(&store).is_empty());
+    assert_eq!(store.verify_history().expect("the chain holds").records, 4);
+}
+
+#[test]
+fn append_all_appends_in_order_on_one_chain() {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let store = open(dir.path());
+    let first = store.append(at(0), request("jdoe")).expect("appended");
+    assert_eq!(store.append_all(&[]).expect("nothing to append"), []);
+    assert_eq!(all_records(&store), std::slice::from_ref(&first), "an empty batch appends nothing");
+    assert_eq!(store.verify_history().expect("the chain holds").head_hash, first.hash);
+
+    let action = action_record("sam:alice", Action::DisableAccount, ActionOutcome::Succeeded, &["inc-1"]);
+    let events = [(at(10), Event::Action(action)), (at(20), request("op1")), (at(30), request("op2"))];
+    let stored = store.append_all(&events).expect("appended");
+    assert_eq!(stored.iter().map(|r| (r.id.0, r.at, r.event.clone())).collect::<Vec<_>>(), {
+        let expected = events.iter().zip(2..).map(|((when, event), id)| (id, *when, event.clone()));
+        expected.collect::<Vec<_>>()
+    });
+    let records = all_records(&store);
+    assert_eq!(records[1..], stored[..]);
+    for pair in records.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash, "record {} links to the one before", pair[1].id);
+    }
+    let report = store.verify_history().expect("the chain holds");
+    assert_eq!((report.records, report.head_hash), (4, stored[2].hash.clone()));
+    assert_eq!(store.recorded_changes(&identity("sam:alice")).expect("read").len(), 1);
+    // Durable, and the next append goes on after the batch.
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.append(at(40), request("op3")).expect("appended").id, RecordId(5));
+    assert_eq!(store.verify_history().expect("the chain holds").records, 5);
 }

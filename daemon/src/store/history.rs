@@ -209,6 +209,23 @@ impl Store {
         Ok(record)
     }
 
+    /// Appends several events in one transaction (all or none), durably.
+    pub fn append_all(&self, events: &[(DateTime<Utc>, Event)]) -> Result<Vec<HistoryRecord>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = (&self.history, &self.changes, &self.meta).transaction(|(history, changes, meta)| {
+            events
+                .iter()
+                .map(|(at, event)| append_in(history, changes, meta, *at, event))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        let records = transaction_result(result).map_err(|e| self.with_path(e))?;
+        self.db.flush()?;
+        self.raise_watermark(records.last().map(|r| r.id.0), None);
+        Ok(records)
+    }
+
     /// One record by id.
     pub fn history_record(&self, id: RecordId) -> Result<Option<HistoryRecord>, StoreError> {
         self.history.get(id_key(id.0))?.map(|bytes| decode(layout::HISTORY, &id.to_string(), &bytes)).transpose()

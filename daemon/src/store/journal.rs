@@ -32,7 +32,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use remedy_policies::plan::{PlannedAction, Resolved};
+use remedy_policies::plan::{Cause, PlannedAction, Resolved};
 use remedy_policies::{Action, Identity, Provider};
 use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
@@ -70,6 +70,15 @@ pub struct IntendedChange {
     /// The attribute's value as planned, before and after.
     pub before: String,
     pub after: String,
+    /// Why it was planned, and the manifests' reasons: what the record settling it says.
+    #[serde(default = "desired")]
+    pub cause: Cause,
+    #[serde(default)]
+    pub reason: String,
+}
+
+fn desired() -> Cause {
+    Cause::Desired
 }
 
 impl IntendedChange {
@@ -90,6 +99,8 @@ impl IntendedChange {
             manifests,
             before: planned.before.clone(),
             after: planned.after.clone(),
+            cause: planned.cause.clone(),
+            reason: planned.reason.clone(),
         }
     }
 }
@@ -148,6 +159,75 @@ impl Store {
         let stored = transaction_result(result).map_err(|e| self.with_path(e))?;
         self.db.flush()?;
         self.raise_watermark(Some(stored.id.0), None);
+        Ok(stored)
+    }
+
+    /// Journals several changes at once (one transaction, one flush): the ids, in order. Durable
+    /// when it returns; nothing is journaled when it fails.
+    pub fn journal_intents(&self, changes: &[IntendedChange]) -> Result<Vec<IntentId>, StoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let abort = ConflictableTransactionError::Abort;
+        let result = (&self.meta, &self.journal).transaction(|(meta, journal)| {
+            let first = match meta.get(layout::NEXT_INTENT_ID_KEY)? {
+                Some(bytes) => decode(layout::META, layout::NEXT_INTENT_ID_KEY, &bytes).map_err(abort)?,
+                None => 1u64,
+            };
+            let mut ids = Vec::with_capacity(changes.len());
+            for (offset, change) in (0u64..).zip(changes) {
+                let id = IntentId(first + offset);
+                let intent = Intent { id, change: change.clone() };
+                journal.insert(&id_key(id.0), encode(layout::JOURNAL, &intent).map_err(abort)?)?;
+                ids.push(id);
+            }
+            let next = first + ids.len() as u64;
+            meta.insert(layout::NEXT_INTENT_ID_KEY, encode(layout::META, &next).map_err(abort)?)?;
+            Ok(ids)
+        });
+        let ids = transaction_result(result)?;
+        self.db.flush()?;
+        self.raise_watermark(None, ids.last().map(|id| id.0 + 1));
+        Ok(ids)
+    }
+
+    /// Settles several intents in one transaction (all or none), in order; durable when it
+    /// returns. Each record must be about its intent's account, provider and action.
+    pub fn settle_all(
+        &self,
+        settlements: &[(IntentId, DateTime<Utc>, ActionRecord)],
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
+        if settlements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let abort = ConflictableTransactionError::Abort;
+        let events: Vec<(IntentId, DateTime<Utc>, Event)> = settlements
+            .iter()
+            .map(|(intent, at, record)| {
+                let mut record = record.clone();
+                record.intent = Some(*intent);
+                (*intent, *at, Event::Action(record))
+            })
+            .collect();
+        let result = (&self.history, &self.changes, &self.meta, &self.journal).transaction(
+            |(history, changes, meta, journal)| {
+                let mut stored = Vec::with_capacity(events.len());
+                for (intent, at, event) in &events {
+                    let Some(bytes) = journal.remove(&id_key(intent.0))? else {
+                        return Err(abort(StoreError::UnknownIntent(*intent)));
+                    };
+                    let journaled: Intent = decode(layout::JOURNAL, &intent.to_string(), &bytes).map_err(abort)?;
+                    if let Event::Action(record) = event {
+                        check_matches(&journaled, record).map_err(abort)?;
+                    }
+                    stored.push(append_in(history, changes, meta, *at, event)?);
+                }
+                Ok(stored)
+            },
+        );
+        let stored = transaction_result(result).map_err(|e| self.with_path(e))?;
+        self.db.flush()?;
+        self.raise_watermark(stored.last().map(|r| r.id.0), None);
         Ok(stored)
     }
 

@@ -128,6 +128,10 @@ pub struct ActionRecord {
     /// Why it failed or was not sent (provider texts are redacted before they get here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What else the record should say: for a drift correction, what was found and when the
+    /// account was last changed, as far as the directory tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub duration_ms: u64,
     /// The account remedy acted as (bind DN, application id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +164,7 @@ impl ActionRecord {
             after: report.observed_after.clone().unwrap_or_else(|| report.planned.after.clone()),
             outcome,
             error: report.error.clone(),
+            note: None,
             duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
             acting_account,
         }
@@ -199,6 +204,7 @@ impl ActionRecord {
             after: planned.after.clone(),
             outcome,
             error: Some(error),
+            note: None,
             duration_ms: 0,
             acting_account: None,
         })
