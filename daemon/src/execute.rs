@@ -257,7 +257,8 @@ async fn execute_identity<D: AdDirectory + Sync>(
 }
 
 /// The written attribute as read back, in the plan's notation.
-fn shown_value(action: Action, account: &AdAccount) -> String {
+/// The attribute `action` writes, as read on `account`, in the plan's notation.
+pub(crate) fn shown_value(action: Action, account: &AdAccount) -> String {
     match action.attribute() {
         "pwdLastSet" => match account.pwd_last_set {
             remedy_policies::observed::PasswordLastSet::Zero => "0".to_owned(),

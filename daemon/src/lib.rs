@@ -3,6 +3,7 @@
 
 pub mod ad;
 pub mod cli;
+pub mod controller;
 pub mod entra;
 pub mod execute;
 pub mod manifest_dir;

@@ -24,18 +24,25 @@ enum Command {
     Plan(cli::plan::PlanArgs),
     /// Observe, plan and apply the allowed actions once, printing what was done.
     Apply(cli::apply::ApplyArgs),
+    /// Run the daemon: watch the manifests, reconcile continuously, record every action.
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The daemon says what it does; one-shot commands print their answer and only warn.
+    let default_level = if matches!(args.command, Command::Serve(_)) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REMEDY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REMEDY_LOG").unwrap_or_else(|_| default_level.into()),
+        )
         .init();
     let outcome = match args.command {
         Command::Validate(a) => cli::validate::run(&a),
         Command::Plan(a) => cli::plan::run(&a),
         Command::Apply(a) => cli::apply::run(&a),
+        Command::Serve(a) => cli::serve::run(&a),
     };
     match outcome {
         Ok(code) => code,

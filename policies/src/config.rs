@@ -36,6 +36,14 @@ pub struct ManifestSource {
     /// The directory of manifests (a git checkout, typically). Relative paths are relative to the
     /// config file.
     pub path: String,
+    /// How long the daemon waits after the last change in the directory before it reads the set
+    /// again (a `git pull` or an editor's save is a burst of events).
+    #[serde(default = "default_debounce", with = "duration_text")]
+    pub debounce: Duration,
+}
+
+fn default_debounce() -> Duration {
+    Duration::from_millis(500)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,4 +4,5 @@ pub mod apply;
 pub mod live;
 pub mod output;
 pub mod plan;
+pub mod serve;
 pub mod validate;

@@ -1,0 +1,275 @@
+//! Each manifest's status after a pass, in the Kubernetes/Flux style: `Ready`, `Reconciling` and
+//! `Stalled`, with one reason and a message a person can act on.
+//!
+//! The reason is the most pressing of the manifest's accounts, in this order: Invalid (the
+//! manifest itself), Ambiguous, NotFound, Denied, NeedsApproval, Failed permanently (Stalled:
+//! someone must act); ProviderUnavailable, Failed transiently (Reconciling: remedy retries);
+//! Blocked (Stalled: e.g. password never expires); then Ready (Succeeded, Suspended, Released).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use remedy_policies::manifest::Generation;
+use remedy_policies::plan::{Approval, IdentityPlan, IdentityStatus};
+use remedy_policies::{Action, Identity, ManifestName, Provider};
+
+use super::policy::Verdict;
+use super::reconcile::{provider_error, PassResult};
+use crate::execute::Outcome;
+use crate::store::{
+    ConditionReason, ConditionStatus, ConditionType, IdentityState, ManifestStatus, ProviderHealth, ProviderState,
+};
+
+/// The status of manifest `name` after `pass`. `invalid`: its diagnostics when the latest load
+/// rejected it (then `generation` is the last valid one still enforced, if any).
+pub fn status_of(
+    name: &ManifestName,
+    generation: Option<&Generation>,
+    invalid: Option<&[String]>,
+    pass: &PassResult,
+    configured: impl Fn(Provider) -> bool,
+    retry_at: impl Fn(&Identity) -> Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> ManifestStatus {
+    let mut status = ManifestStatus::new(name.clone());
+    status.observed_generation = generation.cloned();
+    status.last_reconcile_time = Some(now);
+    let identities: Vec<&IdentityPlan> = pass.plan.identities.iter().filter(|i| i.manifests.contains(name)).collect();
+
+    let mut findings: Vec<Finding> = Vec::new();
+    if let Some(diagnostics) = invalid {
+        let kept = match generation {
+            Some(g) => format!("; its last valid version (generation {g}) is still enforced"),
+            None => String::new(),
+        };
+        findings.push(Finding::stalled(ConditionReason::Invalid, format!("{}{kept}", diagnostics.join("; "))));
+    }
+    for identity in &identities {
+        let state = identity_state(identity, pass);
+        findings.extend(identity_findings(identity, pass, &retry_at));
+        status.identities.push(state);
+    }
+    if let Approval::Required { plan_id, changes, limit } = &pass.plan.approval {
+        if identities.iter().any(|i| i.status == IdentityStatus::Held) {
+            let what: Vec<String> = identities
+                .iter()
+                .filter(|i| i.status == IdentityStatus::Held)
+                .flat_map(|i| i.actions.iter().map(move |a| format!("{} {}", a.action, i.identity)))
+                .collect();
+            findings.push(Finding::stalled(
+                ConditionReason::NeedsApproval,
+                format!(
+                    "plan {plan_id} would make {changes} changes, more than maxChangesPerReconcile ({limit}); nothing \
+                     was applied. This manifest's share: {}. Approve with `remedy approve {plan_id}`",
+                    what.join(", ")
+                ),
+            ));
+        }
+    }
+    findings.sort_by_key(|f| f.rank);
+    match findings.first() {
+        Some(first) if first.stalled => {
+            status.set_condition(ConditionType::Ready, ConditionStatus::False, first.reason, &first.message, now);
+            status.set_condition(ConditionType::Stalled, ConditionStatus::True, first.reason, &first.message, now);
+            status.set_condition(ConditionType::Reconciling, ConditionStatus::False, first.reason, "", now);
+        }
+        Some(first) => {
+            status.set_condition(ConditionType::Ready, ConditionStatus::False, first.reason, &first.message, now);
+            status.set_condition(ConditionType::Reconciling, ConditionStatus::True, first.reason, &first.message, now);
+            status.set_condition(ConditionType::Stalled, ConditionStatus::False, first.reason, "", now);
+        }
+        None => {
+            let (reason, message) = ready_reason(&identities);
+            status.set_condition(ConditionType::Ready, ConditionStatus::True, reason, message, now);
+            status.set_condition(ConditionType::Reconciling, ConditionStatus::False, reason, "", now);
+            status.set_condition(ConditionType::Stalled, ConditionStatus::False, reason, "", now);
+        }
+    }
+    status.providers = provider_states(&identities, pass, configured);
+    status
+}
+
+struct Finding {
+    rank: u8,
+    stalled: bool,
+    reason: ConditionReason,
+    message: String,
+}
+
+impl Finding {
+    fn stalled(reason: ConditionReason, message: String) -> Finding {
+        Finding { rank: rank(reason), stalled: true, reason, message }
+    }
+
+    fn progressing(reason: ConditionReason, message: String) -> Finding {
+        Finding { rank: rank(reason), stalled: false, reason, message }
+    }
+}
+
+fn rank(reason: ConditionReason) -> u8 {
+    match reason {
+        ConditionReason::Invalid => 0,
+        ConditionReason::Ambiguous => 1,
+        ConditionReason::NotFound => 2,
+        ConditionReason::Denied => 3,
+        ConditionReason::NeedsApproval => 4,
+        ConditionReason::Failed => 5,
+        ConditionReason::ProviderUnavailable => 6,
+        ConditionReason::Progressing => 7,
+        ConditionReason::Blocked => 8,
+        _ => 9,
+    }
+}
+
+fn identity_findings(
+    identity: &IdentityPlan,
+    pass: &PassResult,
+    retry_at: &impl Fn(&Identity) -> Option<DateTime<Utc>>,
+) -> Vec<Finding> {
+    let who = &identity.identity;
+    let retry = || match retry_at(who) {
+        Some(at) => format!("; retrying at {}", at.to_rfc3339()),
+        None => String::new(),
+    };
+    let mut findings = Vec::new();
+    match identity.status {
+        IdentityStatus::Ambiguous => findings.push(Finding::stalled(
+            ConditionReason::Ambiguous,
+            format!("{who} names more than one account: {}", identity.notes.join("; ")),
+        )),
+        IdentityStatus::NotFound => findings.push(Finding::stalled(
+            ConditionReason::NotFound,
+            format!("{who}: {}", non_empty(&identity.notes, "no such account")),
+        )),
+        IdentityStatus::Denied => {
+            let denied: Vec<String> = identity
+                .actions
+                .iter()
+                .filter_map(|a| match &a.disposition {
+                    remedy_policies::plan::Disposition::Denied { detail, .. } => {
+                        Some(format!("{}: {detail}", a.action))
+                    }
+                    _ => None,
+                })
+                .collect();
+            findings.push(Finding::stalled(ConditionReason::Denied, format!("{who}: {}", denied.join("; "))));
+        }
+        IdentityStatus::ProviderUnavailable => {
+            let errors: BTreeSet<String> = [Provider::ActiveDirectory, Provider::EntraId]
+                .into_iter()
+                .filter_map(|p| provider_error(&pass.observed, who, p).map(|e| format!("{p}: {e}")))
+                .collect();
+            let errors: Vec<String> = errors.into_iter().collect();
+            findings.push(Finding::progressing(
+                ConditionReason::ProviderUnavailable,
+                format!("{who}: {}{}", non_empty(&errors, "a provider could not be asked"), retry()),
+            ));
+        }
+        _ => {}
+    }
+    if pass.deferred.contains(who) {
+        findings.push(Finding::progressing(
+            ConditionReason::ProviderUnavailable,
+            format!("{who}: an action interrupted by a restart cannot be checked yet{}", retry()),
+        ));
+    }
+    for ((parked_who, action), error) in &pass.parked {
+        if parked_who == who {
+            findings.push(Finding::stalled(
+                ConditionReason::Failed,
+                format!("{action} {who} failed and is not retried until the manifest changes or a reconcile is requested: {error}"),
+            ));
+        }
+    }
+    for report in pass.reports.iter().filter(|r| &r.identity == who && r.outcome == Outcome::Failed) {
+        let error = report.error.as_deref().unwrap_or("");
+        let finding = match pass.verdicts.get(who) {
+            Some(Verdict::Permanent { .. }) => Finding::stalled(
+                ConditionReason::Failed,
+                format!("{} {who} failed (not retried until the manifest changes): {error}", report.action),
+            ),
+            _ => Finding::progressing(
+                ConditionReason::Failed,
+                format!("{} {who} failed: {error}{}", report.action, retry()),
+            ),
+        };
+        findings.push(finding);
+    }
+    if !identity.blocked.is_empty() {
+        let blocked: Vec<String> = identity.blocked.iter().map(|b| format!("{}: {}", b.action, b.message)).collect();
+        findings.push(Finding::stalled(ConditionReason::Blocked, format!("{who}: {}", blocked.join("; "))));
+    }
+    findings
+}
+
+fn non_empty(notes: &[String], otherwise: &str) -> String {
+    if notes.is_empty() {
+        otherwise.to_owned()
+    } else {
+        notes.join("; ")
+    }
+}
+
+/// The account's state after the pass: the plan's word, with `Pending` turned into `Converged`
+/// when every allowed action was sent and confirmed.
+fn identity_state(identity: &IdentityPlan, pass: &PassResult) -> IdentityState {
+    let mut status = identity.status;
+    let mut notes = identity.notes.clone();
+    let sent: Vec<_> = pass.reports.iter().filter(|r| r.identity == identity.identity).collect();
+    if status == IdentityStatus::Pending {
+        let allowed: BTreeSet<Action> = identity
+            .actions
+            .iter()
+            .filter(|a| a.disposition == remedy_policies::plan::Disposition::Allowed)
+            .map(|a| a.action)
+            .collect();
+        let done: BTreeSet<Action> =
+            sent.iter().filter(|r| r.outcome == Outcome::Succeeded).map(|r| r.action).collect();
+        if allowed.is_subset(&done) {
+            status = if identity.blocked.is_empty() { IdentityStatus::Converged } else { IdentityStatus::Blocked };
+        }
+    }
+    for report in sent {
+        match report.outcome {
+            Outcome::Succeeded => notes.push(format!(
+                "{}: {} → {}",
+                report.action,
+                report.planned.before,
+                report.observed_after.as_deref().unwrap_or(&report.planned.after)
+            )),
+            Outcome::Failed | Outcome::Skipped => {
+                notes.push(format!("{} failed: {}", report.action, report.error.as_deref().unwrap_or("")))
+            }
+        }
+    }
+    IdentityState { identity: identity.identity.clone(), resolved: identity.resolved.clone(), status, notes }
+}
+
+fn ready_reason(identities: &[&IdentityPlan]) -> (ConditionReason, String) {
+    let count = identities.len();
+    if count > 0 && identities.iter().all(|i| i.status == IdentityStatus::Released) {
+        (ConditionReason::Released, "released: nothing left to restore".to_owned())
+    } else if count > 0 && identities.iter().all(|i| i.status == IdentityStatus::Suspended) {
+        (ConditionReason::Suspended, "spec.suspend is set: remedy leaves the accounts alone".to_owned())
+    } else {
+        (ConditionReason::Succeeded, format!("{count} account(s) as declared"))
+    }
+}
+
+fn provider_states(
+    identities: &[&IdentityPlan],
+    pass: &PassResult,
+    configured: impl Fn(Provider) -> bool,
+) -> Vec<ProviderState> {
+    let mut states = BTreeMap::new();
+    for provider in [Provider::ActiveDirectory, Provider::EntraId] {
+        if !configured(provider) {
+            states.insert(provider, ProviderState { provider, health: ProviderHealth::NotConfigured, message: None });
+            continue;
+        }
+        let error = identities.iter().find_map(|i| provider_error(&pass.observed, &i.identity, provider));
+        let health = if error.is_some() { ProviderHealth::Unavailable } else { ProviderHealth::Available };
+        states.insert(provider, ProviderState { provider, health, message: error });
+    }
+    states.into_values().collect()
+}

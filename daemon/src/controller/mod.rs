@@ -1,0 +1,524 @@
+//! The controller behind `remedy serve`: one loop, driven by a closed set of events, that keeps
+//! the directories as the manifests declare.
+//!
+//! Events: the manifest set changed (or failed to load), a resync is due, a retry or an expiry is
+//! due, a reconcile was requested, a plan was approved, shutdown. Each event that can change what
+//! should be done marks a reconcile as wanted; events that arrive together (or while a pass runs)
+//! collapse into one pass. A pass ([`reconcile::run_pass`]) covers the whole set; the error
+//! policy ([`policy`]) decides each account's retry; [`conditions`] writes each manifest's status.
+//!
+//! Manifests: a set that fails to load as a whole keeps the last good set running; a single
+//! invalid manifest takes only itself out — its last valid version stays in force (an invalid
+//! edit must not release an account), and its status is `Stalled/Invalid` with the file, line and
+//! column. A manifest that leaves the set is released only when every rejected document of the
+//! set can be attributed to a manifest by name: one that cannot (a file that is not YAML) might be
+//! the manifest that seems to be gone.
+
+mod clock;
+mod conditions;
+mod policy;
+mod providers;
+mod reconcile;
+mod recovery;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use remedy_policies::config::Guardrails;
+use remedy_policies::load::ManifestSet;
+use remedy_policies::plan::{Approval, PlanId};
+use remedy_policies::{Manifest, ManifestName};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
+
+pub use clock::Clock;
+pub use policy::{Backoff, Verdict, WorkQueue};
+pub use providers::Providers;
+
+use crate::schedule::ResyncSchedule;
+use crate::store::{ApprovalEvent, Event, ReconcileRequestEvent, Store, StoreError};
+use crate::watch::WatchEvent;
+
+/// How long a pass in flight at shutdown may take to finish before it is abandoned (its
+/// journaled intents are then settled by the next start).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What set a pass off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    ManifestsChanged,
+    Resync,
+    Retry,
+    Expiry,
+    Requested,
+    Approved,
+}
+
+/// A request from the operator surface (the HTTP API).
+#[derive(Debug)]
+pub enum Command {
+    /// Reconcile now (everything, or one manifest's accounts first in line: a pass covers the
+    /// whole set anyway). Forgets parked permanent failures of those accounts.
+    Reconcile { by: String, manifest: Option<ManifestName>, reply: oneshot::Sender<Result<(), CommandError>> },
+    /// Approve the held plan `plan_id`.
+    Approve { plan_id: PlanId, by: String, comment: Option<String>, reply: oneshot::Sender<Result<(), CommandError>> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no manifest named {0}")]
+    UnknownManifest(ManifestName),
+    #[error("plan {0} is not waiting for approval (the held plan is {1})")]
+    NotHeld(PlanId, String),
+    #[error("the store could not record the request: {0}")]
+    Store(String),
+    #[error("remedy is shutting down")]
+    ShuttingDown,
+}
+
+/// What the controller has done, for the operator surface and tests.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// A manifest set has been loaded (the daemon is ready to reconcile).
+    pub loaded: bool,
+    /// Why the latest load of the whole set failed, while the last good set keeps running.
+    pub load_error: Option<String>,
+    /// Rejected documents that name no manifest, with their diagnostics.
+    pub unattributed_rejections: Vec<String>,
+    /// Passes run, in all and by trigger (a pass set off by several triggers counts once, under
+    /// the first).
+    pub passes: u64,
+    pub passes_by_trigger: BTreeMap<Trigger, u64>,
+    pub last_pass: Option<PassSummary>,
+    pub last_resync: Option<DateTime<Utc>>,
+    /// Accounts waiting for a retry.
+    pub queue_depth: usize,
+    /// The plan waiting for approval, if any.
+    pub held_plan: Option<PlanId>,
+    /// A store error of the latest pass (the pass is retried).
+    pub store_error: Option<String>,
+    pub shutting_down: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassSummary {
+    pub trigger: Trigger,
+    pub started: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub plan_id: PlanId,
+    pub actions_sent: usize,
+    pub actions_failed: usize,
+    pub recovered: usize,
+    pub converged: bool,
+}
+
+/// The controller's side of the operator surface: send commands, watch progress.
+#[derive(Debug, Clone)]
+pub struct ControllerHandle {
+    commands: mpsc::Sender<Command>,
+    progress: watch::Receiver<Progress>,
+}
+
+impl ControllerHandle {
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    pub async fn reconcile(&self, by: &str, manifest: Option<ManifestName>) -> Result<(), CommandError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Reconcile { by: by.to_owned(), manifest, reply };
+        self.commands.send(command).await.map_err(|_| CommandError::ShuttingDown)?;
+        answer.await.map_err(|_| CommandError::ShuttingDown)?
+    }
+
+    pub async fn approve(&self, plan_id: PlanId, by: &str, comment: Option<String>) -> Result<(), CommandError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Approve { plan_id, by: by.to_owned(), comment, reply };
+        self.commands.send(command).await.map_err(|_| CommandError::ShuttingDown)?;
+        answer.await.map_err(|_| CommandError::ShuttingDown)?
+    }
+
+    /// Waits until `done` holds for the progress (or the controller stops: then `false`).
+    pub async fn wait_for(&self, done: impl Fn(&Progress) -> bool) -> bool {
+        let mut progress = self.progress.clone();
+        let reached = progress.wait_for(|p| done(p)).await.is_ok();
+        reached
+    }
+}
+
+/// What the controller is configured with.
+#[derive(Debug)]
+pub struct Settings {
+    pub guardrails: Guardrails,
+    pub resync: ResyncSchedule,
+    /// The manifest directory (for the git commit of the set).
+    pub manifest_dir: PathBuf,
+    pub backoff: Backoff,
+}
+
+pub struct Controller {
+    settings: Settings,
+    store: Store,
+    providers: Providers,
+    clock: Clock,
+    queue: WorkQueue,
+    memory: reconcile::Memory,
+    /// The manifests in force (valid, plus the last valid version of invalid ones).
+    running: BTreeMap<ManifestName, Manifest>,
+    /// Manifests rejected by the latest load, with their diagnostics.
+    invalid: BTreeMap<ManifestName, Vec<String>>,
+    may_release: bool,
+    commit: Option<String>,
+    approvals: BTreeSet<PlanId>,
+    /// A pass that failed on the store is retried with backoff too.
+    store_failures: u32,
+    store_retry_at: Option<DateTime<Utc>>,
+    commands: mpsc::Receiver<Command>,
+    progress: watch::Sender<Progress>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").field("manifests", &self.running.len()).finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    pub fn new(settings: Settings, store: Store, providers: Providers, clock: Clock) -> (Controller, ControllerHandle) {
+        let (command_sender, commands) = mpsc::channel(64);
+        let (progress, progress_receiver) = watch::channel(Progress::default());
+        let queue = WorkQueue::new(settings.backoff);
+        let controller = Controller {
+            settings,
+            store,
+            providers,
+            clock,
+            queue,
+            memory: reconcile::Memory::default(),
+            running: BTreeMap::new(),
+            invalid: BTreeMap::new(),
+            may_release: false,
+            commit: None,
+            approvals: BTreeSet::new(),
+            store_failures: 0,
+            store_retry_at: None,
+            commands,
+            progress,
+        };
+        (controller, ControllerHandle { commands: command_sender, progress: progress_receiver })
+    }
+
+    /// Runs until `shutdown` turns true (or its sender is dropped). `manifests` brings the
+    /// watcher's reports; `rescan` asks the watcher to re-read the directory (at each resync).
+    pub async fn run(
+        mut self,
+        mut manifests: mpsc::Receiver<WatchEvent>,
+        rescan: impl Fn(),
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
+        let mut wanted: Option<Trigger> = None;
+        let mut next_resync = self.settings.resync.next_after(self.clock.now());
+        let mut watching = true;
+        let mut commands_open = true;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if let Some(trigger) = wanted.take() {
+                if self.progress.borrow().loaded {
+                    let finished = {
+                        let pass = self.pass(trigger);
+                        tokio::pin!(pass);
+                        tokio::select! {
+                            result = &mut pass => Some(result),
+                            _ = shutdown.changed() => {
+                                tracing::info!(grace_s = SHUTDOWN_GRACE.as_secs(), "shutting down: letting the reconcile in flight finish");
+                                tokio::time::timeout(SHUTDOWN_GRACE, &mut pass).await.ok()
+                            }
+                        }
+                    };
+                    match finished {
+                        Some(Ok(())) => {
+                            self.store_failures = 0;
+                            self.store_retry_at = None;
+                        }
+                        Some(Err(error)) => {
+                            tracing::error!(%error, "the store failed during a reconcile: it is retried");
+                            self.progress.send_modify(|p| p.store_error = Some(error.to_string()));
+                            self.store_failures += 1;
+                            let delay = self.settings.backoff.delay(self.store_failures, fastrand::f64());
+                            self.store_retry_at = Some(
+                                self.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX),
+                            );
+                        }
+                        None => {
+                            tracing::warn!("the reconcile in flight was abandoned at shutdown; its journaled actions are re-checked at the next start");
+                        }
+                    }
+                    continue;
+                }
+            }
+            let now = self.clock.now();
+            let (wake_at, wake_trigger) = self.next_wake(now, next_resync);
+            let sleep = async {
+                match wake_at {
+                    Some(at) => self.clock.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {}
+                event = manifests.recv(), if watching => match event {
+                    Some(event) => {
+                        if self.on_manifests(event).await {
+                            wanted = wanted.or(Some(Trigger::ManifestsChanged));
+                        }
+                    }
+                    None => {
+                        tracing::error!("the manifest watcher stopped: changes are picked up at each resync only");
+                        watching = false;
+                    }
+                },
+                command = self.commands.recv(), if commands_open => match command {
+                    Some(command) => {
+                        if let Some(trigger) = self.on_command(command) {
+                            wanted = wanted.or(Some(trigger));
+                        }
+                    }
+                    None => commands_open = false,
+                },
+                _ = sleep => {
+                    if wake_trigger == Trigger::Resync {
+                        rescan();
+                        next_resync = self.settings.resync.next_after(self.clock.now());
+                        self.progress.send_modify(|p| p.last_resync = Some(now));
+                    }
+                    wanted = wanted.or(Some(wake_trigger));
+                }
+            }
+            // Whatever else is already waiting joins this pass.
+            while let Ok(event) = manifests.try_recv() {
+                if self.on_manifests(event).await {
+                    wanted = wanted.or(Some(Trigger::ManifestsChanged));
+                }
+            }
+        }
+        self.progress.send_modify(|p| p.shutting_down = true);
+        self.store.flush()?;
+        tracing::info!("stopped; the store is flushed");
+        Ok(())
+    }
+
+    /// The next timed wake: the resync, the earliest retry, the earliest expiry to come.
+    fn next_wake(&self, now: DateTime<Utc>, next_resync: Option<DateTime<Utc>>) -> (Option<DateTime<Utc>>, Trigger) {
+        let expiry = self.running.values().filter_map(|m| m.spec.expires).filter(|at| *at > now).min();
+        let candidates = [
+            (next_resync, Trigger::Resync),
+            (self.queue.next_retry(), Trigger::Retry),
+            (self.store_retry_at, Trigger::Retry),
+            (expiry, Trigger::Expiry),
+        ];
+        candidates
+            .into_iter()
+            .filter_map(|(at, trigger)| at.map(|at| (at, trigger)))
+            .min_by_key(|(at, _)| *at)
+            .map_or((None, Trigger::Resync), |(at, trigger)| (Some(at), trigger))
+    }
+
+    /// Takes in the watcher's report; returns whether the manifests in force changed.
+    async fn on_manifests(&mut self, event: WatchEvent) -> bool {
+        match event {
+            WatchEvent::LoadFailed(why) => {
+                tracing::error!(error = %why, manifests = self.running.len(), "the manifest set cannot be read: the last good set stays in force");
+                self.progress.send_modify(|p| p.load_error = Some(why));
+                false
+            }
+            WatchEvent::Changed(set) => {
+                self.commit = git_commit(&self.settings.manifest_dir).await;
+                let changed = self.take_set(set);
+                self.progress.send_modify(|p| {
+                    p.loaded = true;
+                    p.load_error = None;
+                });
+                changed
+            }
+        }
+    }
+
+    fn take_set(&mut self, set: ManifestSet) -> bool {
+        let ManifestSet { manifests, rejected } = set;
+        let mut next: BTreeMap<ManifestName, Manifest> = manifests.into_iter().map(|m| (m.name.clone(), m)).collect();
+        let rejected_files: BTreeSet<&str> = rejected.iter().map(|r| r.file.as_str()).collect();
+        let mut invalid: BTreeMap<ManifestName, Vec<String>> = BTreeMap::new();
+        let mut unattributed = Vec::new();
+        for rejection in &rejected {
+            let diagnostics: Vec<String> = rejection.diagnostics.iter().map(ToString::to_string).collect();
+            match rejection.name.as_deref().and_then(|n| ManifestName::new(n).ok()) {
+                Some(name) => invalid.entry(name).or_default().extend(diagnostics),
+                None => unattributed.push(diagnostics.join("; ")),
+            }
+        }
+        // Keep the last valid version of a manifest that is now rejected, by name or by file.
+        for (name, previous) in &self.running {
+            if next.contains_key(name) {
+                continue;
+            }
+            if invalid.contains_key(name) {
+                next.insert(name.clone(), previous.clone());
+            } else if rejected_files.contains(previous.origin.file.as_str()) {
+                let diagnostics: Vec<String> = rejected
+                    .iter()
+                    .filter(|r| r.file == previous.origin.file)
+                    .flat_map(|r| r.diagnostics.iter().map(ToString::to_string))
+                    .collect();
+                invalid.insert(name.clone(), diagnostics);
+                next.insert(name.clone(), previous.clone());
+            }
+        }
+        for (name, diagnostics) in &invalid {
+            tracing::error!(manifest = %name, problems = %diagnostics.join("; "), "invalid manifest");
+        }
+        for problem in &unattributed {
+            tracing::error!(%problem, "a rejected document names no manifest: no manifest is released until it is fixed");
+        }
+        self.may_release = unattributed.is_empty();
+        self.progress.send_modify(|p| p.unattributed_rejections = unattributed);
+        let changed = next != self.running || invalid != self.invalid;
+        self.running = next;
+        self.invalid = invalid;
+        changed
+    }
+
+    fn on_command(&mut self, command: Command) -> Option<Trigger> {
+        let now = self.clock.now();
+        match command {
+            Command::Reconcile { by, manifest, reply } => {
+                if let Some(name) = &manifest {
+                    if !self.running.contains_key(name) && !self.invalid.contains_key(name) {
+                        let _ = reply.send(Err(CommandError::UnknownManifest(name.clone())));
+                        return None;
+                    }
+                }
+                let event = Event::ReconcileRequest(ReconcileRequestEvent { by, manifest: manifest.clone() });
+                if let Err(error) = self.store.append(now, event) {
+                    let _ = reply.send(Err(CommandError::Store(error.to_string())));
+                    return None;
+                }
+                let accounts = manifest
+                    .and_then(|name| self.running.get(&name).map(|m| BTreeSet::from([m.spec.target.identity.clone()])));
+                self.queue.unpark(accounts.as_ref());
+                let _ = reply.send(Ok(()));
+                Some(Trigger::Requested)
+            }
+            Command::Approve { plan_id, by, comment, reply } => {
+                let held = self.progress.borrow().held_plan.clone();
+                if held.as_ref() != Some(&plan_id) {
+                    let shown = held.map_or_else(|| "none".to_owned(), |id| id.to_string());
+                    let _ = reply.send(Err(CommandError::NotHeld(plan_id, shown)));
+                    return None;
+                }
+                let event = Event::Approval(ApprovalEvent { plan_id: plan_id.clone(), by, comment });
+                if let Err(error) = self.store.append(now, event) {
+                    let _ = reply.send(Err(CommandError::Store(error.to_string())));
+                    return None;
+                }
+                self.approvals.insert(plan_id);
+                let _ = reply.send(Ok(()));
+                Some(Trigger::Approved)
+            }
+        }
+    }
+
+    /// One pass, then the statuses and the progress.
+    async fn pass(&mut self, trigger: Trigger) -> Result<(), StoreError> {
+        let started = self.clock.now();
+        let clock_started = tokio::time::Instant::now();
+        let rejected_names: BTreeSet<ManifestName> = self.invalid.keys().cloned().collect();
+        let input = reconcile::PassInput {
+            manifests: &self.running,
+            may_release: self.may_release,
+            rejected_names: &rejected_names,
+            commit: self.commit.as_deref(),
+            guardrails: &self.settings.guardrails,
+            approvals: &self.approvals,
+            now: started,
+        };
+        let span = tracing::info_span!("reconcile", ?trigger, manifests = self.running.len());
+        let result = reconcile::run_pass(&input, &self.store, &mut self.providers, &mut self.queue, &mut self.memory)
+            .instrument(span)
+            .await?;
+        let now = self.clock.now();
+        let mut names: BTreeSet<&ManifestName> = self.running.keys().collect();
+        names.extend(self.invalid.keys());
+        names.extend(result.departed.iter().map(|d| &d.name));
+        for name in names {
+            if result.forgotten.contains(name) {
+                continue;
+            }
+            let generation = self.running.get(name).map(|m| &m.generation).or_else(|| result.generations.get(name));
+            let status = conditions::status_of(
+                name,
+                generation,
+                self.invalid.get(name).map(Vec::as_slice),
+                &result,
+                |p| self.providers.is_configured(p),
+                |identity| self.queue.retry_of(identity).map(|(at, _)| at),
+                now,
+            );
+            self.store.put_status(&status)?;
+        }
+        // Approvals count for the plan they were given for; a new plan needs a new one.
+        let held = match &result.plan.approval {
+            Approval::Required { plan_id, .. } => Some(plan_id.clone()),
+            _ => None,
+        };
+        self.approvals.retain(|id| *id == result.plan.id);
+        let failed = result.reports.iter().filter(|r| r.outcome != crate::execute::Outcome::Succeeded).count();
+        let summary = PassSummary {
+            trigger,
+            started,
+            duration_ms: u64::try_from(clock_started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            plan_id: result.plan.id.clone(),
+            actions_sent: result.reports.len(),
+            actions_failed: failed,
+            recovered: result.recovered,
+            converged: result.plan.is_converged(),
+        };
+        tracing::info!(
+            plan = %summary.plan_id, sent = summary.actions_sent, failed, recovered = summary.recovered,
+            held = held.is_some(), duration_ms = summary.duration_ms, "reconciled"
+        );
+        let depth = self.queue.depth();
+        self.progress.send_modify(|p| {
+            p.passes += 1;
+            *p.passes_by_trigger.entry(trigger).or_default() += 1;
+            p.last_pass = Some(summary);
+            p.queue_depth = depth;
+            p.held_plan = held;
+            p.store_error = None;
+        });
+        Ok(())
+    }
+}
+
+/// The git commit checked out in `dir`, when it is a git work tree.
+async fn git_commit(dir: &std::path::Path) -> Option<String> {
+    let output = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "--verify", "--quiet", "HEAD"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    let commit = String::from_utf8(output.stdout).ok()?.trim().to_owned();
+    (output.status.success() && !commit.is_empty()).then_some(commit)
+}

@@ -1,0 +1,210 @@
+//! The one error policy: what the controller does next about an account after a reconcile.
+//!
+//! Every reconcile ends, for each account, in one [`Verdict`]; [`WorkQueue::settle`] turns it into
+//! the account's next step. A transient failure (a provider that could not be asked, a timeout,
+//! a 429 the provider gave up on) is retried after an exponential backoff with jitter, capped; a
+//! permanent one (access denied, account not found, a constraint the DC refuses) is recorded,
+//! surfaced in the status, and *parked*: the same action is not sent again until something
+//! changes — the manifests that ask for it, or an operator asking for a reconcile. Everything else
+//! waits for the next event (a manifest change, the resync schedule, an expiry).
+//!
+//! The queue is keyed by account: an account has at most one pending retry (duplicates collapse
+//! into the earliest), and the controller reconciles one pass at a time, so no two reconciles of
+//! one account ever overlap.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use remedy_policies::{Action, Identity};
+
+/// Exponential backoff with jitter, capped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The delay before the first retry (before jitter).
+    pub base: Duration,
+    /// No delay is longer than this.
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { base: Duration::from_secs(2), cap: Duration::from_secs(300) }
+    }
+}
+
+impl Backoff {
+    /// The delay before retry number `attempt` (1 for the first): `base · 2^(attempt-1)`, capped,
+    /// then scaled by a factor in [0.5, 1.0] drawn from `jitter` (in [0, 1]) so that many
+    /// accounts failing together do not retry in lockstep.
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(30);
+        let raw = self.base.saturating_mul(1u32 << exponent).min(self.cap);
+        raw.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// How a reconcile ended for one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing failed: wait for the next event.
+    Settled,
+    /// Something failed in a way that waiting may fix.
+    Transient,
+    /// These actions failed in a way that waiting will not fix; `fingerprint` names the
+    /// manifests (and generations) that asked for them.
+    Permanent { actions: Vec<Action>, fingerprint: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Retry {
+    attempts: u32,
+    due: DateTime<Utc>,
+}
+
+/// The per-account retry and parking state (see the module documentation).
+#[derive(Debug, Default)]
+pub struct WorkQueue {
+    backoff: Backoff,
+    retries: BTreeMap<Identity, Retry>,
+    parked: BTreeMap<(Identity, Action), String>,
+}
+
+impl WorkQueue {
+    pub fn new(backoff: Backoff) -> WorkQueue {
+        WorkQueue { backoff, ..WorkQueue::default() }
+    }
+
+    /// Applies the error policy to one account's verdict; `jitter` in [0, 1].
+    pub fn settle(&mut self, identity: &Identity, verdict: Verdict, now: DateTime<Utc>, jitter: f64) {
+        match verdict {
+            Verdict::Settled => {
+                self.retries.remove(identity);
+            }
+            Verdict::Transient => {
+                let attempts = self.retries.get(identity).map_or(0, |r| r.attempts) + 1;
+                let delay = self.backoff.delay(attempts, jitter);
+                let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                self.retries.insert(identity.clone(), Retry { attempts, due });
+            }
+            Verdict::Permanent { actions, fingerprint } => {
+                self.retries.remove(identity);
+                for action in actions {
+                    self.parked.insert((identity.clone(), action), fingerprint.clone());
+                }
+            }
+        }
+    }
+
+    /// Whether `action` on `identity` failed permanently for the same manifests and must not be
+    /// sent again. A different fingerprint (the manifests changed) unparks it.
+    pub fn is_parked(&mut self, identity: &Identity, action: Action, fingerprint: &str) -> bool {
+        let key = (identity.clone(), action);
+        match self.parked.get(&key) {
+            Some(parked) if parked == fingerprint => true,
+            Some(_) => {
+                self.parked.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets parked failures: all of them, or those of the given accounts (an operator asked
+    /// for a reconcile).
+    pub fn unpark(&mut self, only: Option<&BTreeSet<Identity>>) {
+        match only {
+            None => self.parked.clear(),
+            Some(identities) => self.parked.retain(|(identity, _), _| !identities.contains(identity)),
+        }
+    }
+
+    /// Keeps parked entries only for accounts still planned (the rest were fixed or dropped).
+    pub fn retain_parked(&mut self, planned: &BTreeSet<(Identity, Action)>) {
+        self.parked.retain(|key, _| planned.contains(key));
+    }
+
+    /// When the earliest retry is due.
+    pub fn next_retry(&self) -> Option<DateTime<Utc>> {
+        self.retries.values().map(|r| r.due).min()
+    }
+
+    /// When `identity`'s retry is due, and how many attempts it has had.
+    pub fn retry_of(&self, identity: &Identity) -> Option<(DateTime<Utc>, u32)> {
+        self.retries.get(identity).map(|r| (r.due, r.attempts))
+    }
+
+    /// How many accounts wait for a retry.
+    pub fn depth(&self) -> usize {
+        self.retries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Identity {
+        Identity::sam_account_name("alice").unwrap()
+    }
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-30T10:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stops_at_the_cap() {
+        let backoff = Backoff { base: Duration::from_secs(2), cap: Duration::from_secs(60) };
+        assert_eq!(backoff.delay(1, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff.delay(1, 0.0), Duration::from_secs(1), "jitter takes off at most half");
+        assert_eq!(backoff.delay(4, 1.0), Duration::from_secs(16));
+        assert_eq!(backoff.delay(10, 1.0), Duration::from_secs(60));
+        assert_eq!(backoff.delay(u32::MAX, 1.0), Duration::from_secs(60), "no overflow");
+        for attempt in 1..20 {
+            let d = backoff.delay(attempt, 0.37);
+            assert!(d <= backoff.cap && d >= Duration::from_millis(500), "attempt {attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn transient_failures_back_off_and_a_success_clears_the_retry() {
+        let mut queue = WorkQueue::new(Backoff { base: Duration::from_secs(2), cap: Duration::from_secs(60) });
+        queue.settle(&alice(), Verdict::Transient, t0(), 1.0);
+        assert_eq!(queue.retry_of(&alice()), Some((t0() + chrono::Duration::seconds(2), 1)));
+        queue.settle(&alice(), Verdict::Transient, t0(), 1.0);
+        queue.settle(&alice(), Verdict::Transient, t0(), 1.0);
+        assert_eq!(queue.retry_of(&alice()), Some((t0() + chrono::Duration::seconds(8), 3)));
+        assert_eq!(queue.next_retry(), Some(t0() + chrono::Duration::seconds(8)));
+        assert_eq!(queue.depth(), 1, "one account, one entry, however often it failed");
+        queue.settle(&alice(), Verdict::Settled, t0(), 1.0);
+        assert_eq!(queue.next_retry(), None);
+        queue.settle(&alice(), Verdict::Transient, t0(), 1.0);
+        assert_eq!(queue.retry_of(&alice()).map(|r| r.1), Some(1), "attempts start again after a success");
+    }
+
+    #[test]
+    fn a_permanent_failure_parks_the_action_until_the_manifests_change() {
+        let mut queue = WorkQueue::default();
+        let verdict = Verdict::Permanent { actions: vec![Action::DisableAccount], fingerprint: "inc-1@abc".into() };
+        queue.settle(&alice(), verdict, t0(), 0.5);
+        assert_eq!(queue.next_retry(), None, "a permanent failure is not retried on a timer");
+        assert!(queue.is_parked(&alice(), Action::DisableAccount, "inc-1@abc"));
+        assert!(!queue.is_parked(&alice(), Action::SuspendUser, "inc-1@abc"), "only the failed action");
+        assert!(!queue.is_parked(&alice(), Action::DisableAccount, "inc-1@def"), "a new generation unparks");
+        assert!(!queue.is_parked(&alice(), Action::DisableAccount, "inc-1@abc"), "and stays unparked");
+    }
+
+    #[test]
+    fn an_operator_reconcile_unparks() {
+        let mut queue = WorkQueue::default();
+        let verdict = Verdict::Permanent { actions: vec![Action::DisableAccount], fingerprint: "f".into() };
+        queue.settle(&alice(), verdict.clone(), t0(), 0.5);
+        queue.unpark(Some(&BTreeSet::from([Identity::sam_account_name("bob").unwrap()])));
+        assert!(queue.is_parked(&alice(), Action::DisableAccount, "f"), "another account's reconcile");
+        queue.unpark(Some(&BTreeSet::from([alice()])));
+        assert!(!queue.is_parked(&alice(), Action::DisableAccount, "f"));
+        queue.settle(&alice(), verdict, t0(), 0.5);
+        queue.retain_parked(&BTreeSet::new());
+        assert!(!queue.is_parked(&alice(), Action::DisableAccount, "f"), "no longer planned: forgotten");
+    }
+}

@@ -1,0 +1,135 @@
+//! The daemon's live directories: AD connected lazily (a DC that is down when remedy starts, or
+//! goes down later, is a provider state, not a reason to exit), and the Graph client.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use remedy_policies::config::{ActiveDirectoryConfig, Config};
+use remedy_policies::manifest::Target;
+use remedy_policies::observed::{ObservedState, ProviderView};
+use remedy_policies::{Identity, Provider};
+
+use crate::ad::LdapDirectory;
+use crate::entra::{EntraLookup, GraphDirectory};
+
+pub struct Providers {
+    ad_config: Option<ActiveDirectoryConfig>,
+    config_dir: PathBuf,
+    ad: Option<LdapDirectory>,
+    entra: Option<GraphDirectory>,
+    /// Why AD could not be connected to at the last attempt.
+    ad_down: Option<String>,
+    acting_ad: Option<String>,
+    acting_entra: Option<String>,
+    concurrency: usize,
+}
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Providers")
+            .field("active_directory", &self.ad_config.as_ref().map(|c| &c.url))
+            .field("ad_connected", &self.ad.is_some())
+            .field("entra_id", &self.entra.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Providers {
+    /// Sets the providers up without talking to them (the Graph client sends nothing yet; AD is
+    /// connected at the first observation).
+    pub fn new(config: &Config, config_dir: &Path) -> Result<Providers> {
+        let entra =
+            match &config.entra_id {
+                Some(entra) => Some(GraphDirectory::new(entra, config_dir).with_context(|| {
+                    format!("cannot set up the Microsoft Graph client for tenant {}", entra.tenant_id)
+                })?),
+                None => None,
+            };
+        if let Some(ad) = config.active_directory.as_ref().filter(|ad| ad.is_insecure()) {
+            tracing::warn!(url = %ad.url, "allowInsecure is set: the action account's password may travel unencrypted or to an unverified server");
+        }
+        Ok(Providers {
+            ad_config: config.active_directory.clone(),
+            config_dir: config_dir.to_path_buf(),
+            ad: None,
+            entra,
+            ad_down: None,
+            acting_ad: config.active_directory.as_ref().map(|ad| ad.bind_user.clone()),
+            acting_entra: config.entra_id.as_ref().map(|e| format!("application {}", e.client_id)),
+            concurrency: config.active_directory.as_ref().map_or(1, |ad| ad.connections.max(1)),
+        })
+    }
+
+    /// Connects to AD if it is configured and not connected yet; a failure is remembered and
+    /// shown as the provider being unavailable.
+    async fn ensure_ad(&mut self) {
+        let Some(config) = &self.ad_config else { return };
+        if self.ad.is_some() {
+            return;
+        }
+        match LdapDirectory::connect(config, &self.config_dir).await {
+            Ok(directory) => {
+                if self.ad_down.take().is_some() {
+                    tracing::info!(url = %config.url, "Active Directory is reachable again");
+                }
+                self.ad = Some(directory);
+            }
+            Err(error) => {
+                tracing::warn!(url = %config.url, %error, "cannot connect to Active Directory");
+                self.ad_down = Some(format!("cannot connect to {}: {error}", config.url));
+            }
+        }
+    }
+
+    /// Observes the targets in every configured provider (see [`crate::observe::observe`]).
+    pub async fn observe(&mut self, targets: &[Target], risk_for: &BTreeSet<Identity>) -> ObservedState {
+        self.ensure_ad().await;
+        let mut state = crate::observe::observe(targets, risk_for, self.ad.as_ref(), self.entra.as_ref()).await;
+        if let (Some(_), None, Some(error)) = (&self.ad_config, &self.ad, &self.ad_down) {
+            for target in targets {
+                let Some(observation) = state.accounts.get_mut(&target.identity) else { continue };
+                observation.active_directory = ProviderView::Unavailable { error: error.clone() };
+                // An identity Entra ID can only be looked up by its AD account's UPN is unknown
+                // in Entra ID too while AD is down (not "not found").
+                let needs_ad = EntraLookup::for_target(target, None).is_none();
+                if needs_ad && self.entra.is_some() && observation.entra_id == ProviderView::NotFound {
+                    observation.entra_id = ProviderView::Unavailable {
+                        error: format!(
+                            "looked up by its AD account's userPrincipalName, and AD is unavailable: {error}"
+                        ),
+                    };
+                }
+            }
+        }
+        state
+    }
+
+    pub fn ad(&self) -> Option<&LdapDirectory> {
+        self.ad.as_ref()
+    }
+
+    pub fn entra(&self) -> Option<&GraphDirectory> {
+        self.entra.as_ref()
+    }
+
+    pub fn is_configured(&self, provider: Provider) -> bool {
+        match provider {
+            Provider::ActiveDirectory => self.ad_config.is_some(),
+            Provider::EntraId => self.entra.is_some(),
+        }
+    }
+
+    /// The account remedy acts as in `provider` (bind user, application id).
+    pub fn acting_account(&self, provider: Provider) -> Option<String> {
+        match provider {
+            Provider::ActiveDirectory => self.acting_ad.clone(),
+            Provider::EntraId => self.acting_entra.clone(),
+        }
+    }
+
+    /// How many accounts are worked on at once in AD.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+}

@@ -1,0 +1,472 @@
+//! One reconcile pass over the whole manifest set: observe (batched, both providers) → settle
+//! interrupted intents → plan (guardrails and blast radius included) → journal → apply (read-back
+//! verified) → settle and record → judge each account for the error policy.
+//!
+//! A pass always covers the whole set. The plan merges every manifest naming an account (also
+//! under another of its names) and counts the blast radius over everything, so a pass over part of
+//! the set could plan what the whole set would not; observation is batched, so a pass costs
+//! O(accounts / page size) requests.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use remedy_policies::config::Guardrails;
+use remedy_policies::manifest::{Generation, Target};
+use remedy_policies::observed::{ObservedState, ProviderView};
+use remedy_policies::plan::{
+    plan, ActiveManifest, Cause, DepartedManifest, Disposition, IdentityPlan, IdentityStatus, Plan, PlanId, PlanInput,
+    PlannedAction,
+};
+use remedy_policies::{Action, Identity, Manifest, ManifestName, Provider};
+
+use super::policy::{Verdict, WorkQueue};
+use super::providers::Providers;
+use super::recovery;
+use crate::execute::{execute, ActionReport, Outcome};
+use crate::store::{ActionOutcome, ActionRecord, Event, IntendedChange, ManifestRef, Store, StoreError};
+
+/// What a pass is given.
+pub struct PassInput<'a> {
+    /// The manifests in force: the valid ones, and the last valid version of those now invalid.
+    pub manifests: &'a BTreeMap<ManifestName, Manifest>,
+    /// Whether a manifest that left the set may be released: false while a rejected document
+    /// cannot be attributed to a manifest (it may be the one that seems to be gone).
+    pub may_release: bool,
+    /// Names of manifests rejected in the latest load: never released, whatever the store knows.
+    pub rejected_names: &'a BTreeSet<ManifestName>,
+    pub commit: Option<&'a str>,
+    pub guardrails: &'a Guardrails,
+    pub approvals: &'a BTreeSet<PlanId>,
+    pub now: DateTime<Utc>,
+}
+
+/// What a pass did.
+#[derive(Debug)]
+pub struct PassResult {
+    pub plan: Plan,
+    pub observed: ObservedState,
+    pub reports: Vec<ActionReport>,
+    /// Each account's verdict for the error policy.
+    pub verdicts: BTreeMap<Identity, Verdict>,
+    /// Allowed actions not sent: parked after a permanent failure, with the error it had.
+    pub parked: BTreeMap<(Identity, Action), String>,
+    /// Accounts with interrupted actions that could not be checked: nothing was sent to them.
+    pub deferred: BTreeSet<Identity>,
+    /// Interrupted actions settled at the start of the pass.
+    pub recovered: usize,
+    pub departed: Vec<DepartedManifest>,
+    /// Departed manifests fully released and forgotten in this pass.
+    pub forgotten: Vec<ManifestName>,
+    /// Each manifest's generation (departed ones: the last known).
+    pub generations: BTreeMap<ManifestName, Generation>,
+}
+
+/// The pass's memory between passes: which not-sent outcomes were already recorded (a denied
+/// action is recorded when it starts being denied, not at every resync), and the last error of
+/// each parked action.
+#[derive(Debug, Default)]
+pub struct Memory {
+    recorded_unsent: BTreeSet<String>,
+    parked_errors: BTreeMap<(Identity, Action), String>,
+}
+
+pub async fn run_pass(
+    input: &PassInput<'_>,
+    store: &Store,
+    providers: &mut Providers,
+    queue: &mut WorkQueue,
+    memory: &mut Memory,
+) -> Result<PassResult, StoreError> {
+    let now = input.now;
+    let mut active = Vec::with_capacity(input.manifests.len());
+    let mut generations = BTreeMap::new();
+    for manifest in input.manifests.values() {
+        let since = store.record_first_seen(&manifest.name, &manifest.generation, now)?;
+        store.remember_manifest(manifest)?;
+        generations.insert(manifest.name.clone(), manifest.generation.clone());
+        active.push(ActiveManifest { manifest: manifest.clone(), effective_since: since });
+    }
+    let departed = if input.may_release {
+        let mut keep: BTreeSet<ManifestName> = input.manifests.keys().cloned().collect();
+        keep.extend(input.rejected_names.iter().cloned());
+        store.departed_manifests(&keep, "deleted from the manifest directory")?
+    } else {
+        Vec::new()
+    };
+    for gone in &departed {
+        if let Some(known) = store.known_manifest(&gone.name)? {
+            generations.insert(gone.name.clone(), known.generation);
+        }
+    }
+
+    let unsettled = store.unsettled()?;
+    let mut targets: Vec<Target> = active
+        .iter()
+        .map(|a| a.manifest.spec.target.clone())
+        .chain(departed.iter().map(|d| d.target.clone()))
+        .collect();
+    targets.extend(unsettled.iter().map(|intent| Target {
+        identity: intent.change.identity.clone(),
+        entra_object_id: intent.change.resolved.entra_id.as_deref().and_then(|id| id.parse().ok()),
+    }));
+    let risk_for: BTreeSet<Identity> = active
+        .iter()
+        .filter(|a| a.manifest.spec.entra_id.confirm_compromised)
+        .map(|a| a.manifest.spec.target.identity.clone())
+        .collect();
+    let observed = providers.observe(&targets, &risk_for).await;
+
+    let recovery = recovery::recheck(&unsettled, &observed, |p| providers.acting_account(p));
+    let recovered = recovery.settlements.len();
+    blocking(store, move |store| store.settle_all(&recovery.settlements)).await?;
+    let deferred = recovery.deferred;
+
+    let remedy_changes = blocking(store, |store| store.all_recorded_changes()).await?;
+    let plan = plan(&PlanInput {
+        manifests: &active,
+        departed: &departed,
+        remedy_changes: &remedy_changes,
+        observed: &observed,
+        guardrails: input.guardrails,
+        approvals: input.approvals,
+        now,
+    });
+
+    // What is sent: the allowed actions, less those of accounts with an unchecked interrupted
+    // action and those parked after a permanent failure.
+    let mut sendable = plan.clone();
+    let mut parked = BTreeMap::new();
+    let mut still_planned = BTreeSet::new();
+    for identity in &mut sendable.identities {
+        let names = names_of(identity);
+        let held_back = names.iter().any(|name| deferred.contains(name));
+        let fingerprint = fingerprint(identity, &generations);
+        let declared = identity.identity.clone();
+        identity.actions.retain(|planned| {
+            if planned.disposition != Disposition::Allowed {
+                return true;
+            }
+            still_planned.insert((declared.clone(), planned.action));
+            if held_back {
+                return false;
+            }
+            if queue.is_parked(&declared, planned.action, &fingerprint) {
+                let error = memory.parked_errors.get(&(declared.clone(), planned.action)).cloned().unwrap_or_default();
+                parked.insert((declared.clone(), planned.action), error);
+                return false;
+            }
+            true
+        });
+    }
+    queue.retain_parked(&still_planned);
+    memory.parked_errors.retain(|key, _| still_planned.contains(key));
+
+    let refs =
+        |provenance: &[ManifestName], cause: &Cause| manifest_refs(provenance, cause, &generations, input.commit);
+    let intended: Vec<((Identity, Action), IntendedChange)> = sendable
+        .allowed_actions()
+        .map(|(identity, planned)| {
+            let change = IntendedChange::planned(
+                &identity.identity,
+                identity.resolved.clone(),
+                planned,
+                refs(&planned.provenance, &planned.cause),
+                now,
+            );
+            ((identity.identity.clone(), planned.action), change)
+        })
+        .collect();
+    let changes: Vec<IntendedChange> = intended.iter().map(|(_, change)| change.clone()).collect();
+    let ids = blocking(store, move |store| store.journal_intents(&changes)).await?;
+    let mut intent_of: BTreeMap<(Identity, Action), _> =
+        intended.into_iter().map(|(key, _)| key).zip(ids.iter().copied()).collect();
+
+    let reports = execute(&sendable, &observed, providers.ad(), providers.entra(), providers.concurrency(), now).await;
+
+    let by_identity: BTreeMap<&Identity, &IdentityPlan> = plan.identities.iter().map(|i| (&i.identity, i)).collect();
+    let mut settlements = Vec::new();
+    for report in &reports {
+        let Some(intent) = intent_of.remove(&(report.identity.clone(), report.action)) else {
+            tracing::error!(identity = %report.identity, action = %report.action, "a report without an intent: not recorded");
+            continue;
+        };
+        let identity = by_identity.get(&report.identity);
+        let resolved = identity.map(|i| i.resolved.clone()).unwrap_or_default();
+        let mut record = ActionRecord::from_report(
+            report,
+            resolved,
+            refs(&report.planned.provenance, &report.planned.cause),
+            providers.acting_account(report.provider),
+        );
+        if report.outcome == Outcome::Succeeded && report.planned.cause == Cause::DriftCorrection {
+            record.note = Some(drift_note(report, &observed));
+        }
+        settlements.push((intent, report.at, record));
+    }
+    // Every journaled intent is settled in this pass; one the executor did not report on (it
+    // cannot happen, but a record must never be lost) is settled as not attempted.
+    for ((identity, action), intent) in intent_of {
+        let planned = sendable
+            .identities
+            .iter()
+            .filter(|i| i.identity == identity)
+            .flat_map(|i| i.actions.iter())
+            .find(|a| a.action == action);
+        if let Some(planned) = planned {
+            let mut record = failed_record(&identity, planned);
+            record.manifests = refs(&planned.provenance, &planned.cause);
+            settlements.push((intent, now, record));
+        }
+    }
+    blocking(store, move |store| store.settle_all(&settlements)).await?;
+
+    let unsent = unsent_records(&plan, &refs, memory);
+    blocking(store, move |store| store.append_all(&unsent)).await?;
+
+    let mut verdicts = BTreeMap::new();
+    for identity in &plan.identities {
+        let verdict = verdict_of(identity, &reports, &deferred, &generations);
+        for report in reports.iter().filter(|r| r.identity == identity.identity && r.outcome == Outcome::Failed) {
+            if !report.transient {
+                memory
+                    .parked_errors
+                    .insert((report.identity.clone(), report.action), report.error.clone().unwrap_or_default());
+            }
+        }
+        queue.settle(&identity.identity, verdict.clone(), now, fastrand::f64());
+        verdicts.insert(identity.identity.clone(), verdict);
+    }
+
+    let forgotten = forget_released(store, &departed, &plan, &reports, &deferred)?;
+    Ok(PassResult { plan, observed, reports, verdicts, parked, deferred, recovered, departed, forgotten, generations })
+}
+
+/// Runs a store call off the async threads (sled flushes block).
+async fn blocking<T: Send + 'static>(
+    store: &Store,
+    call: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || call(&store)).await {
+        Ok(result) => result,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}
+
+fn names_of(identity: &IdentityPlan) -> Vec<Identity> {
+    std::iter::once(identity.identity.clone()).chain(identity.also_declared_as.iter().cloned()).collect()
+}
+
+/// The manifests (with generations) an account's plan comes from: a parked failure stays parked
+/// while this is the same.
+fn fingerprint(identity: &IdentityPlan, generations: &BTreeMap<ManifestName, Generation>) -> String {
+    identity
+        .manifests
+        .iter()
+        .map(|name| format!("{name}@{}", generations.get(name).map_or("?", Generation::as_str)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn manifest_refs(
+    provenance: &[ManifestName],
+    cause: &Cause,
+    generations: &BTreeMap<ManifestName, Generation>,
+    commit: Option<&str>,
+) -> Vec<ManifestRef> {
+    let mut names: BTreeSet<&ManifestName> = provenance.iter().collect();
+    if let Cause::Release { manifest } = cause {
+        names.insert(manifest);
+    }
+    names
+        .into_iter()
+        .filter_map(|name| {
+            generations.get(name).map(|generation| ManifestRef {
+                name: name.clone(),
+                generation: generation.clone(),
+                commit: commit.map(str::to_owned),
+            })
+        })
+        .collect()
+}
+
+/// What a drift correction found: the value someone else set, and when the account was last
+/// changed where the directory tells (AD's whenChanged; Graph: a directory-sync revert).
+fn drift_note(report: &ActionReport, observed: &ObservedState) -> String {
+    let found = format!("found {} where remedy had left {}", report.planned.before, report.planned.after);
+    let observation = observed.get(&report.identity);
+    match report.provider {
+        Provider::ActiveDirectory => match observation.and_then(|o| o.active_directory.found()) {
+            Some(account) => match account.when_changed {
+                Some(at) => format!(
+                    "{found}; the account was last changed at {} (whenChanged; the DC does not record by whom — see \
+                     its security log, event 4722 'account enabled')",
+                    at.to_rfc3339()
+                ),
+                None => format!("{found}; the DC does not say when or by whom"),
+            },
+            None => found,
+        },
+        Provider::EntraId => match observation.and_then(|o| o.entra_id.found()) {
+            Some(user) if user.on_premises_sync_enabled => format!(
+                "{found}; {} is synced from on-premises AD, so directory sync may have re-enabled it (AD is the \
+                 source of authority; see the Entra audit log for who changed it)",
+                user.user_principal_name
+            ),
+            Some(_) => format!("{found}; see the Entra audit log for who changed it"),
+            None => found,
+        },
+    }
+}
+
+fn failed_record(identity: &Identity, planned: &PlannedAction) -> ActionRecord {
+    ActionRecord {
+        intent: None,
+        manifests: Vec::new(),
+        reason: planned.reason.clone(),
+        identity: identity.clone(),
+        resolved: Default::default(),
+        provider: planned.provider,
+        action: planned.action,
+        cause: planned.cause.clone(),
+        before: planned.before.clone(),
+        after: planned.before.clone(),
+        outcome: ActionOutcome::Failed,
+        error: Some("not attempted".to_owned()),
+        note: None,
+        duration_ms: 0,
+        acting_account: None,
+    }
+}
+
+/// Records of planned actions that were not sent (denied, held) and of blocked items, each once
+/// while it lasts: a resync that finds the same denial records nothing new.
+fn unsent_records(
+    plan: &Plan,
+    refs: &impl Fn(&[ManifestName], &Cause) -> Vec<ManifestRef>,
+    memory: &mut Memory,
+) -> Vec<(DateTime<Utc>, Event)> {
+    let mut seen = BTreeSet::new();
+    let mut events = Vec::new();
+    for identity in &plan.identities {
+        for planned in &identity.actions {
+            let Some(record) = ActionRecord::unsent(
+                &identity.identity,
+                identity.resolved.clone(),
+                planned,
+                refs(&planned.provenance, &planned.cause),
+            ) else {
+                continue;
+            };
+            let key = format!(
+                "{}\0{}\0{:?}\0{}",
+                identity.identity,
+                planned.action,
+                record.outcome,
+                record.error.as_deref().unwrap_or("")
+            );
+            if !memory.recorded_unsent.contains(&key) {
+                events.push((plan.computed_at, Event::Action(record)));
+            }
+            seen.insert(key);
+        }
+        for blocked in &identity.blocked {
+            let key = format!("{}\0{}\0blocked\0{}", identity.identity, blocked.action, blocked.message);
+            if !memory.recorded_unsent.contains(&key) {
+                let record = ActionRecord {
+                    intent: None,
+                    manifests: refs(&blocked.provenance, &Cause::Desired),
+                    reason: String::new(),
+                    identity: identity.identity.clone(),
+                    resolved: identity.resolved.clone(),
+                    provider: blocked.action.provider(),
+                    action: blocked.action,
+                    cause: Cause::Desired,
+                    before: String::new(),
+                    after: String::new(),
+                    outcome: ActionOutcome::Blocked,
+                    error: Some(blocked.message.clone()),
+                    note: None,
+                    duration_ms: 0,
+                    acting_account: None,
+                };
+                events.push((plan.computed_at, Event::Action(record)));
+            }
+            seen.insert(key);
+        }
+    }
+    memory.recorded_unsent = seen;
+    events
+}
+
+/// The error policy's input for one account: transient trouble (a provider that could not be
+/// asked, a failure that may pass) is retried; a permanent failure parks its actions.
+fn verdict_of(
+    identity: &IdentityPlan,
+    reports: &[ActionReport],
+    deferred: &BTreeSet<Identity>,
+    generations: &BTreeMap<ManifestName, Generation>,
+) -> Verdict {
+    let failed: Vec<&ActionReport> =
+        reports.iter().filter(|r| r.identity == identity.identity && r.outcome != Outcome::Succeeded).collect();
+    let unavailable = identity.status == IdentityStatus::ProviderUnavailable;
+    let held_back = names_of(identity).iter().any(|name| deferred.contains(name));
+    if unavailable || held_back || failed.iter().any(|r| r.outcome == Outcome::Failed && r.transient) {
+        return Verdict::Transient;
+    }
+    let permanent: Vec<Action> = failed.iter().map(|r| r.action).collect();
+    if permanent.is_empty() {
+        Verdict::Settled
+    } else {
+        Verdict::Permanent { actions: permanent, fingerprint: fingerprint(identity, generations) }
+    }
+}
+
+/// Forgets the departed manifests that have nothing left to restore: every account they named
+/// was observed and every restore for them succeeded. Their status goes too; the history keeps
+/// what was done.
+fn forget_released(
+    store: &Store,
+    departed: &[DepartedManifest],
+    plan: &Plan,
+    reports: &[ActionReport],
+    deferred: &BTreeSet<Identity>,
+) -> Result<Vec<ManifestName>, StoreError> {
+    let mut forgotten = Vec::new();
+    for gone in departed {
+        let mut done = true;
+        for identity in plan.identities.iter().filter(|i| i.manifests.contains(&gone.name)) {
+            let unobserved = identity.status == IdentityStatus::ProviderUnavailable
+                || names_of(identity).iter().any(|name| deferred.contains(name));
+            let restore_left = identity.actions.iter().any(|planned| {
+                matches!(&planned.cause, Cause::Release { manifest } if *manifest == gone.name)
+                    && !reports.iter().any(|r| {
+                        r.identity == identity.identity && r.action == planned.action && r.outcome == Outcome::Succeeded
+                    })
+            });
+            done &= !unobserved && !restore_left;
+        }
+        if done {
+            store.forget_manifest(&gone.name)?;
+            store.remove_status(&gone.name)?;
+            tracing::info!(manifest = %gone.name, "released and forgotten");
+            forgotten.push(gone.name.clone());
+        }
+    }
+    Ok(forgotten)
+}
+
+/// Whether the observation could ask `provider` about `identity`.
+pub fn provider_error(observed: &ObservedState, identity: &Identity, provider: Provider) -> Option<String> {
+    let observation = observed.get(identity)?;
+    match provider {
+        Provider::ActiveDirectory => match &observation.active_directory {
+            ProviderView::Unavailable { error } => Some(error.clone()),
+            _ => None,
+        },
+        Provider::EntraId => match &observation.entra_id {
+            ProviderView::Unavailable { error } => Some(error.clone()),
+            _ => None,
+        },
+    }
+}

@@ -1,0 +1,142 @@
+//! Settling intents left unsettled by a crash, against what the directories show now (the
+//! recovery protocol of `store::journal`): never by sending the action again.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use remedy_policies::observed::{AdAccount, EntraUser, ObservedState, PasswordLastSet, ProviderView, RiskState};
+use remedy_policies::{Action, Identity, Provider};
+
+use crate::store::{ActionOutcome, ActionRecord, Intent, IntentId};
+
+/// How much earlier than the intent Graph's `signInSessionsValidFrom` may read and still count as
+/// remedy's revocation (the two clocks differ a little).
+const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(60);
+
+/// What recovery decided.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Intents to settle now, with their records.
+    pub settlements: Vec<(IntentId, DateTime<Utc>, ActionRecord)>,
+    /// Accounts whose provider could not be asked: their intents stay unsettled, and nothing is
+    /// sent to them until they are settled.
+    pub deferred: BTreeSet<Identity>,
+}
+
+/// Decides each unsettled intent from `observed`, which must have been observed after the crash.
+pub fn recheck(
+    intents: &[Intent],
+    observed: &ObservedState,
+    acting_account: impl Fn(Provider) -> Option<String>,
+) -> Recovery {
+    let mut recovery = Recovery::default();
+    for intent in intents {
+        let change = &intent.change;
+        let observation = observed.get(&change.identity);
+        let verdict = match change.provider {
+            Provider::ActiveDirectory => {
+                judge(observation.map(|o| &o.active_directory), |account| ad_effect_holds(change.action, account))
+            }
+            Provider::EntraId => {
+                judge(observation.map(|o| &o.entra_id), |user| entra_effect_holds(change.action, user, change.at))
+            }
+        };
+        let (outcome, after, error) = match verdict {
+            Judgement::Unknown(why) => {
+                tracing::warn!(intent = %intent.id, identity = %change.identity, action = %change.action, %why, "an interrupted action cannot be checked yet");
+                recovery.deferred.insert(change.identity.clone());
+                continue;
+            }
+            Judgement::Holds(after) => (
+                ActionOutcome::confirmed(&change.cause),
+                after,
+                "interrupted by a restart; the directory shows its effect, confirmed after the restart".to_owned(),
+            ),
+            Judgement::DoesNotHold(now) => (
+                ActionOutcome::Failed,
+                now,
+                "interrupted by a restart before it was confirmed; the directory does not show its effect (not applied)"
+                    .to_owned(),
+            ),
+            Judgement::Gone(why) => (ActionOutcome::Failed, change.before.clone(), format!("interrupted by a restart; {why}")),
+        };
+        tracing::info!(intent = %intent.id, identity = %change.identity, action = %change.action, ?outcome, "settled an interrupted action");
+        let record = ActionRecord {
+            intent: Some(intent.id),
+            manifests: change.manifests.clone(),
+            reason: change.reason.clone(),
+            identity: change.identity.clone(),
+            resolved: change.resolved.clone(),
+            provider: change.provider,
+            action: change.action,
+            cause: change.cause.clone(),
+            before: change.before.clone(),
+            after,
+            outcome,
+            error: Some(error),
+            note: None,
+            duration_ms: 0,
+            acting_account: acting_account(change.provider),
+        };
+        recovery.settlements.push((intent.id, change.at, record));
+    }
+    recovery
+}
+
+enum Judgement {
+    /// The effect shows; the value as observed.
+    Holds(String),
+    /// It does not; the value as observed.
+    DoesNotHold(String),
+    /// The account is gone or ambiguous now: the action cannot be confirmed and will not be.
+    Gone(String),
+    /// The provider could not be asked.
+    Unknown(String),
+}
+
+fn judge<T>(view: Option<&ProviderView<T>>, holds: impl Fn(&T) -> (bool, String)) -> Judgement {
+    match view {
+        Some(ProviderView::Found(account)) => match holds(account) {
+            (true, value) => Judgement::Holds(value),
+            (false, value) => Judgement::DoesNotHold(value),
+        },
+        Some(ProviderView::NotFound) => Judgement::Gone("the account no longer exists".to_owned()),
+        Some(ProviderView::Ambiguous { .. }) => Judgement::Gone("the identity names several accounts now".to_owned()),
+        Some(ProviderView::NotConfigured) => Judgement::Gone("the provider is no longer configured".to_owned()),
+        Some(ProviderView::Unavailable { error }) => Judgement::Unknown(error.clone()),
+        None => Judgement::Unknown("the account was not observed".to_owned()),
+    }
+}
+
+/// Whether the account shows `action`'s effect, and the attribute as observed.
+fn ad_effect_holds(action: Action, account: &AdAccount) -> (bool, String) {
+    let holds = match action {
+        Action::DisableAccount => account.is_disabled(),
+        Action::EnableAccount => !account.is_disabled(),
+        Action::ClearPasswordNeverExpires => !account.password_never_expires(),
+        Action::SetPasswordNeverExpires => account.password_never_expires(),
+        Action::ForcePasswordChange => account.pwd_last_set == PasswordLastSet::Zero,
+        Action::CancelForcedPasswordChange => account.pwd_last_set != PasswordLastSet::Zero,
+        _ => false,
+    };
+    (holds, crate::execute::shown_value(action, account))
+}
+
+fn entra_effect_holds(action: Action, user: &EntraUser, intended_at: DateTime<Utc>) -> (bool, String) {
+    match action {
+        Action::SuspendUser => (!user.account_enabled, user.account_enabled.to_string()),
+        Action::UnsuspendUser => (user.account_enabled, user.account_enabled.to_string()),
+        Action::RevokeSessions => match user.sign_in_sessions_valid_from {
+            Some(from) => (from >= intended_at - CLOCK_SKEW, from.to_rfc3339()),
+            None => (false, "(not set)".to_owned()),
+        },
+        Action::ConfirmCompromised => {
+            let value = serde_json::to_value(user.risk_state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            (user.risk_state == RiskState::ConfirmedCompromised, value)
+        }
+        _ => (false, String::new()),
+    }
+}
