@@ -80,11 +80,10 @@ where
         .iter()
         .filter(|identity| identity.actions.iter().any(|a| is_allowed_on(a, Provider::ActiveDirectory)))
         .collect();
-    let ad_reports: Vec<Vec<ActionReport>> = stream::iter(work)
-        .map(|identity| execute_identity(identity, observed, ad, now))
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
+    // The futures are made before they are streamed: a closure inside the stream would make this
+    // future !Send for higher-ranked lifetime reasons (rust-lang/rust#102211).
+    let pending: Vec<_> = work.into_iter().map(|identity| execute_identity(identity, observed, ad, now)).collect();
+    let ad_reports: Vec<Vec<ActionReport>> = stream::iter(pending).buffer_unordered(concurrency.max(1)).collect().await;
     let mut reports: Vec<ActionReport> = ad_reports.into_iter().flatten().collect();
     reports.extend(execute_entra(plan, observed, entra, now).await);
     reports.sort_by(|a, b| (&a.identity, a.action).cmp(&(&b.identity, b.action)));

@@ -244,10 +244,10 @@ pub async fn run_pass(
 /// Runs a store call off the async threads (sled flushes block).
 async fn blocking<T: Send + 'static>(
     store: &Store,
-    call: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    call: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let store = store.clone();
-    match tokio::task::spawn_blocking(move || call(&store)).await {
+    match tokio::task::spawn_blocking(move || call(store)).await {
         Ok(result) => result,
         Err(join) => std::panic::resume_unwind(join.into_panic()),
     }

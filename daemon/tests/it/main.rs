@@ -5,3 +5,4 @@
 mod ad;
 mod cli;
 mod dc;
+mod serve;
