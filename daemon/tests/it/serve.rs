@@ -177,7 +177,7 @@ impl Daemon {
 }
 
 pub fn save_atomically(path: &Path, text: &str) {
-    let temporary = path.with_file_name(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
+    let temporary = path.with_file_name(format!(".{}.tmp", path.file_name().expect("a file name").to_string_lossy()));
     std::fs::write(&temporary, text).expect("write");
     std::fs::rename(&temporary, path).expect("rename");
 }
