@@ -522,3 +522,6 @@ async fn git_commit(dir: &std::path::Path) -> Option<String> {
     let commit = String::from_utf8(output.stdout).ok()?.trim().to_owned();
     (output.status.success() && !commit.is_empty()).then_some(commit)
 }
+
+#[cfg(test)]
+mod tests;
