@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+/// The longest single sleep of [`Clock::sleep_until`].
+const LONGEST_SLEEP: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub enum Clock {
     System,
@@ -39,10 +42,17 @@ impl Clock {
         (when - self.now()).to_std().unwrap_or(Duration::ZERO)
     }
 
-    /// Sleeps until `when`. With the system clock the wait is measured once, so a wall clock that
-    /// jumps meanwhile is seen only on waking; the controller re-reads the time then.
+    /// Sleeps until the clock reads `when`. The wall clock is looked at again at least every
+    /// [`LONGEST_SLEEP`], so a clock stepped forward (NTP, a resumed VM) delays a wake-up by at
+    /// most that much.
     pub async fn sleep_until(&self, when: DateTime<Utc>) {
-        tokio::time::sleep(self.until(when)).await;
+        loop {
+            let left = self.until(when);
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left.min(LONGEST_SLEEP)).await;
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //! `Stalled`, with one reason and a message a person can act on.
 //!
 //! The reason is the most pressing of the manifest's accounts, in this order: Invalid (the
-//! manifest itself), Ambiguous, NotFound, Denied, NeedsApproval, Failed permanently (Stalled:
-//! someone must act); ProviderUnavailable, Failed transiently (Reconciling: remedy retries);
+//! manifest itself), Ambiguous, NotFound, Denied, Conflict (another manifest's safer state
+//! overrules this one), NeedsApproval, Failed permanently (Stalled: someone must act); ProviderUnavailable, Failed transiently (Reconciling: remedy retries);
 //! Blocked (Stalled: e.g. password never expires); then Ready (Succeeded, Suspended, Released).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +48,12 @@ pub fn status_of(
         let state = identity_state(identity, pass);
         findings.extend(identity_findings(identity, pass, &retry_at));
         status.identities.push(state);
+    }
+    for conflict in pass.plan.conflicts.iter().filter(|c| c.overruled.manifests.contains(name)) {
+        findings.push(Finding::stalled(
+            ConditionReason::Conflict,
+            format!("{}: {}", conflict.identity, conflict.describe()),
+        ));
     }
     if let Approval::Required { plan_id, changes, limit } = &pass.plan.approval {
         if identities.iter().any(|i| i.status == IdentityStatus::Held) {
@@ -112,12 +118,13 @@ fn rank(reason: ConditionReason) -> u8 {
         ConditionReason::Ambiguous => 1,
         ConditionReason::NotFound => 2,
         ConditionReason::Denied => 3,
-        ConditionReason::NeedsApproval => 4,
-        ConditionReason::Failed => 5,
-        ConditionReason::ProviderUnavailable => 6,
-        ConditionReason::Progressing => 7,
-        ConditionReason::Blocked => 8,
-        _ => 9,
+        ConditionReason::Conflict => 4,
+        ConditionReason::NeedsApproval => 5,
+        ConditionReason::Failed => 6,
+        ConditionReason::ProviderUnavailable => 7,
+        ConditionReason::Progressing => 8,
+        ConditionReason::Blocked => 9,
+        _ => 10,
     }
 }
 
