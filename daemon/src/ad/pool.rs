@@ -23,8 +23,11 @@ use super::tls;
 use crate::secret::Secret;
 
 /// First reconnect delay after a failure; doubles per further failure up to [`BACKOFF_MAX`].
+/// The pool's backoff only keeps many leases from hammering a DC that is down; the daemon's error
+/// policy paces retries beyond that, so the cap is short: a DC that returns is used within
+/// seconds, not after a pool backoff stacked on top of the controller's.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Where and how to connect. Holds the password, so its `Debug` is written by hand.
 pub struct Target {

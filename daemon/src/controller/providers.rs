@@ -77,7 +77,12 @@ impl Providers {
             }
             Err(error) => {
                 tracing::warn!(url = %config.url, %error, "cannot connect to Active Directory");
-                self.ad_down = Some(format!("cannot connect to {}: {error}", config.url));
+                let text = error.to_string();
+                self.ad_down = Some(if text.contains(&config.url) {
+                    text
+                } else {
+                    format!("cannot connect to {}: {text}", config.url)
+                });
             }
         }
     }

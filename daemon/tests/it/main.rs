@@ -4,5 +4,7 @@
 
 mod ad;
 mod cli;
+mod crash;
 mod dc;
+mod harness;
 mod serve;

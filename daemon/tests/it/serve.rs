@@ -1,219 +1,23 @@
 //! `remedy serve` end to end: the controller in this process, watching a real manifest directory
 //! (real notify), acting on the real Samba DC as the scoped action account and on graph-sim over
-//! loopback HTTP, recording in a real store. Each test has its own OU, directory and store.
+//! loopback HTTP, recording in a real store. Each test has its own OU, directory and store. The
+//! harness (Daemon, Options, manifests) is in `harness.rs`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use remedy::controller::{Backoff, Clock, Controller, ControllerHandle, Progress, Providers, Settings, Trigger};
-use remedy::schedule::ResyncSchedule;
-use remedy::store::{
-    ActionOutcome, ConditionReason, ConditionStatus, ConditionType, Event, HistoryQuery, HistoryRecord, ManifestStatus,
-    Store,
+use remedy::controller::Trigger;
+use remedy::store::{ActionOutcome, ConditionReason, ConditionStatus, ConditionType, Event, HistoryQuery};
+use remedy_graph_sim::SimUser;
+use remedy_policies::{Action, ManifestName};
+
+use crate::dc::{self, TestOu};
+use crate::harness::{
+    actions, condition, is_ready, manifest, sam, save_atomically, Daemon, Options, DISABLE, DISABLE_AND_SUSPEND,
+    FAST_RESYNC,
 };
-use remedy::watch::ManifestWatcher;
-use remedy_graph_sim::{Sim, SimConfig, SimUser};
-use remedy_policies::config::Config;
-use remedy_policies::{Action, Identity, ManifestName};
-use tokio::sync::watch;
-
-use crate::dc::{self, TestOu, TestUser};
-
-const TENANT: &str = "6f1c2a34-0000-4000-8000-00000000d3e0";
-const CLIENT_ID: &str = "0b7d9e51-0000-4000-8000-0000000a9901";
-const SECRET: &str = "serve-test-secret-not-a-real-one";
-
-/// Every second: drift tests do not wait long.
-pub const FAST_RESYNC: &str = "* * * * * *";
-/// Once an hour: tests that count reconciles set off by manifest changes see no resync.
-pub const HOURLY: &str = "0 0 * * * *";
-
-pub struct Options {
-    pub resync: &'static str,
-    pub max_changes: usize,
-    pub entra_users: Vec<SimUser>,
-    pub with_entra: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { resync: HOURLY, max_changes: 25, entra_users: Vec::new(), with_entra: true }
-    }
-}
-
-/// A running controller and everything around it.
-pub struct Daemon {
-    pub dir: tempfile::TempDir,
-    /// What the daemon watches (may be a symlink the test swaps).
-    pub manifests: PathBuf,
-    pub store: Store,
-    pub handle: ControllerHandle,
-    pub sim: Option<Sim>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// The configuration an operator would write for the test DC and graph-sim.
-pub fn config_yaml(dir: &Path, manifests: &Path, options: &Options, sim_url: Option<&str>) -> String {
-    let env = dc::env();
-    let mut yaml = format!(
-        "manifests:\n  path: {}\n  debounce: 200ms\nguardrails:\n  allowedScopes: [\"{}\"]\n  maxChangesPerReconcile: {}\n\
-         resync: \"{}\"\nstore:\n  path: {}\nactiveDirectory:\n  url: {}\n  caFile: {}\n  bindUser: {}\n  \
-         passwordFile: {}\n  baseDn: {}\n  connections: 4\n  connectTimeout: 2s\n  operationTimeout: 10s\n",
-        manifests.display(),
-        env.tests_ou,
-        options.max_changes,
-        options.resync,
-        dir.join("store").display(),
-        env.ldaps_url,
-        env.ca_file.display(),
-        env.action_bind,
-        env.action_password_file.display(),
-        env.base_dn,
-    );
-    if let Some(url) = sim_url {
-        std::fs::write(dir.join("graph.secret"), SECRET).expect("secret file");
-        yaml.push_str(&format!(
-            "entraId:\n  tenantId: {TENANT}\n  clientId: {CLIENT_ID}\n  clientSecretFile: {}\n  authorityHost: {url}\n  \
-             graphUrl: {url}\n",
-            dir.join("graph.secret").display()
-        ));
-    }
-    yaml
-}
-
-impl Daemon {
-    /// Starts a controller on a fresh directory `<tmp>/manifests` (empty unless `setup` fills it).
-    pub async fn start(options: Options) -> Daemon {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let manifests = dir.path().join("manifests");
-        std::fs::create_dir(&manifests).expect("manifest directory");
-        Daemon::start_on(dir, manifests, options).await
-    }
-
-    pub async fn start_on(dir: tempfile::TempDir, manifests: PathBuf, options: Options) -> Daemon {
-        let sim = if options.with_entra {
-            let config = SimConfig { users: options.entra_users.clone(), ..SimConfig::new(TENANT, CLIENT_ID, SECRET) };
-            Some(remedy_graph_sim::spawn(config).await.expect("graph-sim starts"))
-        } else {
-            None
-        };
-        let yaml = config_yaml(dir.path(), &manifests, &options, sim.as_ref().map(Sim::url).as_deref());
-        let config = Config::from_yaml("remedy.yaml", &yaml).unwrap_or_else(|e| panic!("config: {e:?}\n{yaml}"));
-        let (store, _) = Store::open(dir.path().join("store")).expect("store opens");
-        let providers = Providers::new(&config, dir.path()).expect("providers");
-        let settings = Settings {
-            guardrails: config.guardrails.clone(),
-            resync: ResyncSchedule::parse(&config.resync).expect("schedule"),
-            manifest_dir: manifests.clone(),
-            backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(5) },
-        };
-        let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
-        let (watcher, events) =
-            ManifestWatcher::start(manifests.clone(), config.manifests.debounce).expect("watcher starts");
-        let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            controller.run(events, move || watcher.rescan(), shutdown).await.expect("the controller stops cleanly");
-        });
-        let daemon = Daemon { dir, manifests, store, handle, sim, stop, task };
-        daemon.wait("the first manifest set is loaded", Duration::from_secs(10), |p| p.loaded).await;
-        daemon
-    }
-
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("the controller stops within 20 s")
-            .expect("the controller task did not panic");
-    }
-
-    pub fn progress(&self) -> Progress {
-        self.handle.progress().borrow().clone()
-    }
-
-    pub async fn wait(&self, what: &str, timeout: Duration, done: impl Fn(&Progress) -> bool) {
-        if tokio::time::timeout(timeout, self.handle.wait_for(done)).await.is_err() {
-            panic!("timed out after {timeout:?} waiting for {what}; progress: {:#?}", self.progress());
-        }
-    }
-
-    /// Waits until the manifest's status satisfies `done`; returns it.
-    pub async fn wait_status(
-        &self,
-        name: &str,
-        timeout: Duration,
-        done: impl Fn(&ManifestStatus) -> bool,
-    ) -> ManifestStatus {
-        let name = ManifestName::new(name).expect("manifest name");
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let status = self.store.get_status(&name).expect("status readable");
-            if let Some(status) = status.as_ref().filter(|s| done(s)) {
-                return status.clone();
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("timed out after {timeout:?} waiting on the status of {name}: {status:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Writes a manifest file the way editors do: a temporary file, then a rename over the name.
-    pub fn save(&self, file: &str, text: &str) {
-        save_atomically(&self.manifests.join(file), text);
-    }
-
-    pub fn history(&self, identity: &Identity) -> Vec<HistoryRecord> {
-        let query = HistoryQuery { identity: Some(identity.clone()), limit: 1000, ..HistoryQuery::default() };
-        self.store.query_history(&query).expect("history readable").records
-    }
-
-    pub fn manifest_passes(&self) -> u64 {
-        self.progress().passes_by_trigger.get(&Trigger::ManifestsChanged).copied().unwrap_or(0)
-    }
-}
-
-pub fn save_atomically(path: &Path, text: &str) {
-    let temporary = path.with_file_name(format!(".{}.tmp", path.file_name().expect("a file name").to_string_lossy()));
-    std::fs::write(&temporary, text).expect("write");
-    std::fs::rename(&temporary, path).expect("rename");
-}
-
-pub fn manifest(name: &str, sam: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: {name}\nspec:\n  reason: \"{name}: test\"\n  \
-         target:\n    samAccountName: {sam}\n{spec}"
-    )
-}
-
-pub const DISABLE_AND_SUSPEND: &str = "  activeDirectory:\n    disabled: true\n  entraId:\n    suspended: true\n";
-pub const DISABLE: &str = "  activeDirectory:\n    disabled: true\n";
-
-pub fn sam(user: &TestUser) -> Identity {
-    Identity::sam_account_name(&user.sam).expect("sAMAccountName")
-}
-
-pub fn condition(status: &ManifestStatus, kind: ConditionType) -> (ConditionStatus, ConditionReason, String) {
-    let c = status.condition(kind).unwrap_or_else(|| panic!("no {kind:?} condition in {status:#?}"));
-    (c.status, c.reason, c.message.clone())
-}
-
-pub fn is_ready(status: &ManifestStatus) -> bool {
-    status.condition(ConditionType::Ready).is_some_and(|c| c.status == ConditionStatus::True)
-}
-
-pub fn actions(records: &[HistoryRecord]) -> Vec<(Action, ActionOutcome, String, String)> {
-    records
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::Action(a) => Some((a.action, a.outcome, a.before.clone(), a.after.clone())),
-            _ => None,
-        })
-        .collect()
-}
 
 fn git(dir: &Path, args: &[&str]) {
     let status = Command::new("git")
@@ -447,5 +251,48 @@ async fn atomic_saves_git_pulls_and_symlink_swaps_each_make_exactly_one_reconcil
     let known: BTreeSet<String> =
         daemon.store.list_status().expect("statuses").into_iter().map(|s| s.name.to_string()).collect();
     assert_eq!(known, BTreeSet::from(["inc-a".into(), "inc-c".into(), "inc-d".into()]), "statuses follow the set");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_manifest_with_restore_gives_the_account_back_and_records_it() {
+    let ou = TestOu::create("serve-release").await;
+    let user = ou.add_user("rel", 0x200).await;
+    let options = Options { with_entra: false, ..Options::default() };
+    let daemon = Daemon::start(options).await;
+    // The manifest directory is a git checkout: records name the commit.
+    git(&daemon.manifests, &["init", "-q"]);
+    let text = manifest("inc-rel", &user.sam, &format!("{DISABLE}  onRelease: restore\n"));
+    std::fs::write(daemon.manifests.join("inc-rel.yaml"), text).expect("write");
+    git(&daemon.manifests, &["add", "."]);
+    git(&daemon.manifests, &["commit", "-q", "-m", "inc-rel"]);
+    daemon.wait_status("inc-rel", Duration::from_secs(15), is_ready).await;
+    let mut ldap = dc::admin().await;
+    assert_eq!(dc::read_user(&mut ldap, &user.dn).await.user_account_control, 0x202);
+    let head = String::from_utf8(
+        Command::new("git").arg("-C").arg(&daemon.manifests).args(["rev-parse", "HEAD"]).output().expect("git").stdout,
+    )
+    .expect("utf-8");
+
+    git(&daemon.manifests, &["rm", "-q", "inc-rel.yaml"]);
+    git(&daemon.manifests, &["commit", "-q", "-m", "incident closed"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while daemon.store.get_status(&ManifestName::new("inc-rel").expect("name")).expect("status").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the released manifest is never forgotten");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dc::read_user(&mut ldap, &user.dn).await.user_account_control, 0x200, "enabled again");
+    let records = daemon.history(&sam(&user));
+    assert_eq!(
+        actions(&records),
+        vec![
+            (Action::DisableAccount, ActionOutcome::Succeeded, "0x200".into(), "0x202".into()),
+            (Action::EnableAccount, ActionOutcome::Restored, "0x202".into(), "0x200".into()),
+        ]
+    );
+    let Event::Action(first) = &records[0].event else { panic!("an action record") };
+    assert_eq!(first.manifests[0].commit.as_deref(), Some(head.trim()), "the record names the commit");
+    assert_eq!(first.acting_account.as_deref(), Some(dc::env().action_bind.as_str()));
+    assert!(first.resolved.ad_dn.as_deref().is_some_and(|dn| dn.eq_ignore_ascii_case(&user.dn)), "{first:?}");
     daemon.stop().await;
 }
