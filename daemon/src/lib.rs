@@ -7,6 +7,7 @@ pub mod controller;
 pub mod entra;
 pub mod execute;
 pub mod manifest_dir;
+pub mod metrics;
 pub mod observe;
 pub mod schedule;
 pub mod secret;

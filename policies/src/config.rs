@@ -24,6 +24,116 @@ pub struct Config {
     pub resync: String,
     #[serde(default)]
     pub store: StoreConfig,
+    /// The HTTP API `remedy serve` offers (status, history, reconcile, approve, metrics).
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// The HTTP API's listener and who may call it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `address:port`; default `127.0.0.1:8470` (loopback only).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Serve HTTPS with this certificate (PEM chain) and key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ApiTls>,
+    /// Must be written as true to serve plain HTTP on an address other than loopback (bearer
+    /// tokens would travel in clear).
+    #[serde(default)]
+    pub allow_insecure: bool,
+    /// Bearer tokens, by name, role and SHA-256 hash (the token itself is never written here).
+    #[serde(default)]
+    pub tokens: Vec<ApiToken>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: default_listen(), tls: None, allow_insecure: false, tokens: Vec::new() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8470".to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiTls {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+/// One caller of the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who it is: recorded in the history with every change they ask for.
+    pub name: String,
+    pub role: Role,
+    /// Hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+}
+
+/// The roles of Microsoft Defender for Identity's action model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// May trigger reconciles and approve held plans, and read everything.
+    SecurityAdministrator,
+    /// May trigger reconciles and approve held plans, and read everything.
+    SecurityOperator,
+    /// May read status, history and metrics; may not act.
+    SecurityReader,
+}
+
+impl Role {
+    /// Whether the role may ask remedy to act (reconcile, approve).
+    pub fn may_act(self) -> bool {
+        matches!(self, Role::SecurityAdministrator | Role::SecurityOperator)
+    }
+}
+
+impl ApiConfig {
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        match self.listen.parse::<std::net::SocketAddr>() {
+            Ok(address) if !address.ip().is_loopback() && self.tls.is_none() && !self.allow_insecure => {
+                problems.push((
+                    "api.listen",
+                    format!(
+                        "{address} is not a loopback address: configure api.tls, or write allowInsecure: true to send \
+                     bearer tokens in clear"
+                    ),
+                ))
+            }
+            Ok(_) => {}
+            Err(_) => {
+                problems.push(("api.listen", format!("{:?} is not address:port, e.g. 127.0.0.1:8470", self.listen)))
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut hashes = std::collections::BTreeSet::new();
+        for token in &self.tokens {
+            if token.name.trim().is_empty() || token.name.chars().any(char::is_control) {
+                problems.push(("api.tokens.name", format!("{:?} is not a usable name", token.name)));
+            }
+            if !names.insert(token.name.as_str()) {
+                problems.push(("api.tokens.name", format!("{} is listed twice", token.name)));
+            }
+            let hash = token.sha256.to_ascii_lowercase();
+            if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                problems.push((
+                    "api.tokens.sha256",
+                    format!("{}: expected 64 hexadecimal digits (the SHA-256 of the token), not the token", token.name),
+                ));
+            } else if !hashes.insert(hash) {
+                problems.push(("api.tokens.sha256", format!("{}: the same token is listed twice", token.name)));
+            }
+        }
+        problems
+    }
 }
 
 fn default_resync() -> String {
@@ -248,6 +358,7 @@ impl Config {
         if config.guardrails.max_changes_per_reconcile == 0 {
             problems.push(error(0, 0, "guardrails.maxChangesPerReconcile", "must be at least 1".into()));
         }
+        problems.extend(config.api.problems().into_iter().map(|(path, message)| error(0, 0, path, message)));
         if let Some(ad) = &config.active_directory {
             problems.extend(ad.problems().into_iter().map(|(path, message)| error(0, 0, path, message)));
             config.guardrails.action_account = Some(ad.bind_user.clone());
@@ -342,5 +453,39 @@ mod tests {
         assert_eq!(duration_text::parse("2m"), Ok(Duration::from_secs(120)));
         assert!(duration_text::parse("5").is_err());
         assert!(duration_text::parse("s").is_err());
+    }
+
+    #[test]
+    fn the_api_listens_on_loopback_by_default_and_refuses_clear_tokens_elsewhere() {
+        let base = "manifests: {path: m}\nguardrails: {allowedScopes: [\"OU=S,DC=x\"]}\n";
+        let config = Config::from_yaml("remedy.yaml", base).expect("valid");
+        assert_eq!(config.api.listen, "127.0.0.1:8470");
+        let open = format!("{base}api: {{listen: \"0.0.0.0:8470\"}}\n");
+        let problems = Config::from_yaml("remedy.yaml", &open).expect_err("plain HTTP off loopback");
+        assert!(problems[0].to_string().contains("api.listen"), "{problems:?}");
+        let consented = format!("{base}api: {{listen: \"0.0.0.0:8470\", allowInsecure: true}}\n");
+        assert!(Config::from_yaml("remedy.yaml", &consented).is_ok());
+        let tls = format!("{base}api: {{listen: \"[::]:8470\", tls: {{certFile: c.pem, keyFile: k.pem}}}}\n");
+        assert!(Config::from_yaml("remedy.yaml", &tls).is_ok());
+    }
+
+    #[test]
+    fn api_tokens_are_hashes_with_unique_names_and_a_known_role() {
+        let base = "manifests: {path: m}\nguardrails: {allowedScopes: [\"OU=S,DC=x\"]}\napi:\n  tokens:\n";
+        let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let good = format!("{base}  - {{name: alice, role: security-operator, sha256: {hash}}}\n");
+        let config = Config::from_yaml("remedy.yaml", &good).expect("valid");
+        assert_eq!(config.api.tokens[0].role, Role::SecurityOperator);
+        assert!(config.api.tokens[0].role.may_act() && !Role::SecurityReader.may_act());
+        let plain = format!("{base}  - {{name: alice, role: security-reader, sha256: my-secret-token}}\n");
+        let problems = Config::from_yaml("remedy.yaml", &plain).expect_err("a token, not its hash");
+        assert!(problems[0].to_string().contains("not the token"), "{problems:?}");
+        assert!(!problems[0].to_string().contains("my-secret-token"), "the token is not echoed: {problems:?}");
+        let twice = format!(
+            "{base}  - {{name: a, role: security-reader, sha256: {hash}}}\n  - {{name: a, role: security-reader, sha256: {hash}}}\n"
+        );
+        assert_eq!(Config::from_yaml("remedy.yaml", &twice).expect_err("duplicates").len(), 2);
+        let role = format!("{base}  - {{name: a, role: global-admin, sha256: {hash}}}\n");
+        assert!(Config::from_yaml("remedy.yaml", &role).is_err(), "unknown role");
     }
 }

@@ -23,13 +23,14 @@ mod recovery;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use remedy_policies::config::Guardrails;
 use remedy_policies::load::ManifestSet;
 use remedy_policies::plan::{Approval, PlanId};
-use remedy_policies::{Manifest, ManifestName};
+use remedy_policies::{Manifest, ManifestName, Provider};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
@@ -38,6 +39,7 @@ pub use clock::Clock;
 pub use policy::{Backoff, Verdict, WorkQueue};
 pub use providers::Providers;
 
+use crate::metrics::{Metrics, PassOutcome};
 use crate::schedule::ResyncSchedule;
 use crate::store::{ApprovalEvent, Event, ReconcileRequestEvent, Store, StoreError};
 use crate::watch::WatchEvent;
@@ -123,9 +125,14 @@ pub struct PassSummary {
 pub struct ControllerHandle {
     commands: mpsc::Sender<Command>,
     progress: watch::Receiver<Progress>,
+    metrics: Arc<Metrics>,
 }
 
 impl ControllerHandle {
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
     }
@@ -181,6 +188,7 @@ pub struct Controller {
     store_retry_at: Option<DateTime<Utc>>,
     commands: mpsc::Receiver<Command>,
     progress: watch::Sender<Progress>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -194,6 +202,7 @@ impl Controller {
         let (command_sender, commands) = mpsc::channel(64);
         let (progress, progress_receiver) = watch::channel(Progress::default());
         let queue = WorkQueue::new(settings.backoff);
+        let metrics = Arc::new(Metrics::default());
         let controller = Controller {
             settings,
             store,
@@ -210,8 +219,9 @@ impl Controller {
             store_retry_at: None,
             commands,
             progress,
+            metrics: Arc::clone(&metrics),
         };
-        (controller, ControllerHandle { commands: command_sender, progress: progress_receiver })
+        (controller, ControllerHandle { commands: command_sender, progress: progress_receiver, metrics })
     }
 
     /// Runs until `shutdown` turns true (or its sender is dropped). `manifests` brings the
@@ -250,6 +260,7 @@ impl Controller {
                         }
                         Some(Err(error)) => {
                             tracing::error!(%error, "the store failed during a reconcile: it is retried");
+                            self.metrics.record_pass(PassOutcome::Error, Duration::ZERO);
                             self.progress.send_modify(|p| p.store_error = Some(error.to_string()));
                             self.store_failures += 1;
                             let delay = self.settings.backoff.delay(self.store_failures, fastrand::f64());
@@ -495,6 +506,7 @@ impl Controller {
             plan = %summary.plan_id, sent = summary.actions_sent, failed, recovered = summary.recovered,
             held = held.is_some(), duration_ms = summary.duration_ms, "reconciled"
         );
+        self.record_metrics(trigger, &result, held.is_some(), clock_started.elapsed(), started);
         let depth = self.queue.depth();
         self.progress.send_modify(|p| {
             p.passes += 1;
@@ -505,6 +517,50 @@ impl Controller {
             p.store_error = None;
         });
         Ok(())
+    }
+}
+
+impl Controller {
+    fn record_metrics(
+        &self,
+        trigger: Trigger,
+        result: &reconcile::PassResult,
+        held: bool,
+        took: Duration,
+        started: DateTime<Utc>,
+    ) {
+        let metrics = &self.metrics;
+        for (provider, outcome) in &result.recorded {
+            metrics.record_action(*provider, *outcome);
+        }
+        let mut troubled = BTreeSet::new();
+        for identity in &result.plan.identities {
+            for provider in [Provider::ActiveDirectory, Provider::EntraId] {
+                if reconcile::provider_error(&result.observed, &identity.identity, provider).is_some() {
+                    troubled.insert(provider);
+                }
+            }
+        }
+        let failed = result.reports.iter().filter(|r| r.outcome != crate::execute::Outcome::Succeeded);
+        troubled.extend(failed.map(|r| r.provider));
+        for provider in &troubled {
+            metrics.record_provider_error(*provider);
+        }
+        let outcome = if held {
+            PassOutcome::Held
+        } else if !troubled.is_empty() || !result.deferred.is_empty() {
+            PassOutcome::Failed
+        } else if result.plan.is_converged() {
+            PassOutcome::Converged
+        } else {
+            PassOutcome::Progressing
+        };
+        metrics.record_pass(outcome, took);
+        metrics.set_queue_depth(self.queue.depth());
+        metrics.set_manifests(self.running.len());
+        if trigger == Trigger::Resync && matches!(outcome, PassOutcome::Converged | PassOutcome::Progressing) {
+            metrics.resync_succeeded(started);
+        }
     }
 }
 

@@ -59,6 +59,8 @@ pub struct PassResult {
     pub forgotten: Vec<ManifestName>,
     /// Each manifest's generation (departed ones: the last known).
     pub generations: BTreeMap<ManifestName, Generation>,
+    /// Every action record this pass appended, by provider and outcome (for the metrics).
+    pub recorded: Vec<(Provider, ActionOutcome)>,
 }
 
 /// The pass's memory between passes: which not-sent outcomes were already recorded (a denied
@@ -118,6 +120,8 @@ pub async fn run_pass(
 
     let recovery = recovery::recheck(&unsettled, &observed, |p| providers.acting_account(p));
     let recovered = recovery.settlements.len();
+    let mut recorded: Vec<(Provider, ActionOutcome)> =
+        recovery.settlements.iter().map(|(_, _, r)| (r.provider, r.outcome)).collect();
     blocking(store, move |store| store.settle_all(&recovery.settlements)).await?;
     let deferred = recovery.deferred;
 
@@ -218,9 +222,14 @@ pub async fn run_pass(
             settlements.push((intent, now, record));
         }
     }
+    recorded.extend(settlements.iter().map(|(_, _, r)| (r.provider, r.outcome)));
     blocking(store, move |store| store.settle_all(&settlements)).await?;
 
     let unsent = unsent_records(&plan, &refs, memory);
+    recorded.extend(unsent.iter().filter_map(|(_, event)| match event {
+        Event::Action(record) => Some((record.provider, record.outcome)),
+        _ => None,
+    }));
     blocking(store, move |store| store.append_all(&unsent)).await?;
 
     let mut verdicts = BTreeMap::new();
@@ -238,7 +247,19 @@ pub async fn run_pass(
     }
 
     let forgotten = forget_released(store, &departed, &plan, &reports, &deferred)?;
-    Ok(PassResult { plan, observed, reports, verdicts, parked, deferred, recovered, departed, forgotten, generations })
+    Ok(PassResult {
+        plan,
+        observed,
+        reports,
+        verdicts,
+        parked,
+        deferred,
+        recovered,
+        departed,
+        forgotten,
+        generations,
+        recorded,
+    })
 }
 
 /// Runs a store call off the async threads (sled flushes block).
