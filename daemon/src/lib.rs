@@ -2,6 +2,7 @@
 //! and the command line. Decisions are made by `remedy-policies`; this crate observes and acts.
 
 pub mod ad;
+pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod entra;

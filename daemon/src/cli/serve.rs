@@ -3,11 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 
 use super::plan::{config_relative, read_config};
+use crate::api::{ApiState, Tokens};
 use crate::controller::{Backoff, Clock, Controller, Providers, Settings};
 use crate::schedule::ResyncSchedule;
 use crate::store::Store;
@@ -45,17 +47,30 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             manifest_dir: manifest_dir.clone(),
             backoff: Backoff::default(),
         };
-        let (controller, _handle) = Controller::new(settings, store, providers, Clock::System);
+        let listener = crate::api::serve(&config.api, &config_dir).await?;
+        let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
         let (stop, shutdown) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
             let _ = stop.send(true);
         });
+        if config.api.tokens.is_empty() {
+            tracing::warn!("api.tokens is empty: the API answers only /healthz and /readyz");
+        }
+        let scheme = if listener.is_tls() { "https" } else { "http" };
         tracing::info!(
             manifests = %manifest_dir.display(), store = %store_path.display(), resync = %config.resync,
-            "remedy serve started"
+            api = %format!("{scheme}://{}", listener.address()), "remedy serve started"
         );
+        let state = ApiState { store, handle, tokens: Arc::new(Tokens::new(&config.api.tokens)) };
+        let api = tokio::spawn(listener.run(crate::api::router(state), shutdown.clone()));
         controller.run(events, || watcher.rescan(), shutdown).await.context("the store failed")?;
+        match tokio::time::timeout(std::time::Duration::from_secs(5), api).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::error!(%error, "the API server failed"),
+            Ok(Err(join)) => tracing::error!(%join, "the API server task failed"),
+            Err(_) => tracing::warn!("the API server did not stop within 5 s"),
+        }
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }

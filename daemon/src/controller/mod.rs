@@ -104,6 +104,8 @@ pub struct Progress {
     pub held_plan: Option<PlanId>,
     /// A store error of the latest pass (the pass is retried).
     pub store_error: Option<String>,
+    /// Providers that could not be asked in the latest pass, with why.
+    pub unavailable_providers: BTreeMap<String, String>,
     pub shutting_down: bool,
 }
 
@@ -507,6 +509,14 @@ impl Controller {
             held = held.is_some(), duration_ms = summary.duration_ms, "reconciled"
         );
         self.record_metrics(trigger, &result, held.is_some(), clock_started.elapsed(), started);
+        let mut unavailable = BTreeMap::new();
+        for identity in &result.plan.identities {
+            for provider in [Provider::ActiveDirectory, Provider::EntraId] {
+                if let Some(error) = reconcile::provider_error(&result.observed, &identity.identity, provider) {
+                    unavailable.entry(provider.to_string()).or_insert(error);
+                }
+            }
+        }
         let depth = self.queue.depth();
         self.progress.send_modify(|p| {
             p.passes += 1;
@@ -515,6 +525,7 @@ impl Controller {
             p.queue_depth = depth;
             p.held_plan = held;
             p.store_error = None;
+            p.unavailable_providers = unavailable;
         });
         Ok(())
     }
