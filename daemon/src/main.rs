@@ -1,8 +1,17 @@
 //! `remedy`: the daemon and its command line.
 //!
 //! This file maps subcommands to their modules and outcomes to exit codes; the work lives in the
-//! modules. Exit codes: 0 success, 1 the command's answer is "no" (invalid manifests, ...),
-//! 2 usage or environment error (unreadable file, bad flag).
+//! modules. Exit codes, for every command:
+//!
+//! - 0: success (valid manifests, a plan applied, the status is Ready, the chain verifies...).
+//! - 1: the command's answer is "no": invalid manifests; a manifest that is Stalled or not Ready
+//!   before `--timeout`; and the daemon API's refusals: 403 (the token's role may not do that),
+//!   404 (no such manifest), 409 (the plan is not held, the history chain is broken).
+//! - 2: the command could not get an answer: usage or environment error (bad flag, unreadable
+//!   file, no token), the API unreachable, 401 (unknown token), any other 4xx (a request the
+//!   daemon cannot read) and 5xx.
+//!
+//! Errors from the API are printed as `error: <HTTP status> <code>: <message>`.
 
 use std::process::ExitCode;
 
@@ -12,8 +21,18 @@ use remedy::cli;
 #[derive(Debug, Parser)]
 #[command(name = "remedy", version, about = "Takes compromised identities away from attackers, the GitOps way")]
 struct Args {
+    /// How log lines on stderr are written: text, or one JSON object a line (REMEDY_LOG sets the
+    /// level).
+    #[arg(long, global = true, value_enum, env = "REMEDY_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -26,29 +45,46 @@ enum Command {
     Apply(cli::apply::ApplyArgs),
     /// Run the daemon: watch the manifests, reconcile continuously, record every action.
     Serve(cli::serve::ServeArgs),
+    /// Show the manifests' status as the daemon has it (or wait until they are Ready).
+    Status(cli::status::StatusArgs),
+    /// Show the daemon's history of actions, approvals and reconcile requests, or verify it.
+    History(cli::history::HistoryArgs),
+    /// Ask the daemon to reconcile a manifest now (and retry its failed actions).
+    Reconcile(cli::reconcile::ReconcileArgs),
+    /// Approve a plan the daemon holds for exceeding maxChangesPerReconcile.
+    Approve(cli::approve::ApproveArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     // The daemon says what it does; one-shot commands print their answer and only warn.
     let default_level = if matches!(args.command, Command::Serve(_)) { "info" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("REMEDY_LOG").unwrap_or_else(|_| default_level.into()),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REMEDY_LOG").unwrap_or_else(|_| default_level.into());
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let outcome = match args.command {
         Command::Validate(a) => cli::validate::run(&a),
         Command::Plan(a) => cli::plan::run(&a),
         Command::Apply(a) => cli::apply::run(&a),
         Command::Serve(a) => cli::serve::run(&a),
+        Command::Status(a) => cli::status::run(&a),
+        Command::History(a) => cli::history::run(&a),
+        Command::Reconcile(a) => cli::reconcile::run(&a),
+        Command::Approve(a) => cli::approve::run(&a),
     };
     match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit_code(&error))
         }
     }
+}
+
+/// 1 for the API's refusals, 2 for everything else that went wrong (see the header).
+fn exit_code(error: &anyhow::Error) -> u8 {
+    error.chain().find_map(|e| e.downcast_ref::<cli::client::ClientError>()).map_or(2, |e| e.exit_code())
 }

@@ -1,8 +1,15 @@
 //! One module per subcommand: parse its flags, do the work through the library modules, print.
+//! The operator commands (`status`, `history`, `reconcile`, `approve`) talk to a running
+//! `remedy serve` through its HTTP API, with [`client`].
 
 pub mod apply;
+pub mod approve;
+pub mod client;
+pub mod history;
 pub mod live;
 pub mod output;
 pub mod plan;
+pub mod reconcile;
 pub mod serve;
+pub mod status;
 pub mod validate;

@@ -1,0 +1,277 @@
+//! `remedy status [NAME]`: the manifests' status as the daemon last left it, like `flux get`; with
+//! `--wait`, until they are Ready.
+//!
+//! Waiting ends at the first of: every manifest waited for is `Ready=True` (exit 0); one is
+//! `Stalled=True`, which no waiting will change (exit 1 at once, with its reason and message); the
+//! timeout (exit 1, naming what it was still waiting for). A manifest without a status yet is
+//! waited for: it may have just been committed.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::client::{block_on, Client, ClientArgs, ClientError};
+use super::output::{print_structured, ListFormat, Progress, Table};
+use crate::store::{ConditionStatus, ConditionType, ManifestStatus};
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// One manifest (default: all).
+    name: Option<String>,
+    /// A table, or the status as the API returns it (one object for NAME, else an array).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    format: ListFormat,
+    /// Wait until the manifest (or every manifest) is Ready; exit 1 if one is Stalled or at the timeout.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits (e.g. 30s, 2m, 1h).
+    #[arg(long, default_value = "2m", value_parser = parse_timeout, requires = "wait")]
+    timeout: Duration,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub fn run(args: &StatusArgs) -> Result<ExitCode> {
+    let client = Client::new(&args.client)?;
+    block_on(async {
+        let name = args.name.as_deref();
+        if args.wait {
+            let waited = wait(&client, &Wanted { name, reconciled_after: None }, args.timeout).await?;
+            print(args.format, &waited.statuses, name.is_some())?;
+            return Ok(waited.report());
+        }
+        let statuses = fetch(&client, name).await?;
+        print(args.format, &statuses, name.is_some())?;
+        Ok(ExitCode::SUCCESS)
+    })?
+}
+
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    remedy_policies::config::duration_text::parse(text)
+}
+
+#[derive(Debug, Deserialize)]
+struct ManifestList {
+    manifests: Vec<ManifestStatus>,
+}
+
+/// One manifest's status (an error if it has none), or every manifest's.
+async fn fetch(client: &Client, name: Option<&str>) -> Result<Vec<ManifestStatus>, ClientError> {
+    match name {
+        Some(name) => Ok(vec![client.get::<ManifestStatus>(&["v1", "manifests", name], &[]).await?]),
+        None => Ok(client.get::<ManifestList>(&["v1", "manifests"], &[]).await?.manifests),
+    }
+}
+
+/// Prints one status (`name_given`: as an object in JSON/YAML, nothing if it has none) or a list
+/// (as an array).
+pub fn print(format: ListFormat, statuses: &[ManifestStatus], name_given: bool) -> Result<()> {
+    if name_given && statuses.is_empty() {
+        return Ok(());
+    }
+    let printed = match (name_given, statuses) {
+        (true, [one]) => print_structured(format.into(), one)?,
+        _ => print_structured(format.into(), &statuses)?,
+    };
+    if printed {
+        return Ok(());
+    }
+    if statuses.is_empty() {
+        eprintln!("no manifest has a status yet");
+        return Ok(());
+    }
+    let now = Utc::now();
+    let mut table = Table::new(vec!["NAME", "READY", "REASON", "MESSAGE", "AGE"]).flexible(3);
+    for status in statuses {
+        let ready = status.condition(ConditionType::Ready);
+        table.row(vec![
+            status.name.to_string(),
+            ready.map_or_else(|| "Unknown".to_owned(), |c| word(&c.status)),
+            ready.map_or_else(|| "-".to_owned(), |c| word(&c.reason)),
+            ready.map_or_else(String::new, |c| c.message.clone()),
+            status.last_reconcile_time.map_or_else(|| "-".to_owned(), |t| age(now, t)),
+        ]);
+    }
+    table.print()?;
+    Ok(())
+}
+
+/// What to wait for.
+#[derive(Debug)]
+pub struct Wanted<'a> {
+    /// One manifest, or every manifest with a status.
+    pub name: Option<&'a str>,
+    /// Only a status from a reconcile that ended after this time (the daemon's clock) counts.
+    pub reconciled_after: Option<DateTime<Utc>>,
+}
+
+/// How waiting ended, and the statuses it ended with.
+#[derive(Debug)]
+pub struct Waited {
+    pub statuses: Vec<ManifestStatus>,
+    pub end: WaitEnd,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum WaitEnd {
+    Ready,
+    /// What is stalled and why, one line per manifest.
+    Stalled(Vec<String>),
+    /// What it was still waiting for.
+    TimedOut {
+        after: Duration,
+        waiting_for: Vec<String>,
+    },
+}
+
+impl Waited {
+    /// Says why waiting failed (stderr), and the exit code.
+    pub fn report(&self) -> ExitCode {
+        match &self.end {
+            WaitEnd::Ready => ExitCode::SUCCESS,
+            WaitEnd::Stalled(lines) => {
+                for line in lines {
+                    eprintln!("error: {line}");
+                }
+                ExitCode::FAILURE
+            }
+            WaitEnd::TimedOut { after, waiting_for } => {
+                eprintln!(
+                    "error: timed out after {} still waiting for {}",
+                    remedy_policies::config::duration_text::format(after),
+                    waiting_for.join(", ")
+                );
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// How often the status is read while waiting.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Reads the status until what is wanted is Ready, Stalled, or `timeout` has passed.
+pub async fn wait(client: &Client, wanted: &Wanted<'_>, timeout: Duration) -> Result<Waited, ClientError> {
+    let started = Instant::now();
+    let mut progress = Progress::new();
+    loop {
+        let statuses = match fetch(client, wanted.name).await {
+            Ok(statuses) => statuses,
+            Err(error) if error.is_not_found() && wanted.name.is_some() => Vec::new(),
+            Err(error) => return Err(error),
+        };
+        let mut stalled = Vec::new();
+        let mut pending = Vec::new();
+        if statuses.is_empty() {
+            pending.push(match wanted.name {
+                Some(name) => format!("{name} (no status yet)"),
+                None => "the first status (no manifest has one yet)".to_owned(),
+            });
+        }
+        for status in &statuses {
+            match state_of(status, wanted.reconciled_after) {
+                State::Ready => {}
+                State::Stalled(why) => stalled.push(format!("{} is stalled: {why}", status.name)),
+                State::Pending(why) => pending.push(format!("{} ({why})", status.name)),
+            }
+        }
+        let elapsed = started.elapsed();
+        let end = if !stalled.is_empty() {
+            Some(WaitEnd::Stalled(stalled))
+        } else if pending.is_empty() {
+            Some(WaitEnd::Ready)
+        } else if elapsed >= timeout {
+            Some(WaitEnd::TimedOut { after: timeout, waiting_for: pending.clone() })
+        } else {
+            None
+        };
+        if let Some(end) = end {
+            progress.clear();
+            return Ok(Waited { statuses, end });
+        }
+        progress.show(&format!("{}s/{}s: waiting for {}", elapsed.as_secs(), timeout.as_secs(), pending.join(", ")));
+        tokio::time::sleep(POLL.min(timeout.saturating_sub(elapsed))).await;
+    }
+}
+
+enum State {
+    Ready,
+    Stalled(String),
+    Pending(String),
+}
+
+fn state_of(status: &ManifestStatus, reconciled_after: Option<DateTime<Utc>>) -> State {
+    if let Some(after) = reconciled_after {
+        if status.last_reconcile_time.is_none_or(|t| t <= after) {
+            return State::Pending("not reconciled since the request yet".to_owned());
+        }
+    }
+    if let Some(stalled) = status.condition(ConditionType::Stalled).filter(|c| c.status == ConditionStatus::True) {
+        return State::Stalled(format!("{}: {}", word(&stalled.reason), stalled.message));
+    }
+    match status.condition(ConditionType::Ready) {
+        Some(ready) if ready.status == ConditionStatus::True => State::Ready,
+        Some(ready) => {
+            State::Pending(format!("Ready={} {}: {}", word(&ready.status), word(&ready.reason), ready.message))
+        }
+        None => State::Pending("no conditions yet".to_owned()),
+    }
+}
+
+/// An enum's name as the API spells it.
+pub fn word<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "?".to_owned())
+}
+
+/// How long ago `then` was, in its largest unit: `45s`, `12m`, `5h`, `3d`.
+pub fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
+    let seconds = (now - then).num_seconds().max(0);
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3_600 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3_600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ConditionReason;
+    use remedy_policies::ManifestName;
+
+    fn status(ready: ConditionStatus, stalled: ConditionStatus, reason: ConditionReason, at: i64) -> ManifestStatus {
+        let now = DateTime::from_timestamp(at, 0).unwrap();
+        let mut status = ManifestStatus::new(ManifestName::new("inc-1").unwrap());
+        status.last_reconcile_time = Some(now);
+        status.set_condition(ConditionType::Ready, ready, reason, "why", now);
+        status.set_condition(ConditionType::Stalled, stalled, reason, "why", now);
+        status
+    }
+
+    #[test]
+    fn ready_stalled_and_stale_statuses() {
+        use ConditionStatus::{False, True};
+        assert!(matches!(state_of(&status(True, False, ConditionReason::Succeeded, 100), None), State::Ready));
+        match state_of(&status(False, True, ConditionReason::NotFound, 100), None) {
+            State::Stalled(why) => assert_eq!(why, "NotFound: why"),
+            _ => panic!("stalled"),
+        }
+        let requested = DateTime::from_timestamp(100, 0);
+        assert!(matches!(state_of(&status(False, True, ConditionReason::NotFound, 100), requested), State::Pending(_)));
+        assert!(matches!(state_of(&status(True, False, ConditionReason::Succeeded, 101), requested), State::Ready));
+    }
+
+    #[test]
+    fn ages_in_their_largest_unit() {
+        let now = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let ago = |s| age(now, now - chrono::Duration::seconds(s));
+        assert_eq!(
+            [ago(-5), ago(59), ago(60), ago(7_199), ago(172_799), ago(172_800)],
+            ["0s", "59s", "1m", "1h", "47h", "2d"]
+        );
+    }
+}

@@ -1,0 +1,525 @@
+//! The operator commands (`status`, `history`, `reconcile`, `approve`) as an operator runs them:
+//! the real `remedy` binary against a real `remedy serve` (a child process) whose Entra ID is the
+//! Graph simulator (in-process, loopback HTTP). No Active Directory: the manifests suspend cloud
+//! users by userPrincipalName.
+//!
+//! Every command's output, and the daemon's log, is kept and checked for the tokens at the end.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use remedy_graph_sim::{spawn, Sim, SimConfig, SimUser};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+const CLIENT_ID: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+const SECRET: &str = "s3cret~Value.only-in-the-file";
+const OPERATOR_TOKEN: &str = "op-7f3c9a1e5b2d4c6f8a0b1c2d3e4f5a6b";
+const READER_TOKEN: &str = "rd-1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d";
+const WRONG_TOKEN: &str = "wrong-9e8d7c6b5a4f3e2d1c0b9a8f7e6d";
+const OPERATOR: &str = "ops-olivia";
+const READER: &str = "reader-rita";
+
+/// Who runs a command, and how the token reaches it.
+#[derive(Debug, Clone, Copy)]
+enum Who {
+    /// The operator's token in a file (`--token-file`).
+    Operator,
+    /// The operator's token in REMEDY_TOKEN.
+    OperatorEnv,
+    /// The reader's token in a file named by REMEDY_TOKEN_FILE.
+    Reader,
+    /// A token the daemon does not know, in REMEDY_TOKEN.
+    Stranger,
+}
+
+/// What a command did.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// The simulator and `remedy serve`, in a directory of their own.
+struct Daemon {
+    sim: Sim,
+    // Declared after `sim`: the simulator's server stops before its runtime goes.
+    _runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    server: String,
+    child: Option<Child>,
+    log: PathBuf,
+    /// Everything the commands printed.
+    outputs: RefCell<Vec<String>>,
+}
+
+fn manifest(name: &str, upn: &str) -> String {
+    format!(
+        "apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: {name}\nspec:\n  reason: \"{name}: \
+         sign-ins from an anonymising proxy\"\n  target:\n    userPrincipalName: {upn}\n  entraId:\n    \
+         suspended: true\n"
+    )
+}
+
+fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    }
+}
+
+fn sha256(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("address").port()
+}
+
+impl Daemon {
+    /// Starts the simulator with `users`, writes the manifests, and starts `remedy serve`.
+    fn start(users: &[&str], manifests: &[(&str, &str)], max_changes: usize) -> Daemon {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let config = SimConfig {
+            users: users.iter().map(|u| SimUser::new(*u)).collect(),
+            ..SimConfig::new(TENANT, CLIENT_ID, SECRET)
+        };
+        let sim = runtime.block_on(spawn(config)).expect("simulator starts");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        write_private(&dir.path().join("client-secret"), &format!("{SECRET}\n"));
+        write_private(&dir.path().join("operator.token"), &format!("{OPERATOR_TOKEN}\n"));
+        write_private(&dir.path().join("reader.token"), READER_TOKEN);
+        std::fs::create_dir(dir.path().join("manifests")).expect("mkdir");
+        for (name, upn) in manifests {
+            std::fs::write(dir.path().join("manifests").join(format!("{name}.yaml")), manifest(name, upn))
+                .expect("manifest");
+        }
+        let port = free_port();
+        let config = format!(
+            "manifests:\n  path: manifests\n  debounce: 100ms\nguardrails:\n  allowedScopes: [\"OU=Staff,DC=remedy,DC=test\"]\n  \
+             maxChangesPerReconcile: {max_changes}\nentraId:\n  tenantId: {TENANT}\n  clientId: {CLIENT_ID}\n  \
+             clientSecretFile: client-secret\n  authorityHost: {url}\n  graphUrl: {url}\n  requestTimeout: 10s\n\
+             resync: \"0 0 * * * *\"\nstore:\n  path: store\napi:\n  listen: 127.0.0.1:{port}\n  tokens:\n    \
+             - {{name: {OPERATOR}, role: security-operator, sha256: {op}}}\n    \
+             - {{name: {READER}, role: security-reader, sha256: {rd}}}\n",
+            url = sim.url(),
+            op = sha256(OPERATOR_TOKEN),
+            rd = sha256(READER_TOKEN),
+        );
+        let config_path = dir.path().join("remedy.yaml");
+        std::fs::write(&config_path, config).expect("remedy.yaml");
+        let log = dir.path().join("serve.log");
+        let file = File::create(&log).expect("log file");
+        let child = StdCommand::new(env!("CARGO_BIN_EXE_remedy"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("REMEDY_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("remedy serve starts");
+        let mut daemon = Daemon {
+            sim,
+            _runtime: runtime,
+            dir,
+            server: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+            log,
+            outputs: RefCell::new(Vec::new()),
+        };
+        daemon.wait_for_api(port);
+        daemon
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_api(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait")) {
+                panic!("remedy serve exited ({status}):\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "the API did not listen within 30 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `remedy ARGS` as `who`, against this daemon.
+    fn command(&self, who: Who, args: &[&str]) -> Command {
+        let mut command = Command::cargo_bin("remedy").expect("the remedy binary");
+        command
+            .args(args)
+            .env("REMEDY_SERVER", &self.server)
+            .env("NO_COLOR", "1")
+            .env_remove("REMEDY_TOKEN")
+            .env_remove("REMEDY_TOKEN_FILE")
+            .env_remove("REMEDY_CA_FILE")
+            .env_remove("REMEDY_LOG")
+            .env_remove("REMEDY_LOG_FORMAT")
+            .timeout(Duration::from_secs(60));
+        match who {
+            Who::Operator => {
+                command.arg("--token-file").arg(self.dir.path().join("operator.token"));
+            }
+            Who::OperatorEnv => {
+                command.env("REMEDY_TOKEN", OPERATOR_TOKEN);
+            }
+            Who::Reader => {
+                command.env("REMEDY_TOKEN_FILE", self.dir.path().join("reader.token"));
+            }
+            Who::Stranger => {
+                command.env("REMEDY_TOKEN", WRONG_TOKEN);
+            }
+        }
+        command
+    }
+
+    /// Runs `remedy ARGS` as `who` and keeps what it printed.
+    fn run(&self, who: Who, args: &[&str]) -> Out {
+        let output = self.command(who, args).output().expect("remedy runs");
+        let out = Out {
+            code: output.status.code().expect("exited"),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        self.outputs.borrow_mut().push(format!("{}{}", out.stdout, out.stderr));
+        out
+    }
+
+    /// Runs `remedy ARGS` and checks its exit code.
+    fn expect(&self, who: Who, args: &[&str], code: i32) -> Out {
+        let out = self.run(who, args);
+        assert_eq!(out.code, code, "remedy {}\nstdout:\n{}\nstderr:\n{}", args.join(" "), out.stdout, out.stderr);
+        out
+    }
+
+    /// Stops the daemon with SIGTERM; asserts no token was ever printed by a command or the daemon.
+    fn stop(mut self) {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        let sent = StdCommand::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(sent.success(), "kill -TERM {pid}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "remedy serve did not stop on SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "remedy serve exited with {status}:\n{}", self.log());
+        let mut everything = self.outputs.borrow().join("\n");
+        everything.push_str(&self.log());
+        for token in [OPERATOR_TOKEN, READER_TOKEN, WRONG_TOKEN] {
+            assert!(!everything.contains(token), "a token was printed:\n{everything}");
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The records of `remedy history -o json` that are of `kind`.
+fn of_kind<'a>(records: &'a Value, kind: &str) -> Vec<&'a Value> {
+    records.as_array().expect("an array").iter().filter(|r| r["event"]["kind"] == kind).collect()
+}
+
+/// The condition `kind` of a status object.
+fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .unwrap_or_else(|| panic!("no {kind} condition in {status}"))
+}
+
+#[test]
+fn status_history_reconcile_and_refusals_against_a_running_daemon() {
+    let daemon = Daemon::start(
+        &["alice@remedy.test", "bob@remedy.test"],
+        &[("inc-1-alice", "alice@remedy.test"), ("inc-2-ghost", "ghost@remedy.test")],
+        25,
+    );
+
+    // status NAME --wait: converges.
+    let out = daemon.expect(Who::Operator, &["status", "inc-1-alice", "--wait", "--timeout", "30s"], 0);
+    assert!(out.stdout.starts_with("NAME"), "{}", out.stdout);
+    assert!(out.stdout.contains("inc-1-alice") && out.stdout.contains("Succeeded"), "{}", out.stdout);
+    assert!(!daemon.sim.user("alice@remedy.test").expect("alice").account_enabled, "alice is suspended");
+    assert!(out.stderr.is_empty(), "no progress line in a pipe: {}", out.stderr);
+
+    // The table: every manifest, one line each.
+    let out = daemon.expect(Who::Reader, &["status"], 0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "REASON", "MESSAGE", "AGE"]);
+    let alice: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(&alice[..3], ["inc-1-alice", "True", "Succeeded"], "{}", lines[1]);
+    assert!(alice.last().is_some_and(|age| age.ends_with('s') || age.ends_with('m')), "{}", lines[1]);
+    let ghost: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(&ghost[..3], ["inc-2-ghost", "False", "NotFound"], "{}", lines[2]);
+
+    // -o json: the statuses as the API returns them.
+    let statuses = daemon.expect(Who::Reader, &["status", "-o", "json"], 0).json();
+    let statuses = statuses.as_array().expect("an array of statuses");
+    assert_eq!(statuses.len(), 2);
+    let alice = &statuses[0];
+    assert_eq!(alice["name"], "inc-1-alice");
+    assert_eq!(condition(alice, "Ready")["status"], "True");
+    assert_eq!(condition(alice, "Ready")["reason"], "Succeeded");
+    assert_eq!(condition(alice, "Stalled")["status"], "False");
+    assert!(alice["lastReconcileTime"].as_str().is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()));
+    assert!(alice["observedGeneration"].is_string(), "{alice}");
+    assert_eq!(alice["identities"][0]["identity"], "upn:alice@remedy.test");
+    let one = daemon.expect(Who::Reader, &["status", "inc-2-ghost", "-o", "json"], 0).json();
+    assert_eq!(condition(&one, "Stalled")["reason"], "NotFound");
+    let yaml = daemon.expect(Who::Reader, &["status", "inc-1-alice", "-o", "yaml"], 0);
+    assert!(yaml.stdout.contains("name: inc-1-alice"), "{}", yaml.stdout);
+
+    // A stalled manifest ends waiting at once, with its reason and message.
+    let started = Instant::now();
+    let out = daemon.expect(Who::Reader, &["status", "inc-2-ghost", "--wait", "--timeout", "30s"], 1);
+    assert!(started.elapsed() < Duration::from_secs(10), "not at once: {:?}", started.elapsed());
+    assert!(out.stderr.contains("inc-2-ghost is stalled: NotFound: upn:ghost@remedy.test"), "{}", out.stderr);
+    // A manifest without a status is waited for, until the timeout.
+    let out = daemon.expect(Who::Reader, &["status", "inc-9-later", "--wait", "--timeout", "1s"], 1);
+    assert!(out.stderr.contains("timed out after 1s still waiting for inc-9-later (no status yet)"), "{}", out.stderr);
+    // Without --wait, no such manifest is a "no".
+    let out = daemon.expect(Who::Reader, &["status", "inc-9-later"], 1);
+    assert!(out.stderr.starts_with("error: 404 not-found: no manifest named inc-9-later"), "{}", out.stderr);
+
+    // history: filters, -o json, the table.
+    let all = daemon.expect(Who::Reader, &["history", "-o", "json"], 0).json();
+    let actions = of_kind(&all, "action");
+    assert!(!actions.is_empty(), "{all}");
+    let suspended = actions
+        .iter()
+        .find(|r| r["event"]["action"] == "suspend-user" && r["event"]["outcome"] == "succeeded")
+        .unwrap_or_else(|| panic!("no suspension of alice in {all}"));
+    assert_eq!(suspended["event"]["identity"], "upn:alice@remedy.test");
+    assert_eq!(suspended["event"]["manifests"][0]["name"], "inc-1-alice");
+    assert_eq!(suspended["hash"].as_str().map(str::len), Some(64));
+    let filtered = daemon
+        .expect(
+            Who::Reader,
+            &[
+                "history",
+                "--identity",
+                "alice@remedy.test",
+                "--manifest",
+                "inc-1-alice",
+                "--action",
+                "suspend-user",
+                "--outcome",
+                "succeeded",
+                "--since",
+                "1h",
+                "-o",
+                "json",
+            ],
+            0,
+        )
+        .json();
+    assert_eq!(filtered.as_array().map(Vec::len), Some(1), "{filtered}");
+    assert_eq!(filtered[0]["id"], suspended["id"]);
+    let none = daemon.expect(Who::Reader, &["history", "--outcome", "failed", "-o", "json"], 0).json();
+    assert_eq!(none, serde_json::json!([]));
+    let past = daemon
+        .expect(
+            Who::Reader,
+            &["history", "--since", "2001-01-01T00:00:00Z", "--until", "2001-01-02T00:00:00+01:00", "-o", "json"],
+            0,
+        )
+        .json();
+    assert_eq!(past, serde_json::json!([]));
+    let first = daemon.expect(Who::Reader, &["history", "--limit", "1", "-o", "json"], 0).json();
+    assert_eq!(first.as_array().map(Vec::len), Some(1));
+    assert_eq!(first[0]["id"], 1);
+    let table = daemon.expect(Who::Reader, &["history", "--identity", "upn:alice@remedy.test"], 0);
+    let header: Vec<&str> = table.stdout.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["ID", "TIME", "IDENTITY", "ACTION", "OUTCOME", "BEFORE→AFTER", "MANIFEST(S)", "BY/ERROR"]);
+    assert!(
+        table.stdout.lines().any(|l| l.contains("upn:alice@remedy.test")
+            && l.contains("suspend-user")
+            && l.contains("succeeded")
+            && l.contains("inc-1-alice")),
+        "{}",
+        table.stdout
+    );
+    let bad = daemon.expect(Who::Reader, &["history", "--since", "yesterday"], 2);
+    assert!(bad.stderr.contains("neither an RFC 3339 time"), "{}", bad.stderr);
+
+    // history verify.
+    let out = daemon.expect(Who::Reader, &["history", "verify"], 0);
+    let text = out.stdout.trim();
+    let rest = text.strip_prefix("verified ").unwrap_or_else(|| panic!("{text}"));
+    let (count, head) = rest.split_once(" records, head ").unwrap_or_else(|| panic!("{text}"));
+    assert!(count.parse::<u64>().is_ok_and(|n| n >= 1), "{text}");
+    assert!(head.len() == 64 && head.chars().all(|c| c.is_ascii_hexdigit()), "{text}");
+
+    // history --follow prints new records as they come.
+    let mut follower = StdCommand::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(["history", "--follow", "-o", "json", "--manifest", "inc-1-alice"])
+        .env("REMEDY_SERVER", &daemon.server)
+        .env_remove("REMEDY_TOKEN")
+        .env("REMEDY_TOKEN_FILE", daemon.dir.path().join("reader.token"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("history --follow starts");
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    let stdout = follower.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first_line = lines.recv_timeout(Duration::from_secs(20)).expect("the records so far");
+    daemon.outputs.borrow_mut().push(first_line.clone());
+    let record: Value = serde_json::from_str(&first_line).expect("one JSON record a line");
+    assert_eq!(record["event"]["kind"], "action");
+
+    // reconcile NAME --wait, as the operator (token in REMEDY_TOKEN).
+    let out = daemon.expect(Who::OperatorEnv, &["reconcile", "inc-1-alice", "--wait", "--timeout", "30s"], 0);
+    assert!(out.stdout.starts_with(&format!("reconcile of inc-1-alice requested by {OPERATOR}")), "{}", out.stdout);
+    assert!(out.stdout.contains("Succeeded"), "{}", out.stdout);
+    let history = daemon.expect(Who::Reader, &["history", "--manifest", "inc-1-alice", "-o", "json"], 0).json();
+    let requests = of_kind(&history, "reconcile-request");
+    assert_eq!(requests.len(), 1, "{history}");
+    assert_eq!(requests[0]["event"]["by"], OPERATOR);
+    assert_eq!(requests[0]["event"]["manifest"], "inc-1-alice");
+    let table = daemon.expect(Who::Reader, &["history", "--manifest", "inc-1-alice"], 0);
+    assert!(
+        table.stdout.lines().any(|l| l.contains("reconcile") && l.contains(&format!("by {OPERATOR}"))),
+        "{}",
+        table.stdout
+    );
+    // ... which the follower printed too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("the new record");
+        daemon.outputs.borrow_mut().push(line.clone());
+        let record: Value = serde_json::from_str(&line).expect("one JSON record a line");
+        if record["event"]["kind"] == "reconcile-request" {
+            assert_eq!(record["event"]["by"], OPERATOR);
+            break;
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    // Refusals and failures, with their exit codes.
+    let out = daemon.expect(Who::Reader, &["reconcile", "inc-1-alice"], 1);
+    assert!(out.stderr.starts_with("error: 403 forbidden: "), "{}", out.stderr);
+    assert!(out.stderr.contains(READER), "{}", out.stderr);
+    let out = daemon.expect(Who::Operator, &["reconcile", "inc-9-later"], 1);
+    assert!(out.stderr.starts_with("error: 404 not-found: "), "{}", out.stderr);
+    let out = daemon.expect(Who::Stranger, &["status"], 2);
+    assert!(out.stderr.starts_with("error: 401 unauthorized: unknown token"), "{}", out.stderr);
+    let out = daemon.expect(Who::Operator, &["approve", "0123456789abcdef0123456789abcdef"], 1);
+    assert!(out.stderr.starts_with("error: 409 conflict: "), "{}", out.stderr);
+    let out = daemon.expect(Who::Operator, &["status", "--server", "http://127.0.0.1:1"], 2);
+    assert!(out.stderr.contains("cannot reach the remedy API at http://127.0.0.1:1/"), "{}", out.stderr);
+    let mut no_token = daemon.command(Who::Reader, &["status"]);
+    let output = no_token.env_remove("REMEDY_TOKEN_FILE").output().expect("remedy runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no API token"));
+    let out = daemon.expect(Who::Operator, &["--log-format", "json", "status", "inc-1-alice"], 0);
+    assert!(out.stdout.contains("inc-1-alice"), "{}", out.stdout);
+
+    daemon.stop();
+}
+
+#[test]
+fn a_held_plan_is_approved_and_every_manifest_converges() {
+    let users = ["u1@remedy.test", "u2@remedy.test", "u3@remedy.test"];
+    let daemon = Daemon::start(
+        &users,
+        &[("inc-11-u1", "u1@remedy.test"), ("inc-11-u2", "u2@remedy.test"), ("inc-11-u3", "u3@remedy.test")],
+        2,
+    );
+
+    // Three changes, at most two at once: every manifest is Stalled / NeedsApproval.
+    let out = daemon.expect(Who::Reader, &["status", "--wait", "--timeout", "30s"], 1);
+    assert_eq!(out.stderr.matches("is stalled: NeedsApproval: plan ").count(), 3, "{}", out.stderr);
+    assert!(out.stderr.contains("remedy approve "), "{}", out.stderr);
+    let table = daemon.expect(Who::Reader, &["status"], 0);
+    assert_eq!(table.stdout.lines().filter(|l| l.contains("NeedsApproval")).count(), 3, "{}", table.stdout);
+    let statuses = daemon.expect(Who::Reader, &["status", "-o", "json"], 0).json();
+    let message = condition(&statuses[0], "Stalled")["message"].as_str().expect("a message").to_owned();
+    let plan_id: String = message
+        .strip_prefix("plan ")
+        .map(|rest| rest.chars().take_while(char::is_ascii_hexdigit).collect())
+        .unwrap_or_else(|| panic!("no plan id in {message:?}"));
+    assert_eq!(plan_id.len(), 32, "{message}");
+    let held = daemon.expect(Who::Reader, &["history", "--outcome", "held", "-o", "json"], 0).json();
+    assert_eq!(held.as_array().map(Vec::len), Some(3), "{held}");
+    assert!(users.iter().all(|u| daemon.sim.user(u).expect("user").account_enabled), "nothing applied yet");
+
+    // A reader may not approve; the operator may.
+    let out = daemon.expect(Who::Reader, &["approve", &plan_id], 1);
+    assert!(out.stderr.starts_with("error: 403 forbidden: "), "{}", out.stderr);
+    let out = daemon.expect(Who::Operator, &["approve", &plan_id, "--comment", "INC-11: all three, checked"], 0);
+    assert_eq!(out.stdout.trim(), format!("plan {plan_id} approved by {OPERATOR}"));
+
+    // The statuses read NeedsApproval until the reconcile the approval starts has ended.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.expect(Who::Reader, &["status"], 0).stdout.contains("NeedsApproval") {
+        assert!(Instant::now() < deadline, "still NeedsApproval 30 s after the approval:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = daemon.expect(Who::Reader, &["status", "--wait", "--timeout", "30s"], 0);
+    assert_eq!(out.stdout.lines().filter(|l| l.contains("Succeeded")).count(), 3, "{}", out.stdout);
+    assert!(users.iter().all(|u| !daemon.sim.user(u).expect("user").account_enabled), "all suspended");
+
+    let history = daemon.expect(Who::Reader, &["history", "-o", "json"], 0).json();
+    let approvals = of_kind(&history, "approval");
+    assert_eq!(approvals.len(), 1, "{history}");
+    assert_eq!(approvals[0]["event"]["planId"], plan_id.as_str());
+    assert_eq!(approvals[0]["event"]["by"], OPERATOR);
+    assert_eq!(approvals[0]["event"]["comment"], "INC-11: all three, checked");
+    let table = daemon.expect(Who::Reader, &["history"], 0);
+    assert!(
+        table.stdout.lines().any(|l| l.contains("approve")
+            && l.contains(&format!("plan {plan_id}"))
+            && l.contains(&format!("by {OPERATOR}: INC-11: all three, checked"))),
+        "{}",
+        table.stdout
+    );
+    // The plan is no longer held: approving it again is a "no".
+    let out = daemon.expect(Who::Operator, &["approve", &plan_id], 1);
+    assert!(out.stderr.starts_with("error: 409 conflict: "), "{}", out.stderr);
+
+    daemon.stop();
+}
