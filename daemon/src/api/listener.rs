@@ -13,10 +13,15 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// How long a client may take over the TLS handshake before it is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS handshakes in progress at most; past it, new connections wait in the kernel's backlog.
+const MAX_HANDSHAKES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
@@ -94,7 +99,8 @@ impl Bound {
         match self.tls {
             None => axum::serve(self.tcp, app).with_graceful_shutdown(stop).await,
             Some(acceptor) => {
-                axum::serve(TlsListener { tcp: self.tcp, acceptor }, app).with_graceful_shutdown(stop).await
+                let listener = TlsListener { tcp: self.tcp, acceptor, handshakes: JoinSet::new() };
+                axum::serve(listener, app).with_graceful_shutdown(stop).await
             }
         }
     }
@@ -103,27 +109,46 @@ impl Bound {
 struct TlsListener {
     tcp: TcpListener,
     acceptor: TlsAcceptor,
+    /// Handshakes in progress, each in a task of its own: a client that connects and then stalls
+    /// its handshake must not hold up the clients behind it.
+    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Io = TlsStream<TcpStream>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let (stream, peer) = match self.tcp.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(%error, "the API listener could not accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+            tokio::select! {
+                accepted = self.tcp.accept(), if self.handshakes.len() < MAX_HANDSHAKES => match accepted {
+                    Ok((stream, peer)) => {
+                        let acceptor = self.acceptor.clone();
+                        self.handshakes.spawn(async move {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => Some((tls, peer)),
+                                Ok(Err(error)) => {
+                                    tracing::debug!(%peer, %error, "TLS handshake with an API client failed");
+                                    None
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake with an API client timed out");
+                                    None
+                                }
+                            }
+                        });
+                    }
+                    Err(error) => {
+                        // Out of file descriptors and the like: wait a little rather than spin.
+                        tracing::warn!(%error, "the API listener could not accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(finished) = self.handshakes.join_next() => {
+                    if let Ok(Some(accepted)) = finished {
+                        return accepted;
+                    }
                 }
-            };
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => return (tls, peer),
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake with an API client failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake with an API client timed out"),
             }
         }
     }

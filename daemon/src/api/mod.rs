@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -119,7 +120,7 @@ fn manifest_name(text: &str) -> Result<ManifestName, ApiError> {
 async fn get_manifest(
     State(state): State<ApiState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    PathText(name): PathText,
 ) -> Result<Json<ManifestStatus>, ApiError> {
     let name = manifest_name(&name)?;
     let store = state.store.clone();
@@ -169,8 +170,8 @@ fn command_error(error: CommandError) -> ApiError {
 async fn reconcile_manifest(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(name): Path<String>,
-    body: Bytes,
+    PathText(name): PathText,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     caller.must_act()?;
     let name = manifest_name(&name)?;
@@ -182,7 +183,7 @@ async fn reconcile_manifest(
 async fn reconcile_all(
     State(state): State<ApiState>,
     caller: Caller,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     caller.must_act()?;
     request_body(&body)?;
@@ -193,8 +194,8 @@ async fn reconcile_all(
 async fn approve(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(plan_id): Path<String>,
-    body: Bytes,
+    PathText(plan_id): PathText,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     caller.must_act()?;
     let plan_id: PlanId =
@@ -265,7 +266,7 @@ fn history_query(params: &BTreeMap<String, String>) -> Result<HistoryQuery, ApiE
 async fn history(
     State(state): State<ApiState>,
     _caller: Caller,
-    Query(params): Query<BTreeMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<HistoryPageBody>, ApiError> {
     let query = history_query(&params)?;
     let store = state.store.clone();
@@ -276,7 +277,7 @@ async fn history(
 async fn history_record(
     State(state): State<ApiState>,
     _caller: Caller,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<Json<HistoryRecord>, ApiError> {
     let id: u64 = id.parse().map_err(|_| ApiError::bad_request(format!("{id:?} is not a record id")))?;
     let store = state.store.clone();
@@ -304,6 +305,55 @@ async fn verify_history(State(state): State<ApiState>, _caller: Caller) -> Resul
             .into_response()),
         Ok(Err(error)) => Err(error.into()),
         Err(join) => Err(ApiError::internal(format!("the check did not finish: {join}"))),
+    }
+}
+
+/// A path parameter. What axum refuses itself (a segment that is not UTF-8 once decoded) is
+/// answered in the API's error shape like every other bad request.
+struct PathText(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathText {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(text)) => Ok(PathText(text)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+/// The query parameters, by name, refused in the API's error shape.
+struct QueryParams(BTreeMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<BTreeMap<String, String>>::from_request_parts(parts, state).await {
+            Ok(Query(params)) => Ok(QueryParams(params)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+/// The request body, refused in the API's error shape when it cannot be read (413 when it is
+/// larger than axum's limit).
+struct RawBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(RawBody(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!("the body is too large: {}", rejection.body_text()),
+            )),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
     }
 }
 

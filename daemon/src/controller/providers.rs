@@ -11,7 +11,7 @@ use remedy_policies::observed::{ObservedState, ProviderView};
 use remedy_policies::{Identity, Provider};
 
 use crate::ad::LdapDirectory;
-use crate::entra::{EntraLookup, GraphDirectory};
+use crate::entra::{EntraLookup, GraphDirectory, GraphOptions};
 
 pub struct Providers {
     ad_config: Option<ActiveDirectoryConfig>,
@@ -39,9 +39,15 @@ impl Providers {
     /// Sets the providers up without talking to them (the Graph client sends nothing yet; AD is
     /// connected at the first observation).
     pub fn new(config: &Config, config_dir: &Path) -> Result<Providers> {
+        Providers::with_graph_options(config, config_dir, GraphOptions::default())
+    }
+
+    /// As [`Providers::new`], with the Graph client's retry budget and pace given: tests shorten
+    /// them, so that an unreachable Graph is reported in a second rather than after two minutes.
+    pub fn with_graph_options(config: &Config, config_dir: &Path, options: GraphOptions) -> Result<Providers> {
         let entra =
             match &config.entra_id {
-                Some(entra) => Some(GraphDirectory::new(entra, config_dir).with_context(|| {
+                Some(entra) => Some(GraphDirectory::with_options(entra, config_dir, options).with_context(|| {
                     format!("cannot set up the Microsoft Graph client for tenant {}", entra.tenant_id)
                 })?),
                 None => None,

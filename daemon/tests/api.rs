@@ -1,0 +1,1115 @@
+//! The HTTP API of `remedy serve` over real HTTP(S): the controller, the manifest watcher and the
+//! API in this process, as `remedy serve` wires them, with Entra ID on graph-sim (loopback) and no
+//! Active Directory. Each test starts its own daemon on its own port and asserts what a caller
+//! sees: statuses, bodies, headers, and what became of the accounts in "Entra ID".
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use remedy::api::{ApiState, Tokens};
+use remedy::controller::{Backoff, Clock, Controller, ControllerHandle, Providers, Settings};
+use remedy::entra::{GraphOptions, RetryPolicy};
+use remedy::schedule::ResyncSchedule;
+use remedy::store::Store;
+use remedy::watch::ManifestWatcher;
+use remedy_graph_sim::{Sim, SimConfig, SimUser};
+use remedy_policies::config::Config;
+use rustls::pki_types::CertificateDer;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+const TENANT: &str = "7c0ffee0-0000-4000-8000-0000000a9100";
+const CLIENT_ID: &str = "5e1ec7ed-0000-4000-8000-0000000a9101";
+const SECRET: &str = "api-test-secret-not-a-real-one";
+
+/// Three cloud users, one manifest each: one more change than `maxChangesPerReconcile` allows.
+const THREE: [&str; 3] = ["a@x.test", "b@x.test", "c@x.test"];
+
+/// A plan id that is well formed and never held.
+const UNHELD_PLAN: &str = "0123456789abcdef0123456789abcdef";
+
+/// Who calls, and how they present themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    /// No Authorization header.
+    Nobody,
+    /// A bearer token nobody was given.
+    Stranger,
+    /// The administrator's token, sent with the `Basic` scheme.
+    BasicScheme,
+    Reader,
+    Operator,
+    Administrator,
+}
+
+impl Who {
+    const ALL: [Who; 6] =
+        [Who::Nobody, Who::Stranger, Who::BasicScheme, Who::Reader, Who::Operator, Who::Administrator];
+
+    fn authorization(self) -> Option<String> {
+        match self {
+            Who::Nobody => None,
+            Who::Stranger => Some("Bearer not-a-token-anyone-was-given".into()),
+            Who::BasicScheme => Some(format!("Basic {}", base64(&format!("ada:{}", Who::Administrator.token())))),
+            Who::Reader | Who::Operator | Who::Administrator => Some(format!("Bearer {}", self.token())),
+        }
+    }
+
+    fn token(self) -> &'static str {
+        match self {
+            Who::Reader => "reader-token-3b9e1d",
+            Who::Operator => "operator-token-8c4f2a",
+            Who::Administrator => "administrator-token-1d7e5b",
+            _ => "",
+        }
+    }
+
+    /// The name `api.tokens` gives the caller (recorded with what they ask for).
+    fn name(self) -> &'static str {
+        match self {
+            Who::Reader => "rita",
+            Who::Operator => "otto",
+            Who::Administrator => "ada",
+            _ => "",
+        }
+    }
+
+    fn is_known(self) -> bool {
+        matches!(self, Who::Reader | Who::Operator | Who::Administrator)
+    }
+}
+
+fn base64(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(3) {
+        let bytes = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = u32::from(bytes[0]) << 16 | u32::from(bytes[1]) << 8 | u32::from(bytes[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn token_entry(who: Who, role: &str) -> String {
+    format!("    - {{name: {}, role: {role}, sha256: {}}}\n", who.name(), hex::encode(Sha256::digest(who.token())))
+}
+
+/// `remedy.yaml` as an operator would write it for graph-sim, with no Active Directory.
+fn config_yaml(dir: &Path, sim_url: &str, tls: bool) -> String {
+    let tls = if tls { "  tls:\n    certFile: api-cert.pem\n    keyFile: api-key.pem\n" } else { "" };
+    format!(
+        "manifests:\n  path: {manifests}\n  debounce: 100ms\nguardrails:\n  allowedScopes: [\"OU=Tests,DC=x,DC=test\"]\n  \
+         maxChangesPerReconcile: 2\nresync: \"0 0 * * * *\"\nstore:\n  path: {store}\nentraId:\n  tenantId: {TENANT}\n  \
+         clientId: {CLIENT_ID}\n  clientSecretFile: graph.secret\n  authorityHost: {sim_url}\n  graphUrl: {sim_url}\n  \
+         requestTimeout: 5s\napi:\n  listen: \"127.0.0.1:0\"\n{tls}  tokens:\n{}{}{}",
+        token_entry(Who::Administrator, "security-administrator"),
+        token_entry(Who::Operator, "security-operator"),
+        token_entry(Who::Reader, "security-reader"),
+        manifests = dir.join("manifests").display(),
+        store = dir.join("store").display(),
+    )
+}
+
+/// The manifest of `inc-N-<local part>`: suspend the cloud user.
+fn manifest_name(index: usize, upn: &str) -> String {
+    format!("inc-{}-{}", index + 1, upn.split('@').next().expect("a local part"))
+}
+
+fn suspend_manifest(name: &str, upn: &str) -> String {
+    format!(
+        "apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: {name}\nspec:\n  reason: \"{name}: sign-ins \
+         from a known bad ASN\"\n  target:\n    userPrincipalName: {upn}\n  entraId:\n    suspended: true\n"
+    )
+}
+
+/// An HTTP client on rustls (ring) trusting `roots` only (none: plain HTTP only).
+fn client(roots: &[CertificateDer<'static>]) -> reqwest::Client {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).expect("a usable root certificate");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client")
+}
+
+/// What came back, with what was asked (for the messages of failed assertions).
+#[derive(Debug)]
+struct Reply {
+    asked: String,
+    status: u16,
+    content_type: String,
+    www_authenticate: Option<String>,
+    text: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        assert!(self.content_type.starts_with("application/json"), "not JSON: {self:#?}");
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("the body is not JSON ({e}): {self:#?}"))
+    }
+
+    /// The body of a 2xx answer, as JSON.
+    fn ok(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "{}: {self:#?}", self.asked);
+        self.json()
+    }
+
+    /// Asserts the API's one error shape, `{"error": {"code", "message"}}` and nothing else;
+    /// returns the message.
+    fn error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "{}: {self:#?}", self.asked);
+        let body = self.json();
+        let shape = body.as_object().filter(|o| o.len() == 1).and_then(|o| o.get("error")).and_then(Value::as_object);
+        let inner = shape.filter(|e| e.len() == 2).unwrap_or_else(|| panic!("not the error shape: {self:#?}"));
+        assert_eq!(inner.get("code").and_then(Value::as_str), Some(code), "{self:#?}");
+        let message = inner.get("message").and_then(Value::as_str).unwrap_or_else(|| panic!("no message: {self:#?}"));
+        assert!(!message.trim().is_empty(), "an empty message: {self:#?}");
+        if status == 401 {
+            let challenge = self.www_authenticate.as_deref().unwrap_or_else(|| panic!("no challenge: {self:#?}"));
+            assert!(challenge.starts_with("Bearer"), "{self:#?}");
+        }
+        message.to_owned()
+    }
+}
+
+/// A running daemon: controller, watcher and API, as `remedy serve` wires them.
+struct Daemon {
+    base: String,
+    client: reqwest::Client,
+    sim: Option<Sim>,
+    handle: ControllerHandle,
+    stop: watch::Sender<bool>,
+    controller: JoinHandle<()>,
+    api: JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// One suspend manifest per user of `upns`, plain HTTP.
+    async fn start(upns: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        Daemon::start_in(dir, upns, false).await
+    }
+
+    /// As [`Daemon::start`], over HTTPS with a fresh self-signed certificate for 127.0.0.1 and
+    /// localhost; returns that certificate.
+    async fn start_tls(upns: &[&str]) -> (Daemon, CertificateDer<'static>) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("cert");
+        std::fs::write(dir.path().join("api-cert.pem"), certified.cert.pem()).expect("certificate file");
+        std::fs::write(dir.path().join("api-key.pem"), certified.signing_key.serialize_pem()).expect("key file");
+        let der = certified.cert.der().clone();
+        (Daemon::start_in(dir, upns, true).await, der)
+    }
+
+    async fn start_in(dir: tempfile::TempDir, upns: &[&str], tls: bool) -> Daemon {
+        let users = upns.iter().map(|upn| SimUser::new(*upn)).collect();
+        let sim = remedy_graph_sim::spawn(SimConfig { users, ..SimConfig::new(TENANT, CLIENT_ID, SECRET) })
+            .await
+            .expect("graph-sim starts");
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir(&manifests).expect("manifest directory");
+        for (index, upn) in upns.iter().enumerate() {
+            let name = manifest_name(index, upn);
+            std::fs::write(manifests.join(format!("{name}.yaml")), suspend_manifest(&name, upn)).expect("manifest");
+        }
+        std::fs::write(dir.path().join("graph.secret"), SECRET).expect("secret file");
+        let yaml = config_yaml(dir.path(), &sim.url(), tls);
+        let config = Config::from_yaml("remedy.yaml", &yaml).unwrap_or_else(|e| panic!("config: {e:?}\n{yaml}"));
+
+        let (store, _) = Store::open(dir.path().join("store")).expect("store opens");
+        // Quick verification reads, and a Graph that is down is reported within a second instead
+        // of after the production retry budget (two minutes).
+        let graph = GraphOptions {
+            verify_delay: Duration::from_millis(100),
+            retry: RetryPolicy {
+                max_attempts: 2,
+                max_elapsed: Duration::from_secs(1),
+                base_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(200),
+            },
+            ..GraphOptions::default()
+        };
+        let providers = Providers::with_graph_options(&config, dir.path(), graph).expect("providers");
+        let settings = Settings {
+            guardrails: config.guardrails.clone(),
+            resync: ResyncSchedule::parse(&config.resync).expect("schedule"),
+            manifest_dir: manifests.clone(),
+            backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(5) },
+        };
+        let (watcher, events) = ManifestWatcher::start(manifests, config.manifests.debounce).expect("watcher starts");
+        let bound = remedy::api::serve(&config.api, dir.path()).await.expect("the API listens");
+        assert_eq!(bound.is_tls(), tls);
+        let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
+        let (stop, shutdown) = watch::channel(false);
+        let state = ApiState { store, handle: handle.clone(), tokens: Arc::new(Tokens::new(&config.api.tokens)) };
+        let base = format!("{}://{}", if tls { "https" } else { "http" }, bound.address());
+        let api = tokio::spawn(bound.run(remedy::api::router(state), shutdown.clone()));
+        let controller = tokio::spawn(async move {
+            controller.run(events, move || watcher.rescan(), shutdown).await.expect("the controller stops cleanly");
+        });
+        let daemon = Daemon { base, client: client(&[]), sim: Some(sim), handle, stop, controller, api, _dir: dir };
+        if tokio::time::timeout(Duration::from_secs(10), daemon.handle.wait_for(|p| p.loaded && p.passes >= 1))
+            .await
+            .is_err()
+        {
+            panic!("no first reconcile within 10 s: {:#?}", daemon.handle.progress().borrow());
+        }
+        daemon
+    }
+
+    /// Stops like SIGTERM does; both the controller and the API must stop promptly.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(15), self.controller)
+            .await
+            .expect("the controller stops within 15 s")
+            .expect("the controller did not panic");
+        tokio::time::timeout(Duration::from_secs(5), self.api)
+            .await
+            .expect("the API stops within 5 s")
+            .expect("the API task did not panic")
+            .expect("the API served without an I/O error");
+    }
+
+    fn sim(&self) -> &Sim {
+        self.sim.as_ref().expect("graph-sim runs")
+    }
+
+    async fn send(&self, method: &str, path: &str, who: Who, body: Option<&str>) -> Reply {
+        send(&self.client, &self.base, method, path, who, body).await
+    }
+
+    async fn get(&self, path: &str, who: Who) -> Reply {
+        self.send("GET", path, who, None).await
+    }
+
+    async fn post(&self, path: &str, who: Who, body: &str) -> Reply {
+        self.send("POST", path, who, Some(body)).await
+    }
+
+    /// `GET /v1/manifests` as the reader, by name.
+    async fn statuses(&self) -> BTreeMap<String, Value> {
+        let body = self.get("/v1/manifests", Who::Reader).await.ok(200);
+        let list = body["manifests"].as_array().unwrap_or_else(|| panic!("no manifests list: {body:#}"));
+        list.iter().map(|m| (m["name"].as_str().expect("a name").to_owned(), m.clone())).collect()
+    }
+
+    /// Waits until every manifest in `names` waits for approval; returns the held plan's id,
+    /// read from the statuses' messages.
+    async fn held_plan(&self, names: &[String]) -> String {
+        let deadline = Deadline::after("every manifest to wait for approval", Duration::from_secs(10));
+        loop {
+            let statuses = self.statuses().await;
+            let held: BTreeSet<String> = names
+                .iter()
+                .filter_map(|name| statuses.get(name))
+                .filter(|s| condition(s, "Stalled")["reason"] == "NeedsApproval")
+                .map(|s| plan_id_in(condition(s, "Stalled")["message"].as_str().expect("a message")))
+                .collect();
+            let all =
+                names.iter().all(|n| statuses.get(n).is_some_and(|s| condition(s, "Stalled")["status"] == "True"));
+            if all && held.len() == 1 && statuses.len() == names.len() {
+                return held.into_iter().next().expect("one plan");
+            }
+            deadline.wait(&statuses).await;
+        }
+    }
+
+    /// Waits until every manifest is Ready and every user suspended in graph-sim.
+    async fn converged(&self, upns: &[&str]) -> BTreeMap<String, Value> {
+        let deadline = Deadline::after("every user suspended and every manifest Ready", Duration::from_secs(15));
+        loop {
+            let statuses = self.statuses().await;
+            let suspended = upns.iter().all(|upn| !self.sim().user(upn).expect("user").account_enabled);
+            if suspended && statuses.values().all(|s| condition(s, "Ready")["status"] == "True") {
+                return statuses;
+            }
+            deadline.wait(&statuses).await;
+        }
+    }
+
+    /// Every history record, oldest first.
+    async fn history(&self) -> Vec<Value> {
+        let page = self.get("/v1/history?limit=1000", Who::Reader).await.ok(200);
+        assert!(page.get("nextAfter").is_none(), "one page holds it all: {page:#}");
+        page["records"].as_array().expect("records").clone()
+    }
+}
+
+async fn send(client: &reqwest::Client, base: &str, method: &str, path: &str, who: Who, body: Option<&str>) -> Reply {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+    let mut request = client.request(method.clone(), format!("{base}{path}"));
+    if let Some(authorization) = who.authorization() {
+        request = request.header(reqwest::header::AUTHORIZATION, authorization);
+    }
+    if let Some(body) = body {
+        request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_owned());
+    }
+    let response = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let header = |name| response.headers().get(name).map(|v| v.to_str().expect("a text header").to_owned());
+    let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
+    let www_authenticate = header(reqwest::header::WWW_AUTHENTICATE);
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("a body");
+    Reply { asked: format!("{method} {path} as {who:?}"), status, content_type, www_authenticate, text }
+}
+
+/// Gives up on waiting, saying what for and what was last seen.
+struct Deadline {
+    what: &'static str,
+    at: Instant,
+    timeout: Duration,
+}
+
+impl Deadline {
+    fn after(what: &'static str, timeout: Duration) -> Deadline {
+        Deadline { what, at: Instant::now() + timeout, timeout }
+    }
+
+    async fn wait(&self, last: &impl std::fmt::Debug) {
+        assert!(
+            Instant::now() < self.at,
+            "timed out after {:?} waiting for {}; last seen: {last:#?}",
+            self.timeout,
+            self.what
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .unwrap_or_else(|| panic!("no {kind} condition: {status:#}"))
+}
+
+/// The plan id a NeedsApproval message names ("plan <32 hex digits> would make ...").
+fn plan_id_in(message: &str) -> String {
+    let id: String = message
+        .split_once("plan ")
+        .map(|(_, rest)| rest.chars().take_while(char::is_ascii_hexdigit).collect())
+        .unwrap_or_default();
+    assert_eq!(id.len(), 32, "no plan id in {message:?}");
+    id
+}
+
+fn names(upns: &[&str]) -> Vec<String> {
+    upns.iter().enumerate().map(|(i, upn)| manifest_name(i, upn)).collect()
+}
+
+fn ids(records: &[Value]) -> Vec<u64> {
+    records.iter().map(|r| r["id"].as_u64().expect("a numeric id")).collect()
+}
+
+fn at(record: &Value) -> DateTime<Utc> {
+    record["at"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).expect("an RFC 3339 time").to_utc()
+}
+
+fn kind(record: &Value) -> &str {
+    record["event"]["kind"].as_str().expect("an event kind")
+}
+
+/// Approves the plan the three manifests wait for, as the operator; returns its id.
+async fn approve_as_operator(daemon: &Daemon) -> String {
+    let plan = daemon.held_plan(&names(&THREE)).await;
+    for upn in THREE {
+        assert!(daemon.sim().user(upn).expect("user").account_enabled, "{upn}: nothing is applied before approval");
+    }
+    let body = json!({ "comment": "INC-1: confirmed by the SOC lead" }).to_string();
+    let accepted = daemon.post(&format!("/v1/approvals/{plan}"), Who::Operator, &body).await.ok(202);
+    assert_eq!(accepted, json!({ "accepted": true, "by": "otto", "planId": plan }));
+    daemon.converged(&THREE).await;
+    plan
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_wants_a_known_bearer_token_and_only_operators_and_administrators_act() {
+    let daemon = Daemon::start(&THREE).await;
+    let plan = daemon.held_plan(&names(&THREE)).await;
+    daemon.handle.reconcile("test setup", None).await.expect("history record 1 exists");
+    let reads =
+        ["/v1/manifests", "/v1/manifests/inc-1-a", "/v1/history", "/v1/history/1", "/v1/history/verify", "/metrics"];
+    let unheld = format!("/v1/approvals/{UNHELD_PLAN}");
+    let acts = ["/v1/manifests/inc-1-a/reconcile", "/v1/reconcile", unheld.as_str()];
+    for who in Who::ALL {
+        for path in reads {
+            let reply = daemon.get(path, who).await;
+            if !who.is_known() {
+                reply.error(401, "unauthorized");
+            } else if path == "/metrics" {
+                assert_eq!(reply.status, 200, "{reply:#?}");
+                assert!(reply.content_type.starts_with("text/plain; version=0.0.4"), "{reply:#?}");
+            } else {
+                reply.ok(200);
+            }
+        }
+        for path in acts {
+            let reply = daemon.post(path, who, "").await;
+            match who {
+                Who::Nobody | Who::Stranger | Who::BasicScheme => {
+                    reply.error(401, "unauthorized");
+                }
+                Who::Reader => {
+                    let message = reply.error(403, "forbidden");
+                    assert!(message.contains("rita") && message.contains("security-reader"), "{message}");
+                }
+                // Past the role check, the controller says that plan is not held.
+                Who::Operator | Who::Administrator if path == unheld => {
+                    reply.error(409, "conflict");
+                }
+                Who::Operator | Who::Administrator => {
+                    let body = reply.ok(202);
+                    assert_eq!(body["accepted"], true, "{reply:#?}");
+                    assert_eq!(body["by"], who.name(), "{reply:#?}");
+                }
+            }
+        }
+    }
+    // The readers' 403 changed nothing: the plan is still held, and the administrator may approve it.
+    let accepted = daemon.post(&format!("/v1/approvals/{plan}"), Who::Administrator, "").await.ok(202);
+    assert_eq!(accepted["by"], "ada");
+    daemon.converged(&THREE).await;
+
+    // Authentication comes before anything is read from the request.
+    daemon.get("/v1/manifests/Not_A_Name", Who::Nobody).await.error(401, "unauthorized");
+    daemon.post("/v1/approvals/not-a-plan", Who::Stranger, "{").await.error(401, "unauthorized");
+    daemon.post("/v1/approvals/not-a-plan", Who::Reader, "{").await.error(403, "forbidden");
+    for header in
+        ["Bearer", "Bearer ", "bearer", "Token administrator-token-1d7e5b", "Bearer  administrator-token-1d7e5bx"]
+    {
+        let reply = daemon
+            .client
+            .get(format!("{}/v1/manifests", daemon.base))
+            .header(reqwest::header::AUTHORIZATION, header)
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(reply.status(), 401, "{header:?}");
+        assert!(reply.headers().contains_key(reqwest::header::WWW_AUTHENTICATE), "{header:?}");
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_answer_without_a_token() {
+    let daemon = Daemon::start(&["a@x.test"]).await;
+    for who in [Who::Nobody, Who::Stranger, Who::BasicScheme] {
+        assert_eq!(daemon.get("/healthz", who).await.ok(200), json!({ "status": "ok" }));
+        let ready = daemon.get("/readyz", who).await.ok(200);
+        assert_eq!(ready["ready"], true, "{ready:#}");
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_with_what_was_wrong() {
+    let daemon = Daemon::start(&THREE).await;
+    daemon.held_plan(&names(&THREE)).await;
+    let op = Who::Operator;
+
+    let message = daemon.get("/v1/manifests/Not_A_Name", Who::Reader).await.error(400, "bad-request");
+    assert!(message.contains("Not_A_Name"), "{message}");
+    let message = daemon.post("/v1/manifests/Not_A_Name/reconcile", op, "").await.error(400, "bad-request");
+    assert!(message.contains("Not_A_Name"), "{message}");
+    let message = daemon.post("/v1/approvals/not-a-plan", op, "").await.error(400, "bad-request");
+    assert!(message.contains("not-a-plan") && message.contains("plan id"), "{message}");
+    let message = daemon.post("/v1/approvals/0123456789abcdef", op, "").await.error(400, "bad-request");
+    assert!(message.contains("32 hexadecimal digits"), "{message}");
+
+    for (query, mentions) in [
+        ("limit=0", ["limit", "between 1 and 1000"]),
+        ("limit=1001", ["limit", "between 1 and 1000"]),
+        ("limit=ten", ["limit", "\"ten\""]),
+        ("since=yesterday", ["since", "RFC 3339"]),
+        ("until=2026-13-01T00:00:00Z", ["until", "RFC 3339"]),
+        ("outcome=bogus", ["outcome", "\"bogus\""]),
+        ("action=bogus", ["action", "\"bogus\""]),
+        ("identity=alice", ["identity", "alice"]),
+        ("manifest=Not_A_Name", ["manifest", "Not_A_Name"]),
+        ("after=first", ["after", "\"first\""]),
+        ("colour=blue", ["unknown query parameter", "\"colour\""]),
+        ("limit=5&sort=desc", ["unknown query parameter", "\"sort\""]),
+    ] {
+        let message = daemon.get(&format!("/v1/history?{query}"), Who::Reader).await.error(400, "bad-request");
+        assert!(mentions.iter().all(|m| message.contains(m)), "{query}: {message}");
+    }
+    let message = daemon.get("/v1/history/abc", Who::Reader).await.error(400, "bad-request");
+    assert!(message.contains("\"abc\"") && message.contains("record id"), "{message}");
+    let message = daemon.get("/v1/history/-1", Who::Reader).await.error(400, "bad-request");
+    assert!(message.contains("\"-1\""), "{message}");
+
+    let approve = format!("/v1/approvals/{UNHELD_PLAN}");
+    for body in ["{not json", "{\"comment\": 5}", "{\"comment\": \"ok\", \"colour\": \"blue\"}"] {
+        let message = daemon.post(&approve, op, body).await.error(400, "bad-request");
+        assert!(message.contains("comment"), "{body}: {message}");
+    }
+    let message = daemon.post("/v1/reconcile", op, "{not json").await.error(400, "bad-request");
+    assert!(message.contains("comment"), "{message}");
+
+    let message = daemon.get("/v1/manifests/no-such-manifest", Who::Reader).await.error(404, "not-found");
+    assert!(message.contains("no-such-manifest"), "{message}");
+    let message = daemon.post("/v1/manifests/no-such-manifest/reconcile", op, "").await.error(404, "not-found");
+    assert!(message.contains("no-such-manifest"), "{message}");
+    let message = daemon.get("/v1/history/999999", Who::Reader).await.error(404, "not-found");
+    assert!(message.contains("999999"), "{message}");
+    for path in ["/v1/nothing-here", "/v1/manifests/inc-1-a/status", "/", "/v2/manifests"] {
+        daemon.get(path, Who::Administrator).await.error(404, "not-found");
+        daemon.get(path, Who::Nobody).await.error(404, "not-found");
+    }
+
+    for (method, path) in [
+        ("DELETE", "/v1/manifests"),
+        ("PUT", "/v1/manifests/inc-1-a"),
+        ("GET", "/v1/reconcile"),
+        ("GET", "/v1/manifests/inc-1-a/reconcile"),
+        ("POST", "/v1/history"),
+        ("GET", "/v1/approvals/0123456789abcdef0123456789abcdef"),
+        ("POST", "/metrics"),
+        ("POST", "/healthz"),
+    ] {
+        daemon.send(method, path, Who::Administrator, None).await.error(405, "method-not-allowed");
+    }
+
+    let message = daemon.post(&approve, op, "{\"comment\": \"wrong plan\"}").await.error(409, "conflict");
+    assert!(message.contains(UNHELD_PLAN) && message.contains("not waiting for approval"), "{message}");
+
+    // What axum itself refuses is answered in the API's shape too: a path that does not decode
+    // to text, a body over the size limit.
+    daemon.get("/v1/manifests/%FF", Who::Reader).await.error(400, "bad-request");
+    daemon.post("/v1/manifests/%FF/reconcile", op, "").await.error(400, "bad-request");
+    daemon.get("/v1/history/%FF", Who::Reader).await.error(400, "bad-request");
+    daemon.post("/v1/approvals/%FF", op, "").await.error(400, "bad-request");
+    // (On a connection of its own: the server closes it rather than read the rest.)
+    let huge = format!("{{\"comment\": \"{}\"}}", "x".repeat(2 << 20));
+    send(&client(&[]), &daemon.base, "POST", "/v1/reconcile", op, Some(&huge)).await.error(413, "too-large");
+    // The history holds no trace of any of it.
+    let history = daemon.history().await;
+    assert!(history.iter().all(|r| kind(r) == "action"), "{history:#?}");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_plan_is_approved_over_the_api_and_the_history_tells_who_did_what() {
+    let daemon = Daemon::start(&THREE).await;
+    let plan = daemon.held_plan(&names(&THREE)).await;
+    for (name, status) in daemon.statuses().await {
+        let stalled = condition(&status, "Stalled");
+        let message = stalled["message"].as_str().expect("a message");
+        assert!(message.contains("maxChangesPerReconcile (2)") && message.contains(&plan), "{name}: {message}");
+        assert_eq!(condition(&status, "Ready")["status"], "False", "{name}: {status:#}");
+    }
+    approve_as_operator(&daemon).await;
+    let status = daemon.get("/v1/manifests/inc-2-b", Who::Reader).await.ok(200);
+    assert_eq!(status["name"], "inc-2-b");
+    assert_eq!(condition(&status, "Ready")["status"], "True", "{status:#}");
+    assert_eq!(condition(&status, "Stalled")["status"], "False", "{status:#}");
+
+    let reconcile = daemon.post("/v1/manifests/inc-2-b/reconcile", Who::Administrator, "").await.ok(202);
+    assert_eq!(reconcile, json!({ "accepted": true, "by": "ada", "manifest": "inc-2-b" }));
+    let reconcile = daemon.post("/v1/reconcile", Who::Operator, "").await.ok(202);
+    assert_eq!(reconcile, json!({ "accepted": true, "by": "otto" }));
+
+    let records = daemon.history().await;
+    let approvals: Vec<&Value> = records.iter().filter(|r| kind(r) == "approval").collect();
+    assert_eq!(approvals.len(), 1, "{records:#?}");
+    let approval = approvals[0];
+    assert_eq!(approval["event"]["planId"], plan.as_str());
+    assert_eq!(approval["event"]["by"], "otto", "the approval names the operator's token");
+    assert_eq!(approval["event"]["comment"], "INC-1: confirmed by the SOC lead");
+    let requests: Vec<&Value> = records.iter().filter(|r| kind(r) == "reconcile-request").collect();
+    assert_eq!(requests.len(), 2, "{records:#?}");
+    assert_eq!(requests[0]["event"], json!({ "kind": "reconcile-request", "by": "ada", "manifest": "inc-2-b" }));
+    assert_eq!(requests[1]["event"], json!({ "kind": "reconcile-request", "by": "otto" }));
+
+    let succeeded: Vec<&Value> = records.iter().filter(|r| r["event"]["outcome"] == "succeeded").collect();
+    let suspended: BTreeSet<&str> = succeeded.iter().map(|r| r["event"]["identity"].as_str().expect("id")).collect();
+    assert_eq!(suspended, BTreeSet::from(["upn:a@x.test", "upn:b@x.test", "upn:c@x.test"]), "{records:#?}");
+    for record in &succeeded {
+        let event = &record["event"];
+        assert_eq!((&event["provider"], &event["action"]), (&json!("entra-id"), &json!("suspend-user")), "{record:#}");
+        let (before, after) = (event["before"].as_str().expect("before"), event["after"].as_str().expect("after"));
+        assert!(!before.is_empty() && !after.is_empty() && before != after, "{record:#}");
+        assert!(record["id"].as_u64() > approval["id"].as_u64(), "applied after the approval: {record:#}");
+        assert!(event["reason"].as_str().is_some_and(|r| r.contains("known bad ASN")), "{record:#}");
+    }
+    let held: Vec<&Value> = records.iter().filter(|r| r["event"]["outcome"] == "held").collect();
+    assert!(held.len() >= 3, "the held actions are on record: {records:#?}");
+    assert!(held.iter().all(|r| r["id"].as_u64() < approval["id"].as_u64()), "{records:#?}");
+
+    // Paging: one record at a time, each exactly once, in order.
+    let mut walked = Vec::new();
+    let mut after: Option<u64> = None;
+    loop {
+        let query = after.map_or(String::new(), |id| format!("&after={id}"));
+        let page = daemon.get(&format!("/v1/history?limit=1{query}"), Who::Reader).await.ok(200);
+        let got = page["records"].as_array().expect("records");
+        assert!(got.len() <= 1, "{page:#}");
+        walked.extend(got.iter().cloned());
+        match page.get("nextAfter") {
+            Some(next) => {
+                assert_eq!(next.as_u64(), got.last().and_then(|r| r["id"].as_u64()), "{page:#}");
+                after = next.as_u64();
+            }
+            None => break,
+        }
+        assert!(walked.len() <= records.len(), "the walk goes past the end: {walked:#?}");
+    }
+    assert_eq!(walked, records, "paging with limit=1 returns every record once, in order");
+
+    // Filters narrow to exactly what they say.
+    let check = |query: &str, expected: Vec<&Value>| {
+        let expected: Vec<u64> = expected.iter().map(|r| r["id"].as_u64().expect("id")).collect();
+        (query.to_owned(), expected)
+    };
+    let approved_at = at(approval);
+    let t = approved_at.to_rfc3339_opts(SecondsFormat::Nanos, true);
+    let cases = [
+        check("identity=upn:a@x.test", records.iter().filter(|r| r["event"]["identity"] == "upn:a@x.test").collect()),
+        check("outcome=succeeded", succeeded.clone()),
+        check("outcome=held", held.clone()),
+        check("action=suspend-user", records.iter().filter(|r| r["event"]["action"] == "suspend-user").collect()),
+        check(
+            "manifest=inc-2-b",
+            records
+                .iter()
+                .filter(|r| {
+                    r["event"]["manifest"] == "inc-2-b"
+                        || r["event"]["manifests"].as_array().is_some_and(|m| m.iter().any(|m| m["name"] == "inc-2-b"))
+                })
+                .collect(),
+        ),
+        check(&format!("since={t}"), records.iter().filter(|r| at(r) >= approved_at).collect()),
+        check(&format!("until={t}"), records.iter().filter(|r| at(r) < approved_at).collect()),
+        check(
+            &format!("identity=upn:c@x.test&outcome=succeeded&since={t}"),
+            succeeded.iter().copied().filter(|r| r["event"]["identity"] == "upn:c@x.test").collect(),
+        ),
+    ];
+    for (query, expected) in cases {
+        assert!(!expected.is_empty() && expected.len() < records.len(), "{query}: narrows nothing: {expected:?}");
+        let page = daemon.get(&format!("/v1/history?{query}&limit=1000"), Who::Reader).await.ok(200);
+        let got = ids(page["records"].as_array().expect("records"));
+        assert_eq!(got, expected, "{query}");
+    }
+
+    // One record, in full; and the chain checks out.
+    let id = approval["id"].as_u64().expect("id");
+    assert_eq!(&daemon.get(&format!("/v1/history/{id}"), Who::Reader).await.ok(200), approval);
+    let verified = daemon.get("/v1/history/verify", Who::Reader).await.ok(200);
+    assert_eq!(verified["verified"], true, "{verified:#}");
+    assert_eq!(verified["records"].as_u64(), Some(records.len() as u64), "{verified:#}");
+    assert_eq!(verified["headHash"], records.last().expect("records")["hash"], "{verified:#}");
+    for pair in records.windows(2) {
+        assert_eq!(pair[1]["prevHash"], pair[0]["hash"], "{pair:#?}");
+    }
+    daemon.stop().await;
+}
+
+/// A strictly read Prometheus text exposition (format 0.0.4).
+#[derive(Debug, Default)]
+struct Exposition {
+    /// Family name → type.
+    types: BTreeMap<String, String>,
+    samples: Vec<Sample>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+    family: String,
+}
+
+fn is_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+/// A sample value: a float in Go's syntax, `+Inf`, `-Inf` or `NaN`.
+fn parse_value(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        _ if text.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+/// `{name="value",...}` at the start of `text`; returns the labels and the rest.
+fn parse_labels(text: &str) -> Result<(BTreeMap<String, String>, &str), String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = text.strip_prefix('{').ok_or("expected '{'")?;
+    loop {
+        if let Some(after) = rest.strip_prefix('}') {
+            return Ok((labels, after));
+        }
+        let (name, after) = rest.split_once("=\"").ok_or("expected name=\"value\"")?;
+        if !is_label_name(name) {
+            return Err(format!("{name:?} is not a label name"));
+        }
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, 'n')) => value.push('\n'),
+                    other => return Err(format!("bad escape {other:?}")),
+                },
+                Some((_, '\n')) | None => return Err("unterminated label value".into()),
+                Some((_, c)) => value.push(c),
+            }
+        };
+        if labels.insert(name.to_owned(), value).is_some() {
+            return Err(format!("label {name} given twice"));
+        }
+        rest = &after[end + 1..];
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after;
+        } else if !rest.starts_with('}') {
+            return Err("expected ',' or '}' after a label".into());
+        }
+    }
+}
+
+/// The family a sample name belongs to: itself, or a histogram's `_bucket`, `_sum`, `_count`.
+fn family_of(name: &str, types: &BTreeMap<String, String>) -> Option<String> {
+    if let Some(kind) = types.get(name) {
+        return (kind != "histogram" && kind != "summary").then(|| name.to_owned());
+    }
+    ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+        let base = name.strip_suffix(suffix)?;
+        match types.get(base).map(String::as_str) {
+            Some("histogram") => Some(base.to_owned()),
+            Some("summary") if *suffix != "_bucket" => Some(base.to_owned()),
+            _ => None,
+        }
+    })
+}
+
+fn parse_exposition(text: &str) -> Result<Exposition, String> {
+    let mut exposition = Exposition::default();
+    let mut helped = BTreeSet::new();
+    let mut done_families = BTreeSet::new();
+    let mut current: Option<String> = None;
+    let mut series = BTreeSet::new();
+    if !text.ends_with('\n') {
+        return Err("the exposition does not end with a line feed".into());
+    }
+    for (number, line) in text.lines().enumerate() {
+        let fail = |why: String| format!("line {}: {why}: {line:?}", number + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let mut words = comment.trim_start().splitn(3, ' ');
+            match words.next() {
+                Some("HELP") => {
+                    let name = words.next().ok_or_else(|| fail("HELP without a name".into()))?;
+                    if !is_metric_name(name) || !helped.insert(name.to_owned()) {
+                        return Err(fail("a bad or repeated HELP".into()));
+                    }
+                }
+                Some("TYPE") => {
+                    let name = words.next().ok_or_else(|| fail("TYPE without a name".into()))?;
+                    let kind = words.next().unwrap_or_default();
+                    if !is_metric_name(name) {
+                        return Err(fail(format!("{name:?} is not a metric name")));
+                    }
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                        return Err(fail(format!("unknown type {kind:?}")));
+                    }
+                    if exposition.samples.iter().any(|s| s.family == name) || done_families.contains(name) {
+                        return Err(fail("TYPE after the family's samples".into()));
+                    }
+                    if exposition.types.insert(name.to_owned(), kind.to_owned()).is_some() {
+                        return Err(fail("a second TYPE for the family".into()));
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let name_end = line.find(['{', ' ']).ok_or_else(|| fail("no value".into()))?;
+        let name = &line[..name_end];
+        if !is_metric_name(name) {
+            return Err(fail(format!("{name:?} is not a metric name")));
+        }
+        let (labels, rest) = if line[name_end..].starts_with('{') {
+            parse_labels(&line[name_end..]).map_err(&fail)?
+        } else {
+            (BTreeMap::new(), &line[name_end..])
+        };
+        let mut fields =
+            rest.strip_prefix(' ').ok_or_else(|| fail("expected one space before the value".into()))?.split(' ');
+        let value = fields.next().and_then(parse_value).ok_or_else(|| fail("the value is not a float".into()))?;
+        if let Some(timestamp) = fields.next() {
+            timestamp.parse::<i64>().map_err(|_| fail("the timestamp is not an integer".into()))?;
+        }
+        if fields.next().is_some() {
+            return Err(fail("more than a value and a timestamp".into()));
+        }
+        let family =
+            family_of(name, &exposition.types).ok_or_else(|| fail("no # TYPE declares its family before it".into()))?;
+        if current.as_deref() != Some(family.as_str()) {
+            if done_families.contains(&family) {
+                return Err(fail(format!("the samples of {family} are not together")));
+            }
+            done_families.extend(current.replace(family.clone()));
+        }
+        if !series.insert((name.to_owned(), labels.clone().into_iter().collect::<Vec<_>>())) {
+            return Err(fail("the same series twice".into()));
+        }
+        let kind = exposition.types[&family].as_str();
+        if kind == "counter" && (value.is_nan() || value < 0.0) {
+            return Err(fail("a counter below zero".into()));
+        }
+        if name.ends_with("_bucket") && !labels.contains_key("le") {
+            return Err(fail("a bucket without le".into()));
+        }
+        exposition.samples.push(Sample { name: name.to_owned(), labels, value, family });
+    }
+    check_histograms(&exposition)?;
+    Ok(exposition)
+}
+
+/// A series' labels but `le`, in order: one histogram of a family.
+type LabelPairs = Vec<(String, String)>;
+
+/// Buckets in increasing `le`, cumulative, ending with `+Inf` equal to `_count`; `_sum` present.
+fn check_histograms(exposition: &Exposition) -> Result<(), String> {
+    for (family, _) in exposition.types.iter().filter(|(_, kind)| *kind == "histogram") {
+        let of = |suffix: &str| -> Vec<&Sample> {
+            exposition.samples.iter().filter(|s| s.name == format!("{family}{suffix}")).collect()
+        };
+        let mut groups: BTreeMap<LabelPairs, Vec<(f64, f64)>> = BTreeMap::new();
+        for bucket in of("_bucket") {
+            let le =
+                parse_value(&bucket.labels["le"]).ok_or_else(|| format!("{family}: le {:?}", bucket.labels["le"]))?;
+            let rest = bucket.labels.iter().filter(|(k, _)| *k != "le").map(|(k, v)| (k.clone(), v.clone()));
+            groups.entry(rest.collect()).or_default().push((le, bucket.value));
+        }
+        if groups.is_empty() {
+            return Err(format!("{family}: a histogram without buckets"));
+        }
+        for (labels, buckets) in groups {
+            for pair in buckets.windows(2) {
+                if pair[1].0 <= pair[0].0 {
+                    return Err(format!("{family}{labels:?}: le not increasing: {buckets:?}"));
+                }
+                if pair[1].1 < pair[0].1 {
+                    return Err(format!("{family}{labels:?}: buckets not cumulative: {buckets:?}"));
+                }
+            }
+            let (last_le, last_count) = *buckets.last().expect("a bucket");
+            if last_le != f64::INFINITY {
+                return Err(format!("{family}{labels:?}: no +Inf bucket"));
+            }
+            let same = |s: &&Sample| s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>() == labels;
+            let count = of("_count").into_iter().find(same).ok_or_else(|| format!("{family}{labels:?}: no _count"))?;
+            if count.value != last_count {
+                return Err(format!("{family}{labels:?}: +Inf {last_count} but _count {}", count.value));
+            }
+            of("_sum").into_iter().find(same).ok_or_else(|| format!("{family}{labels:?}: no _sum"))?;
+        }
+    }
+    Ok(())
+}
+
+impl Exposition {
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        self.samples.iter().find(|s| s.name == name && s.labels == labels).map(|s| s.value)
+    }
+
+    fn sum(&self, name: &str) -> f64 {
+        self.samples.iter().filter(|s| s.name == name).map(|s| s.value).sum()
+    }
+}
+
+#[test]
+fn the_exposition_reader_is_strict() {
+    let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 2\n# TYPE h histogram\n\
+                h_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 0.5\nh_count 2\n";
+    let parsed = parse_exposition(good).expect("valid");
+    assert_eq!(parsed.value("a_total", &[("x", "1")]), Some(2.0));
+    for (bad, why) in [
+        ("a_total 1\n", "no # TYPE"),
+        ("# TYPE a counter\na one\n", "not a float"),
+        ("# TYPE a counter\na{x=\"1} 1\n", "unterminated"),
+        ("# TYPE a counter\na{x=\"1\",x=\"2\"} 1\n", "twice"),
+        ("# TYPE a counter\na  1\n", "not a float"),
+        ("# TYPE a counter\n# TYPE a gauge\na 1\n", "second TYPE"),
+        ("# TYPE a counter\na -1\n", "below zero"),
+        ("# TYPE a counter\n# TYPE b gauge\na 1\nb 1\na{x=\"y\"} 1\n", "not together"),
+        ("# TYPE a counter\na 1\na 2\n", "same series"),
+        ("# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n", "cumulative"),
+        ("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 3\n", "_count"),
+        ("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n", "+Inf"),
+        ("# TYPE a counter\na 1", "line feed"),
+    ] {
+        let error = parse_exposition(bad).expect_err(bad);
+        assert!(error.contains(why), "{bad:?}: {error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_valid_prometheus_text_and_count_what_happened() {
+    let daemon = Daemon::start(&THREE).await;
+    approve_as_operator(&daemon).await;
+    let reply = daemon.get("/metrics", Who::Reader).await;
+    assert_eq!(reply.status, 200, "{reply:#?}");
+    assert_eq!(reply.content_type, "text/plain; version=0.0.4; charset=utf-8");
+    let metrics = parse_exposition(&reply.text).unwrap_or_else(|e| panic!("{e}\n{}", reply.text));
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        metrics.value(name, labels).unwrap_or_else(|| panic!("no {name}{labels:?} in\n{}", reply.text))
+    };
+    assert_eq!(metrics.types.get("remedy_reconciles_total").map(String::as_str), Some("counter"));
+    assert_eq!(metrics.types.get("remedy_reconcile_duration_seconds").map(String::as_str), Some("histogram"));
+    assert!(
+        value("remedy_actions_total", &[("provider", "entra-id"), ("outcome", "succeeded")]) >= 3.0,
+        "{}",
+        reply.text
+    );
+    assert!(value("remedy_actions_total", &[("provider", "entra-id"), ("outcome", "held")]) >= 3.0, "{}", reply.text);
+    assert!(value("remedy_reconciles_total", &[("outcome", "held")]) >= 1.0, "{}", reply.text);
+    assert_eq!(value("remedy_reconciles_total", &[("outcome", "error")]), 0.0, "{}", reply.text);
+    assert_eq!(value("remedy_provider_errors_total", &[("provider", "entra-id")]), 0.0, "{}", reply.text);
+    assert_eq!(value("remedy_manifests", &[]), 3.0, "{}", reply.text);
+    assert_eq!(value("remedy_queue_depth", &[]), 0.0, "{}", reply.text);
+    let passes = metrics.sum("remedy_reconciles_total");
+    assert!(passes >= 2.0, "held, then applied: {}", reply.text);
+    assert_eq!(value("remedy_reconcile_duration_seconds_count", &[]), passes, "one observation per pass");
+    assert!(value("remedy_reconcile_duration_seconds_sum", &[]) > 0.0, "{}", reply.text);
+    assert!(metrics.samples.iter().all(|s| s.family.starts_with("remedy_")), "{}", reply.text);
+
+    // Counters only grow: another pass adds to them.
+    daemon.post("/v1/reconcile", Who::Operator, "").await.ok(202);
+    let deadline = Deadline::after("the requested pass to be counted", Duration::from_secs(10));
+    loop {
+        let again = daemon.get("/metrics", Who::Administrator).await;
+        let later = parse_exposition(&again.text).unwrap_or_else(|e| panic!("{e}\n{}", again.text));
+        for sample in metrics.samples.iter().filter(|s| metrics.types[&s.family] == "counter") {
+            let now = later
+                .value(&sample.name, &sample.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>());
+            assert!(now.is_some_and(|v| v >= sample.value), "{} went down or away: {}", sample.name, again.text);
+        }
+        if later.sum("remedy_reconciles_total") > passes {
+            break;
+        }
+        deadline.wait(&again.text).await;
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_entra_id_once_graph_cannot_be_reached() {
+    let mut daemon = Daemon::start(&["a@x.test"]).await;
+    daemon.converged(&["a@x.test"]).await;
+    let ready = daemon.get("/readyz", Who::Nobody).await.ok(200);
+    assert_eq!(
+        ready,
+        json!({ "ready": true, "store": "open", "manifestsLoaded": true, "unavailableProviders": {} }),
+        "{ready:#}"
+    );
+
+    daemon.sim.take().expect("graph-sim runs").shutdown().await;
+    daemon.post("/v1/reconcile", Who::Operator, "").await.ok(202);
+    let deadline = Deadline::after("/readyz to report Entra ID unavailable", Duration::from_secs(15));
+    let body = loop {
+        let reply = daemon.get("/readyz", Who::Nobody).await;
+        if reply.status == 503 {
+            break reply.json();
+        }
+        assert_eq!(reply.status, 200, "{reply:#?}");
+        deadline.wait(&reply).await;
+    };
+    assert_eq!(body["ready"], false, "{body:#}");
+    assert_eq!(body["manifestsLoaded"], true, "{body:#}");
+    let providers = body["unavailableProviders"].as_object().expect("a map");
+    assert_eq!(providers.keys().collect::<Vec<_>>(), ["entra-id"], "{body:#}");
+    assert!(providers["entra-id"].as_str().is_some_and(|why| !why.is_empty()), "{body:#}");
+    // Alive, though not ready; and the API still answers.
+    assert_eq!(daemon.get("/healthz", Who::Nobody).await.ok(200), json!({ "status": "ok" }));
+    let status = daemon.get("/v1/manifests/inc-1-a", Who::Reader).await.ok(200);
+    assert_eq!(condition(&status, "Ready")["reason"], "ProviderUnavailable", "{status:#}");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_https_with_the_configured_certificate_and_refuses_plain_http() {
+    let (daemon, certificate) = Daemon::start_tls(&["a@x.test"]).await;
+    assert!(daemon.base.starts_with("https://127.0.0.1:"), "{}", daemon.base);
+    let trusting = client(&[certificate]);
+    let port = daemon.base.rsplit(':').next().expect("a port");
+    for base in [daemon.base.clone(), format!("https://localhost:{port}")] {
+        let reply = send(&trusting, &base, "GET", "/healthz", Who::Nobody, None).await;
+        assert_eq!(reply.ok(200), json!({ "status": "ok" }));
+        let manifests = send(&trusting, &base, "GET", "/v1/manifests", Who::Reader, None).await.ok(200);
+        assert_eq!(manifests["manifests"][0]["name"], "inc-1-a", "{manifests:#}");
+        send(&trusting, &base, "GET", "/v1/manifests", Who::Nobody, None).await.error(401, "unauthorized");
+    }
+    let plain = format!("http://127.0.0.1:{port}/healthz");
+    let refused = daemon.client.get(&plain).send().await;
+    assert!(refused.is_err(), "plain HTTP to the HTTPS port: {refused:?}");
+    let untrusting = client(&[]);
+    let refused = untrusting.get(format!("{}/healthz", daemon.base)).send().await;
+    assert!(refused.is_err(), "a client that does not trust the certificate: {refused:?}");
+    // The listener still serves after those failed handshakes.
+    send(&trusting, &daemon.base, "GET", "/healthz", Who::Nobody, None).await.ok(200);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_its_tls_handshake_does_not_hold_up_the_others() {
+    let (daemon, certificate) = Daemon::start_tls(&["a@x.test"]).await;
+    let address = daemon.base.trim_start_matches("https://").to_owned();
+    // Connects and sends nothing, as a port scanner or a slow client would.
+    let _silent = tokio::net::TcpStream::connect(&address).await.expect("connects");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let trusting = client(&[certificate]);
+    let started = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(3), trusting.get(format!("{}/healthz", daemon.base)).send())
+        .await
+        .unwrap_or_else(|_| panic!("no answer within 3 s while another client stalls its handshake"))
+        .expect("an answer");
+    assert_eq!(answer.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    daemon.stop().await;
+}
