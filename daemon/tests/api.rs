@@ -450,7 +450,7 @@ async fn approve_as_operator(daemon: &Daemon) -> String {
 async fn every_endpoint_wants_a_known_bearer_token_and_only_operators_and_administrators_act() {
     let daemon = Daemon::start(&THREE).await;
     let plan = daemon.held_plan(&names(&THREE)).await;
-    daemon.handle.reconcile("test setup", None).await.expect("history record 1 exists");
+    daemon.handle.reconcile("test setup", None, None).await.expect("history record 1 exists");
     let reads =
         ["/v1/manifests", "/v1/manifests/inc-1-a", "/v1/history", "/v1/history/1", "/v1/history/verify", "/metrics"];
     let unheld = format!("/v1/approvals/{UNHELD_PLAN}");
@@ -563,7 +563,7 @@ async fn bad_requests_are_refused_with_what_was_wrong() {
     assert!(message.contains("\"-1\""), "{message}");
 
     let approve = format!("/v1/approvals/{UNHELD_PLAN}");
-    for body in ["{not json", "{\"comment\": 5}", "{\"comment\": \"ok\", \"colour\": \"blue\"}"] {
+    for body in ["{not json", "{\"comment\": 5}", "{\"comment\": \"ok\", \"colour\": \"blue\"}", "[\"x\"]", "[]"] {
         let message = daemon.post(&approve, op, body).await.error(400, "bad-request");
         assert!(message.contains("comment"), "{body}: {message}");
     }
@@ -630,7 +630,7 @@ async fn a_held_plan_is_approved_over_the_api_and_the_history_tells_who_did_what
 
     let reconcile = daemon.post("/v1/manifests/inc-2-b/reconcile", Who::Administrator, "").await.ok(202);
     assert_eq!(reconcile, json!({ "accepted": true, "by": "ada", "manifest": "inc-2-b" }));
-    let reconcile = daemon.post("/v1/reconcile", Who::Operator, "").await.ok(202);
+    let reconcile = daemon.post("/v1/reconcile", Who::Operator, "{\"comment\": \"after the DC patch\"}").await.ok(202);
     assert_eq!(reconcile, json!({ "accepted": true, "by": "otto" }));
 
     let records = daemon.history().await;
@@ -643,7 +643,11 @@ async fn a_held_plan_is_approved_over_the_api_and_the_history_tells_who_did_what
     let requests: Vec<&Value> = records.iter().filter(|r| kind(r) == "reconcile-request").collect();
     assert_eq!(requests.len(), 2, "{records:#?}");
     assert_eq!(requests[0]["event"], json!({ "kind": "reconcile-request", "by": "ada", "manifest": "inc-2-b" }));
-    assert_eq!(requests[1]["event"], json!({ "kind": "reconcile-request", "by": "otto" }));
+    assert_eq!(
+        requests[1]["event"],
+        json!({ "kind": "reconcile-request", "by": "otto", "comment": "after the DC patch" }),
+        "the comment is recorded"
+    );
 
     let succeeded: Vec<&Value> = records.iter().filter(|r| r["event"]["outcome"] == "succeeded").collect();
     let suspended: BTreeSet<&str> = succeeded.iter().map(|r| r["event"]["identity"].as_str().expect("id")).collect();

@@ -143,7 +143,7 @@ async fn a_dc_stopped_for_a_minute_is_provider_unavailable_with_backoff_and_conv
     let options = || Options { resync: "@yearly", with_entra: false, ..Options::default() };
     let cold = Daemon::start(options()).await;
     let warm = Daemon::start(options()).await;
-    warm.handle.reconcile("test: connect before the outage", None).await.expect("reconcile requested");
+    warm.handle.reconcile("test: connect before the outage", None, None).await.expect("reconcile requested");
     warm.wait("the pass that connects to AD", Duration::from_secs(15), |p| p.passes >= 1).await;
     assert_eq!(cold.progress().passes, 0, "cold has not talked to AD yet");
     let daemons = [("cold", &cold, &cold_user, "inc-outage-cold"), ("warm", &warm, &warm_user, "inc-outage-warm")];

@@ -133,6 +133,7 @@ fn sample_history(store: &Store) {
                 Event::ReconcileRequest(ReconcileRequestEvent {
                     by: "jdoe".into(),
                     manifest: (round == 1).then(|| name("inc-2")),
+                    comment: None,
                 }),
             )
             .expect("appended");
@@ -442,7 +443,10 @@ fn assert_moved_aside_and_fresh(path: &Path) {
     assert_eq!(all_records(&store), []);
     store.verify_history().expect("an empty chain holds");
     store
-        .append(at(0), Event::ReconcileRequest(ReconcileRequestEvent { by: "jdoe".into(), manifest: None }))
+        .append(
+            at(0),
+            Event::ReconcileRequest(ReconcileRequestEvent { by: "jdoe".into(), manifest: None, comment: None }),
+        )
         .expect("the fresh store works");
     drop(store);
     // Opened again: no longer corrupt, nothing more moved.
@@ -609,7 +613,8 @@ fn crash_child() {
         let id = store.journal_intent(&change).expect("journaled");
         writeln!(out, "J {id}").expect("printed");
         if i % 3 == 0 {
-            let event = Event::ReconcileRequest(ReconcileRequestEvent { by: format!("op{i}"), manifest: None });
+            let event =
+                Event::ReconcileRequest(ReconcileRequestEvent { by: format!("op{i}"), manifest: None, comment: None });
             let stored = store.append(at(i as i64), event).expect("appended");
             writeln!(out, "A {}", stored.id).expect("printed");
         }
@@ -748,8 +753,11 @@ fn concurrent_appends_keep_one_chain() {
             let store = store.clone();
             scope.spawn(move || {
                 for i in 0..15 {
-                    let event =
-                        Event::ReconcileRequest(ReconcileRequestEvent { by: format!("t{thread}-{i}"), manifest: None });
+                    let event = Event::ReconcileRequest(ReconcileRequestEvent {
+                        by: format!("t{thread}-{i}"),
+                        manifest: None,
+                        comment: None,
+                    });
                     store.append(at(i), event).expect("appended");
                 }
             });
@@ -935,7 +943,7 @@ fn unsettled_ids(store: &Store) -> Vec<u64> {
 }
 
 fn request(by: &str) -> Event {
-    Event::ReconcileRequest(ReconcileRequestEvent { by: by.into(), manifest: None })
+    Event::ReconcileRequest(ReconcileRequestEvent { by: by.into(), manifest: None, comment: None })
 }
 
 #[test]

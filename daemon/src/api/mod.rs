@@ -143,8 +143,25 @@ fn request_body(bytes: &Bytes) -> Result<RequestBody, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(RequestBody::default());
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body must be {{\"comment\": \"...\"}}: {e}")))
+    let shape = || "the body must be empty or a JSON object {\"comment\": \"...\"}".to_owned();
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("{}: {e}", shape())))?;
+    // serde would also take a list for the struct (["x"] as the comment): only an object is one.
+    if !value.is_object() {
+        return Err(ApiError::bad_request(format!("{}, not {}", shape(), json_kind(&value))));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("{}: {e}", shape())))
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -175,8 +192,8 @@ async fn reconcile_manifest(
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     caller.must_act()?;
     let name = manifest_name(&name)?;
-    request_body(&body)?;
-    state.handle.reconcile(&caller.name, Some(name.clone())).await.map_err(command_error)?;
+    let body = request_body(&body)?;
+    state.handle.reconcile(&caller.name, Some(name.clone()), body.comment).await.map_err(command_error)?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true, by: caller.name, manifest: Some(name), plan_id: None })))
 }
 
@@ -186,8 +203,8 @@ async fn reconcile_all(
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     caller.must_act()?;
-    request_body(&body)?;
-    state.handle.reconcile(&caller.name, None).await.map_err(command_error)?;
+    let body = request_body(&body)?;
+    state.handle.reconcile(&caller.name, None, body.comment).await.map_err(command_error)?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true, by: caller.name, manifest: None, plan_id: None })))
 }
 

@@ -57,6 +57,7 @@ pub fn status_of(
     }
     if let Approval::Required { plan_id, changes, limit } = &pass.plan.approval {
         if identities.iter().any(|i| i.status == IdentityStatus::Held) {
+            status.held_plan_id = Some(plan_id.clone());
             let what: Vec<String> = identities
                 .iter()
                 .filter(|i| i.status == IdentityStatus::Held)

@@ -32,7 +32,7 @@ use remedy_policies::load::ManifestSet;
 use remedy_policies::plan::{Approval, PlanId};
 use remedy_policies::{Manifest, ManifestName, Provider};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 pub use clock::Clock;
@@ -60,14 +60,15 @@ pub enum Trigger {
     Approved,
 }
 
-/// A request from the operator surface (the HTTP API).
+/// A request from the operator surface, already checked and recorded by [`ControllerHandle`]:
+/// the loop only acts on it (so the API answers at once, even while a long pass runs).
 #[derive(Debug)]
-pub enum Command {
-    /// Reconcile now (everything, or one manifest's accounts first in line: a pass covers the
-    /// whole set anyway). Forgets parked permanent failures of those accounts.
-    Reconcile { by: String, manifest: Option<ManifestName>, reply: oneshot::Sender<Result<(), CommandError>> },
-    /// Approve the held plan `plan_id`.
-    Approve { plan_id: PlanId, by: String, comment: Option<String>, reply: oneshot::Sender<Result<(), CommandError>> },
+enum Command {
+    /// Reconcile now (a pass covers the whole set); forgets parked permanent failures of the
+    /// manifest's account (of every account without a manifest).
+    Reconcile { manifest: Option<ManifestName> },
+    /// The held plan `plan_id` was approved.
+    Approve { plan_id: PlanId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +107,9 @@ pub struct Progress {
     pub store_error: Option<String>,
     /// Providers that could not be asked in the latest pass, with why.
     pub unavailable_providers: BTreeMap<String, String>,
+    /// The manifests in force or rejected by the latest load, by name.
+    #[serde(skip)]
+    pub manifest_names: BTreeSet<ManifestName>,
     pub shutting_down: bool,
 }
 
@@ -128,6 +132,8 @@ pub struct ControllerHandle {
     commands: mpsc::Sender<Command>,
     progress: watch::Receiver<Progress>,
     metrics: Arc<Metrics>,
+    store: Store,
+    clock: Clock,
 }
 
 impl ControllerHandle {
@@ -139,18 +145,56 @@ impl ControllerHandle {
         self.progress.clone()
     }
 
-    pub async fn reconcile(&self, by: &str, manifest: Option<ManifestName>) -> Result<(), CommandError> {
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Reconcile { by: by.to_owned(), manifest, reply };
-        self.commands.send(command).await.map_err(|_| CommandError::ShuttingDown)?;
-        answer.await.map_err(|_| CommandError::ShuttingDown)?
+    /// Records an operator's request for a reconcile (of one manifest, or of everything) and
+    /// hands it to the loop; returns once it is recorded, not once the pass ran.
+    pub async fn reconcile(
+        &self,
+        by: &str,
+        manifest: Option<ManifestName>,
+        comment: Option<String>,
+    ) -> Result<(), CommandError> {
+        if let Some(name) = &manifest {
+            if !self.progress.borrow().manifest_names.contains(name) {
+                return Err(CommandError::UnknownManifest(name.clone()));
+            }
+        }
+        let event =
+            Event::ReconcileRequest(ReconcileRequestEvent { by: by.to_owned(), manifest: manifest.clone(), comment });
+        self.record(event).await?;
+        self.send(Command::Reconcile { manifest })
     }
 
+    /// Records an operator's approval of the held plan `plan_id` and hands it to the loop. An
+    /// approval counts for that plan only: when the set of changes differs by the next pass, the
+    /// new plan needs its own.
     pub async fn approve(&self, plan_id: PlanId, by: &str, comment: Option<String>) -> Result<(), CommandError> {
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Approve { plan_id, by: by.to_owned(), comment, reply };
-        self.commands.send(command).await.map_err(|_| CommandError::ShuttingDown)?;
-        answer.await.map_err(|_| CommandError::ShuttingDown)?
+        let held = self.progress.borrow().held_plan.clone();
+        if held.as_ref() != Some(&plan_id) {
+            let shown = held.map_or_else(|| "none".to_owned(), |id| id.to_string());
+            return Err(CommandError::NotHeld(plan_id, shown));
+        }
+        let event = Event::Approval(ApprovalEvent { plan_id: plan_id.clone(), by: by.to_owned(), comment });
+        self.record(event).await?;
+        self.send(Command::Approve { plan_id })
+    }
+
+    async fn record(&self, event: Event) -> Result<(), CommandError> {
+        let store = self.store.clone();
+        let at = self.clock.now();
+        match tokio::task::spawn_blocking(move || store.append(at, event)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(CommandError::Store(error.to_string())),
+            Err(join) => Err(CommandError::Store(join.to_string())),
+        }
+    }
+
+    fn send(&self, command: Command) -> Result<(), CommandError> {
+        match self.commands.try_send(command) {
+            // A full queue holds requests enough to set off a pass: this one is recorded, and
+            // the pass they cause covers it.
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(CommandError::ShuttingDown),
+        }
     }
 
     /// Waits until `done` holds for the progress (or the controller stops: then `false`).
@@ -223,7 +267,14 @@ impl Controller {
             progress,
             metrics: Arc::clone(&metrics),
         };
-        (controller, ControllerHandle { commands: command_sender, progress: progress_receiver, metrics })
+        let handle = ControllerHandle {
+            commands: command_sender,
+            progress: progress_receiver,
+            metrics,
+            store: controller.store.clone(),
+            clock: controller.clock.clone(),
+        };
+        (controller, handle)
     }
 
     /// Runs until `shutdown` turns true (or its sender is dropped). `manifests` brings the
@@ -402,7 +453,11 @@ impl Controller {
             tracing::error!(%problem, "a rejected document names no manifest: no manifest is released until it is fixed");
         }
         self.may_release = unattributed.is_empty();
-        self.progress.send_modify(|p| p.unattributed_rejections = unattributed);
+        let names: BTreeSet<ManifestName> = next.keys().chain(invalid.keys()).cloned().collect();
+        self.progress.send_modify(|p| {
+            p.unattributed_rejections = unattributed;
+            p.manifest_names = names;
+        });
         let changed = next != self.running || invalid != self.invalid;
         self.running = next;
         self.invalid = invalid;
@@ -410,40 +465,15 @@ impl Controller {
     }
 
     fn on_command(&mut self, command: Command) -> Option<Trigger> {
-        let now = self.clock.now();
         match command {
-            Command::Reconcile { by, manifest, reply } => {
-                if let Some(name) = &manifest {
-                    if !self.running.contains_key(name) && !self.invalid.contains_key(name) {
-                        let _ = reply.send(Err(CommandError::UnknownManifest(name.clone())));
-                        return None;
-                    }
-                }
-                let event = Event::ReconcileRequest(ReconcileRequestEvent { by, manifest: manifest.clone() });
-                if let Err(error) = self.store.append(now, event) {
-                    let _ = reply.send(Err(CommandError::Store(error.to_string())));
-                    return None;
-                }
+            Command::Reconcile { manifest } => {
                 let accounts = manifest
                     .and_then(|name| self.running.get(&name).map(|m| BTreeSet::from([m.spec.target.identity.clone()])));
                 self.queue.unpark(accounts.as_ref());
-                let _ = reply.send(Ok(()));
                 Some(Trigger::Requested)
             }
-            Command::Approve { plan_id, by, comment, reply } => {
-                let held = self.progress.borrow().held_plan.clone();
-                if held.as_ref() != Some(&plan_id) {
-                    let shown = held.map_or_else(|| "none".to_owned(), |id| id.to_string());
-                    let _ = reply.send(Err(CommandError::NotHeld(plan_id, shown)));
-                    return None;
-                }
-                let event = Event::Approval(ApprovalEvent { plan_id: plan_id.clone(), by, comment });
-                if let Err(error) = self.store.append(now, event) {
-                    let _ = reply.send(Err(CommandError::Store(error.to_string())));
-                    return None;
-                }
+            Command::Approve { plan_id } => {
                 self.approvals.insert(plan_id);
-                let _ = reply.send(Ok(()));
                 Some(Trigger::Approved)
             }
         }

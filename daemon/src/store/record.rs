@@ -245,4 +245,6 @@ pub struct ReconcileRequestEvent {
     pub by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<ManifestName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }

@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Utc};
 use remedy_policies::manifest::Generation;
-use remedy_policies::plan::{IdentityStatus, Resolved};
+use remedy_policies::plan::{IdentityStatus, PlanId, Resolved};
 use remedy_policies::{Identity, ManifestName, Provider};
 use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
@@ -110,6 +110,9 @@ pub struct ManifestStatus {
     pub identities: Vec<IdentityState>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<ProviderState>,
+    /// The plan to approve when the status is `Stalled` / `NeedsApproval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_plan_id: Option<PlanId>,
 }
 
 impl ManifestStatus {
@@ -121,6 +124,7 @@ impl ManifestStatus {
             conditions: Vec::new(),
             identities: Vec::new(),
             providers: Vec::new(),
+            held_plan_id: None,
         }
     }
 
