@@ -88,3 +88,29 @@ fn configuration_reference_example_is_valid() {
     let (line, block) = &blocks[0];
     Config::from_yaml(&format!("docs/configuration.md:{line}"), block).unwrap_or_else(|e| panic!("{e:#?}"));
 }
+
+/// The operator docs' YAML: manifests load, `remedy.yaml` examples (those with `guardrails`) are
+/// valid configurations; anything else (a Prometheus scrape job) is at least YAML.
+#[test]
+fn yaml_in_the_operator_docs_is_valid() {
+    let (mut manifests, mut configs) = (0, 0);
+    for doc in ["docs/quickstart.md", "docs/api.md", "docs/operations.md"] {
+        let text = read(&repo().join(doc));
+        for (line, block) in fenced_blocks(&text, "yaml") {
+            let at = format!("{doc}:{line}");
+            if block.contains("apiVersion: remedy.dev/v1") {
+                let load = load_file(&at, &block);
+                let problems: Vec<String> =
+                    load.rejected.iter().flat_map(|r| &r.diagnostics).map(ToString::to_string).collect();
+                assert!(problems.is_empty() && !load.manifests.is_empty(), "{at}: {problems:#?}");
+                manifests += 1;
+            } else if block.contains("guardrails:") {
+                Config::from_yaml(&at, &block).unwrap_or_else(|e| panic!("{at}: {e:#?}"));
+                configs += 1;
+            } else {
+                serde_yaml::from_str::<serde_yaml::Value>(&block).unwrap_or_else(|e| panic!("{at}: {e}"));
+            }
+        }
+    }
+    assert!(manifests >= 1 && configs >= 2, "{manifests} manifests, {configs} configurations: did the docs move?");
+}
