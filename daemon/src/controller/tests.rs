@@ -25,6 +25,10 @@ struct Loop {
 
 /// Starts the controller on `config_yaml` with one manifest file, on the paused clock.
 async fn start(config_yaml: &str, manifest_yaml: &str) -> Loop {
+    start_at(anchor(), config_yaml, manifest_yaml).await
+}
+
+async fn start_at(at: DateTime<Utc>, config_yaml: &str, manifest_yaml: &str) -> Loop {
     let dir = tempfile::tempdir().expect("temporary directory");
     std::fs::write(dir.path().join("password"), "not-used\n").expect("password file");
     let config = Config::from_yaml("remedy.yaml", config_yaml).expect("valid configuration");
@@ -36,7 +40,7 @@ async fn start(config_yaml: &str, manifest_yaml: &str) -> Loop {
         manifest_dir: dir.path().to_path_buf(),
         backoff: Backoff { base: Duration::from_secs(2), cap: Duration::from_secs(30) },
     };
-    let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::following_tokio(anchor()));
+    let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::following_tokio(at));
     let (events, receiver) = mpsc::channel(4);
     let set = assemble([load_file("inc.yaml", manifest_yaml)]);
     assert!(set.is_valid(), "{:?}", set.rejected);
@@ -134,5 +138,30 @@ async fn an_unreachable_dc_is_retried_with_growing_capped_delays() {
         assert!(*gap <= nominal + 2_000, "retry {} after {gap} ms, more than {nominal} ms: {gaps:?}", i + 1);
     }
     assert!(gaps[7] <= 32_000, "capped: {gaps:?}");
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn resyncs_fire_on_the_cron_schedule_in_utc() {
+    // 2026-10-25 01:00 UTC: Europe leaves summer time (02:59:59 CEST is followed by 02:00:00 CET).
+    // The schedule is UTC, so a resync every five minutes stays five minutes apart across it.
+    let config = NO_PROVIDERS.replace("0 0 0 * * *", "0 */5 * * * *");
+    let manifest = "apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: inc-1\nspec:\n  reason: r\n  \
+                    target:\n    samAccountName: alice\n  activeDirectory:\n    disabled: true\n";
+    let before_change = DateTime::parse_from_rfc3339("2026-10-25T00:52:30Z").expect("time").with_timezone(&Utc);
+    let running = start_at(before_change, &config, manifest).await;
+    assert!(running.handle.wait_for(|p| p.passes == 1).await);
+    let mut fired = Vec::new();
+    for n in 1..=4u64 {
+        assert!(running.handle.wait_for(|p| p.passes_by_trigger.get(&Trigger::Resync) >= Some(&n)).await);
+        let started = running.handle.progress().borrow().last_pass.as_ref().map(|p| p.started).expect("a pass");
+        fired.push(started);
+    }
+    let first = DateTime::parse_from_rfc3339("2026-10-25T00:55:00Z").expect("time").with_timezone(&Utc);
+    let expected: Vec<DateTime<Utc>> = (0..4).map(|n| first + chrono::Duration::minutes(5 * n)).collect();
+    for (at, want) in fired.iter().zip(&expected) {
+        assert!(*at >= *want && *at < *want + chrono::Duration::seconds(1), "fired at {at}, due at {want}");
+    }
+    assert_eq!(running.passes(Trigger::Resync), 4, "one pass per firing");
     running.stop().await;
 }
