@@ -258,6 +258,7 @@ impl Daemon {
             resync: ResyncSchedule::parse(&config.resync).expect("schedule"),
             manifest_dir: manifests.clone(),
             backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(5) },
+            store_moved_aside: None,
         };
         let (watcher, events) = ManifestWatcher::start(manifests, config.manifests.debounce).expect("watcher starts");
         let bound = remedy::api::serve(&config.api, dir.path()).await.expect("the API listens");

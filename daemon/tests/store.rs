@@ -580,6 +580,7 @@ fn intended(i: u64) -> IntendedChange {
         after: "0x202".into(),
         cause: Cause::Desired,
         reason: "incident 1".into(),
+        unconfirmed: None,
     }
 }
 
@@ -1080,4 +1081,64 @@ fn append_all_appends_in_order_on_one_chain() {
     let store = open(dir.path());
     assert_eq!(store.append(at(40), request("op3")).expect("appended").id, RecordId(5));
     assert_eq!(store.verify_history().expect("the chain holds").records, 5);
+}
+
+#[test]
+fn a_forgotten_manifest_takes_its_changes_out_of_the_plans_input_but_not_out_of_the_history() {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let store = open(dir.path());
+    store
+        .append(
+            at(1),
+            Event::Action(action_record(
+                "sam:alice",
+                Action::DisableAccount,
+                ActionOutcome::Succeeded,
+                &["inc-1", "inc-3"],
+            )),
+        )
+        .expect("appended");
+    store
+        .append(
+            at(2),
+            Event::Action(action_record("sam:bob", Action::DisableAccount, ActionOutcome::Succeeded, &["inc-1"])),
+        )
+        .expect("appended");
+    store.forget_manifest(&name("inc-1")).expect("forgotten");
+    let changes = store.all_recorded_changes().expect("read");
+    assert_eq!(changes.len(), 1, "only inc-3's change is left: {changes:?}");
+    assert_eq!((changes[0].manifest.as_str(), changes[0].identity.to_string()), ("inc-3", "sam:alice".to_owned()));
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.verify_history().expect("the chain still verifies").records, 2, "the history keeps both");
+    assert_eq!(store.all_recorded_changes().expect("read").len(), 1, "durable");
+}
+
+#[test]
+fn a_whole_set_is_remembered_at_once_keeping_earlier_first_seen_times() {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let store = open(dir.path());
+    let one = manifest("inc-1", "INC-1", OnRelease::Leave);
+    let two = manifest("inc-2", "INC-2", OnRelease::Restore);
+    assert_eq!(store.remember_manifests(std::slice::from_ref(&one), at(10)).expect("remembered"), vec![at(10)]);
+    let times = store.remember_manifests(&[one.clone(), two.clone()], at(20)).expect("remembered");
+    assert_eq!(times, vec![at(10), at(20)], "inc-1 keeps the time it was first seen");
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.effective_since(&two.name, &two.generation).expect("read"), Some(at(20)));
+    assert_eq!(store.known_manifest(&two.name).expect("read").expect("known").reason, "INC-2");
+}
+
+#[test]
+fn an_unconfirmed_intent_stays_unsettled_with_its_error() {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let store = open(dir.path());
+    let id = store.journal_intent(&intended(1)).expect("journaled");
+    store.mark_unconfirmed(&[(id, "operation timed out after 15000ms".into())]).expect("marked");
+    drop(store);
+    let store = open(dir.path());
+    let unsettled = store.unsettled().expect("read");
+    assert_eq!(unsettled.len(), 1);
+    assert_eq!(unsettled[0].change.unconfirmed.as_deref(), Some("operation timed out after 15000ms"));
+    assert!(matches!(store.mark_unconfirmed(&[(IntentId(99), "x".into())]), Err(StoreError::UnknownIntent(_))));
 }

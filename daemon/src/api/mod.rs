@@ -78,6 +78,10 @@ struct Readiness {
     unavailable_providers: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     store_error: Option<String>,
+    /// A corrupt store was moved here at start and an empty one used: the history from before is
+    /// there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_moved_aside: Option<String>,
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
@@ -92,6 +96,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         load_error: progress.load_error,
         unavailable_providers: progress.unavailable_providers,
         store_error: progress.store_error,
+        store_moved_aside: progress.store_moved_aside.map(|p| p.display().to_string()),
     };
     let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(readiness)).into_response()

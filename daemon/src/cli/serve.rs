@@ -46,6 +46,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             resync,
             manifest_dir: manifest_dir.clone(),
             backoff: Backoff::default(),
+            store_moved_aside: report.moved_aside.clone(),
         };
         let listener = crate::api::serve(&config.api, &config_dir).await?;
         let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);

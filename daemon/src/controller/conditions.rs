@@ -10,10 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use remedy_policies::manifest::Generation;
-use remedy_policies::plan::{Approval, IdentityPlan, IdentityStatus};
+use remedy_policies::plan::{Approval, Disposition, IdentityPlan, IdentityStatus};
 use remedy_policies::{Action, Identity, ManifestName, Provider};
 
-use super::policy::Verdict;
 use super::reconcile::{provider_error, PassResult};
 use crate::execute::Outcome;
 use crate::store::{
@@ -56,13 +55,14 @@ pub fn status_of(
         ));
     }
     if let Approval::Required { plan_id, changes, limit } = &pass.plan.approval {
-        if identities.iter().any(|i| i.status == IdentityStatus::Held) {
+        let is_held = |a: &remedy_policies::plan::PlannedAction| matches!(a.disposition, Disposition::Held { .. });
+        // Held actions, whatever else the account's status says (a provider down outranks Held).
+        let what: Vec<String> = identities
+            .iter()
+            .flat_map(|i| i.actions.iter().filter(|a| is_held(a)).map(move |a| format!("{} {}", a.action, i.identity)))
+            .collect();
+        if !what.is_empty() {
             status.held_plan_id = Some(plan_id.clone());
-            let what: Vec<String> = identities
-                .iter()
-                .filter(|i| i.status == IdentityStatus::Held)
-                .flat_map(|i| i.actions.iter().map(move |a| format!("{} {}", a.action, i.identity)))
-                .collect();
             findings.push(Finding::stalled(
                 ConditionReason::NeedsApproval,
                 format!(
@@ -175,7 +175,7 @@ fn identity_findings(
         }
         _ => {}
     }
-    if pass.deferred.contains(who) {
+    if super::reconcile::names_of(identity).iter().any(|name| pass.deferred.contains(name)) {
         findings.push(Finding::progressing(
             ConditionReason::ProviderUnavailable,
             format!("{who}: an action interrupted by a restart cannot be checked yet{}", retry()),
@@ -192,7 +192,7 @@ fn identity_findings(
     for report in pass.reports.iter().filter(|r| &r.identity == who && r.outcome == Outcome::Failed) {
         let error = report.error.as_deref().unwrap_or("");
         let finding = match pass.verdicts.get(who) {
-            Some(Verdict::Permanent { .. }) => Finding::stalled(
+            Some(verdict) if verdict.park.contains(&report.action) => Finding::stalled(
                 ConditionReason::Failed,
                 format!("{} {who} failed (not retried until the manifest changes): {error}", report.action),
             ),

@@ -60,15 +60,31 @@ pub enum Trigger {
     Approved,
 }
 
-/// A request from the operator surface, already checked and recorded by [`ControllerHandle`]:
-/// the loop only acts on it (so the API answers at once, even while a long pass runs).
-#[derive(Debug)]
-enum Command {
-    /// Reconcile now (a pass covers the whole set); forgets parked permanent failures of the
-    /// manifest's account (of every account without a manifest).
-    Reconcile { manifest: Option<ManifestName> },
-    /// The held plan `plan_id` was approved.
-    Approve { plan_id: PlanId },
+/// Requests from the operator surface, already checked and recorded by [`ControllerHandle`],
+/// waiting for the loop to act on them. Shared rather than queued: the API answers at once, even
+/// while a long pass runs, and no request is dropped because a queue was full.
+#[derive(Debug, Default)]
+struct Pending {
+    /// A reconcile was asked for.
+    reconcile: bool,
+    /// Forget parked failures: of every account (`None` inside), or of these manifests' accounts.
+    unpark: Vec<Option<ManifestName>>,
+    /// Plans approved.
+    approvals: BTreeSet<PlanId>,
+    /// The loop has stopped: requests are refused.
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Requests {
+    pending: std::sync::Mutex<Pending>,
+    wake: tokio::sync::Notify,
+}
+
+impl Requests {
+    fn with<T>(&self, f: impl FnOnce(&mut Pending) -> T) -> T {
+        f(&mut self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +123,9 @@ pub struct Progress {
     pub store_error: Option<String>,
     /// Providers that could not be asked in the latest pass, with why.
     pub unavailable_providers: BTreeMap<String, String>,
+    /// Where a corrupt store was moved at start (an empty store replaced it): history and status
+    /// from before are there, not here.
+    pub store_moved_aside: Option<PathBuf>,
     /// The manifests in force or rejected by the latest load, by name.
     #[serde(skip)]
     pub manifest_names: BTreeSet<ManifestName>,
@@ -129,7 +148,7 @@ pub struct PassSummary {
 /// The controller's side of the operator surface: send commands, watch progress.
 #[derive(Debug, Clone)]
 pub struct ControllerHandle {
-    commands: mpsc::Sender<Command>,
+    requests: Arc<Requests>,
     progress: watch::Receiver<Progress>,
     metrics: Arc<Metrics>,
     store: Store,
@@ -158,10 +177,16 @@ impl ControllerHandle {
                 return Err(CommandError::UnknownManifest(name.clone()));
             }
         }
+        self.refuse_when_closed()?;
         let event =
             Event::ReconcileRequest(ReconcileRequestEvent { by: by.to_owned(), manifest: manifest.clone(), comment });
         self.record(event).await?;
-        self.send(Command::Reconcile { manifest })
+        self.requests.with(|p| {
+            p.reconcile = true;
+            p.unpark.push(manifest);
+        });
+        self.requests.wake.notify_one();
+        Ok(())
     }
 
     /// Records an operator's approval of the held plan `plan_id` and hands it to the loop. An
@@ -173,9 +198,19 @@ impl ControllerHandle {
             let shown = held.map_or_else(|| "none".to_owned(), |id| id.to_string());
             return Err(CommandError::NotHeld(plan_id, shown));
         }
+        self.refuse_when_closed()?;
         let event = Event::Approval(ApprovalEvent { plan_id: plan_id.clone(), by: by.to_owned(), comment });
         self.record(event).await?;
-        self.send(Command::Approve { plan_id })
+        self.requests.with(|p| p.approvals.insert(plan_id));
+        self.requests.wake.notify_one();
+        Ok(())
+    }
+
+    fn refuse_when_closed(&self) -> Result<(), CommandError> {
+        if self.requests.with(|p| p.closed) || self.progress.borrow().shutting_down {
+            return Err(CommandError::ShuttingDown);
+        }
+        Ok(())
     }
 
     async fn record(&self, event: Event) -> Result<(), CommandError> {
@@ -185,15 +220,6 @@ impl ControllerHandle {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(CommandError::Store(error.to_string())),
             Err(join) => Err(CommandError::Store(join.to_string())),
-        }
-    }
-
-    fn send(&self, command: Command) -> Result<(), CommandError> {
-        match self.commands.try_send(command) {
-            // A full queue holds requests enough to set off a pass: this one is recorded, and
-            // the pass they cause covers it.
-            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(CommandError::ShuttingDown),
         }
     }
 
@@ -213,6 +239,8 @@ pub struct Settings {
     /// The manifest directory (for the git commit of the set).
     pub manifest_dir: PathBuf,
     pub backoff: Backoff,
+    /// From the store's open report: shown in the progress (and `/readyz`).
+    pub store_moved_aside: Option<PathBuf>,
 }
 
 pub struct Controller {
@@ -229,10 +257,12 @@ pub struct Controller {
     may_release: bool,
     commit: Option<String>,
     approvals: BTreeSet<PlanId>,
+    /// Each manifest's accounts, by the names the last plan grouped them under.
+    accounts_of: BTreeMap<ManifestName, BTreeSet<remedy_policies::Identity>>,
     /// A pass that failed on the store is retried with backoff too.
     store_failures: u32,
     store_retry_at: Option<DateTime<Utc>>,
-    commands: mpsc::Receiver<Command>,
+    requests: Arc<Requests>,
     progress: watch::Sender<Progress>,
     metrics: Arc<Metrics>,
 }
@@ -245,8 +275,9 @@ impl std::fmt::Debug for Controller {
 
 impl Controller {
     pub fn new(settings: Settings, store: Store, providers: Providers, clock: Clock) -> (Controller, ControllerHandle) {
-        let (command_sender, commands) = mpsc::channel(64);
-        let (progress, progress_receiver) = watch::channel(Progress::default());
+        let requests = Arc::new(Requests::default());
+        let initial = Progress { store_moved_aside: settings.store_moved_aside.clone(), ..Progress::default() };
+        let (progress, progress_receiver) = watch::channel(initial);
         let queue = WorkQueue::new(settings.backoff);
         let metrics = Arc::new(Metrics::default());
         let controller = Controller {
@@ -261,14 +292,15 @@ impl Controller {
             may_release: false,
             commit: None,
             approvals: BTreeSet::new(),
+            accounts_of: BTreeMap::new(),
             store_failures: 0,
             store_retry_at: None,
-            commands,
+            requests: Arc::clone(&requests),
             progress,
             metrics: Arc::clone(&metrics),
         };
         let handle = ControllerHandle {
-            commands: command_sender,
+            requests,
             progress: progress_receiver,
             metrics,
             store: controller.store.clone(),
@@ -288,19 +320,21 @@ impl Controller {
         let mut wanted: Option<Trigger> = None;
         let mut next_resync = self.settings.resync.next_after(self.clock.now());
         let mut watching = true;
-        let mut commands_open = true;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             if let Some(trigger) = wanted.take() {
                 if self.progress.borrow().loaded {
+                    let requests = Arc::clone(&self.requests);
                     let finished = {
                         let pass = self.pass(trigger);
                         tokio::pin!(pass);
                         tokio::select! {
                             result = &mut pass => Some(result),
                             _ = shutdown.changed() => {
+                                // Requests recorded from now on would not be acted on.
+                                requests.with(|p| p.closed = true);
                                 tracing::info!(grace_s = SHUTDOWN_GRACE.as_secs(), "shutting down: letting the reconcile in flight finish");
                                 tokio::time::timeout(SHUTDOWN_GRACE, &mut pass).await.ok()
                             }
@@ -350,14 +384,11 @@ impl Controller {
                         watching = false;
                     }
                 },
-                command = self.commands.recv(), if commands_open => match command {
-                    Some(command) => {
-                        if let Some(trigger) = self.on_command(command) {
-                            wanted = wanted.or(Some(trigger));
-                        }
+                _ = self.requests.wake.notified() => {
+                    if let Some(trigger) = self.take_requests() {
+                        wanted = wanted.or(Some(trigger));
                     }
-                    None => commands_open = false,
-                },
+                }
                 _ = sleep => {
                     if wake_trigger == Trigger::Resync {
                         rescan();
@@ -374,6 +405,7 @@ impl Controller {
                 }
             }
         }
+        self.requests.with(|p| p.closed = true);
         self.progress.send_modify(|p| p.shutting_down = true);
         self.store.flush()?;
         tracing::info!("stopped; the store is flushed");
@@ -405,6 +437,17 @@ impl Controller {
                 false
             }
             WatchEvent::Changed(set) => {
+                if set.manifests.is_empty() && set.rejected.is_empty() && self.looks_unmounted().await {
+                    let why = format!(
+                        "{} is empty (not even a .git), while manifests were in force: an unmounted volume or a \
+                         checkout not there yet? Nothing is released from an empty directory; the last good set stays \
+                         in force. To release every manifest, remove them with a commit (the checkout keeps its .git)",
+                        self.settings.manifest_dir.display()
+                    );
+                    tracing::error!(error = %why, "the manifest directory is empty");
+                    self.progress.send_modify(|p| p.load_error = Some(why));
+                    return false;
+                }
                 self.commit = git_commit(&self.settings.manifest_dir).await;
                 let changed = self.take_set(set);
                 self.progress.send_modify(|p| {
@@ -414,6 +457,19 @@ impl Controller {
                 changed
             }
         }
+    }
+
+    /// Whether the manifest directory has no entry at all (hidden ones included) while remedy
+    /// knows manifests: an empty mount point, not a repository whose manifests were removed.
+    async fn looks_unmounted(&self) -> bool {
+        let dir = self.settings.manifest_dir.clone();
+        let store = self.store.clone();
+        let knows_manifests = !self.running.is_empty();
+        let check = tokio::task::spawn_blocking(move || {
+            let empty = std::fs::read_dir(&dir).map(|mut entries| entries.next().is_none()).unwrap_or(false);
+            empty && (knows_manifests || store.known_manifests().map(|k| !k.is_empty()).unwrap_or(true))
+        });
+        check.await.unwrap_or(false)
     }
 
     fn take_set(&mut self, set: ManifestSet) -> bool {
@@ -464,18 +520,30 @@ impl Controller {
         changed
     }
 
-    fn on_command(&mut self, command: Command) -> Option<Trigger> {
-        match command {
-            Command::Reconcile { manifest } => {
-                let accounts = manifest
-                    .and_then(|name| self.running.get(&name).map(|m| BTreeSet::from([m.spec.target.identity.clone()])));
-                self.queue.unpark(accounts.as_ref());
-                Some(Trigger::Requested)
+    /// Acts on the operator requests recorded since the last look.
+    fn take_requests(&mut self) -> Option<Trigger> {
+        let pending = self.requests.with(std::mem::take);
+        for approved in pending.approvals.iter().cloned() {
+            self.approvals.insert(approved);
+        }
+        for manifest in pending.unpark {
+            match manifest {
+                None => self.queue.unpark(None),
+                // The accounts the manifest's group went by in the last plan (parked failures are
+                // kept under those names), and its own target.
+                Some(name) => {
+                    let mut accounts = self.accounts_of.get(&name).cloned().unwrap_or_default();
+                    accounts.extend(self.running.get(&name).map(|m| m.spec.target.identity.clone()));
+                    self.queue.unpark(Some(&accounts));
+                }
             }
-            Command::Approve { plan_id } => {
-                self.approvals.insert(plan_id);
-                Some(Trigger::Approved)
-            }
+        }
+        if !pending.approvals.is_empty() {
+            Some(Trigger::Approved)
+        } else if pending.reconcile {
+            Some(Trigger::Requested)
+        } else {
+            None
         }
     }
 
@@ -501,12 +569,13 @@ impl Controller {
         let mut names: BTreeSet<&ManifestName> = self.running.keys().collect();
         names.extend(self.invalid.keys());
         names.extend(result.departed.iter().map(|d| &d.name));
+        let mut statuses = Vec::with_capacity(names.len());
         for name in names {
             if result.forgotten.contains(name) {
                 continue;
             }
             let generation = self.running.get(name).map(|m| &m.generation).or_else(|| result.generations.get(name));
-            let status = conditions::status_of(
+            statuses.push(conditions::status_of(
                 name,
                 generation,
                 self.invalid.get(name).map(Vec::as_slice),
@@ -514,14 +583,31 @@ impl Controller {
                 |p| self.providers.is_configured(p),
                 |identity| self.queue.retry_of(identity).map(|(at, _)| at),
                 now,
-            );
-            self.store.put_status(&status)?;
+            ));
         }
-        // Approvals count for the plan they were given for; a new plan needs a new one.
+        // The held plan is known before any status names it: an operator who reads the plan id
+        // from a status can approve it at once.
         let held = match &result.plan.approval {
             Approval::Required { plan_id, .. } => Some(plan_id.clone()),
             _ => None,
         };
+        if let Some(plan_id) = &held {
+            self.progress.send_modify(|p| p.held_plan = Some(plan_id.clone()));
+        }
+        let store = self.store.clone();
+        let written =
+            tokio::task::spawn_blocking(move || statuses.iter().try_for_each(|s| store.put_status(s).map(drop)));
+        match written.await {
+            Ok(result) => result?,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+        self.accounts_of.clear();
+        for identity in &result.plan.identities {
+            for name in &identity.manifests {
+                self.accounts_of.entry(name.clone()).or_default().insert(identity.identity.clone());
+            }
+        }
+        // Approvals count for the plan they were given for; a new plan needs a new one.
         self.approvals.retain(|id| *id == result.plan.id);
         let failed = result.reports.iter().filter(|r| r.outcome != crate::execute::Outcome::Succeeded).count();
         let summary = PassSummary {

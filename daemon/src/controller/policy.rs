@@ -44,16 +44,35 @@ impl Backoff {
     }
 }
 
-/// How a reconcile ended for one account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+/// How a reconcile ended for one account: both parts may hold at once (an AD action refused for
+/// good while Entra ID could not be asked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Something failed in a way that waiting may fix: retry after a backoff.
+    pub retry: bool,
+    /// These actions failed in a way that waiting will not fix: park them.
+    pub park: Vec<Action>,
+    /// The manifests (and generations) that asked for them: they stay parked while it is the same.
+    pub fingerprint: String,
+}
+
+impl Verdict {
     /// Nothing failed: wait for the next event.
-    Settled,
-    /// Something failed in a way that waiting may fix.
-    Transient,
-    /// These actions failed in a way that waiting will not fix; `fingerprint` names the
-    /// manifests (and generations) that asked for them.
-    Permanent { actions: Vec<Action>, fingerprint: String },
+    pub fn settled() -> Verdict {
+        Verdict::default()
+    }
+
+    pub fn transient() -> Verdict {
+        Verdict { retry: true, ..Verdict::default() }
+    }
+
+    pub fn permanent(actions: Vec<Action>, fingerprint: impl Into<String>) -> Verdict {
+        Verdict { retry: false, park: actions, fingerprint: fingerprint.into() }
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        !self.park.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,23 +96,24 @@ impl WorkQueue {
 
     /// Applies the error policy to one account's verdict; `jitter` in [0, 1].
     pub fn settle(&mut self, identity: &Identity, verdict: Verdict, now: DateTime<Utc>, jitter: f64) {
-        match verdict {
-            Verdict::Settled => {
-                self.retries.remove(identity);
-            }
-            Verdict::Transient => {
-                let attempts = self.retries.get(identity).map_or(0, |r| r.attempts) + 1;
-                let delay = self.backoff.delay(attempts, jitter);
-                let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                self.retries.insert(identity.clone(), Retry { attempts, due });
-            }
-            Verdict::Permanent { actions, fingerprint } => {
-                self.retries.remove(identity);
-                for action in actions {
-                    self.parked.insert((identity.clone(), action), fingerprint.clone());
-                }
-            }
+        for action in verdict.park {
+            self.parked.insert((identity.clone(), action), verdict.fingerprint.clone());
         }
+        if verdict.retry {
+            let attempts = self.retries.get(identity).map_or(0, |r| r.attempts) + 1;
+            let delay = self.backoff.delay(attempts, jitter);
+            let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            self.retries.insert(identity.clone(), Retry { attempts, due });
+        } else {
+            self.retries.remove(identity);
+        }
+    }
+
+    /// Forgets the retries of accounts the last plan no longer has (a manifest deleted or
+    /// retargeted, two names found to be one account): a retry nobody settles would be due for
+    /// ever, and the loop would run pass after pass.
+    pub fn retain_retries(&mut self, planned: &BTreeSet<Identity>) {
+        self.retries.retain(|identity, _| planned.contains(identity));
     }
 
     /// Whether `action` on `identity` failed permanently for the same manifests and must not be
@@ -169,23 +189,23 @@ mod tests {
     #[test]
     fn transient_failures_back_off_and_a_success_clears_the_retry() {
         let mut queue = WorkQueue::new(Backoff { base: Duration::from_secs(2), cap: Duration::from_secs(60) });
-        queue.settle(&alice(), Verdict::Transient, t0(), 1.0);
+        queue.settle(&alice(), Verdict::transient(), t0(), 1.0);
         assert_eq!(queue.retry_of(&alice()), Some((t0() + chrono::Duration::seconds(2), 1)));
-        queue.settle(&alice(), Verdict::Transient, t0(), 1.0);
-        queue.settle(&alice(), Verdict::Transient, t0(), 1.0);
+        queue.settle(&alice(), Verdict::transient(), t0(), 1.0);
+        queue.settle(&alice(), Verdict::transient(), t0(), 1.0);
         assert_eq!(queue.retry_of(&alice()), Some((t0() + chrono::Duration::seconds(8), 3)));
         assert_eq!(queue.next_retry(), Some(t0() + chrono::Duration::seconds(8)));
         assert_eq!(queue.depth(), 1, "one account, one entry, however often it failed");
-        queue.settle(&alice(), Verdict::Settled, t0(), 1.0);
+        queue.settle(&alice(), Verdict::settled(), t0(), 1.0);
         assert_eq!(queue.next_retry(), None);
-        queue.settle(&alice(), Verdict::Transient, t0(), 1.0);
+        queue.settle(&alice(), Verdict::transient(), t0(), 1.0);
         assert_eq!(queue.retry_of(&alice()).map(|r| r.1), Some(1), "attempts start again after a success");
     }
 
     #[test]
     fn a_permanent_failure_parks_the_action_until_the_manifests_change() {
         let mut queue = WorkQueue::default();
-        let verdict = Verdict::Permanent { actions: vec![Action::DisableAccount], fingerprint: "inc-1@abc".into() };
+        let verdict = Verdict::permanent(vec![Action::DisableAccount], "inc-1@abc");
         queue.settle(&alice(), verdict, t0(), 0.5);
         assert_eq!(queue.next_retry(), None, "a permanent failure is not retried on a timer");
         assert!(queue.is_parked(&alice(), Action::DisableAccount, "inc-1@abc"));
@@ -195,9 +215,26 @@ mod tests {
     }
 
     #[test]
+    fn a_permanent_failure_is_parked_even_while_the_account_is_retried_for_another() {
+        let mut queue = WorkQueue::default();
+        let verdict = Verdict { retry: true, park: vec![Action::DisableAccount], fingerprint: "f".into() };
+        queue.settle(&alice(), verdict, t0(), 1.0);
+        assert!(queue.is_parked(&alice(), Action::DisableAccount, "f"), "the refused AD action is not resent");
+        assert!(queue.next_retry().is_some(), "the account is still retried for the provider that was down");
+    }
+
+    #[test]
+    fn retries_of_accounts_no_longer_planned_are_dropped() {
+        let mut queue = WorkQueue::default();
+        queue.settle(&alice(), Verdict::transient(), t0(), 1.0);
+        queue.retain_retries(&BTreeSet::from([Identity::sam_account_name("bob").unwrap()]));
+        assert_eq!(queue.next_retry(), None, "nothing is left to wake the loop for alice");
+    }
+
+    #[test]
     fn an_operator_reconcile_unparks() {
         let mut queue = WorkQueue::default();
-        let verdict = Verdict::Permanent { actions: vec![Action::DisableAccount], fingerprint: "f".into() };
+        let verdict = Verdict::permanent(vec![Action::DisableAccount], "f");
         queue.settle(&alice(), verdict.clone(), t0(), 0.5);
         queue.unpark(Some(&BTreeSet::from([Identity::sam_account_name("bob").unwrap()])));
         assert!(queue.is_parked(&alice(), Action::DisableAccount, "f"), "another account's reconcile");

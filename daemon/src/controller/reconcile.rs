@@ -80,28 +80,34 @@ pub async fn run_pass(
     memory: &mut Memory,
 ) -> Result<PassResult, StoreError> {
     let now = input.now;
-    let mut active = Vec::with_capacity(input.manifests.len());
-    let mut generations = BTreeMap::new();
-    for manifest in input.manifests.values() {
-        let since = store.record_first_seen(&manifest.name, &manifest.generation, now)?;
-        store.remember_manifest(manifest)?;
-        generations.insert(manifest.name.clone(), manifest.generation.clone());
-        active.push(ActiveManifest { manifest: manifest.clone(), effective_since: since });
-    }
-    let departed = if input.may_release {
-        let mut keep: BTreeSet<ManifestName> = input.manifests.keys().cloned().collect();
-        keep.extend(input.rejected_names.iter().cloned());
-        store.departed_manifests(&keep, "deleted from the manifest directory")?
-    } else {
-        Vec::new()
+    let manifests: Vec<Manifest> = input.manifests.values().cloned().collect();
+    let (active, departed, known, unsettled) = {
+        let keep: BTreeSet<ManifestName> = input.manifests.keys().chain(input.rejected_names.iter()).cloned().collect();
+        let may_release = input.may_release;
+        blocking(store, move |store| {
+            let since = store.remember_manifests(&manifests, now)?;
+            let active: Vec<ActiveManifest> = manifests
+                .into_iter()
+                .zip(since)
+                .map(|(manifest, effective_since)| ActiveManifest { manifest, effective_since })
+                .collect();
+            let departed = if may_release {
+                store.departed_manifests(&keep, "deleted from the manifest directory")?
+            } else {
+                Vec::new()
+            };
+            let known: Vec<_> = departed
+                .iter()
+                .filter_map(|gone| store.known_manifest(&gone.name).transpose())
+                .collect::<Result<_, _>>()?;
+            Ok((active, departed, known, store.unsettled()?))
+        })
+        .await?
     };
-    for gone in &departed {
-        if let Some(known) = store.known_manifest(&gone.name)? {
-            generations.insert(gone.name.clone(), known.generation);
-        }
-    }
+    let mut generations: BTreeMap<ManifestName, Generation> =
+        active.iter().map(|a| (a.manifest.name.clone(), a.manifest.generation.clone())).collect();
+    generations.extend(known.into_iter().map(|k: crate::store::KnownManifest| (k.name, k.generation)));
 
-    let unsettled = store.unsettled()?;
     let mut targets: Vec<Target> = active
         .iter()
         .map(|a| a.manifest.spec.target.clone())
@@ -116,6 +122,15 @@ pub async fn run_pass(
         .filter(|a| a.manifest.spec.entra_id.confirm_compromised)
         .map(|a| a.manifest.spec.target.identity.clone())
         .collect();
+    // An interrupted confirmation is re-checked by reading the risk state, whatever the manifests
+    // say now.
+    let mut risk_for = risk_for;
+    risk_for.extend(
+        unsettled
+            .iter()
+            .filter(|intent| intent.change.action == Action::ConfirmCompromised)
+            .map(|intent| intent.change.identity.clone()),
+    );
     let observed = providers.observe(&targets, &risk_for).await;
 
     let recovery = recovery::recheck(&unsettled, &observed, |p| providers.acting_account(p));
@@ -189,11 +204,19 @@ pub async fn run_pass(
 
     let by_identity: BTreeMap<&Identity, &IdentityPlan> = plan.identities.iter().map(|i| (&i.identity, i)).collect();
     let mut settlements = Vec::new();
+    let mut unconfirmed = Vec::new();
     for report in &reports {
         let Some(intent) = intent_of.remove(&(report.identity.clone(), report.action)) else {
             tracing::error!(identity = %report.identity, action = %report.action, "a report without an intent: not recorded");
             continue;
         };
+        // A transient failure may have come after the directory applied the write (a timeout, a
+        // broken connection, a read-back that failed): the intent stays journaled, and the next
+        // pass settles it from what the directory shows, as after a crash.
+        if report.outcome == Outcome::Failed && report.transient {
+            unconfirmed.push((intent, report.error.clone().unwrap_or_default()));
+            continue;
+        }
         let identity = by_identity.get(&report.identity);
         let resolved = identity.map(|i| i.resolved.clone()).unwrap_or_default();
         let mut record = ActionRecord::from_report(
@@ -224,13 +247,20 @@ pub async fn run_pass(
     }
     recorded.extend(settlements.iter().map(|(_, _, r)| (r.provider, r.outcome)));
     blocking(store, move |store| store.settle_all(&settlements)).await?;
+    blocking(store, move |store| store.mark_unconfirmed(&unconfirmed)).await?;
 
-    let unsent = unsent_records(&plan, &refs, memory);
-    recorded.extend(unsent.iter().filter_map(|(_, event)| match event {
-        Event::Action(record) => Some((record.provider, record.outcome)),
-        _ => None,
-    }));
+    let (unsent, now_unsent) = unsent_records(&plan, &refs, &memory.recorded_unsent);
+    let unsent_outcomes: Vec<(Provider, ActionOutcome)> = unsent
+        .iter()
+        .filter_map(|(_, event)| match event {
+            Event::Action(record) => Some((record.provider, record.outcome)),
+            _ => None,
+        })
+        .collect();
     blocking(store, move |store| store.append_all(&unsent)).await?;
+    // Only once they are written: a pass that failed to write them writes them again.
+    memory.recorded_unsent = now_unsent;
+    recorded.extend(unsent_outcomes);
 
     let mut verdicts = BTreeMap::new();
     for identity in &plan.identities {
@@ -245,8 +275,18 @@ pub async fn run_pass(
         queue.settle(&identity.identity, verdict.clone(), now, fastrand::f64());
         verdicts.insert(identity.identity.clone(), verdict);
     }
+    queue.retain_retries(&plan.identities.iter().map(|i| i.identity.clone()).collect());
 
-    let forgotten = forget_released(store, &departed, &plan, &reports, &deferred)?;
+    let forgettable = releasable(&departed, &plan, &reports, &deferred);
+    let forgotten = blocking(store, move |store| {
+        for name in &forgettable {
+            store.forget_manifest(name)?;
+            store.remove_status(name)?;
+            tracing::info!(manifest = %name, "released and forgotten");
+        }
+        Ok(forgettable)
+    })
+    .await?;
     Ok(PassResult {
         plan,
         observed,
@@ -274,7 +314,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn names_of(identity: &IdentityPlan) -> Vec<Identity> {
+pub(super) fn names_of(identity: &IdentityPlan) -> Vec<Identity> {
     std::iter::once(identity.identity.clone()).chain(identity.also_declared_as.iter().cloned()).collect()
 }
 
@@ -365,8 +405,8 @@ fn failed_record(identity: &Identity, planned: &PlannedAction) -> ActionRecord {
 fn unsent_records(
     plan: &Plan,
     refs: &impl Fn(&[ManifestName], &Cause) -> Vec<ManifestRef>,
-    memory: &mut Memory,
-) -> Vec<(DateTime<Utc>, Event)> {
+    recorded_before: &BTreeSet<String>,
+) -> (Vec<(DateTime<Utc>, Event)>, BTreeSet<String>) {
     let mut seen = BTreeSet::new();
     let mut events = Vec::new();
     for identity in &plan.identities {
@@ -379,21 +419,21 @@ fn unsent_records(
             ) else {
                 continue;
             };
-            let key = format!(
-                "{}\0{}\0{:?}\0{}",
-                identity.identity,
-                planned.action,
-                record.outcome,
-                record.error.as_deref().unwrap_or("")
-            );
-            if !memory.recorded_unsent.contains(&key) {
+            // Held: once per action while it is held, whatever plan holds it; denied: once per
+            // guardrail verdict.
+            let detail = match &planned.disposition {
+                Disposition::Denied { detail, .. } => detail.as_str(),
+                _ => "",
+            };
+            let key = format!("{}\0{}\0{:?}\0{detail}", identity.identity, planned.action, record.outcome);
+            if !recorded_before.contains(&key) {
                 events.push((plan.computed_at, Event::Action(record)));
             }
             seen.insert(key);
         }
         for blocked in &identity.blocked {
             let key = format!("{}\0{}\0blocked\0{}", identity.identity, blocked.action, blocked.message);
-            if !memory.recorded_unsent.contains(&key) {
+            if !recorded_before.contains(&key) {
                 let record = ActionRecord {
                     intent: None,
                     manifests: refs(&blocked.provenance, &Cause::Desired),
@@ -416,8 +456,7 @@ fn unsent_records(
             seen.insert(key);
         }
     }
-    memory.recorded_unsent = seen;
-    events
+    (events, seen)
 }
 
 /// The error policy's input for one account: transient trouble (a provider that could not be
@@ -429,31 +468,29 @@ fn verdict_of(
     generations: &BTreeMap<ManifestName, Generation>,
 ) -> Verdict {
     let failed: Vec<&ActionReport> =
-        reports.iter().filter(|r| r.identity == identity.identity && r.outcome != Outcome::Succeeded).collect();
+        reports.iter().filter(|r| r.identity == identity.identity && r.outcome == Outcome::Failed).collect();
     let unavailable = identity.status == IdentityStatus::ProviderUnavailable;
     let held_back = names_of(identity).iter().any(|name| deferred.contains(name));
-    if unavailable || held_back || failed.iter().any(|r| r.outcome == Outcome::Failed && r.transient) {
-        return Verdict::Transient;
-    }
-    let permanent: Vec<Action> = failed.iter().map(|r| r.action).collect();
-    if permanent.is_empty() {
-        Verdict::Settled
-    } else {
-        Verdict::Permanent { actions: permanent, fingerprint: fingerprint(identity, generations) }
+    // Skipped actions were not sent (an earlier one failed): they are neither parked nor retried
+    // for themselves; they follow the failure that stopped them.
+    let permanent: Vec<Action> = failed.iter().filter(|r| !r.transient).map(|r| r.action).collect();
+    Verdict {
+        retry: unavailable || held_back || failed.iter().any(|r| r.transient),
+        fingerprint: if permanent.is_empty() { String::new() } else { fingerprint(identity, generations) },
+        park: permanent,
     }
 }
 
-/// Forgets the departed manifests that have nothing left to restore: every account they named
-/// was observed and every restore for them succeeded. Their status goes too; the history keeps
-/// what was done.
-fn forget_released(
-    store: &Store,
+/// The departed manifests that have nothing left to restore: every account they named was
+/// observed and every restore for them succeeded. They are forgotten, status included; the
+/// history keeps what was done.
+fn releasable(
     departed: &[DepartedManifest],
     plan: &Plan,
     reports: &[ActionReport],
     deferred: &BTreeSet<Identity>,
-) -> Result<Vec<ManifestName>, StoreError> {
-    let mut forgotten = Vec::new();
+) -> Vec<ManifestName> {
+    let mut done_with = Vec::new();
     for gone in departed {
         let mut done = true;
         for identity in plan.identities.iter().filter(|i| i.manifests.contains(&gone.name)) {
@@ -468,13 +505,10 @@ fn forget_released(
             done &= !unobserved && !restore_left;
         }
         if done {
-            store.forget_manifest(&gone.name)?;
-            store.remove_status(&gone.name)?;
-            tracing::info!(manifest = %gone.name, "released and forgotten");
-            forgotten.push(gone.name.clone());
+            done_with.push(gone.name.clone());
         }
     }
-    Ok(forgotten)
+    done_with
 }
 
 /// Whether the observation could ask `provider` about `identity`.

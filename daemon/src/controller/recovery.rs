@@ -43,24 +43,25 @@ pub fn recheck(
         };
         let (outcome, after, error) = match verdict {
             Judgement::Unknown(why) => {
-                tracing::warn!(intent = %intent.id, identity = %change.identity, action = %change.action, %why, "an interrupted action cannot be checked yet");
+                tracing::warn!(intent = %intent.id, identity = %change.identity, action = %change.action, %why, "an unconfirmed action cannot be checked yet");
                 recovery.deferred.insert(change.identity.clone());
                 continue;
             }
             Judgement::Holds(after) => (
                 ActionOutcome::confirmed(&change.cause),
                 after,
-                "interrupted by a restart; the directory shows its effect, confirmed after the restart".to_owned(),
+                format!("{}; the directory shows its effect: confirmed when read again", interrupted(change)),
             ),
             Judgement::DoesNotHold(now) => (
                 ActionOutcome::Failed,
                 now,
-                "interrupted by a restart before it was confirmed; the directory does not show its effect (not applied)"
-                    .to_owned(),
+                format!("{}; the directory does not show its effect: not applied", interrupted(change)),
             ),
-            Judgement::Gone(why) => (ActionOutcome::Failed, change.before.clone(), format!("interrupted by a restart; {why}")),
+            Judgement::Gone(why) => {
+                (ActionOutcome::Failed, change.before.clone(), format!("{}; {why}", interrupted(change)))
+            }
         };
-        tracing::info!(intent = %intent.id, identity = %change.identity, action = %change.action, ?outcome, "settled an interrupted action");
+        tracing::info!(intent = %intent.id, identity = %change.identity, action = %change.action, ?outcome, "settled an interrupted action from what the directory shows");
         let record = ActionRecord {
             intent: Some(intent.id),
             manifests: change.manifests.clone(),
@@ -81,6 +82,14 @@ pub fn recheck(
         recovery.settlements.push((intent.id, change.at, record));
     }
     recovery
+}
+
+/// What happened to the action before it was re-checked.
+fn interrupted(change: &crate::store::IntendedChange) -> String {
+    match &change.unconfirmed {
+        Some(error) => format!("sent and not confirmed ({error})"),
+        None => "interrupted by a restart before it was confirmed".to_owned(),
+    }
 }
 
 enum Judgement {

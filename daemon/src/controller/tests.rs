@@ -17,6 +17,7 @@ fn anchor() -> DateTime<Utc> {
 
 struct Loop {
     handle: ControllerHandle,
+    events: mpsc::Sender<WatchEvent>,
     store: Store,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -37,8 +38,13 @@ async fn start_at(at: DateTime<Utc>, config_yaml: &str, manifest_yaml: &str) -> 
     let settings = Settings {
         guardrails: config.guardrails.clone(),
         resync: ResyncSchedule::parse(&config.resync).expect("schedule"),
-        manifest_dir: dir.path().to_path_buf(),
+        manifest_dir: {
+            let manifests = dir.path().join("manifests");
+            std::fs::create_dir(&manifests).expect("manifest directory");
+            manifests
+        },
         backoff: Backoff { base: Duration::from_secs(2), cap: Duration::from_secs(30) },
+        store_moved_aside: None,
     };
     let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::following_tokio(at));
     let (events, receiver) = mpsc::channel(4);
@@ -47,10 +53,9 @@ async fn start_at(at: DateTime<Utc>, config_yaml: &str, manifest_yaml: &str) -> 
     events.send(WatchEvent::Changed(set)).await.expect("sent");
     let (stop, shutdown) = watch::channel(false);
     let task = tokio::spawn(async move {
-        let _events = events;
         controller.run(receiver, || {}, shutdown).await.expect("stops cleanly");
     });
-    Loop { handle, store, stop, task, _dir: dir }
+    Loop { handle, events, store, stop, task, _dir: dir }
 }
 
 impl Loop {
@@ -163,5 +168,22 @@ async fn resyncs_fire_on_the_cron_schedule_in_utc() {
         assert!(*at >= *want && *at < *want + chrono::Duration::seconds(1), "fired at {at}, due at {want}");
     }
     assert_eq!(running.passes(Trigger::Resync), 4, "one pass per firing");
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_manifest_directory_releases_nothing() {
+    let manifest = "apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: inc-1\nspec:\n  reason: r\n  \
+                    target:\n    samAccountName: alice\n  activeDirectory:\n    disabled: true\n  onRelease: restore\n";
+    let running = start(NO_PROVIDERS, manifest).await;
+    assert!(running.handle.wait_for(|p| p.passes == 1).await);
+    // The volume goes away: the directory is there and holds nothing, not even a .git.
+    running.events.send(WatchEvent::Changed(ManifestSet::default())).await.expect("sent");
+    assert!(running.handle.wait_for(|p| p.load_error.is_some()).await);
+    let error = running.handle.progress().borrow().load_error.clone().expect("an error");
+    assert!(error.contains("is empty") && error.contains("unmounted"), "{error}");
+    assert_eq!(running.passes(Trigger::ManifestsChanged), 1, "no pass for the empty set");
+    assert!(running.status().condition(crate::store::ConditionType::Ready).is_some(), "inc-1 is still in force");
+    assert!(running.store.known_manifest(&ManifestName::new("inc-1").expect("name")).expect("read").is_some());
     running.stop().await;
 }

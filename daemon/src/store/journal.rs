@@ -75,6 +75,10 @@ pub struct IntendedChange {
     pub cause: Cause,
     #[serde(default)]
     pub reason: String,
+    /// Sent, and not confirmed: the error it had. Such an intent stays unsettled until the account
+    /// is read again (the write may have reached the directory before the connection broke).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconfirmed: Option<String>,
 }
 
 fn desired() -> Cause {
@@ -101,6 +105,7 @@ impl IntendedChange {
             after: planned.after.clone(),
             cause: planned.cause.clone(),
             reason: planned.reason.clone(),
+            unconfirmed: None,
         }
     }
 }
@@ -229,6 +234,31 @@ impl Store {
         self.db.flush()?;
         self.raise_watermark(stored.last().map(|r| r.id.0), None);
         Ok(stored)
+    }
+
+    /// Notes on journaled intents that they were sent and not confirmed, with the error; they
+    /// stay unsettled for the next reconcile to settle from what the directory shows. Durable
+    /// when it returns.
+    pub fn mark_unconfirmed(&self, intents: &[(IntentId, String)]) -> Result<(), StoreError> {
+        if intents.is_empty() {
+            return Ok(());
+        }
+        let abort = ConflictableTransactionError::Abort;
+        let result = self.journal.transaction(|journal| {
+            for (id, error) in intents {
+                let key = id_key(id.0);
+                let Some(bytes) = journal.get(key)? else {
+                    return Err(abort(StoreError::UnknownIntent(*id)));
+                };
+                let mut intent: Intent = decode(layout::JOURNAL, &id.to_string(), &bytes).map_err(abort)?;
+                intent.change.unconfirmed = Some(error.clone());
+                journal.insert(&key, encode(layout::JOURNAL, &intent).map_err(abort)?)?;
+            }
+            Ok(())
+        });
+        transaction_result(result)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// The intents journaled and not settled, oldest first.

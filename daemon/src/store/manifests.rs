@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use remedy_policies::manifest::{Generation, OnRelease, Target};
-use remedy_policies::plan::DepartedManifest;
+use remedy_policies::plan::{DepartedManifest, RecordedChange};
 use remedy_policies::{Manifest, ManifestName};
 use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
@@ -122,6 +122,57 @@ impl Store {
         Ok(())
     }
 
+    /// For a whole set at once (one transaction, at most one flush): records each manifest's
+    /// generation as seen at `at` (keeping an earlier time) and remembers its content; returns the
+    /// time each generation was first seen, in order.
+    pub fn remember_manifests(
+        &self,
+        manifests: &[Manifest],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        let abort = ConflictableTransactionError::Abort;
+        let prepared: Vec<(Vec<u8>, String, Vec<u8>)> = manifests
+            .iter()
+            .map(|m| {
+                Ok((
+                    first_seen_key(&m.name, &m.generation),
+                    m.name.as_str().to_owned(),
+                    encode(layout::KNOWN_MANIFESTS, &KnownManifest::of(m))?,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let result = (&self.first_seen, &self.known).transaction(|(first_seen, known)| {
+            let mut times = Vec::with_capacity(prepared.len());
+            let mut wrote = false;
+            for (key, name, content) in &prepared {
+                let earlier: Option<DateTime<Utc>> = match first_seen.get(key)? {
+                    Some(bytes) => {
+                        Some(decode(layout::FIRST_SEEN, &String::from_utf8_lossy(key), &bytes).map_err(abort)?)
+                    }
+                    None => None,
+                };
+                match earlier {
+                    Some(earlier) if earlier <= at => times.push(earlier),
+                    _ => {
+                        first_seen.insert(key.as_slice(), encode(layout::FIRST_SEEN, &at).map_err(abort)?)?;
+                        times.push(at);
+                        wrote = true;
+                    }
+                }
+                if known.get(name.as_str())?.is_none_or(|stored| stored.as_ref() != content.as_slice()) {
+                    known.insert(name.as_str(), content.as_slice())?;
+                    wrote = true;
+                }
+            }
+            Ok((times, wrote))
+        });
+        let (times, wrote) = transaction_result(result)?;
+        if wrote {
+            self.db.flush()?;
+        }
+        Ok(times)
+    }
+
     pub fn known_manifest(&self, name: &ManifestName) -> Result<Option<KnownManifest>, StoreError> {
         self.known.get(name.as_str())?.map(|bytes| decode(layout::KNOWN_MANIFESTS, name.as_str(), &bytes)).transpose()
     }
@@ -151,15 +202,36 @@ impl Store {
             .collect())
     }
 
-    /// Forgets a manifest once it has been released: its content and every first-seen time (so
-    /// that a manifest of the same name added later starts afresh). Durable when it returns.
+    /// Forgets a manifest once it has been released: its content, every first-seen time, and the
+    /// changes remedy made for it in the index the plan reads (so that a manifest of the same name
+    /// added later starts afresh: its changes are new, counted by the blast-radius limit, and not
+    /// taken for drift corrections). The history itself keeps every record. Durable when it
+    /// returns.
     pub fn forget_manifest(&self, name: &ManifestName) -> Result<(), StoreError> {
         let first_seen_keys: Vec<sled::IVec> =
             self.first_seen.scan_prefix(first_seen_prefix(name)).keys().collect::<Result<_, _>>()?;
-        let result = (&self.known, &self.first_seen).transaction(|(known, first_seen)| {
+        let mut rewritten: Vec<(sled::IVec, Option<Vec<u8>>)> = Vec::new();
+        for entry in self.changes.iter() {
+            let (key, value) = entry?;
+            let changes: Vec<RecordedChange> =
+                decode(layout::CHANGES_BY_IDENTITY, &String::from_utf8_lossy(&key), &value)?;
+            if !changes.iter().any(|c| c.manifest == *name) {
+                continue;
+            }
+            let kept: Vec<RecordedChange> = changes.into_iter().filter(|c| c.manifest != *name).collect();
+            let value = if kept.is_empty() { None } else { Some(encode(layout::CHANGES_BY_IDENTITY, &kept)?) };
+            rewritten.push((key, value));
+        }
+        let result = (&self.known, &self.first_seen, &self.changes).transaction(|(known, first_seen, changes)| {
             known.remove(name.as_str())?;
             for key in &first_seen_keys {
                 first_seen.remove(key)?;
+            }
+            for (key, value) in &rewritten {
+                match value {
+                    Some(value) => changes.insert(key, value.as_slice())?,
+                    None => changes.remove(key)?,
+                };
             }
             Ok(())
         });

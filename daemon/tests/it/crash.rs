@@ -23,7 +23,7 @@ const KILL_AT: usize = 100;
 
 /// What the error text of a record settled by recovery starts with.
 const INTERRUPTED: &str = "interrupted by a restart";
-const CONFIRMED: &str = "confirmed after the restart";
+const CONFIRMED: &str = "confirmed when read again";
 
 /// `remedy serve --config <config>` with its output in `log`; killed if the test ends (or panics)
 /// without stopping it.

@@ -109,6 +109,7 @@ impl Daemon {
             resync: ResyncSchedule::parse(&config.resync).expect("schedule"),
             manifest_dir: manifests.clone(),
             backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(5) },
+            store_moved_aside: None,
         };
         let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
         let (watcher, events) =

@@ -162,8 +162,8 @@ async fn a_commit_larger_than_the_blast_radius_applies_nothing_until_approved() 
         .await;
     let (_, _, message) = condition(&status, ConditionType::Stalled);
     assert!(message.contains("40 changes") && message.contains("(25)"), "{message}");
-    let held = daemon.progress().held_plan.expect("a plan is held");
-    assert_eq!(status.held_plan_id.as_ref(), Some(&held), "the status names the plan to approve");
+    let held = status.held_plan_id.clone().expect("the status names the plan to approve");
+    daemon.wait("the pass to finish", Duration::from_secs(5), |p| p.held_plan.as_ref() == Some(&held)).await;
     for user in &users {
         assert_eq!(dc::read_user(&mut ldap, &user.dn).await.user_account_control, 0x200, "nothing applied");
         let history = actions(&daemon.history(&sam(user)));
