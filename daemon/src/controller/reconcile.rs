@@ -278,13 +278,22 @@ pub async fn run_pass(
     queue.retain_retries(&plan.identities.iter().map(|i| i.identity.clone()).collect());
 
     let forgettable = releasable(&departed, &plan, &reports, &deferred);
+    let present: BTreeSet<ManifestName> = input.manifests.keys().cloned().collect();
     let forgotten = blocking(store, move |store| {
-        for name in &forgettable {
-            store.forget_manifest(name)?;
-            store.remove_status(name)?;
-            tracing::info!(manifest = %name, "released and forgotten");
+        let mut forgotten = Vec::new();
+        for gone in &forgettable {
+            if present.contains(&gone.name) {
+                // A retargeted manifest: only its old target is done with.
+                store.forget_retired(&gone.name, &gone.target)?;
+                tracing::info!(manifest = %gone.name, target = %gone.target.identity, "old target released");
+            } else {
+                store.forget_manifest(&gone.name)?;
+                store.remove_status(&gone.name)?;
+                tracing::info!(manifest = %gone.name, "released and forgotten");
+                forgotten.push(gone.name.clone());
+            }
         }
-        Ok(forgettable)
+        Ok(forgotten)
     })
     .await?;
     Ok(PassResult {
@@ -489,7 +498,7 @@ fn releasable(
     plan: &Plan,
     reports: &[ActionReport],
     deferred: &BTreeSet<Identity>,
-) -> Vec<ManifestName> {
+) -> Vec<DepartedManifest> {
     let mut done_with = Vec::new();
     for gone in departed {
         let mut done = true;
@@ -505,7 +514,7 @@ fn releasable(
             done &= !unobserved && !restore_left;
         }
         if done {
-            done_with.push(gone.name.clone());
+            done_with.push(gone.clone());
         }
     }
     done_with

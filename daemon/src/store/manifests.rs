@@ -26,6 +26,19 @@ pub struct KnownManifest {
     pub on_release: OnRelease,
     /// The manifest's `spec.reason`.
     pub reason: String,
+    /// Accounts the manifest named before its `spec.target` was edited, not yet released.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredTarget>,
+}
+
+/// An account a manifest stopped naming (its target was edited): released like a deleted
+/// manifest, under the same name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiredTarget {
+    pub target: Target,
+    #[serde(default)]
+    pub on_release: OnRelease,
 }
 
 impl KnownManifest {
@@ -36,7 +49,23 @@ impl KnownManifest {
             target: manifest.spec.target.clone(),
             on_release: manifest.spec.on_release,
             reason: manifest.spec.reason.clone(),
+            retired: Vec::new(),
         }
+    }
+
+    /// What to remember for `manifest`, given what was remembered before: a target that changed
+    /// is retired (to be released), a target named again is no longer.
+    fn succeeding(previous: Option<&KnownManifest>, manifest: &Manifest) -> KnownManifest {
+        let mut known = KnownManifest::of(manifest);
+        if let Some(previous) = previous {
+            known.retired = previous.retired.clone();
+            if previous.target.identity != known.target.identity {
+                known.retired.push(RetiredTarget { target: previous.target.clone(), on_release: previous.on_release });
+            }
+            known.retired.retain(|r| r.target.identity != known.target.identity);
+            known.retired.dedup_by(|a, b| a.target.identity == b.target.identity);
+        }
+        known
     }
 
     /// The plan's input for this manifest once it left the set; `why` goes into the history
@@ -111,7 +140,8 @@ impl Store {
     /// Remembers the manifest's content (target, onRelease, reason) for a release after it is
     /// deleted. Writes (and flushes) only when it changed.
     pub fn remember_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
-        let known = KnownManifest::of(manifest);
+        let previous = self.known_manifest(&manifest.name)?;
+        let known = KnownManifest::succeeding(previous.as_ref(), manifest);
         let bytes = encode(layout::KNOWN_MANIFESTS, &known)?;
         let key = manifest.name.as_str();
         if self.known.get(key)?.is_some_and(|stored| stored.as_ref() == bytes.as_slice()) {
@@ -134,10 +164,11 @@ impl Store {
         let prepared: Vec<(Vec<u8>, String, Vec<u8>)> = manifests
             .iter()
             .map(|m| {
+                let known = KnownManifest::succeeding(self.known_manifest(&m.name)?.as_ref(), m);
                 Ok((
                     first_seen_key(&m.name, &m.generation),
                     m.name.as_str().to_owned(),
-                    encode(layout::KNOWN_MANIFESTS, &KnownManifest::of(m))?,
+                    encode(layout::KNOWN_MANIFESTS, &known)?,
                 ))
             })
             .collect::<Result<_, StoreError>>()?;
@@ -188,18 +219,40 @@ impl Store {
             .collect()
     }
 
-    /// The remembered manifests that are not in `current`, as the plan's departed manifests.
+    /// The remembered manifests that are not in `current`, and the retired targets of those that
+    /// are, as the plan's departed manifests.
     pub fn departed_manifests(
         &self,
         current: &BTreeSet<ManifestName>,
         why: &str,
     ) -> Result<Vec<DepartedManifest>, StoreError> {
-        Ok(self
-            .known_manifests()?
-            .into_iter()
-            .filter(|known| !current.contains(&known.name))
-            .map(|known| known.departed(why))
-            .collect())
+        let mut departed = Vec::new();
+        for known in self.known_manifests()? {
+            for retired in &known.retired {
+                departed.push(DepartedManifest {
+                    name: known.name.clone(),
+                    target: retired.target.clone(),
+                    on_release: retired.on_release,
+                    reason: format!("retargeted: spec.target no longer names {}", retired.target.identity),
+                });
+            }
+            if !current.contains(&known.name) {
+                departed.push(known.departed(why));
+            }
+        }
+        Ok(departed)
+    }
+
+    /// Forgets a retired target of a manifest once it has been released. Durable when it returns.
+    pub fn forget_retired(&self, name: &ManifestName, target: &Target) -> Result<(), StoreError> {
+        let Some(mut known) = self.known_manifest(name)? else { return Ok(()) };
+        let before = known.retired.len();
+        known.retired.retain(|r| r.target.identity != target.identity);
+        if known.retired.len() != before {
+            self.known.insert(name.as_str(), encode(layout::KNOWN_MANIFESTS, &known)?)?;
+            self.db.flush()?;
+        }
+        Ok(())
     }
 
     /// Forgets a manifest once it has been released: its content, every first-seen time, and the

@@ -297,3 +297,43 @@ async fn a_deleted_manifest_with_restore_gives_the_account_back_and_records_it()
     assert!(first.resolved.ad_dn.as_deref().is_some_and(|dn| dn.eq_ignore_ascii_case(&user.dn)), "{first:?}");
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_manifest_pointed_at_another_account_releases_the_first() {
+    let ou = TestOu::create("serve-retarget").await;
+    let bob = ou.add_user("bob", 0x200).await;
+    let carol = ou.add_user("carol", 0x200).await;
+    let options = Options { with_entra: false, ..Options::default() };
+    let daemon = Daemon::start(options).await;
+    let spec = format!("{DISABLE}  onRelease: restore\n");
+    daemon.save("inc-7.yaml", &manifest("inc-7", &bob.sam, &spec));
+    daemon.wait_status("inc-7", Duration::from_secs(15), is_ready).await;
+    let mut ldap = dc::admin().await;
+    assert_eq!(dc::read_user(&mut ldap, &bob.dn).await.user_account_control, 0x202);
+
+    // The wrong account: the operator points the manifest at carol.
+    daemon.save("inc-7.yaml", &manifest("inc-7", &carol.sam, &spec));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while dc::read_user(&mut ldap, &bob.dn).await.user_account_control != 0x200 {
+        assert!(tokio::time::Instant::now() < deadline, "bob is never given back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.wait_status("inc-7", Duration::from_secs(15), is_ready).await;
+    assert_eq!(dc::read_user(&mut ldap, &carol.dn).await.user_account_control, 0x202, "carol is disabled");
+    assert_eq!(
+        actions(&daemon.history(&sam(&bob))),
+        vec![
+            (Action::DisableAccount, ActionOutcome::Succeeded, "0x200".into(), "0x202".into()),
+            (Action::EnableAccount, ActionOutcome::Restored, "0x202".into(), "0x200".into()),
+        ]
+    );
+    // Released once: a later pass does not enable bob again or record anything more.
+    daemon.handle.reconcile("test", None, None).await.expect("requested");
+    daemon
+        .wait("another pass", Duration::from_secs(10), |p| p.passes_by_trigger.contains_key(&Trigger::Requested))
+        .await;
+    assert_eq!(daemon.history(&sam(&bob)).len(), 2);
+    let known = daemon.store.known_manifest(&ManifestName::new("inc-7").expect("name")).expect("read").expect("known");
+    assert!(known.retired.is_empty(), "the old target is forgotten once released: {known:?}");
+    daemon.stop().await;
+}

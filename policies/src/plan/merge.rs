@@ -99,7 +99,10 @@ pub(super) fn group<'a>(input: &PlanInput<'a>, warnings: &mut Vec<String>) -> Ve
             b.effective_since,
         ))
     });
-    let present: BTreeSet<&ManifestName> = manifests.iter().map(|m| &m.manifest.name).collect();
+    // A departed manifest whose name is still present is the same manifest pointed at another
+    // account (spec.target edited): its old target is released, the new one is current.
+    let present: BTreeSet<(&ManifestName, &Identity)> =
+        manifests.iter().map(|m| (&m.manifest.name, &m.manifest.target().identity)).collect();
 
     let mut declared: Vec<(Identity, Role<'a>)> = Vec::new();
     for active in manifests {
@@ -121,14 +124,15 @@ pub(super) fn group<'a>(input: &PlanInput<'a>, warnings: &mut Vec<String>) -> Ve
     departed.sort_by(|a, b| (&a.name, &a.target, &a.reason).cmp(&(&b.name, &b.target, &b.reason)));
     let mut seen_departed = BTreeSet::new();
     for gone in departed {
-        if present.contains(&gone.name) {
+        if present.contains(&(&gone.name, &gone.target.identity)) {
             warnings.push(format!(
-                "departed manifest {} is also in the current set: it is planned as current, not released",
+                "departed manifest {} is also in the current set with the same target: it is planned as current, \
+                 not released",
                 gone.name
             ));
             continue;
         }
-        if !seen_departed.insert(&gone.name) {
+        if !seen_departed.insert((&gone.name, &gone.target.identity)) {
             continue;
         }
         declared.push((
