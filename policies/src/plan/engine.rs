@@ -5,7 +5,7 @@
 //! the effective time: once the observed account shows such an event they are satisfied for good,
 //! so a user who complied is never forced again.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use super::merge::{time, Desired, Group, OneShot, StateWant};
 use super::{
@@ -345,7 +345,7 @@ fn plan_entra(group: &Group<'_>, user: &EntraUser, desired: &Desired, input: &Pl
     }
     if let Some(shot) = &desired.revoke_sessions {
         match user.sign_in_sessions_valid_from {
-            Some(at) if at >= shot.since => work.notes.push(format!(
+            Some(at) if at >= graph_precision(shot.since) => work.notes.push(format!(
                 "revokeSessions is satisfied: sessions were revoked at {}, after the manifest took effect at {}",
                 time(at),
                 time(shot.since)
@@ -371,13 +371,22 @@ fn plan_entra(group: &Group<'_>, user: &EntraUser, desired: &Desired, input: &Pl
     }
 }
 
+/// An effective time as Microsoft Graph would write it: Graph reads times such as
+/// signInSessionsValidFromDateTime back in whole seconds, so a revocation sent 0.2 s after a
+/// manifest took effect at 10:20:36.81 reads back as 10:20:36, and must still count. AD's
+/// pwdLastSet is a FILETIME (100 ns) and is compared as it is: a password set in the same second
+/// but before the manifest took effect does not satisfy it.
+fn graph_precision(since: DateTime<Utc>) -> DateTime<Utc> {
+    since.trunc_subsecs(0)
+}
+
 /// Why confirming the compromise is not (or no longer) needed, if it is not.
 fn compromise_confirmed(group: &Group<'_>, user: &EntraUser, shot: &OneShot, input: &PlanInput<'_>) -> Option<String> {
     let updated = user.risk_last_updated;
     match user.risk_state {
         RiskState::ConfirmedCompromised => return Some("the user is confirmed compromised".to_owned()),
         RiskState::Remediated | RiskState::Dismissed => {
-            if let Some(at) = updated.filter(|at| *at >= shot.since) {
+            if let Some(at) = updated.filter(|at| *at >= graph_precision(shot.since)) {
                 return Some(format!(
                     "the risk was {} at {}, after the manifest took effect at {}: the user complied",
                     risk_state(user.risk_state),
@@ -443,9 +452,20 @@ pub(super) fn classify_drift(group: &Group<'_>, desired: &Desired, input: &PlanI
                 | Action::RevokeSessions
                 | Action::ConfirmCompromised
         );
-        let done_before = input.remedy_changes.iter().any(|change| {
+        // Drift only when remedy's latest change to this attribute of the account is this very
+        // action, for a manifest that asks for it: then someone else undid it. When remedy itself
+        // changed it back since (a manifest toggled, a restore), doing it again is new.
+        let attribute = |action: Action| action.inverse().map_or(action, |inverse| inverse.min(action));
+        let latest = input
+            .remedy_changes
+            .iter()
+            .filter(|change| {
+                attribute(change.action) == attribute(planned.action)
+                    && group.is_about(&change.identity, input.observed)
+            })
+            .max_by(|a, b| (a.at, a.action, &a.manifest).cmp(&(b.at, b.action, &b.manifest)));
+        let done_before = latest.is_some_and(|change| {
             change.action == planned.action
-                && group.is_about(&change.identity, input.observed)
                 && planned.provenance.contains(&change.manifest)
                 && (!one_shot || desired.effective_since(&change.manifest).is_some_and(|since| change.at >= since))
         });

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::{ActiveManifest, Conflict, ConflictSide, PlanInput};
 use crate::action::Action;
@@ -346,12 +346,8 @@ pub(super) fn desired(group: &Group<'_>, now: DateTime<Utc>, conflicts: &mut Vec
     for active in &group.active {
         let name = active.manifest.name.clone();
         desired.reasons.insert(name.clone(), active.manifest.spec.reason.clone());
-        // A first-seen time in the future (clock skew) would make one-shots unsatisfiable. Whole
-        // seconds: Graph reports signInSessionsValidFromDateTime (and other times) in whole
-        // seconds, so a revocation sent 0.2 s after the manifest took effect reads back as
-        // earlier than a sub-second effective time, and would be sent again.
-        let effective = active.effective_since.min(now);
-        desired.effective.insert(name, effective.trunc_subsecs(0));
+        // A first-seen time in the future (clock skew) would make one-shots unsatisfiable.
+        desired.effective.insert(name, active.effective_since.min(now));
     }
     let manifests = &group.active;
     let by = |pick: &dyn Fn(&Manifest) -> Option<bool>| -> Vec<(ManifestName, bool)> {
