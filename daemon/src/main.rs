@@ -53,13 +53,25 @@ enum Command {
     Reconcile(cli::reconcile::ReconcileArgs),
     /// Approve a plan the daemon holds for exceeding maxChangesPerReconcile.
     Approve(cli::approve::ApproveArgs),
+    /// Print the HTTP API's OpenAPI document (as `GET /openapi.json` serves it), offline.
+    Openapi(cli::openapi::OpenapiArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     // The daemon says what it does; one-shot commands print their answer and only warn.
     let default_level = if matches!(args.command, Command::Serve(_)) { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REMEDY_LOG").unwrap_or_else(|_| default_level.into());
+    let requested = std::env::var("REMEDY_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&requested).unwrap_or_else(|_| default_level.into());
+    if requested.trim().is_empty() {
+        filter = default_level.into();
+    }
+    // notify traces every file event it sees: with REMEDY_LOG=trace and the log file next to the
+    // manifest directory, each log line would be an event to trace, without end. Asked for by
+    // name, it is given.
+    if !requested.contains("notify") {
+        filter = filter.add_directive("notify=info".parse().expect("a valid directive"));
+    }
     let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
     match args.log_format {
         LogFormat::Text => logs.init(),
@@ -74,6 +86,7 @@ fn main() -> ExitCode {
         Command::History(a) => cli::history::run(&a),
         Command::Reconcile(a) => cli::reconcile::run(&a),
         Command::Approve(a) => cli::approve::run(&a),
+        Command::Openapi(a) => cli::openapi::run(&a),
     };
     match outcome {
         Ok(code) => code,

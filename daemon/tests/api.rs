@@ -193,6 +193,110 @@ impl Reply {
     }
 }
 
+/// The API's OpenAPI document, to hold real answers against.
+struct Contract {
+    document: Value,
+}
+
+impl Contract {
+    /// The document `remedy::api::openapi()` generates (the one `/openapi.json` serves).
+    fn generated() -> Contract {
+        Contract { document: serde_json::to_value(remedy::api::openapi()).expect("the document is JSON") }
+    }
+
+    /// Every operation, as (method in upper case, path template).
+    fn operations(&self) -> Vec<(String, String)> {
+        let paths = self.document["paths"].as_object().expect("paths");
+        paths
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object().expect("a path item").keys().map(|method| (method.to_uppercase(), path.clone()))
+            })
+            .collect()
+    }
+
+    fn operation(&self, method: &str, template: &str) -> &Value {
+        let operation = &self.document["paths"][template][method.to_lowercase()];
+        assert!(operation.is_object(), "{method} {template} is not in the document");
+        operation
+    }
+
+    /// Follows a `$ref` to a response component.
+    fn follow<'a>(&'a self, response: &'a Value) -> &'a Value {
+        match response["$ref"].as_str() {
+            Some(reference) => {
+                let pointer = reference.strip_prefix('#').expect("a local reference");
+                self.document.pointer(pointer).unwrap_or_else(|| panic!("{reference} does not resolve"))
+            }
+            None => response,
+        }
+    }
+
+    /// A reusable response (`NotFound`, `MethodNotAllowed`...).
+    fn component(&self, name: &str) -> &Value {
+        let response = &self.document["components"]["responses"][name];
+        assert!(response.is_object(), "no response component {name}");
+        response
+    }
+
+    /// Asserts that `reply` is an answer the document lists for `method template`: a documented
+    /// status, with the documented content type and headers, and a body its schema accepts.
+    fn check(&self, method: &str, template: &str, reply: &Reply) {
+        if let Err(why) = self.verdict(method, template, reply) {
+            panic!("{method} {template}: {why}\n{reply:#?}");
+        }
+    }
+
+    fn verdict(&self, method: &str, template: &str, reply: &Reply) -> Result<(), String> {
+        let responses = &self.operation(method, template)["responses"];
+        let response = responses
+            .get(reply.status.to_string())
+            .ok_or_else(|| format!("status {} is not documented", reply.status))?;
+        self.matches(self.follow(response), reply)
+    }
+
+    /// Asserts that `reply` matches `response` (a Response object of the document).
+    fn check_response(&self, response: &Value, reply: &Reply) {
+        if let Err(why) = self.matches(response, reply) {
+            panic!("{why}\n{reply:#?}");
+        }
+    }
+
+    fn matches(&self, response: &Value, reply: &Reply) -> Result<(), String> {
+        let content = response["content"].as_object().expect("every answer has a body");
+        assert_eq!(content.len(), 1, "one media type: {response:#}");
+        let (media_type, media) = content.iter().next().expect("one media type");
+        if !reply.content_type.starts_with(media_type.as_str()) {
+            return Err(format!("the content type is not {media_type}"));
+        }
+        for name in response["headers"].as_object().into_iter().flat_map(|headers| headers.keys()) {
+            assert!(name.eq_ignore_ascii_case("www-authenticate"), "a header the test does not read: {name}");
+            if reply.www_authenticate.is_none() {
+                return Err(format!("no {name} header"));
+            }
+        }
+        if media_type != "application/json" {
+            return Ok(());
+        }
+        let body: Value = serde_json::from_str(&reply.text).map_err(|e| format!("the body is not JSON: {e}"))?;
+        // The document as the root (for `#/components/...`), with the schema to apply.
+        let mut root = self.document.clone();
+        root["allOf"] = json!([media["schema"]]);
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&root)
+            .unwrap_or_else(|e| panic!("the schema does not compile: {e}: {:#}", media["schema"]));
+        let errors: Vec<String> =
+            validator.iter_errors(&body).map(|e| format!("at {:?}: {e}", e.instance_path().as_str())).collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("the body does not match the document:\n{}", errors.join("\n")))
+        }
+    }
+}
+
 /// A running daemon: controller, watcher and API, as `remedy serve` wires them.
 struct Daemon {
     base: String,
@@ -522,6 +626,240 @@ async fn health_and_readiness_answer_without_a_token() {
         assert_eq!(daemon.get("/healthz", who).await.ok(200), json!({ "status": "ok" }));
         let ready = daemon.get("/readyz", who).await.ok(200);
         assert_eq!(ready["ready"], true, "{ready:#}");
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_served_without_a_token_and_printed_by_remedy_openapi() {
+    let daemon = Daemon::start(&["a@x.test"]).await;
+    let generated = Contract::generated().document;
+    for who in [Who::Nobody, Who::Stranger, Who::BasicScheme, Who::Reader] {
+        assert_eq!(daemon.get("/openapi.json", who).await.ok(200), generated, "as {who:?}");
+    }
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_remedy")).arg("openapi").output().expect("runs");
+    assert!(printed.status.success(), "{printed:?}");
+    let printed: Value = serde_json::from_slice(&printed.stdout).expect("JSON on standard output");
+    assert_eq!(printed, generated, "`remedy openapi` prints what the daemon serves");
+    daemon.stop().await;
+}
+
+/// The checks against the document fail where they should: they are no rubber stamp.
+#[test]
+fn answers_the_openapi_document_does_not_allow_are_caught() {
+    let contract = Contract::generated();
+    let reply = |status: u16, content_type: &str, text: &str| Reply {
+        asked: format!("a made-up {status}"),
+        status,
+        content_type: content_type.to_owned(),
+        www_authenticate: (status == 401).then(|| "Bearer realm=\"remedy\"".to_owned()),
+        text: text.to_owned(),
+    };
+    let json = "application/json";
+    let condition = r#"{"type": "Ready", "status": "True", "reason": "Succeeded", "message": "",
+        "lastTransitionTime": "2026-11-30T10:41:47Z"}"#;
+    let good = format!(r#"{{"manifests": [{{"name": "inc-1-a", "conditions": [{condition}]}}]}}"#);
+    contract.check("GET", "/v1/manifests", &reply(200, json, &good));
+    let unauthorized = r#"{"error": {"code": "unauthorized", "message": "unknown token"}}"#;
+    contract.check("GET", "/v1/manifests", &reply(401, json, unauthorized));
+    let record = r#"{"id": 1, "at": "2026-11-30T10:41:47Z", "prevHash": "PREV", "hash": "HASH", "event": EVENT}"#
+        .replace("PREV", &"0".repeat(64))
+        .replace("HASH", &"a".repeat(64));
+    let approval = r#"{"kind": "approval", "planId": "f892516a36e3b7d86f70055690fa467d", "by": "otto"}"#;
+    contract.check("GET", "/v1/history/{id}", &reply(200, json, &record.replace("EVENT", approval)));
+
+    let bad = [
+        ("GET", "/v1/manifests", reply(200, json, &good.replace("inc-1-a", "Not_A_Name"))),
+        ("GET", "/v1/manifests", reply(200, json, &good.replace("\"Ready\"", "\"Happy\""))),
+        ("GET", "/v1/manifests", reply(200, json, &good.replace("2026-11-30T10:41:47Z", "yesterday"))),
+        ("GET", "/v1/manifests", reply(200, json, r#"{"manifests": [{"conditions": []}]}"#)),
+        ("GET", "/v1/manifests", reply(200, "text/plain", &good)),
+        ("GET", "/v1/manifests", reply(418, json, &good)),
+        ("GET", "/v1/manifests", reply(401, json, &unauthorized.replace("unauthorized", "forbidden"))),
+        ("GET", "/v1/manifests", reply(401, json, r#"{"error": "unknown token"}"#)),
+        (
+            "GET",
+            "/v1/history/{id}",
+            reply(200, json, &record.replace("EVENT", &approval.replace("approval", "applause"))),
+        ),
+        ("GET", "/v1/history/{id}", reply(200, json, &record.replace("EVENT", &approval.replace("f892", "xyz0")))),
+        (
+            "GET",
+            "/v1/history/{id}",
+            reply(200, json, &record.replace("EVENT", r#"{"kind": "approval", "by": "otto"}"#)),
+        ),
+    ];
+    for (method, template, reply) in bad {
+        assert!(contract.verdict(method, template, &reply).is_err(), "{method} {template} passed: {reply:#?}");
+    }
+}
+
+/// The documented `identity` filter allows only identities remedy takes (a fuzzer sends what the
+/// pattern allows and expects no 400), and the usual forms of each kind.
+#[test]
+fn the_identity_filter_allows_only_identities_remedy_takes() {
+    let contract = Contract::generated();
+    let parameters = contract.operation("GET", "/v1/history")["parameters"].as_array().expect("parameters").clone();
+    let identity = parameters.iter().find(|p| p["name"] == "identity").expect("the identity parameter");
+    let validator = jsonschema::validator_for(&identity["schema"]).expect("the pattern compiles");
+    let taken = [
+        "upn:alice@contoso.com",
+        "upn:Alice.O'Neil+x@Sub-1.Contoso.COM",
+        "sam:alice",
+        "sam:svc remedy$",
+        "sam:a.b_c-d~{e}!#%&()^`",
+        "guid:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+        "guid:{6F9619FF-8B86-D011-B42D-00C04FC964FF}",
+        "sid:S-1-5-21-1004336348-1177238915-682003330-512",
+        "sid:s-1-5-32-544",
+        "sid:S-1-5-4294967295-0-3999999999-4199999999-4289999999",
+    ];
+    for text in taken {
+        assert!(text.parse::<remedy_policies::Identity>().is_ok(), "{text} is not taken");
+        assert!(validator.is_valid(&json!(text)), "{text} is not allowed");
+    }
+    let refused = [
+        "alice",
+        "upn:alice",
+        "upn:al ice@contoso.com",
+        "upn:alice@-contoso.com",
+        "upn:alice@contoso..com",
+        "sam:",
+        "sam:   ",
+        "sam:alice.",
+        "sam:a/b",
+        "sam:abcdefghijklmnopqrstu",
+        "guid:6f9619ff8b86d011b42d00c04fc964ff",
+        "guid:{6f9619ff-8b86-d011-b42d-00c04fc964ff",
+        "sid:S-1-5",
+        "sid:S-1-281474976710656-1",
+        "sid:S-1-5-4294967296",
+        "sid:S-1-5-5000000000",
+        "sid:S-1-5-1-2-3-4-5-6-7-8-9-10-11-12-13-14-15-16",
+        "UPN:alice@contoso.com",
+    ];
+    for text in refused {
+        assert!(text.parse::<remedy_policies::Identity>().is_err(), "{text} is taken");
+        assert!(!validator.is_valid(&json!(text)), "{text} is allowed");
+    }
+}
+
+/// A value `GET /v1/history` accepts for each of its query parameters (the THREE daemon's).
+const HISTORY_FILTERS: [(&str, &str); 8] = [
+    ("identity", "upn:a@x.test"),
+    ("manifest", "inc-1-a"),
+    ("action", "suspend-user"),
+    ("outcome", "succeeded"),
+    ("since", "2020-01-01T00:00:00Z"),
+    ("until", "2100-01-01T00:00:00Z"),
+    ("after", "1"),
+    ("limit", "1000"),
+];
+
+/// The document against the live daemon: every route it lists is served at its path and method,
+/// and answers (success and error alike, for every kind of caller) only with statuses it lists,
+/// each with the content type, headers and body shape it gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_as_the_openapi_document_says() {
+    let daemon = Daemon::start(&THREE).await;
+    let contract = Contract::generated();
+    let plan = daemon.held_plan(&names(&THREE)).await;
+    let concrete = |template: &str, plan: &str| {
+        template.replace("{name}", "inc-1-a").replace("{id}", "1").replace("{planId}", plan)
+    };
+    let operations = contract.operations();
+    let mut answered = BTreeSet::new();
+    for (method, template) in &operations {
+        let path = concrete(template, UNHELD_PLAN);
+        for who in [Who::Nobody, Who::Stranger, Who::BasicScheme, Who::Reader, Who::Operator] {
+            let reply = daemon.send(method, &path, who, None).await;
+            contract.check(method, template, &reply);
+            if reply.status < 300 {
+                answered.insert((method.clone(), template.clone()));
+            }
+        }
+    }
+    let approval = format!("/v1/approvals/{plan}");
+    let body = json!({ "comment": "INC-1: confirmed by the SOC lead" }).to_string();
+    let reply = daemon.post(&approval, Who::Administrator, &body).await;
+    contract.check("POST", "/v1/approvals/{planId}", &reply);
+    assert_eq!(reply.status, 202, "{reply:#?}");
+    answered.insert(("POST".to_owned(), "/v1/approvals/{planId}".to_owned()));
+    let all: BTreeSet<(String, String)> = operations.iter().cloned().collect();
+    assert_eq!(answered, all, "each route answered with success at least once");
+    daemon.converged(&THREE).await;
+
+    // Errors, each in the response the document gives for its status.
+    let op = Who::Operator;
+    for (method, template, path, body, status) in [
+        ("GET", "/v1/manifests/{name}", "/v1/manifests/Not_A_Name", None, 400),
+        ("GET", "/v1/manifests/{name}", "/v1/manifests/%FF", None, 400),
+        ("GET", "/v1/manifests/{name}", "/v1/manifests/no-such-manifest", None, 404),
+        ("POST", "/v1/manifests/{name}/reconcile", "/v1/manifests/no-such-manifest/reconcile", None, 404),
+        ("POST", "/v1/manifests/{name}/reconcile", "/v1/manifests/inc-1-a/reconcile", Some("[]"), 400),
+        ("POST", "/v1/reconcile", "/v1/reconcile", Some("{not json"), 400),
+        ("POST", "/v1/reconcile", "/v1/reconcile", Some("{\"comment\": 5}"), 400),
+        ("POST", "/v1/approvals/{planId}", "/v1/approvals/not-a-plan", None, 400),
+        ("POST", "/v1/approvals/{planId}", approval.as_str(), Some("null"), 400),
+        ("POST", "/v1/approvals/{planId}", approval.as_str(), None, 409),
+        ("GET", "/v1/history", "/v1/history?limit=0", None, 400),
+        ("GET", "/v1/history", "/v1/history?since=yesterday", None, 400),
+        ("GET", "/v1/history/{id}", "/v1/history/abc", None, 400),
+        ("GET", "/v1/history/{id}", "/v1/history/999999", None, 404),
+    ] {
+        let reply = daemon.send(method, path, op, body).await;
+        assert_eq!(reply.status, status, "{reply:#?}");
+        contract.check(method, template, &reply);
+    }
+    let huge = format!("{{\"comment\": \"{}\"}}", "x".repeat(2 << 20));
+    let reply = send(&client(&[]), &daemon.base, "POST", "/v1/reconcile", op, Some(&huge)).await;
+    assert_eq!(reply.status, 413, "{reply:#?}");
+    contract.check("POST", "/v1/reconcile", &reply);
+    // What no route documents: a path that is not one, a method a path does not take.
+    for path in ["/", "/v1/nothing-here", "/v1/manifests/inc-1-a/status"] {
+        let reply = daemon.get(path, Who::Administrator).await;
+        assert_eq!(reply.status, 404, "{reply:#?}");
+        contract.check_response(contract.component("NotFound"), &reply);
+    }
+    for (method, path) in [("DELETE", "/v1/manifests"), ("GET", "/v1/reconcile"), ("POST", "/openapi.json")] {
+        let reply = daemon.send(method, path, Who::Administrator, None).await;
+        assert_eq!(reply.status, 405, "{reply:#?}");
+        contract.check_response(contract.component("MethodNotAllowed"), &reply);
+    }
+
+    // The history's query parameters are the ones documented, and each is taken.
+    let documented: BTreeSet<&str> = contract.operation("GET", "/v1/history")["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(documented, HISTORY_FILTERS.iter().map(|(name, _)| *name).collect());
+    let message = daemon.get("/v1/history?colour=blue", Who::Reader).await.error(400, "bad-request");
+    let named: BTreeSet<&str> = message.rsplit_once("use ").expect("the names").1.split(", ").collect();
+    assert_eq!(named, documented, "the 400 for an unknown parameter names the documented ones: {message}");
+    for (name, value) in HISTORY_FILTERS {
+        let reply = daemon.get(&format!("/v1/history?{name}={value}"), Who::Reader).await;
+        assert_eq!(reply.status, 200, "{reply:#?}");
+        contract.check("GET", "/v1/history", &reply);
+    }
+
+    // Every kind of event, in the list and one by one; the statuses once converged.
+    let reply = daemon.get("/v1/history?limit=1000", Who::Reader).await;
+    contract.check("GET", "/v1/history", &reply);
+    let records = reply.json()["records"].as_array().expect("records").clone();
+    for event in ["action", "approval", "reconcile-request"] {
+        let record = records.iter().find(|r| kind(r) == event).unwrap_or_else(|| panic!("no {event}: {records:#?}"));
+        let reply = daemon.get(&format!("/v1/history/{}", record["id"]), Who::Reader).await;
+        assert_eq!(reply.status, 200, "{reply:#?}");
+        contract.check("GET", "/v1/history/{id}", &reply);
+    }
+    for path in ["/v1/manifests", "/v1/manifests/inc-2-b", "/v1/history/verify", "/readyz"] {
+        let reply = daemon.get(path, Who::Reader).await;
+        assert_eq!(reply.status, 200, "{reply:#?}");
+        let template = if path == "/v1/manifests/inc-2-b" { "/v1/manifests/{name}" } else { path };
+        contract.check("GET", template, &reply);
     }
     daemon.stop().await;
 }
@@ -1060,6 +1398,7 @@ async fn readiness_names_entra_id_once_graph_cannot_be_reached() {
     let body = loop {
         let reply = daemon.get("/readyz", Who::Nobody).await;
         if reply.status == 503 {
+            Contract::generated().check("GET", "/readyz", &reply);
             break reply.json();
         }
         assert_eq!(reply.status, 200, "{reply:#?}");

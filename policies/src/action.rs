@@ -9,6 +9,7 @@ use crate::observed::{uac, AdAccount, EntraUser, PasswordLastSet, RiskState};
 
 /// Which directory an action is sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Provider {
     ActiveDirectory,
@@ -26,6 +27,7 @@ impl fmt::Display for Provider {
 
 /// One change to one account. The declaration order is the order in which a plan runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// AD: set ACCOUNTDISABLE.

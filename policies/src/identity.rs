@@ -189,6 +189,17 @@ impl<'de> Deserialize<'de> for Identity {
     }
 }
 
+// By hand, as the serde impls above: the `kind:value` text. The pattern checks the kind only; the
+// value's own rules are `FromStr`'s.
+#[cfg(feature = "openapi")]
+crate::openapi::string_schema!(
+    Identity,
+    "An account as declared, `kind:value`: `upn:` a userPrincipalName, `sam:` a samAccountName, `guid:` an \
+     objectGuid, `sid:` an objectSid.",
+    "^(upn|sam|guid|sid):.+$",
+    "upn:alice@contoso.com"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

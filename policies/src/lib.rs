@@ -11,6 +11,8 @@ pub mod identity;
 pub mod load;
 pub mod manifest;
 pub mod observed;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod plan;
 
 pub use action::{Action, Provider};

@@ -63,6 +63,15 @@ impl fmt::Display for ManifestName {
     }
 }
 
+// By hand: the JSON form is the string `ManifestName::new` accepts.
+#[cfg(feature = "openapi")]
+crate::openapi::string_schema!(
+    ManifestName,
+    "A manifest's name: a DNS label (1 to 63 of a-z, 0-9 and '-', starting and ending with a letter or digit).",
+    "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+    "inc-4801-staff0007"
+);
+
 /// The account a manifest is about.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -180,6 +189,15 @@ impl fmt::Display for Generation {
         f.write_str(&self.0)
     }
 }
+
+// By hand: the JSON form is the hex digest `generation` makes.
+#[cfg(feature = "openapi")]
+crate::openapi::string_schema!(
+    Generation,
+    "A manifest's content hash (16 hexadecimal digits): it changes exactly when what the manifest says changes.",
+    "^[0-9a-f]{16}$",
+    "4e24a8230d6e3862"
+);
 
 /// A validated `Remediation` manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

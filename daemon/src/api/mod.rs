@@ -1,12 +1,18 @@
 //! The HTTP API of `remedy serve` (axum): status and history for readers, reconcile and approve
 //! for operators and administrators, health and metrics. See `docs/api.md`.
 //!
-//! Every route but `/healthz` and `/readyz` needs a bearer token (401 without a known one, 403
-//! when its role may not do what is asked). Errors have one shape ([`error::ApiError`]).
+//! Every route but `/healthz`, `/readyz` and `/openapi.json` needs a bearer token (401 without a
+//! known one, 403 when its role may not do what is asked). Errors have one shape
+//! ([`error::ApiError`]).
+//!
+//! Each handler carries its OpenAPI description (`#[utoipa::path]`: method, path, parameters,
+//! responses), and [`routes`] builds both the router and the document from those: a route cannot
+//! be served undocumented, nor documented at another path or method.
 
 mod auth;
 mod error;
 mod listener;
+mod openapi;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,16 +22,21 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use remedy_policies::plan::PlanId;
 use remedy_policies::{Action, Identity, ManifestName};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::{Caller, Tokens};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 pub use listener::{serve, Bound, ListenError};
+pub use openapi::openapi;
+
+use openapi::{BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized, Unavailable};
 
 use crate::controller::{CommandError, ControllerHandle};
 use crate::store::{ActionOutcome, HistoryQuery, HistoryRecord, ManifestStatus, RecordId, Store};
@@ -38,38 +49,55 @@ pub struct ApiState {
     pub tokens: Arc<Tokens>,
 }
 
+/// Every route with its documentation: the one list both [`router`] and [`openapi`] are made from.
+/// Add a route here, with `routes!`, never with `.route` (that would serve it undocumented).
+fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_document))
+        .routes(routes!(metrics))
+        .routes(routes!(list_manifests))
+        .routes(routes!(get_manifest))
+        .routes(routes!(reconcile_manifest))
+        .routes(routes!(reconcile_all))
+        .routes(routes!(history))
+        .routes(routes!(verify_history))
+        .routes(routes!(history_record))
+        .routes(routes!(approve))
+}
+
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/manifests", get(list_manifests))
-        .route("/v1/manifests/{name}", get(get_manifest))
-        .route("/v1/manifests/{name}/reconcile", post(reconcile_manifest))
-        .route("/v1/reconcile", post(reconcile_all))
-        .route("/v1/history", get(history))
-        .route("/v1/history/verify", get(verify_history))
-        .route("/v1/history/{id}", get(history_record))
-        .route("/v1/approvals/{plan_id}", post(approve))
+    let (router, _document) = routes().split_for_parts();
+    router
         .fallback(|| async { ApiError::not_found("no such endpoint: see docs/api.md") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "this endpoint does not take that method",
-            )
+            ApiError::new(ErrorCode::MethodNotAllowed, "this endpoint does not take that method")
         })
         .with_state(state)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    #[schema(examples("ok"))]
+    status: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+/// Liveness
+///
+/// The process is up and serves requests. No token needed.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses(
+    (status = 200, description = "the process serves requests", body = Health),
+))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Readiness {
     ready: bool,
+    #[schema(examples("open"))]
     store: &'static str,
     manifests_loaded: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,6 +112,14 @@ struct Readiness {
     store_moved_aside: Option<String>,
 }
 
+/// Readiness
+///
+/// Ready when a manifest set is loaded, the latest reconcile could ask every configured provider,
+/// the store works, and remedy is not shutting down. No token needed.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "ready", body = Readiness),
+    (status = 503, description = "not ready: the body says why", body = Readiness),
+))]
 async fn readyz(State(state): State<ApiState>) -> Response {
     let progress = state.handle.progress().borrow().clone();
     let readiness = Readiness {
@@ -102,16 +138,43 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     (status, Json(readiness)).into_response()
 }
 
+/// This OpenAPI document
+///
+/// No token needed. `remedy openapi` prints the same document without a daemon.
+#[utoipa::path(get, path = "/openapi.json", tag = "health", responses(
+    (status = 200, description = "the OpenAPI document of this API", body = Object),
+))]
+async fn openapi_document() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+/// Prometheus metrics
+///
+/// The text exposition format 0.0.4, for a token of any role.
+#[utoipa::path(get, path = "/metrics", tag = "health", security(("bearer" = [])), responses(
+    (status = 200, description = "the Prometheus text exposition, version 0.0.4", body = String,
+        content_type = "text/plain"),
+    (status = 401, response = Unauthorized),
+))]
 async fn metrics(State(state): State<ApiState>, _caller: Caller) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.handle.metrics().render())
         .into_response()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ManifestList {
+    /// Sorted by name.
     manifests: Vec<ManifestStatus>,
 }
 
+/// Every manifest's status
+///
+/// As the controller wrote it at its latest reconcile, sorted by name.
+#[utoipa::path(get, path = "/v1/manifests", tag = "manifests", security(("bearer" = [])), responses(
+    (status = 200, description = "every manifest's status", body = ManifestList),
+    (status = 401, response = Unauthorized),
+    (status = 500, response = Internal),
+))]
 async fn list_manifests(State(state): State<ApiState>, _caller: Caller) -> Result<Json<ManifestList>, ApiError> {
     let store = state.store.clone();
     let manifests = blocking(move || store.list_status()).await?;
@@ -122,6 +185,19 @@ fn manifest_name(text: &str) -> Result<ManifestName, ApiError> {
     ManifestName::new(text).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
+/// One manifest's status
+///
+/// As the controller wrote it at its latest reconcile; 404 when there is none.
+#[utoipa::path(get, path = "/v1/manifests/{name}", tag = "manifests", security(("bearer" = [])),
+    params(("name" = ManifestName, Path, description = "the manifest's name")),
+    responses(
+        (status = 200, description = "the manifest's status", body = ManifestStatus),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+)]
 async fn get_manifest(
     State(state): State<ApiState>,
     _caller: Caller,
@@ -136,9 +212,11 @@ async fn get_manifest(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The optional body of the POST endpoints; an empty body is the same as `{}`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RequestBody {
+    /// Recorded in the history with the request.
     #[serde(default)]
     comment: Option<String>,
 }
@@ -169,13 +247,17 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A request recorded: what `202` answers.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Accepted {
     accepted: bool,
+    /// The caller's name, from `api.tokens`.
     by: String,
+    /// The manifest to reconcile (`POST /v1/manifests/{name}/reconcile`).
     #[serde(skip_serializing_if = "Option::is_none")]
     manifest: Option<ManifestName>,
+    /// The plan approved (`POST /v1/approvals/{planId}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     plan_id: Option<PlanId>,
 }
@@ -189,6 +271,26 @@ fn command_error(error: CommandError) -> ApiError {
     }
 }
 
+/// Reconcile a manifest now
+///
+/// The request is recorded in the history with the caller's name, and the permanent failures parked
+/// for this manifest's accounts are tried again. The answer comes at once: `202` means recorded, not
+/// run (a pass covers the whole set). 404 for a manifest remedy does not hold.
+#[utoipa::path(post, path = "/v1/manifests/{name}/reconcile", tag = "manifests", security(("bearer" = [])),
+    params(("name" = ManifestName, Path, description = "the manifest's name")),
+    request_body(content = RequestBody, content_type = "application/json",
+        description = "empty, or `{\"comment\": \"...\"}`"),
+    responses(
+        (status = 202, description = "the request is recorded", body = Accepted),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn reconcile_manifest(
     State(state): State<ApiState>,
     caller: Caller,
@@ -202,6 +304,23 @@ async fn reconcile_manifest(
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true, by: caller.name, manifest: Some(name), plan_id: None })))
 }
 
+/// Reconcile everything now
+///
+/// The request is recorded in the history with the caller's name, and every parked permanent
+/// failure is tried again. The answer comes at once: `202` means recorded, not run.
+#[utoipa::path(post, path = "/v1/reconcile", tag = "manifests", security(("bearer" = [])),
+    request_body(content = RequestBody, content_type = "application/json",
+        description = "empty, or `{\"comment\": \"...\"}`"),
+    responses(
+        (status = 202, description = "the request is recorded", body = Accepted),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = TooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn reconcile_all(
     State(state): State<ApiState>,
     caller: Caller,
@@ -213,6 +332,27 @@ async fn reconcile_all(
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true, by: caller.name, manifest: None, plan_id: None })))
 }
 
+/// Approve a held plan
+///
+/// Approves the plan remedy holds for making more new changes than
+/// `guardrails.maxChangesPerReconcile`, recorded in the history; the next reconcile applies it.
+/// `409` when that plan is not the one held now.
+#[utoipa::path(post, path = "/v1/approvals/{planId}", tag = "approvals", security(("bearer" = [])),
+    params(("planId" = String, Path, pattern = "^[0-9a-fA-F]{32}$",
+        description = "the held plan's id (`heldPlanId` in the manifests' status)")),
+    request_body(content = RequestBody, content_type = "application/json",
+        description = "empty, or `{\"comment\": \"...\"}`"),
+    responses(
+        (status = 202, description = "the request is recorded", body = Accepted),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn approve(
     State(state): State<ApiState>,
     caller: Caller,
@@ -230,8 +370,9 @@ async fn approve(
     ))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = HistoryPage)]
 struct HistoryPageBody {
     records: Vec<HistoryRecord>,
     /// Pass as `after` for the next page; absent on the last page.
@@ -285,6 +426,34 @@ fn history_query(params: &BTreeMap<String, String>) -> Result<HistoryQuery, ApiE
     Ok(query)
 }
 
+/// History records
+///
+/// Oldest first, filtered (all filters given must match) and paged. `identity`, `action` and
+/// `outcome` select action records only; approvals are returned only when none of `identity`,
+/// `manifest`, `action`, `outcome` is given. An unknown parameter is a `400`.
+#[utoipa::path(get, path = "/v1/history", tag = "history", security(("bearer" = [])),
+    params(
+        ("identity" = inline(Option<openapi::IdentityFilter>), Query,
+            description = "actions on this account, as declared: `upn:alice@contoso.com`, `sam:alice`, \
+                           `guid:...`, `sid:S-1-5-...`"),
+        ("manifest" = Option<ManifestName>, Query,
+            description = "actions this manifest asked for, and reconcile requests for it"),
+        ("action" = Option<Action>, Query, description = "actions of this kind"),
+        ("outcome" = Option<ActionOutcome>, Query, description = "actions with this outcome"),
+        ("since" = Option<DateTime<Utc>>, Query, description = "at or after this RFC 3339 time"),
+        ("until" = Option<DateTime<Utc>>, Query, description = "before this RFC 3339 time"),
+        ("after" = Option<RecordId>, Query,
+            description = "records after this id (the previous page's `nextAfter`)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "at most this many records (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "a page of records, with `nextAfter` when it is full", body = HistoryPageBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+    ),
+)]
 async fn history(
     State(state): State<ApiState>,
     _caller: Caller,
@@ -296,6 +465,19 @@ async fn history(
     Ok(Json(HistoryPageBody { records: page.records, next_after: page.next_after_id }))
 }
 
+/// One history record
+///
+/// 404 when there is none.
+#[utoipa::path(get, path = "/v1/history/{id}", tag = "history", security(("bearer" = [])),
+    params(("id" = RecordId, Path, description = "the record's id")),
+    responses(
+        (status = 200, description = "the record", body = HistoryRecord),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+)]
 async fn history_record(
     State(state): State<ApiState>,
     _caller: Caller,
@@ -309,20 +491,65 @@ async fn history_record(
     }
 }
 
+/// The whole hash chain checked.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Verified {
+    /// Always `true` here.
+    verified: bool,
+    /// How many records were checked.
+    records: u64,
+    /// The newest record's hash (64 zeros for an empty history).
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    head_hash: String,
+}
+
+/// A broken hash chain: the error shape, with `verified` and where it broke.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ChainBroken {
+    /// Always `false` here.
+    verified: bool,
+    error: ChainBrokenDetail,
+    /// The first record found wrong.
+    at_id: RecordId,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ChainBrokenDetail {
+    code: ChainBrokenCode,
+    message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+enum ChainBrokenCode {
+    ChainBroken,
+}
+
+/// Verify the history's hash chain
+///
+/// Checks the whole history: ids without gaps from 1, every record's hash over its content, every
+/// link, and the chain head kept apart from the records.
+#[utoipa::path(get, path = "/v1/history/verify", tag = "history", security(("bearer" = [])), responses(
+    (status = 200, description = "the chain is whole", body = Verified),
+    (status = 401, response = Unauthorized),
+    (status = 409, description = "the chain is broken: `chain-broken`, and where", body = ChainBroken),
+    (status = 500, response = Internal),
+))]
 async fn verify_history(State(state): State<ApiState>, _caller: Caller) -> Result<Response, ApiError> {
     let store = state.store.clone();
     match tokio::task::spawn_blocking(move || store.verify_history()).await {
         Ok(Ok(report)) => {
-            Ok(Json(serde_json::json!({ "verified": true, "records": report.records, "headHash": report.head_hash }))
-                .into_response())
+            Ok(Json(Verified { verified: true, records: report.records, head_hash: report.head_hash }).into_response())
         }
         Ok(Err(crate::store::StoreError::ChainBroken(broken))) => Ok((
             StatusCode::CONFLICT,
-            Json(serde_json::json!({
-                "verified": false,
-                "error": { "code": "chain-broken", "message": broken.to_string() },
-                "atId": broken.at_id,
-            })),
+            Json(ChainBroken {
+                verified: false,
+                error: ChainBrokenDetail { code: ChainBrokenCode::ChainBroken, message: broken.to_string() },
+                at_id: broken.at_id,
+            }),
         )
             .into_response()),
         Ok(Err(error)) => Err(error.into()),
@@ -369,11 +596,9 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         match Bytes::from_request(request, state).await {
             Ok(bytes) => Ok(RawBody(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                format!("the body is too large: {}", rejection.body_text()),
-            )),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(ErrorCode::TooLarge, format!("the body is too large: {}", rejection.body_text())))
+            }
             Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
         }
     }

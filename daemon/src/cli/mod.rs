@@ -7,6 +7,7 @@ pub mod approve;
 pub mod client;
 pub mod history;
 pub mod live;
+pub mod openapi;
 pub mod output;
 pub mod plan;
 pub mod reconcile;

@@ -44,7 +44,7 @@ use super::record::{ActionRecord, Event, HistoryRecord, ManifestRef};
 use super::{decode, encode, id_key, layout, show_id_key, transaction_result, Store};
 
 /// An intent's id: 1, 2, 3... never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct IntentId(pub u64);
 

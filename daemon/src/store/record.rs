@@ -8,6 +8,7 @@ use remedy_policies::manifest::Generation;
 use remedy_policies::plan::{Cause, Disposition, PlanId, PlannedAction, RecordedChange, Resolved};
 use remedy_policies::{Action, Identity, ManifestName, Provider};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::journal::IntentId;
 use crate::execute::{ActionReport, Outcome};
@@ -17,6 +18,20 @@ use crate::execute::{ActionReport, Outcome};
 #[serde(transparent)]
 pub struct RecordId(pub u64);
 
+// By hand: a derive would say `int64`, which stops at 2^63 - 1 where the API reads any u64.
+impl utoipa::PartialSchema for RecordId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .description(Some("A history record's id: 1, 2, 3... in the order of appending, without gaps."))
+            .minimum(Some(0_u64))
+            .maximum(Some(u64::MAX))
+            .into()
+    }
+}
+
+impl ToSchema for RecordId {}
+
 impl fmt::Display for RecordId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -24,7 +39,7 @@ impl fmt::Display for RecordId {
 }
 
 /// One entry of the history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryRecord {
     pub id: RecordId,
@@ -32,13 +47,15 @@ pub struct HistoryRecord {
     pub at: DateTime<Utc>,
     pub event: Event,
     /// The previous record's hash (hex SHA-256).
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub prev_hash: String,
     /// This record's hash (hex SHA-256 of `id`, `at`, `event`, `prevHash`).
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub hash: String,
 }
 
 /// What a history record is about: the closed set of things remedy records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 // Events are made one at a time and written at once, never kept by the thousand: boxing the action
 // would only make them clumsier to build and match.
@@ -53,7 +70,7 @@ pub enum Event {
 }
 
 /// A manifest as it was when it caused an action.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestRef {
     pub name: ManifestName,
@@ -65,7 +82,7 @@ pub struct ManifestRef {
 }
 
 /// What became of an action, as the history tells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActionOutcome {
     /// Sent and confirmed, for a manifest that asked for it for the first time.
@@ -103,7 +120,7 @@ impl ActionOutcome {
 }
 
 /// One action attempt (or one planned action that was not sent).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionRecord {
     /// The journal intent this record settled, when the action was sent.
@@ -117,6 +134,7 @@ pub struct ActionRecord {
     pub identity: Identity,
     /// The account as the directories resolved it.
     #[serde(default)]
+    #[schema(required = true)]
     pub resolved: Resolved,
     pub provider: Provider,
     pub action: Action,
@@ -228,7 +246,7 @@ impl ActionRecord {
 }
 
 /// An operator approved a held plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalEvent {
     pub plan_id: PlanId,
@@ -239,7 +257,7 @@ pub struct ApprovalEvent {
 }
 
 /// An operator asked for a reconcile (of everything, or of one manifest).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReconcileRequestEvent {
     pub by: String,

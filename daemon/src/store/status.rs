@@ -14,11 +14,12 @@ use remedy_policies::plan::{IdentityStatus, PlanId, Resolved};
 use remedy_policies::{Identity, ManifestName, Provider};
 use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
+use utoipa::ToSchema;
 
 use super::error::StoreError;
 use super::{decode, encode, layout, transaction_result, Store};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 pub enum ConditionType {
     /// The manifest's accounts are as it declares.
     Ready,
@@ -28,7 +29,7 @@ pub enum ConditionType {
     Stalled,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 pub enum ConditionStatus {
     True,
     False,
@@ -36,7 +37,7 @@ pub enum ConditionStatus {
 }
 
 /// Why a condition has its status: one word, CamelCase as in Kubernetes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 pub enum ConditionReason {
     Succeeded,
     Progressing,
@@ -53,7 +54,7 @@ pub enum ConditionReason {
     Released,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -66,18 +67,19 @@ pub struct Condition {
 }
 
 /// One account a manifest is about, as the last reconcile left it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IdentityState {
     pub identity: Identity,
     #[serde(default)]
+    #[schema(required = true)]
     pub resolved: Resolved,
     pub status: IdentityStatus,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderHealth {
     Available,
@@ -86,7 +88,7 @@ pub enum ProviderHealth {
 }
 
 /// A provider the manifest needs, as the last reconcile found it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderState {
     pub provider: Provider,
@@ -95,7 +97,7 @@ pub struct ProviderState {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestStatus {
     pub name: ManifestName,
@@ -105,6 +107,7 @@ pub struct ManifestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reconcile_time: Option<DateTime<Utc>>,
     #[serde(default)]
+    #[schema(required = true)]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identities: Vec<IdentityState>,

@@ -128,6 +128,15 @@ impl From<PlanId> for String {
     }
 }
 
+// By hand: the JSON form is the string the `TryFrom<String>` above accepts (in lower case).
+#[cfg(feature = "openapi")]
+crate::openapi::string_schema!(
+    PlanId,
+    "A plan's id: 32 hexadecimal digits (128 bits of SHA-256 over its new changes).",
+    "^[0-9a-f]{32}$",
+    "f892516a36e3b7d86f70055690fa467d"
+);
+
 /// The result of planning: per identity, what to do, what may not be done, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -176,6 +185,7 @@ impl Plan {
 
 /// What the providers resolved the declared identity to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Resolved {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,6 +232,7 @@ pub struct IdentityPlan {
 /// 9. `Released`: only released manifests name the account and nothing is left to restore.
 /// 10. `Converged`: the account is as the manifests declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum IdentityStatus {
     Converged,
@@ -255,6 +266,7 @@ pub struct PlannedAction {
 
 /// Why an action is planned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Cause {
     /// Active manifests declare a state the account is not in (for the first time).
