@@ -487,7 +487,24 @@ impl Controller {
         }
         // Keep the last valid version of a manifest that is now rejected, by name or by file.
         for (name, previous) in &self.running {
-            if next.contains_key(name) {
+            let previous_file_rejected = rejected_files.contains(previous.origin.file.as_str());
+            if let Some(current) = next.get(name) {
+                // Another file now holds the name while the manifest's own file is rejected: the
+                // rejected file may still mean the manifest (its name just cannot be read), so the
+                // last valid version stays, rather than whatever else claims the name.
+                if previous_file_rejected && current.origin.file != previous.origin.file {
+                    let mut diagnostics: Vec<String> = rejected
+                        .iter()
+                        .filter(|r| r.file == previous.origin.file)
+                        .flat_map(|r| r.diagnostics.iter().map(ToString::to_string))
+                        .collect();
+                    diagnostics.push(format!(
+                        "{} now also names {name}; the version from {} stays in force until {} is fixed",
+                        current.origin.file, previous.origin.file, previous.origin.file
+                    ));
+                    invalid.insert(name.clone(), diagnostics);
+                    next.insert(name.clone(), previous.clone());
+                }
                 continue;
             }
             if invalid.contains_key(name) {
@@ -595,8 +612,18 @@ impl Controller {
             self.progress.send_modify(|p| p.held_plan = Some(plan_id.clone()));
         }
         let store = self.store.clone();
-        let written =
-            tokio::task::spawn_blocking(move || statuses.iter().try_for_each(|s| store.put_status(s).map(drop)));
+        let written = tokio::task::spawn_blocking(move || {
+            statuses.iter().try_for_each(|s| store.put_status(s).map(drop))?;
+            // A status nobody writes any more (a manifest that never loaded, then was deleted) goes:
+            // what is not in force, not rejected and not remembered for a release has no status.
+            let current: BTreeSet<&ManifestName> = statuses.iter().map(|s| &s.name).collect();
+            for stale in store.list_status()? {
+                if !current.contains(&stale.name) && store.known_manifest(&stale.name)?.is_none() {
+                    store.remove_status(&stale.name)?;
+                }
+            }
+            Ok::<(), StoreError>(())
+        });
         match written.await {
             Ok(result) => result?,
             Err(join) => std::panic::resume_unwind(join.into_panic()),
