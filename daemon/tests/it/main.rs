@@ -7,4 +7,5 @@ mod cli;
 mod crash;
 mod dc;
 mod harness;
+mod secrets;
 mod serve;

@@ -1,0 +1,584 @@
+//! No secret is ever written anywhere an operator or an attacker with read access could see it.
+//!
+//! The real `remedy serve` (a child process, `REMEDY_LOG=trace`, text and JSON logs) reconciles
+//! real accounts of the Samba DC and graph-sim users with known secrets: the AD action account's
+//! password, the test users' passwords, Entra's client secret, the API tokens. Then it runs again
+//! with a wrong AD password and a wrong client secret (bind and token errors), and the operator
+//! commands and the HTTP API are driven, a wrong token included. None of the secrets, nor any
+//! access token graph-sim issued, may appear in the daemon's logs, the commands' output, the API's
+//! answers, the store's records or the store's raw files.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use remedy::store::{HistoryQuery, Store};
+use remedy_graph_sim::{Sim, SimConfig, SimUser};
+use sha2::{Digest, Sha256};
+use tokio::process::{Child, Command};
+
+use crate::dc::{self, TestOu, TestUser};
+
+const TENANT: &str = "5ec2e75a-0000-4000-8000-00000000c0de";
+const CLIENT_ID: &str = "5ec2e75a-0000-4000-8000-0000000a9902";
+const OPERATOR: &str = "ops-sam";
+const READER: &str = "reader-rosa";
+/// What every access token graph-sim issues starts with (then 64 letters and digits).
+const GRAPH_TOKEN_PREFIX: &[u8] = b"graph-sim.";
+/// Every remediation the two providers have.
+const EVERYTHING: &str = "  activeDirectory:\n    disabled: true\n    mustChangePassword: true\n  entraId:\n    \
+                          suspended: true\n    revokeSessions: true\n";
+
+/// A secret nobody could mistake for anything else.
+fn distinctive(prefix: &str) -> String {
+    format!("{prefix}-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+fn sha256(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("address").port()
+}
+
+fn manifest(name: &str, target: &str) -> String {
+    format!(
+        "apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: {name}\nspec:\n  reason: \"{name}: \
+         password spray, then a new MFA method\"\n  target:\n    {target}\n{EVERYTHING}"
+    )
+}
+
+/// Everything that was printed or answered, by where it came from.
+#[derive(Default)]
+struct Seen(Vec<(String, Vec<u8>)>);
+
+impl Seen {
+    fn add(&mut self, origin: impl Into<String>, bytes: impl Into<Vec<u8>>) {
+        self.0.push((origin.into(), bytes.into()));
+    }
+
+    /// The origins where `needle` occurs.
+    fn containing(&self, needle: &[u8]) -> Vec<&str> {
+        self.0.iter().filter(|(_, bytes)| contains(bytes, needle)).map(|(origin, _)| origin.as_str()).collect()
+    }
+
+    /// The origins that hold something shaped like a graph-sim access token.
+    fn with_access_tokens(&self) -> Vec<&str> {
+        self.0.iter().filter(|(_, bytes)| has_access_token(bytes)).map(|(origin, _)| origin.as_str()).collect()
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn has_access_token(bytes: &[u8]) -> bool {
+    (0..bytes.len()).filter(|&i| bytes[i..].starts_with(GRAPH_TOKEN_PREFIX)).any(|i| {
+        let rest = &bytes[i + GRAPH_TOKEN_PREFIX.len()..];
+        rest.len() >= 64 && rest[..64].iter().all(u8::is_ascii_alphanumeric)
+    })
+}
+
+/// One run of `remedy serve`; killed if the test ends without stopping it.
+struct Serve {
+    child: Option<Child>,
+    log: PathBuf,
+    port: u16,
+}
+
+impl Serve {
+    async fn start(config: &Path, log: PathBuf, port: u16, json: bool) -> Serve {
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_remedy"));
+        if json {
+            command.args(["--log-format", "json"]);
+        }
+        let child = command
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("REMEDY_LOG", "trace")
+            .env("NO_COLOR", "1")
+            .env_remove("REMEDY_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("remedy serve starts");
+        let mut serve = Serve { child: Some(child), log, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            serve.assert_running();
+            assert!(Instant::now() < deadline, "the API did not listen within 20 s:\n{}", serve.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        serve
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log without others' trace and debug lines (for messages).
+    fn notable_log(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> =
+            log.lines().filter(|l| l.contains("remedy") || !(l.contains("TRACE") || l.contains("DEBUG"))).collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    fn server(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn assert_running(&mut self) {
+        let child = self.child.as_mut().expect("running");
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("remedy serve exited by itself ({status}); its log:\n{}", self.log());
+        }
+    }
+
+    async fn wait_for_log(&mut self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(text) {
+            self.assert_running();
+            assert!(Instant::now() < deadline, "no {text:?} in the log within {timeout:?}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM; waits for a clean exit and returns the log.
+    async fn stop(mut self) -> String {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().expect("a pid").to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill runs");
+        assert!(sent.success(), "kill -TERM {pid}");
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("remedy serve did not stop within 20 s of SIGTERM:\n{}", self.log()))
+            .expect("wait");
+        assert!(status.success(), "remedy serve exits 0 on SIGTERM ({status}):\n{}", self.log());
+        self.log()
+    }
+}
+
+/// Who runs a command, and how the token reaches it.
+#[derive(Debug, Clone, Copy)]
+enum Who {
+    /// The operator's token in a file (`--token-file`).
+    Operator,
+    /// The operator's token in REMEDY_TOKEN.
+    OperatorEnv,
+    /// The reader's token in a file named by REMEDY_TOKEN_FILE.
+    Reader,
+    /// A token the daemon does not know, in REMEDY_TOKEN.
+    Stranger,
+}
+
+struct Tokens {
+    operator: String,
+    reader: String,
+    wrong: String,
+    operator_file: PathBuf,
+    reader_file: PathBuf,
+}
+
+/// `remedy ARGS` as `who` against `serve` (also at trace level); what it printed goes into `seen`.
+async fn remedy(seen: &mut Seen, serve: &Serve, tokens: &Tokens, who: Who, args: &[&str], code: i32) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_remedy"));
+    command
+        .args(args)
+        .env("REMEDY_SERVER", serve.server())
+        .env("REMEDY_LOG", "trace")
+        .env("NO_COLOR", "1")
+        .env_remove("REMEDY_TOKEN")
+        .env_remove("REMEDY_TOKEN_FILE")
+        .env_remove("REMEDY_CA_FILE")
+        .env_remove("REMEDY_LOG_FORMAT")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    match who {
+        Who::Operator => {
+            command.arg("--token-file").arg(&tokens.operator_file);
+        }
+        Who::OperatorEnv => {
+            command.env("REMEDY_TOKEN", &tokens.operator);
+        }
+        Who::Reader => {
+            command.env("REMEDY_TOKEN_FILE", &tokens.reader_file);
+        }
+        Who::Stranger => {
+            command.env("REMEDY_TOKEN", &tokens.wrong);
+        }
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("remedy {} did not finish within 60 s", args.join(" ")))
+        .expect("remedy runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let origin = format!("`remedy {}` as {who:?}", args.join(" "));
+    seen.add(format!("{origin} (stdout)"), output.stdout);
+    seen.add(format!("{origin} (stderr)"), output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{origin}\nstdout:\n{stdout}\nstderr:\n{stderr}\nthe daemon's log (info and up):\n{}",
+        serve.notable_log()
+    );
+    format!("{stdout}{stderr}")
+}
+
+fn http_client() -> reqwest::Client {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client")
+}
+
+/// `METHOD path` with `token` (if any); the status line, headers and body go into `seen`.
+async fn call(seen: &mut Seen, serve: &Serve, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let method_value = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+    let mut request = http_client().request(method_value, format!("{}{path}", serve.server()));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = response.status().as_u16();
+    let headers = format!("{:?}", response.headers());
+    let body = response.text().await.expect("a body");
+    seen.add(format!("{method} {path} (status {status}, headers)"), headers);
+    seen.add(format!("{method} {path} (status {status}, body)"), body.clone());
+    (status, body)
+}
+
+/// Every file below `dir`.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            found.extend(files(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+struct Setup<'a> {
+    dir: &'a Path,
+    sim_url: &'a str,
+    tokens: &'a Tokens,
+}
+
+impl Setup<'_> {
+    /// `remedy.yaml` for one run: the action account's password and the client secret from the
+    /// files given, the API on `port`.
+    fn config(&self, name: &str, password_file: &Path, secret_file: &Path, port: u16) -> PathBuf {
+        let env = dc::env();
+        let yaml = format!(
+            "manifests:\n  path: manifests\n  debounce: 100ms\nguardrails:\n  allowedScopes: [\"{tests_ou}\"]\n  \
+             maxChangesPerReconcile: 100\nresync: \"0 0 * * * *\"\nstore:\n  path: store\nactiveDirectory:\n  \
+             url: {url}\n  caFile: {ca}\n  bindUser: {bind}\n  passwordFile: {password}\n  baseDn: {base}\n  \
+             connections: 2\n  connectTimeout: 2s\n  operationTimeout: 10s\nentraId:\n  tenantId: {TENANT}\n  \
+             clientId: {CLIENT_ID}\n  clientSecretFile: {secret}\n  authorityHost: {sim}\n  graphUrl: {sim}\n  \
+             requestTimeout: 5s\napi:\n  listen: 127.0.0.1:{port}\n  tokens:\n    \
+             - {{name: {OPERATOR}, role: security-operator, sha256: {op}}}\n    \
+             - {{name: {READER}, role: security-reader, sha256: {rd}}}\n",
+            tests_ou = env.tests_ou,
+            url = env.ldaps_url,
+            ca = env.ca_file.display(),
+            bind = env.action_bind,
+            password = password_file.display(),
+            base = env.base_dn,
+            secret = secret_file.display(),
+            sim = self.sim_url,
+            op = sha256(&self.tokens.operator),
+            rd = sha256(&self.tokens.reader),
+        );
+        let path = self.dir.join(name);
+        std::fs::write(&path, yaml).expect("remedy.yaml");
+        path
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_secret_or_token_appears_in_logs_output_answers_or_the_store() {
+    let started = Instant::now();
+    let env = dc::env();
+    let ou = TestOu::create("secrets").await;
+    let mut users: Vec<TestUser> = Vec::new();
+    for name in ["s1", "s2", "s3", "s4", "s5"] {
+        users.push(ou.add_user(name, 0x200).await);
+    }
+    // mustChangePassword counts a password set in the second the manifest took effect (times are
+    // whole seconds) as changed after it: let that second pass before the manifests arrive.
+    let subsec = chrono::Utc::now().timestamp_subsec_millis();
+    tokio::time::sleep(Duration::from_millis(u64::from(1100 - subsec.min(999)))).await;
+    let action_password = dc::read_password(&env.action_password_file);
+    assert!(action_password.len() >= 8, "the action account's password is too short to search for");
+
+    let client_secret = distinctive("CliSecret~Known");
+    let wrong_client_secret = distinctive("CliSecret~Wrong");
+    let wrong_ad_password = distinctive("AdPassword-Wrong");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // Not beside the manifest directory: the watcher watches its parent, and notify's trace lines
+    // about a log file written there would be written to that log file, and so on.
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("log directory");
+    let tokens = Tokens {
+        operator: distinctive("op-token"),
+        reader: distinctive("rd-token"),
+        wrong: distinctive("unknown-token"),
+        operator_file: dir.path().join("operator.token"),
+        reader_file: dir.path().join("reader.token"),
+    };
+    write_private(&tokens.operator_file, &format!("{}\n", tokens.operator));
+    write_private(&tokens.reader_file, &tokens.reader);
+    let secret_file = dir.path().join("client.secret");
+    write_private(&secret_file, &format!("{client_secret}\n"));
+    let wrong_secret_file = dir.path().join("wrong-client.secret");
+    write_private(&wrong_secret_file, &format!("{wrong_client_secret}\n"));
+    let wrong_password_file = dir.path().join("wrong-ad.password");
+    write_private(&wrong_password_file, &format!("{wrong_ad_password}\n"));
+
+    let sim_config = SimConfig {
+        users: users.iter().map(|u| SimUser::new(&u.upn)).collect(),
+        ..SimConfig::new(TENANT, CLIENT_ID, client_secret.as_str())
+    };
+    let sim: Sim = remedy_graph_sim::spawn(sim_config).await.expect("graph-sim starts");
+    let sim_url = sim.url();
+    let setup = Setup { dir: dir.path(), sim_url: &sim_url, tokens: &tokens };
+
+    // Accounts named both ways (by sAMAccountName: Entra ID is found through AD's UPN), one that
+    // does not exist, and a file that is not a valid manifest.
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).expect("manifest directory");
+    let write = |name: &str, target: String| {
+        std::fs::write(manifests.join(format!("{name}.yaml")), manifest(name, &target)).expect("manifest");
+    };
+    write("inc-1-s1", format!("samAccountName: {}", users[0].sam));
+    write("inc-2-s2", format!("userPrincipalName: {}", users[1].upn));
+    write("inc-3-s3", format!("samAccountName: {}", users[2].sam));
+    write("inc-4-ghost", format!("samAccountName: ghost-{}", ou.suffix));
+    std::fs::write(
+        manifests.join("inc-5-broken.yaml"),
+        manifest("inc-5-broken", &format!("samAccountName: {}", users[3].sam))
+            .replace("disabled: true", "disabled: maybe"),
+    )
+    .expect("manifest");
+    let mut seen = Seen::default();
+    let prepared = started.elapsed();
+
+    // Run 1: text logs at trace level, the right secrets; every command and endpoint.
+    let port = free_port();
+    let config = setup.config("run-1.yaml", &env.action_password_file, &secret_file, port);
+    let serve = Serve::start(&config, logs.join("run-1.log"), port, false).await;
+    for name in ["inc-1-s1", "inc-2-s2", "inc-3-s3"] {
+        let out =
+            remedy(&mut seen, &serve, &tokens, Who::Operator, &["status", name, "--wait", "--timeout", "30s"], 0).await;
+        assert!(out.contains("Succeeded"), "{out}");
+    }
+    let out = remedy(&mut seen, &serve, &tokens, Who::Reader, &["status"], 0).await;
+    assert!(out.contains("inc-4-ghost") && out.contains("NotFound"), "{out}");
+    remedy(&mut seen, &serve, &tokens, Who::Reader, &["status", "-o", "json"], 0).await;
+    remedy(&mut seen, &serve, &tokens, Who::Reader, &["status", "inc-4-ghost", "-o", "yaml"], 0).await;
+    let out = remedy(&mut seen, &serve, &tokens, Who::Reader, &["history", "-o", "json"], 0).await;
+    for action in ["disable-account", "force-password-change", "suspend-user", "revoke-sessions"] {
+        assert!(out.contains(action), "no {action} in the history:\n{out}");
+    }
+    remedy(&mut seen, &serve, &tokens, Who::Reader, &["history"], 0).await;
+    let out = remedy(&mut seen, &serve, &tokens, Who::Reader, &["history", "verify"], 0).await;
+    assert!(out.starts_with("verified "), "{out}");
+    let out = remedy(
+        &mut seen,
+        &serve,
+        &tokens,
+        Who::OperatorEnv,
+        &["reconcile", "inc-1-s1", "--wait", "--timeout", "30s"],
+        0,
+    )
+    .await;
+    assert!(out.contains(&format!("requested by {OPERATOR}")), "{out}");
+    let out =
+        remedy(&mut seen, &serve, &tokens, Who::Operator, &["approve", "0123456789abcdef0123456789abcdef"], 1).await;
+    assert!(out.contains("409 conflict"), "{out}");
+    let out = remedy(&mut seen, &serve, &tokens, Who::Reader, &["reconcile", "inc-2-s2"], 1).await;
+    assert!(out.contains("403 forbidden"), "{out}");
+    let out = remedy(&mut seen, &serve, &tokens, Who::Stranger, &["status"], 2).await;
+    assert!(out.contains("401 unauthorized"), "{out}");
+    let out =
+        remedy(&mut seen, &serve, &tokens, Who::Stranger, &["approve", "0123456789abcdef0123456789abcdef"], 2).await;
+    assert!(out.contains("401 unauthorized"), "{out}");
+    let (status, metrics) = call(&mut seen, &serve, "GET", "/metrics", Some(&tokens.reader)).await;
+    assert_eq!(status, 200, "{metrics}");
+    assert!(metrics.contains("remedy_"), "{metrics}");
+    for path in ["/v1/manifests", "/v1/manifests/inc-4-ghost", "/v1/history", "/v1/history/verify", "/v1/history/1"] {
+        let (status, body) = call(&mut seen, &serve, "GET", path, Some(&tokens.reader)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    for path in ["/readyz", "/healthz"] {
+        call(&mut seen, &serve, "GET", path, None).await;
+    }
+    for (method, path) in [("GET", "/metrics"), ("GET", "/v1/history"), ("POST", "/v1/reconcile")] {
+        let (status, body) = call(&mut seen, &serve, method, path, Some(&tokens.wrong)).await;
+        assert_eq!(status, 401, "{method} {path} with an unknown token: {body}");
+        assert!(body.contains("unknown token"), "{body}");
+    }
+    // The client secret and the action account's password, sent as bearer tokens by mistake.
+    for token in [&client_secret, &action_password] {
+        let (status, _) = call(&mut seen, &serve, "GET", "/v1/manifests", Some(token)).await;
+        assert_eq!(status, 401);
+    }
+    let (status, _) = call(&mut seen, &serve, "POST", "/v1/approvals/not-a-plan", Some(&tokens.operator)).await;
+    assert_eq!(status, 400);
+    let log_1 = serve.stop().await;
+    let mut ldap = dc::admin().await;
+    for user in &users[..3] {
+        let state = dc::read_user(&mut ldap, &user.dn).await;
+        assert_eq!(state.user_account_control & 2, 2, "{} disabled in AD", user.sam);
+        assert_eq!(state.pwd_last_set, 0, "{} must change the password", user.sam);
+        assert!(!sim.user(&user.upn).expect("in Entra").account_enabled, "{} suspended in Entra ID", user.upn);
+    }
+    let run_1 = started.elapsed();
+
+    // Run 2: JSON logs, a manifest arrives while it runs.
+    let port = free_port();
+    let config = setup.config("run-2.yaml", &env.action_password_file, &secret_file, port);
+    let serve = Serve::start(&config, logs.join("run-2.log"), port, true).await;
+    write("inc-6-s4", format!("userPrincipalName: {}", users[3].upn));
+    remedy(&mut seen, &serve, &tokens, Who::Reader, &["status", "inc-6-s4", "--wait", "--timeout", "30s"], 0).await;
+    remedy(&mut seen, &serve, &tokens, Who::Reader, &["history", "--manifest", "inc-6-s4", "-o", "json"], 0).await;
+    remedy(&mut seen, &serve, &tokens, Who::Operator, &["--log-format", "json", "status"], 0).await;
+    call(&mut seen, &serve, "GET", "/metrics", Some(&tokens.operator)).await;
+    let log_2 = serve.stop().await;
+    let run_2 = started.elapsed();
+
+    // Run 3: a wrong AD password and a wrong client secret; what is unavailable, and why.
+    let port = free_port();
+    let config = setup.config("run-3.yaml", &wrong_password_file, &wrong_secret_file, port);
+    write("inc-7-s5", format!("userPrincipalName: {}", users[4].upn));
+    let mut serve = Serve::start(&config, logs.join("run-3.log"), port, false).await;
+    serve.wait_for_log("cannot connect to Active Directory", Duration::from_secs(20)).await;
+    serve.wait_for_log("token request refused", Duration::from_secs(20)).await;
+    serve.wait_for_log("reconciled", Duration::from_secs(20)).await;
+    let out = remedy(&mut seen, &serve, &tokens, Who::Reader, &["status", "-o", "json"], 0).await;
+    assert!(out.contains("ProviderUnavailable") || out.contains("provider-unavailable"), "{out}");
+    remedy(&mut seen, &serve, &tokens, Who::Reader, &["status", "inc-7-s5", "-o", "yaml"], 0).await;
+    remedy(&mut seen, &serve, &tokens, Who::Reader, &["history", "-o", "json"], 0).await;
+    remedy(&mut seen, &serve, &tokens, Who::Operator, &["reconcile", "inc-7-s5"], 0).await;
+    let (status, readyz) = call(&mut seen, &serve, "GET", "/readyz", None).await;
+    assert_eq!(status, 503, "{readyz}");
+    assert!(readyz.contains("active-directory") && readyz.contains("entra-id"), "{readyz}");
+    call(&mut seen, &serve, "GET", "/metrics", Some(&tokens.reader)).await;
+    call(&mut seen, &serve, "GET", "/v1/manifests", Some(&tokens.reader)).await;
+    let log_3 = serve.stop().await;
+    let run_3 = started.elapsed();
+
+    // The store, as the daemon left it: every record and status, and its raw files.
+    let store_dir = dir.path().join("store");
+    let (store, _) = Store::open(&store_dir).expect("store opens");
+    let mut records = Vec::new();
+    let mut after_id = None;
+    loop {
+        let query = HistoryQuery { after_id, limit: HistoryQuery::MAX_LIMIT, ..HistoryQuery::default() };
+        let page = store.query_history(&query).expect("history readable");
+        records.extend(page.records);
+        match page.next_after_id {
+            Some(id) => after_id = Some(id),
+            None => break,
+        }
+    }
+    let statuses = store.list_status().expect("statuses readable");
+    let known = store.known_manifests().expect("known manifests readable");
+    let unsettled = store.unsettled().expect("journal readable");
+    assert!(records.len() >= 16, "the runs acted and were recorded: {records:#?}");
+    assert!(statuses.len() >= 6, "{statuses:#?}");
+    let errors_recorded = serde_json::to_string(&statuses).expect("JSON");
+    assert!(errors_recorded.contains("LDAP 49"), "the wrong password's bind failure is in a status: {errors_recorded}");
+    seen.add("store: history", serde_json::to_string_pretty(&records).expect("JSON"));
+    seen.add("store: statuses", serde_json::to_string_pretty(&statuses).expect("JSON"));
+    seen.add("store: known manifests", serde_json::to_string_pretty(&known).expect("JSON"));
+    seen.add("store: Debug of everything", format!("{records:?}{statuses:?}{known:?}{unsettled:?}"));
+    drop(store);
+    let store_files = files(&store_dir);
+    assert!(!store_files.is_empty(), "the store has files");
+    for file in &store_files {
+        seen.add(format!("store file {}", file.display()), std::fs::read(file).expect("store file readable"));
+    }
+
+    // The logs say what happened, so that finding no secret in them means something.
+    for (run, log) in [("run 1", &log_1), ("run 2", &log_2), ("run 3", &log_3)] {
+        assert!(log.contains("reconciled"), "{run} logged no reconcile:\n{log}");
+        assert!(log.contains(&env.action_bind), "{run} does not name the bind user:\n{log}");
+        assert!(log.contains("TRACE"), "{run} is not at trace level:\n{log}");
+    }
+    assert!(log_1.contains("connected to Active Directory"), "{log_1}");
+    assert!(log_1.contains("inc-5-broken"), "the invalid manifest is logged:\n{log_1}");
+    assert!(log_2.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "JSON lines:\n{log_2}");
+    assert!(log_3.contains("LDAP 49 (invalidCredentials)"), "run 3 logged no bind failure:\n{log_3}");
+    assert!(log_3.contains("invalid_client"), "run 3 logged no token refusal:\n{log_3}");
+    let log_bytes = log_1.len() + log_2.len() + log_3.len();
+    seen.add("run 1 log (text)", log_1);
+    seen.add("run 2 log (JSON)", log_2);
+    seen.add("run 3 log (wrong secrets)", log_3);
+
+    let mut secrets: Vec<(String, &str)> = vec![
+        ("the AD action account's password".into(), &action_password),
+        ("the client secret".into(), &client_secret),
+        ("the wrong client secret".into(), &wrong_client_secret),
+        ("the wrong AD password".into(), &wrong_ad_password),
+        ("the operator's token".into(), &tokens.operator),
+        ("the reader's token".into(), &tokens.reader),
+        ("the unknown token".into(), &tokens.wrong),
+    ];
+    for user in &users {
+        secrets.push((format!("{}'s password", user.sam), &user.password));
+    }
+    let mut leaks = Vec::new();
+    for (what, secret) in &secrets {
+        for origin in seen.containing(secret.as_bytes()) {
+            leaks.push(format!("{what} in {origin}"));
+        }
+    }
+    for origin in seen.with_access_tokens() {
+        leaks.push(format!("a Graph access token in {origin}"));
+    }
+    assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+
+    println!(
+        "searched {} secrets (and graph-sim access tokens) in {} outputs ({} KiB of daemon logs, {} history \
+         records, {} statuses, {} store files): none found. Setup {:.1} s, run 1 {:.1} s, run 2 {:.1} s, run 3 \
+         {:.1} s, total {:.1} s",
+        secrets.len(),
+        seen.0.len(),
+        log_bytes / 1024,
+        records.len(),
+        statuses.len(),
+        store_files.len(),
+        prepared.as_secs_f64(),
+        (run_1 - prepared).as_secs_f64(),
+        (run_2 - run_1).as_secs_f64(),
+        (run_3 - run_2).as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+    );
+    drop(ldap);
+    drop(ou);
+}
