@@ -254,6 +254,9 @@ pub struct Controller {
     running: BTreeMap<ManifestName, Manifest>,
     /// Manifests rejected by the latest load, with their diagnostics.
     invalid: BTreeMap<ManifestName, Vec<String>>,
+    /// The files that named each manifest in the latest load (valid or rejected), and rejected
+    /// files that named it before and cannot be read now.
+    claims: BTreeMap<ManifestName, BTreeSet<String>>,
     may_release: bool,
     commit: Option<String>,
     approvals: BTreeSet<PlanId>,
@@ -289,6 +292,7 @@ impl Controller {
             memory: reconcile::Memory::default(),
             running: BTreeMap::new(),
             invalid: BTreeMap::new(),
+            claims: BTreeMap::new(),
             may_release: false,
             commit: None,
             approvals: BTreeSet::new(),
@@ -519,6 +523,42 @@ impl Controller {
                 next.insert(name.clone(), previous.clone());
             }
         }
+        // A name some other file claimed before, while that file is now rejected: it may still
+        // claim it (its name just cannot be read now). A manifest new to the daemon waits; one in
+        // force keeps its version (above). E.g. a duplicate of inc-9 elsewhere must not become
+        // "the" inc-9 because inc-9's own file got a syntax error.
+        let mut claimed_elsewhere: Vec<(ManifestName, String, String)> = Vec::new();
+        for (name, current) in &next {
+            let contested = self.claims.get(name).and_then(|files| {
+                files.iter().find(|f| **f != current.origin.file && rejected_files.contains(f.as_str())).cloned()
+            });
+            if let Some(other) = contested.filter(|_| !self.running.contains_key(name)) {
+                claimed_elsewhere.push((name.clone(), current.origin.file.clone(), other));
+            }
+        }
+        let mut claims: BTreeMap<ManifestName, BTreeSet<String>> = BTreeMap::new();
+        for (name, current, other) in claimed_elsewhere {
+            next.remove(&name);
+            invalid.entry(name.clone()).or_default().push(format!(
+                "{other}, which named {name} before, cannot be read now; {current}'s {name} waits until {other} is \
+                 fixed or deleted"
+            ));
+            claims.entry(name).or_default().insert(current);
+        }
+        for manifest in next.values() {
+            claims.entry(manifest.name.clone()).or_default().insert(manifest.origin.file.clone());
+        }
+        for rejection in &rejected {
+            if let Some(name) = rejection.name.as_deref().and_then(|n| ManifestName::new(n).ok()) {
+                claims.entry(name).or_default().insert(rejection.file.clone());
+            }
+        }
+        for (name, files) in &self.claims {
+            for file in files.iter().filter(|f| rejected_files.contains(f.as_str())) {
+                claims.entry(name.clone()).or_default().insert(file.clone());
+            }
+        }
+        self.claims = claims;
         for (name, diagnostics) in &invalid {
             tracing::error!(manifest = %name, problems = %diagnostics.join("; "), "invalid manifest");
         }
