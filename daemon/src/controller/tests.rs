@@ -187,3 +187,57 @@ async fn an_empty_manifest_directory_releases_nothing() {
     assert!(running.store.known_manifest(&ManifestName::new("inc-1").expect("name")).expect("read").is_some());
     running.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_does_not_take_a_name_whose_own_file_became_unreadable() {
+    let doc = |target: &str| {
+        format!(
+            "apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: inc-1\nspec:\n  reason: r\n  target:\n    \
+             samAccountName: {target}\n  activeDirectory:\n    disabled: true\n"
+        )
+    };
+    // inc-1 and a duplicate of it arrive together: both rejected, nothing in force.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = Config::from_yaml("remedy.yaml", NO_PROVIDERS).expect("valid configuration");
+    let (store, _) = Store::open(dir.path().join("store")).expect("store");
+    let settings = Settings {
+        guardrails: config.guardrails.clone(),
+        resync: ResyncSchedule::parse(&config.resync).expect("schedule"),
+        manifest_dir: dir.path().to_path_buf(),
+        backoff: Backoff::default(),
+        store_moved_aside: None,
+    };
+    let providers = Providers::new(&config, dir.path()).expect("providers");
+    let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::following_tokio(anchor()));
+    let (events, receiver) = mpsc::channel(4);
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(async move { controller.run(receiver, || {}, shutdown).await.expect("stops") });
+    let both = assemble([load_file("inc-1.yaml", &doc("alice")), load_file("dup.yaml", &doc("bait"))]);
+    assert_eq!(both.manifests.len(), 0, "duplicates are rejected");
+    events.send(WatchEvent::Changed(both)).await.expect("sent");
+    assert!(handle.wait_for(|p| p.passes == 1).await);
+
+    // inc-1.yaml gets a syntax error before its name: the duplicate is the only document named
+    // inc-1 now, but inc-1.yaml may still mean it.
+    let broken = assemble([
+        load_file("inc-1.yaml", "apiVersion: \"remedy.dev/v1\n  kind: [\n"),
+        load_file("dup.yaml", &doc("bait")),
+    ]);
+    assert_eq!(broken.manifests.len(), 1, "the loader alone would take the duplicate");
+    events.send(WatchEvent::Changed(broken)).await.expect("sent");
+    assert!(handle.wait_for(|p| p.passes == 2).await);
+    let status = store.get_status(&ManifestName::new("inc-1").expect("name")).expect("read").expect("a status");
+    let stalled = status.condition(crate::store::ConditionType::Stalled).expect("stalled");
+    assert_eq!(stalled.reason, crate::store::ConditionReason::Invalid, "{status:#?}");
+    assert!(stalled.message.contains("inc-1.yaml") && stalled.message.contains("waits"), "{}", stalled.message);
+    assert!(status.identities.is_empty(), "bait is not planned: {status:#?}");
+
+    // The duplicate is deleted and inc-1.yaml fixed: inc-1 is in force, aimed at alice.
+    let fixed = assemble([load_file("inc-1.yaml", &doc("alice"))]);
+    events.send(WatchEvent::Changed(fixed)).await.expect("sent");
+    assert!(handle.wait_for(|p| p.passes == 3).await);
+    let status = store.get_status(&ManifestName::new("inc-1").expect("name")).expect("read").expect("a status");
+    assert_eq!(status.identities.iter().map(|i| i.identity.to_string()).collect::<Vec<_>>(), ["sam:alice"]);
+    let _ = stop.send(true);
+    task.await.expect("no panic");
+}
