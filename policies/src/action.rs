@@ -133,6 +133,20 @@ impl Action {
         true
     }
 
+    /// Whether the observed AD account shows this action's effect (false for Entra ID actions). A
+    /// forced password change shows while it is pending (pwdLastSet=0).
+    pub fn shows_on_ad(self, account: &AdAccount) -> bool {
+        match self {
+            Action::DisableAccount => account.is_disabled(),
+            Action::EnableAccount => !account.is_disabled(),
+            Action::ClearPasswordNeverExpires => !account.password_never_expires(),
+            Action::SetPasswordNeverExpires => account.password_never_expires(),
+            Action::ForcePasswordChange => account.pwd_last_set == PasswordLastSet::Zero,
+            Action::CancelForcedPasswordChange => account.pwd_last_set != PasswordLastSet::Zero,
+            _ => false,
+        }
+    }
+
     /// Applies the action's intended effect to an observed Entra user, as Graph would.
     /// Returns false for AD actions.
     pub fn apply_to_entra(self, user: &mut EntraUser, now: DateTime<Utc>) -> bool {

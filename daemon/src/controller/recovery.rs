@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use remedy_policies::observed::{AdAccount, EntraUser, ObservedState, PasswordLastSet, ProviderView, RiskState};
+use remedy_policies::observed::{AdAccount, EntraUser, ObservedState, ProviderView, RiskState};
 use remedy_policies::{Action, Identity, Provider};
 
 use crate::store::{ActionOutcome, ActionRecord, Intent, IntentId};
@@ -119,16 +119,7 @@ fn judge<T>(view: Option<&ProviderView<T>>, holds: impl Fn(&T) -> (bool, String)
 
 /// Whether the account shows `action`'s effect, and the attribute as observed.
 fn ad_effect_holds(action: Action, account: &AdAccount) -> (bool, String) {
-    let holds = match action {
-        Action::DisableAccount => account.is_disabled(),
-        Action::EnableAccount => !account.is_disabled(),
-        Action::ClearPasswordNeverExpires => !account.password_never_expires(),
-        Action::SetPasswordNeverExpires => account.password_never_expires(),
-        Action::ForcePasswordChange => account.pwd_last_set == PasswordLastSet::Zero,
-        Action::CancelForcedPasswordChange => account.pwd_last_set != PasswordLastSet::Zero,
-        _ => false,
-    };
-    (holds, crate::execute::shown_value(action, account))
+    (action.shows_on_ad(account), crate::execute::shown_value(action, account))
 }
 
 fn entra_effect_holds(action: Action, user: &EntraUser, intended_at: DateTime<Utc>) -> (bool, String) {

@@ -11,7 +11,7 @@ use super::merge::{time, wanted_by, Group, Release};
 use super::{Cause, PlanInput, RecordedChange};
 use crate::action::{Action, Provider};
 use crate::manifest::OnRelease;
-use crate::observed::{AdAccount, EntraUser, PasswordLastSet, ProviderView};
+use crate::observed::{EntraUser, PasswordLastSet, ProviderView};
 
 pub(super) fn plan_releases(group: &Group<'_>, input: &PlanInput<'_>, work: &mut Work) {
     for release in &group.released {
@@ -33,20 +33,6 @@ fn attribute_key(action: Action) -> Action {
 /// The order of history records: by time, ties broken so that the order is total.
 fn order(change: &RecordedChange) -> impl Ord + '_ {
     (change.at, change.action, &change.manifest, &change.identity)
-}
-
-/// Whether the observed account still shows the effect of `done`.
-fn still_holds_ad(done: Action, account: &AdAccount) -> bool {
-    match done {
-        Action::DisableAccount => account.is_disabled(),
-        Action::EnableAccount => !account.is_disabled(),
-        Action::ClearPasswordNeverExpires => !account.password_never_expires(),
-        Action::SetPasswordNeverExpires => account.password_never_expires(),
-        // A forced change is withdrawn only while it is still pending (pwdLastSet=0).
-        Action::ForcePasswordChange => account.pwd_last_set == PasswordLastSet::Zero,
-        Action::CancelForcedPasswordChange => account.pwd_last_set != PasswordLastSet::Zero,
-        _ => false,
-    }
 }
 
 fn still_holds_entra(done: Action, user: &EntraUser) -> bool {
@@ -130,7 +116,7 @@ fn restore(group: &Group<'_>, release: &Release, input: &PlanInput<'_>, work: &m
             continue;
         }
         let holds = match done.provider() {
-            Provider::ActiveDirectory => observed(&group.ad, |a| still_holds_ad(done, a)),
+            Provider::ActiveDirectory => observed(&group.ad, |a| done.shows_on_ad(a)),
             Provider::EntraId => observed(&group.entra, |u| still_holds_entra(done, u)),
         };
         let holds = match holds {
