@@ -41,7 +41,9 @@ pub use providers::Providers;
 
 use crate::metrics::{Metrics, PassOutcome};
 use crate::schedule::ResyncSchedule;
-use crate::store::{ApprovalEvent, Event, ReconcileRequestEvent, Store, StoreError};
+use crate::store::{
+    ApprovalEvent, ConditionReason, ConditionStatus, ConditionType, Event, ReconcileRequestEvent, Store, StoreError,
+};
 use crate::watch::WatchEvent;
 
 /// How long a pass in flight at shutdown may take to finish before it is abandoned (its
@@ -463,6 +465,57 @@ impl Controller {
         }
     }
 
+    /// Before a pass: a manifest without a status, or with one about another generation, says it
+    /// is being reconciled (`Reconciling`, `Ready` unknown), so that a status never shows an old
+    /// generation's verdict as the new one's, nor is missing, while a long pass runs.
+    async fn mark_progressing(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        let current: Vec<(ManifestName, remedy_policies::manifest::Generation)> = self
+            .running
+            .iter()
+            .filter(|(name, _)| !self.invalid.contains_key(*name))
+            .map(|(name, m)| (name.clone(), m.generation.clone()))
+            .collect();
+        let marked = tokio::task::spawn_blocking(move || {
+            for (name, generation) in current {
+                let previous = store.get_status(&name)?;
+                if previous.as_ref().is_some_and(|s| s.observed_generation.as_ref() == Some(&generation)) {
+                    continue;
+                }
+                let mut status = previous.unwrap_or_else(|| crate::store::ManifestStatus::new(name.clone()));
+                let message = format!("generation {generation} is being reconciled");
+                status.set_condition(
+                    ConditionType::Ready,
+                    ConditionStatus::Unknown,
+                    ConditionReason::Progressing,
+                    &message,
+                    now,
+                );
+                status.set_condition(
+                    ConditionType::Reconciling,
+                    ConditionStatus::True,
+                    ConditionReason::Progressing,
+                    &message,
+                    now,
+                );
+                status.set_condition(
+                    ConditionType::Stalled,
+                    ConditionStatus::False,
+                    ConditionReason::Progressing,
+                    "",
+                    now,
+                );
+                status.held_plan_id = None;
+                store.put_status(&status)?;
+            }
+            Ok::<(), StoreError>(())
+        });
+        match marked.await {
+            Ok(result) => result,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+
     /// Whether the manifest directory has no entry at all (hidden ones included) while remedy
     /// knows manifests: an empty mount point, not a repository whose manifests were removed.
     async fn looks_unmounted(&self) -> bool {
@@ -618,6 +671,7 @@ impl Controller {
             approvals: &self.approvals,
             now: started,
         };
+        self.mark_progressing(started).await?;
         let span = tracing::info_span!("reconcile", ?trigger, manifests = self.running.len());
         let result = reconcile::run_pass(&input, &self.store, &mut self.providers, &mut self.queue, &mut self.memory)
             .instrument(span)

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use remedy_policies::config::{ActiveDirectoryConfig, Config};
@@ -11,7 +12,7 @@ use remedy_policies::observed::{ObservedState, ProviderView};
 use remedy_policies::{Identity, Provider};
 
 use crate::ad::LdapDirectory;
-use crate::entra::{EntraLookup, GraphDirectory, GraphOptions};
+use crate::entra::{EntraLookup, GraphDirectory, GraphOptions, RetryPolicy};
 
 pub struct Providers {
     ad_config: Option<ActiveDirectoryConfig>,
@@ -35,11 +36,29 @@ impl std::fmt::Debug for Providers {
     }
 }
 
+/// The daemon's Graph retry budget: short. Inside a pass, retries only ride out a brief throttle
+/// (a 429 with a Retry-After of a few seconds); a longer outage ends the call as a transient
+/// failure, the account is `ProviderUnavailable`, AD goes on without waiting, and the controller's
+/// error policy retries with its own capped backoff. (With the provider's default budget of two
+/// minutes per request, a Graph outage held up the whole pass, AD included, and no status said
+/// why: found by `scripts/reliability graph-outage`.)
+pub fn daemon_graph_options() -> GraphOptions {
+    GraphOptions {
+        retry: RetryPolicy {
+            max_attempts: 4,
+            max_elapsed: Duration::from_secs(8),
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(4),
+        },
+        ..GraphOptions::default()
+    }
+}
+
 impl Providers {
     /// Sets the providers up without talking to them (the Graph client sends nothing yet; AD is
     /// connected at the first observation).
     pub fn new(config: &Config, config_dir: &Path) -> Result<Providers> {
-        Providers::with_graph_options(config, config_dir, GraphOptions::default())
+        Providers::with_graph_options(config, config_dir, daemon_graph_options())
     }
 
     /// As [`Providers::new`], with the Graph client's retry budget and pace given: tests shorten
