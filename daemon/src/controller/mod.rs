@@ -745,15 +745,16 @@ impl Controller {
             plan = %summary.plan_id, sent = summary.actions_sent, failed, recovered = summary.recovered,
             held = held.is_some(), duration_ms = summary.duration_ms, "reconciled"
         );
-        self.record_metrics(trigger, &result, held.is_some(), clock_started.elapsed(), started);
-        let mut unavailable = BTreeMap::new();
+        let mut unavailable: BTreeMap<Provider, String> = BTreeMap::new();
         for identity in &result.plan.identities {
             for provider in [Provider::ActiveDirectory, Provider::EntraId] {
                 if let Some(error) = reconcile::provider_error(&result.observed, &identity.identity, provider) {
-                    unavailable.entry(provider.to_string()).or_insert(error);
+                    unavailable.entry(provider).or_insert(error);
                 }
             }
         }
+        self.record_metrics(trigger, &result, &unavailable, held.is_some(), clock_started.elapsed(), started);
+        let unavailable: BTreeMap<String, String> = unavailable.into_iter().map(|(p, e)| (p.to_string(), e)).collect();
         let depth = self.queue.depth();
         self.progress.send_modify(|p| {
             p.passes += 1;
@@ -773,6 +774,7 @@ impl Controller {
         &self,
         trigger: Trigger,
         result: &reconcile::PassResult,
+        unavailable: &BTreeMap<Provider, String>,
         held: bool,
         took: Duration,
         started: DateTime<Utc>,
@@ -781,14 +783,7 @@ impl Controller {
         for (provider, outcome) in &result.recorded {
             metrics.record_action(*provider, *outcome);
         }
-        let mut troubled = BTreeSet::new();
-        for identity in &result.plan.identities {
-            for provider in [Provider::ActiveDirectory, Provider::EntraId] {
-                if reconcile::provider_error(&result.observed, &identity.identity, provider).is_some() {
-                    troubled.insert(provider);
-                }
-            }
-        }
+        let mut troubled: BTreeSet<Provider> = unavailable.keys().copied().collect();
         let failed = result.reports.iter().filter(|r| r.outcome != crate::execute::Outcome::Succeeded);
         troubled.extend(failed.map(|r| r.provider));
         for provider in &troubled {

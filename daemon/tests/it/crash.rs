@@ -9,11 +9,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, Scope, SearchEntry};
-use remedy::store::{ActionOutcome, Event, HistoryQuery, HistoryRecord, Store};
+use remedy::store::{ActionOutcome, Event, Store};
 use remedy_policies::{Action, Identity};
 
 use crate::dc::{self, TestOu};
-use crate::harness::{config_yaml, manifest, Options, DISABLE, HOURLY};
+use crate::harness::{all_history, config_yaml, manifest, Options, DISABLE, HOURLY};
 
 const USERS: usize = 500;
 /// Run 1 is killed once this many accounts show disabled: a fifth of the way, so that recovery has
@@ -132,20 +132,6 @@ async fn disabled(ldap: &mut Ldap, ou: &str) -> BTreeSet<String> {
 fn field(line: &str, name: &str) -> Option<usize> {
     let start = line.find(&format!("{name}="))? + name.len() + 1;
     line[start..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-}
-
-fn all_history(store: &Store) -> Vec<HistoryRecord> {
-    let mut records = Vec::new();
-    let mut after_id = None;
-    loop {
-        let query = HistoryQuery { after_id, limit: HistoryQuery::MAX_LIMIT, ..HistoryQuery::default() };
-        let page = store.query_history(&query).expect("history readable");
-        records.extend(page.records);
-        match page.next_after_id {
-            Some(id) => after_id = Some(id),
-            None => return records,
-        }
-    }
 }
 
 #[tokio::test]

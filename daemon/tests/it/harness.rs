@@ -220,3 +220,18 @@ pub fn actions(records: &[HistoryRecord]) -> Vec<(Action, ActionOutcome, String,
         })
         .collect()
 }
+
+/// Every history record of a store, page by page, oldest first.
+pub fn all_history(store: &Store) -> Vec<HistoryRecord> {
+    let mut records = Vec::new();
+    let mut after_id = None;
+    loop {
+        let query = HistoryQuery { after_id, limit: HistoryQuery::MAX_LIMIT, ..HistoryQuery::default() };
+        let page = store.query_history(&query).expect("history readable");
+        records.extend(page.records);
+        match page.next_after_id {
+            Some(id) => after_id = Some(id),
+            None => return records,
+        }
+    }
+}

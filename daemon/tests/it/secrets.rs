@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use remedy::store::{HistoryQuery, Store};
+use remedy::store::Store;
 use remedy_graph_sim::{Sim, SimConfig, SimUser};
 use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
@@ -495,17 +495,7 @@ async fn no_password_secret_or_token_appears_in_logs_output_answers_or_the_store
     // The store, as the daemon left it: every record and status, and its raw files.
     let store_dir = dir.path().join("store");
     let (store, _) = Store::open(&store_dir).expect("store opens");
-    let mut records = Vec::new();
-    let mut after_id = None;
-    loop {
-        let query = HistoryQuery { after_id, limit: HistoryQuery::MAX_LIMIT, ..HistoryQuery::default() };
-        let page = store.query_history(&query).expect("history readable");
-        records.extend(page.records);
-        match page.next_after_id {
-            Some(id) => after_id = Some(id),
-            None => break,
-        }
-    }
+    let records = crate::harness::all_history(&store);
     let statuses = store.list_status().expect("statuses readable");
     let known = store.known_manifests().expect("known manifests readable");
     let unsettled = store.unsettled().expect("journal readable");
