@@ -686,7 +686,7 @@ impl Controller {
                 continue;
             }
             let generation = self.running.get(name).map(|m| &m.generation).or_else(|| result.generations.get(name));
-            statuses.push(conditions::status_of(
+            let mut status = conditions::status_of(
                 name,
                 generation,
                 self.invalid.get(name).map(Vec::as_slice),
@@ -694,7 +694,11 @@ impl Controller {
                 |p| self.providers.is_configured(p),
                 |identity| self.queue.retry_of(identity).map(|(at, _)| at),
                 now,
-            ));
+            );
+            // The time the pass observed from: a reconcile asked for during a pass is answered by
+            // the next one (what `remedy reconcile --wait` waits for), not by this one.
+            status.last_reconcile_time = Some(started);
+            statuses.push(status);
         }
         // The held plan is known before any status names it: an operator who reads the plan id
         // from a status can approve it at once.
