@@ -568,3 +568,39 @@ async fn identity_protection_429s_without_retry_after_are_backed_off() {
     let confirmed = log.iter().filter(|e| e.path.ends_with("/confirmCompromised") && e.status == 204).count();
     assert_eq!(confirmed, 2, "each confirmation accepted once");
 }
+
+#[tokio::test]
+async fn an_outage_spends_one_retry_budget_for_a_whole_observation() {
+    // 200 users are 10 batches, 2 in flight: on a budget per batch, the late batches would each
+    // retry as long as the first ones, and an outage would take five budgets to be reported.
+    // Waits are 100-200 ms in a 1 s budget: a batch on a budget of its own makes at least 6
+    // attempts (60 POSTs in all); on the shared one, the first two make at most 11 each and each
+    // later one starts with at most 200 ms left, so makes at most 3 (46 in all).
+    let env = start(staff(200)).await;
+    let options = GraphOptions {
+        concurrency: 2,
+        retry: RetryPolicy {
+            max_attempts: 50,
+            max_elapsed: Duration::from_millis(1000),
+            base_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_millis(200),
+        },
+        ..options()
+    };
+    let directory = GraphDirectory::with_options(&env.config, env.dir.path(), options).unwrap();
+    directory.check().await.expect("a token while Graph is up");
+    env.sim.clear_log();
+    env.sim.inject(Fault::Status { status: 503, count: 100_000 });
+
+    let lookups: Vec<(Identity, EntraLookup)> =
+        upns(&env.sim.state()).iter().map(|u| (upn(u), EntraLookup::Upn(u.clone()))).collect();
+    let error = directory.observe_with_risk(&lookups, RiskReads::None).await.expect_err("Graph is down");
+    assert!(error.is_transient(), "{error}");
+    assert!(matches!(error, EntraError::RetryBudgetExhausted { .. }), "{error:?}");
+
+    let batches = env.sim.log().iter().filter(|e| e.method == "POST" && e.path.ends_with("/$batch")).count();
+    assert!(
+        batches <= 46,
+        "{batches} $batch POSTs: the batches that started late had only what was left of the budget"
+    );
+}

@@ -291,6 +291,17 @@ impl Graph {
     /// Sends up to [`BATCH_LIMIT`] requests in one `$batch`, then re-sends (in a smaller
     /// `$batch`) only those that failed in a retryable way. One result per request, in order.
     pub async fn batch(&self, requests: &[GraphRequest]) -> Vec<Result<GraphResponse, EntraError>> {
+        self.batch_on_budget(requests, Instant::now()).await
+    }
+
+    /// As [`Graph::batch`], with the retry budget's clock started at `budget_started` rather than
+    /// at this call: the batches of one [`Graph::batch_all`] share one budget, so that an outage
+    /// is reported after one budget, not after one per round of batches in flight.
+    async fn batch_on_budget(
+        &self,
+        requests: &[GraphRequest],
+        budget_started: Instant,
+    ) -> Vec<Result<GraphResponse, EntraError>> {
         debug_assert!(requests.len() <= BATCH_LIMIT);
         let mut results: Vec<Option<Result<GraphResponse, EntraError>>> = vec![None; requests.len()];
         if requests.is_empty() {
@@ -300,7 +311,7 @@ impl Graph {
             Ok(token) => token,
             Err(error) => return requests.iter().map(|_| Err(error.clone())).collect(),
         };
-        let started = Instant::now();
+        let started = budget_started;
         let mut refreshed = false;
         let mut attempts = vec![0u32; requests.len()];
         let mut pending: Vec<usize> = (0..requests.len()).collect();
@@ -468,8 +479,9 @@ impl Graph {
             .collect()
     }
 
-    /// Any number of requests: batches of [`BATCH_LIMIT`], at most `concurrency` in flight.
-    /// One result per request, in order.
+    /// Any number of requests: batches of [`BATCH_LIMIT`], at most `concurrency` in flight, all
+    /// on one retry budget (a batch that starts late has only what is left of it; its first
+    /// attempt is always made). One result per request, in order.
     pub async fn batch_all(
         &self,
         requests: &[GraphRequest],
@@ -477,7 +489,8 @@ impl Graph {
     ) -> Vec<Result<GraphResponse, EntraError>> {
         // The futures are built first: a stream mapping a closure over borrowed chunks would not
         // be provably `Send` (a known limitation of higher-ranked lifetimes in async code).
-        let batches: Vec<_> = requests.chunks(BATCH_LIMIT).map(|chunk| self.batch(chunk)).collect();
+        let started = Instant::now();
+        let batches: Vec<_> = requests.chunks(BATCH_LIMIT).map(|chunk| self.batch_on_budget(chunk, started)).collect();
         let answers: Vec<Vec<Result<GraphResponse, EntraError>>> =
             stream::iter(batches).buffered(concurrency.max(1)).collect().await;
         answers.into_iter().flatten().collect()
