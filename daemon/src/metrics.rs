@@ -9,6 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use remedy_policies::Provider;
 
+use crate::ad::AdStats;
+use crate::entra::GraphStats;
 use crate::store::ActionOutcome;
 
 /// Upper bounds (seconds) of the reconcile duration histogram's buckets.
@@ -52,6 +54,10 @@ struct Values {
     queue_depth: u64,
     manifests: u64,
     last_successful_resync: Option<DateTime<Utc>>,
+    /// The AD provider's counters, once it has connected.
+    ldap: Option<AdStats>,
+    /// The Graph client's counters, when Entra ID is configured.
+    graph: Option<GraphStats>,
 }
 
 /// Shared between the controller (writes) and the API (renders).
@@ -97,6 +103,17 @@ impl Metrics {
 
     pub fn resync_succeeded(&self, at: DateTime<Utc>) {
         self.with(|v| v.last_successful_resync = Some(at));
+    }
+
+    /// The AD provider's request counters (they count from the provider's first connection,
+    /// which lasts as long as the daemon).
+    pub fn set_ldap(&self, stats: AdStats) {
+        self.with(|v| v.ldap = Some(stats));
+    }
+
+    /// The Graph client's request counters.
+    pub fn set_graph(&self, stats: GraphStats) {
+        self.with(|v| v.graph = Some(stats));
     }
 
     /// The Prometheus text format.
@@ -155,6 +172,43 @@ impl Metrics {
             );
             let at = v.last_successful_resync.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0);
             let _ = writeln!(out, "remedy_last_successful_resync_timestamp_seconds {at}");
+            if let Some(ldap) = v.ldap {
+                family(
+                    &mut out,
+                    "remedy_ldap_operations_total",
+                    "counter",
+                    "LDAP requests sent to Active Directory: connections opened and bound, search requests (one per result page), modifies.",
+                );
+                for (operation, count) in [("connect", ldap.connects), ("search", ldap.pages), ("modify", ldap.modifies)] {
+                    let _ = writeln!(out, "remedy_ldap_operations_total{{operation=\"{operation}\"}} {count}");
+                }
+                family(&mut out, "remedy_ldap_entries_total", "counter", "Entries Active Directory's searches returned.");
+                let _ = writeln!(out, "remedy_ldap_entries_total {}", ldap.entries);
+            }
+            if let Some(graph) = v.graph {
+                family(
+                    &mut out,
+                    "remedy_graph_requests_total",
+                    "counter",
+                    "HTTP requests sent to Microsoft Graph and its token endpoint, re-sends included.",
+                );
+                for (kind, count) in
+                    [("token", graph.token_requests), ("batch", graph.batches), ("single", graph.single_requests)]
+                {
+                    let _ = writeln!(out, "remedy_graph_requests_total{{kind=\"{kind}\"}} {count}");
+                }
+                family(
+                    &mut out,
+                    "remedy_graph_batched_requests_total",
+                    "counter",
+                    "Requests sent inside $batch requests, re-sends included.",
+                );
+                let _ = writeln!(out, "remedy_graph_batched_requests_total {}", graph.sub_requests);
+                family(&mut out, "remedy_graph_throttled_total", "counter", "429 answers from Graph, top-level or per sub-request.");
+                let _ = writeln!(out, "remedy_graph_throttled_total {}", graph.throttled);
+                family(&mut out, "remedy_graph_retries_total", "counter", "Re-sends of a request or of a sub-request.");
+                let _ = writeln!(out, "remedy_graph_retries_total {}", graph.retries);
+            }
             out
         })
     }
@@ -174,6 +228,17 @@ mod tests {
         metrics.record_action(Provider::EntraId, ActionOutcome::DriftCorrected);
         metrics.record_provider_error(Provider::ActiveDirectory);
         metrics.set_queue_depth(3);
+        let without_providers = metrics.render();
+        assert!(!without_providers.contains("remedy_ldap_") && !without_providers.contains("remedy_graph_"));
+        metrics.set_ldap(AdStats { connects: 4, searches: 3, pages: 7, entries: 900, modifies: 2 });
+        metrics.set_graph(GraphStats {
+            token_requests: 1,
+            batches: 5,
+            sub_requests: 100,
+            single_requests: 2,
+            throttled: 3,
+            retries: 4,
+        });
         let text = metrics.render();
         for line in [
             "remedy_reconciles_total{outcome=\"converged\"} 1",
@@ -189,6 +254,13 @@ mod tests {
             "remedy_reconcile_duration_seconds_count 2",
             "remedy_queue_depth 3",
             "remedy_last_successful_resync_timestamp_seconds 0",
+            "remedy_ldap_operations_total{operation=\"connect\"} 4",
+            "remedy_ldap_operations_total{operation=\"search\"} 7",
+            "remedy_ldap_operations_total{operation=\"modify\"} 2",
+            "remedy_ldap_entries_total 900",
+            "remedy_graph_requests_total{kind=\"batch\"} 5",
+            "remedy_graph_batched_requests_total 100",
+            "remedy_graph_throttled_total 3",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

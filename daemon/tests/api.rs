@@ -1356,6 +1356,12 @@ async fn metrics_are_valid_prometheus_text_and_count_what_happened() {
     assert_eq!(value("remedy_provider_errors_total", &[("provider", "entra-id")]), 0.0, "{}", reply.text);
     assert_eq!(value("remedy_manifests", &[]), 3.0, "{}", reply.text);
     assert_eq!(value("remedy_queue_depth", &[]), 0.0, "{}", reply.text);
+    // Three suspensions and their verification, observed and written in batches: the requests
+    // Graph saw are counted, and they are batches, not one request per user and step.
+    assert!(value("remedy_graph_requests_total", &[("kind", "batch")]) >= 2.0, "{}", reply.text);
+    assert!(value("remedy_graph_batched_requests_total", &[]) >= 6.0, "{}", reply.text);
+    assert_eq!(value("remedy_graph_throttled_total", &[]), 0.0, "{}", reply.text);
+    assert!(!reply.text.contains("remedy_ldap_"), "no AD configured, no LDAP counters: {}", reply.text);
     let passes = metrics.sum("remedy_reconciles_total");
     assert!(passes >= 2.0, "held, then applied: {}", reply.text);
     assert_eq!(value("remedy_reconcile_duration_seconds_count", &[]), passes, "one observation per pass");

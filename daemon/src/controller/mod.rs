@@ -805,6 +805,12 @@ impl Controller {
         metrics.record_pass(outcome, took);
         metrics.set_queue_depth(self.queue.depth());
         metrics.set_manifests(self.running.len());
+        if let Some(ad) = self.providers.ad() {
+            metrics.set_ldap(ad.stats());
+        }
+        if let Some(entra) = self.providers.entra() {
+            metrics.set_graph(entra.stats());
+        }
         if trigger == Trigger::Resync && matches!(outcome, PassOutcome::Converged | PassOutcome::Progressing) {
             metrics.resync_succeeded(started);
         }

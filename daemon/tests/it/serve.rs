@@ -60,6 +60,26 @@ async fn a_new_manifest_disables_in_ad_and_suspends_in_entra_within_seconds() {
         "one record per action, with the value before and after"
     );
     daemon.store.verify_history().expect("the chain verifies");
+
+    // What it cost, as /metrics shows it: connections bound, searches (observation and
+    // read-back), one modify for the one disable.
+    // (The status is stored before the pass's counters are: wait for them.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let metrics = daemon.handle.metrics().render();
+        if metrics.contains("remedy_ldap_operations_total{operation=\"modify\"} 1") {
+            break metrics;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no modify counted within 5 s:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let sample = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in\n{metrics}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    assert!(sample("remedy_ldap_operations_total{operation=\"connect\"}") >= 1, "{metrics}");
+    assert!(sample("remedy_ldap_operations_total{operation=\"search\"}") >= 2, "{metrics}");
+    assert!(sample("remedy_ldap_entries_total") >= 2, "{metrics}");
     daemon.stop().await;
 }
 
