@@ -41,12 +41,13 @@ impl std::fmt::Debug for Providers {
 /// failure, the account is `ProviderUnavailable`, AD goes on without waiting, and the controller's
 /// error policy retries with its own capped backoff. (With the provider's default budget of two
 /// minutes per request, a Graph outage held up the whole pass, AD included, and no status said
-/// why: found by `scripts/reliability graph-outage`.)
+/// why: found by `scripts/reliability graph-outage`.) 6 s, shared by all the batches of one
+/// observation: a pass whose Graph is down ends, and says so, within about 7 s of its start.
 pub fn daemon_graph_options() -> GraphOptions {
     GraphOptions {
         retry: RetryPolicy {
             max_attempts: 4,
-            max_elapsed: Duration::from_secs(8),
+            max_elapsed: Duration::from_secs(6),
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(4),
         },
