@@ -1,0 +1,1000 @@
+#!/usr/bin/env python3
+"""The helper of `scripts/bench`: remedy's end-to-end figures, each side by side with a baseline
+in the same run, against the Samba AD DC of scripts/samba-dc (eval "$(scripts/samba-dc env)").
+
+    bench.py scale      --remedy BIN --out DIR [--users N] [--rounds R] [--keep]
+    bench.py latency    --remedy BIN --out DIR [--commits N] [--keep] [--seed S]
+    bench.py samba-tool --remedy BIN --out DIR [--users N] [--keep]
+    bench.py cargo      --out DIR --name ad|entra --file OUTPUT.md    (records a cargo bench's output)
+    bench.py report     --out DIR                                      (rewrites DIR/results.md)
+    bench.py dcwatch                                                   (run by /usr/bin/python3, see DcWatch)
+
+Every scenario works in an OU of its own under $REMEDY_TEST_TESTS_OU (created with one ldapadd,
+deleted at the end, pass or fail) and a temporary work directory (the daemon's logs are copied to
+DIR/<scenario>/). Each merges its figures into DIR/results.json, prints its markdown table and
+rewrites DIR/results.md. A benchmark never fails on timing: it fails (exit 1) when remedy did not
+converge, exited, or a step broke.
+"""
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+# What remedy's AD provider asks for (remedy::ad::ATTRIBUTES, daemon/src/ad/entry.rs): the baseline
+# ldapsearch asks for the same.
+AD_ATTRIBUTES = ["objectGUID", "objectSid", "sAMAccountName", "userPrincipalName", "userAccountControl",
+                 "msDS-User-Account-Control-Computed", "pwdLastSet", "memberOf", "adminCount", "whenChanged",
+                 "uSNChanged"]
+# A resync that never fires during a run (1 January, 00:00:00 UTC): every pass measured is asked for.
+NO_RESYNC = "0 0 0 1 1 *"
+UF_ACCOUNTDISABLE = 0x2
+
+
+class Failure(Exception):
+    pass
+
+
+def say(text):
+    print(f"  {text}", flush=True)
+
+
+def tail(text, lines=15):
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ---------------------------------------------------------------------------------------------
+# the DC, as the administrator and as the action account
+
+
+def ldap_env():
+    return dict(os.environ, LDAPTLS_CACERT=os.environ["REMEDY_TEST_CA_FILE"])
+
+
+def ldap_tool(tool, *args, stdin=None, who="admin", check=True):
+    bind, password = ((os.environ["REMEDY_TEST_ADMIN_BIND"], os.environ["REMEDY_TEST_ADMIN_PASSWORD_FILE"])
+                      if who == "admin" else
+                      (os.environ["REMEDY_TEST_ACTION_BIND"], os.environ["REMEDY_TEST_ACTION_PASSWORD_FILE"]))
+    result = subprocess.run([tool, "-x", "-H", os.environ["REMEDY_TEST_LDAPS_URL"], "-D", bind, "-y", password, *args],
+                            env=ldap_env(), text=True, input=stdin, capture_output=True)
+    if check and result.returncode != 0:
+        raise Failure(f"{tool} {' '.join(args[:6])}: exit {result.returncode}: {result.stderr.strip()[:500]}")
+    return result
+
+
+class Ou:
+    """A private OU under OU=Tests with users made by one ldapadd; deleted leaves first at the end."""
+
+    def __init__(self, kind):
+        self.suffix = secrets.token_hex(3)
+        self.dn = f"OU=bench-{kind}-{self.suffix},{os.environ['REMEDY_TEST_TESTS_OU']}"
+        self.created = False
+
+    def user_dn(self, sam):
+        return f"CN={sam},{self.dn}"
+
+    def create(self, sams):
+        lines = [f"dn: {self.dn}\nobjectClass: organizationalUnit\n"]
+        for sam in sams:
+            lines.append(f"dn: CN={sam},{self.dn}\nobjectClass: user\nsAMAccountName: {sam}\n"
+                         f"userPrincipalName: {sam}@remedy.test\nuserAccountControl: 512\n")
+        t0 = time.monotonic()
+        self.created = True
+        ldap_tool("ldapadd", stdin="\n".join(lines))
+        seconds = time.monotonic() - t0
+        say(f"{self.dn}: {len(sams)} enabled users created by one ldapadd in {seconds:.1f} s")
+        return seconds
+
+    def disabled(self, prefix=None):
+        """sAMAccountName (lower case) -> disabled, as the administrator reads the OU."""
+        out = ldap_tool("ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-E", "pr=1000/noprompt", "-b", self.dn, "-s", "one",
+                        f"(&(objectClass=user)(sAMAccountName={prefix or ''}*))", "sAMAccountName",
+                        "userAccountControl").stdout
+        users, sam, uac = {}, None, 0
+        for line in out.splitlines() + [""]:
+            if line.startswith("sAMAccountName: "):
+                sam = line.split(": ", 1)[1].lower()
+            elif line.startswith("userAccountControl: "):
+                uac = int(line.split(": ", 1)[1])
+            elif not line.strip() and sam:
+                users[sam] = bool(uac & UF_ACCOUNTDISABLE)
+                sam = None
+        return users
+
+    def delete(self):
+        if not self.created:
+            return
+        t0 = time.monotonic()
+        out = ldap_tool("ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-E", "pr=1000/noprompt", "-b", self.dn, "dn",
+                        check=False).stdout
+        dns = [line[4:] for line in out.splitlines() if line.startswith("dn: ")]
+        dns.sort(key=lambda dn: dn.count(","), reverse=True)
+        if dns:
+            result = ldap_tool("ldapdelete", "-c", stdin="\n".join(dns) + "\n", check=False)
+            if result.returncode != 0:
+                print(f"warning: could not delete everything in {self.dn}: {result.stderr.strip()[:300]}", file=sys.stderr)
+        say(f"deleted {self.dn} ({len(dns)} entries) in {time.monotonic() - t0:.1f} s")
+
+
+class DcWatch:
+    """A persistent, authenticated LDAP connection to the DC (Samba's own Python bindings, run by
+    Debian's /usr/bin/python3: no new dependency) that polls until a change shows, so that the time
+    a change lands is known to a few milliseconds, not to the 60-80 ms an ldapsearch process costs
+    (its bind, mostly). Times are CLOCK_MONOTONIC, the same clock as time.monotonic() here."""
+
+    def __init__(self):
+        self.process = subprocess.Popen(["/usr/bin/python3", os.path.abspath(__file__), "dcwatch"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        line = self.process.stdout.readline().strip()
+        if line != "ready":
+            raise Failure(f"the DC watcher did not start: {line!r}")
+
+    def ask(self, *words):
+        self.process.stdin.write(" ".join(words) + "\n")
+        answer = self.process.stdout.readline().split()
+        if not answer or answer[0] != "ok":
+            raise Failure(f"DC watcher: {' '.join(words)[:200]}: {' '.join(answer) or 'no answer'}")
+        return float(answer[1]), int(answer[2])
+
+    def disabled(self, dn, timeout):
+        """Waits until the account shows UF_ACCOUNTDISABLE; (monotonic time seen, polls)."""
+        return self.ask("uac", str(timeout), dn)
+
+    def count(self, base, filter_, n, timeout):
+        """Waits until a one-level search finds at least n entries; (monotonic time seen, polls)."""
+        return self.ask("count", str(timeout), str(n), base, filter_)
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(5)
+
+
+def dcwatch_main():
+    """The other end of DcWatch: commands on stdin, one answer line each."""
+    import ldb  # noqa: PLC0415 (Samba's bindings: only under Debian's python3)
+    from samba.credentials import Credentials  # noqa: PLC0415
+    from samba.param import LoadParm  # noqa: PLC0415
+    from samba.samdb import SamDB  # noqa: PLC0415
+
+    lp = LoadParm()
+    lp.load(os.path.join(os.environ["REMEDY_TEST_DC_DIR"], "etc", "smb.conf"))
+    creds = Credentials()
+    creds.guess(lp)
+    creds.set_username(os.environ["REMEDY_TEST_ADMIN_BIND"])
+    with open(os.environ["REMEDY_TEST_ADMIN_PASSWORD_FILE"]) as f:
+        creds.set_password(f.read().strip())
+    db = SamDB(url=os.environ["REMEDY_TEST_LDAP_URL"], credentials=creds, lp=lp)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        words = line.rstrip("\n").split(" ", 3)
+        deadline = time.monotonic() + float(words[1])
+        polls = 0
+        while True:
+            polls += 1
+            if words[0] == "uac":
+                res = db.search(base=words[2], scope=ldb.SCOPE_BASE, attrs=["userAccountControl"])
+                done = bool(int(str(res[0]["userAccountControl"][0])) & UF_ACCOUNTDISABLE)
+                pause = 0.004
+            else:  # count N BASE FILTER
+                n, rest = int(words[2]), words[3]
+                base, filter_ = rest.split(" ", 1)
+                res = db.search(base=base, scope=ldb.SCOPE_ONELEVEL, expression=filter_, attrs=["sAMAccountName"])
+                done = len(res) >= n
+                pause = 0.02
+            now = time.monotonic()
+            if done:
+                print(f"ok {now:.6f} {polls}", flush=True)
+                break
+            if now > deadline:
+                print(f"timeout {polls}", flush=True)
+                break
+            time.sleep(pause)
+
+
+# ---------------------------------------------------------------------------------------------
+# remedy serve
+
+
+class Daemon:
+    """`remedy serve` (the release binary) on a work directory's remedy.yaml, its log followed."""
+
+    def __init__(self, work, remedy):
+        self.work, self.remedy = work, remedy
+        self.process = None
+        self.runs = 0
+
+    def start(self):
+        self.runs += 1
+        self.log_path = os.path.join(self.work, f"run-{self.runs:02d}.log")
+        self.offset, self.partial, self.lines = 0, "", []
+        log = open(self.log_path, "w")
+        env = dict(os.environ, NO_COLOR="1", REMEDY_LOG="info")
+        self.started = time.monotonic()
+        self.process = subprocess.Popen([self.remedy, "serve", "--config", os.path.join(self.work, "remedy.yaml")],
+                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+        log.close()
+        with open(os.path.join(self.work, "remedy.pid"), "w") as f:
+            f.write(str(self.process.pid))
+        return self.started
+
+    def alive(self):
+        return self.process is not None and self.process.poll() is None
+
+    def check_alive(self):
+        if not self.alive():
+            raise Failure(f"remedy serve exited ({self.process.returncode}); {self.log_path}:\n{tail(self.log())}")
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def passes(self):
+        """The "reconciled" lines of this run so far, read incrementally: dicts of the log's fields."""
+        with open(self.log_path) as f:
+            f.seek(self.offset)
+            chunk = f.read()
+            self.offset = f.tell()
+        text = self.partial + chunk
+        complete, _, self.partial = text.rpartition("\n")
+        for line in complete.splitlines():
+            if " reconciled" in line and "duration_ms=" in line:
+                fields = dict(re.findall(r"(\w+)=(\S+)", line))
+                self.lines.append({k: int(v) for k, v in fields.items() if v.isdigit()})
+        return self.lines
+
+    def wait_pass(self, count, timeout, poll=0.005):
+        """Until the run has logged `count` passes; (monotonic time seen, that pass)."""
+        deadline = time.monotonic() + timeout
+        while len(self.passes()) < count:
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise Failure(f"no reconcile pass #{count} within {timeout} s; {self.log_path}:\n{tail(self.log())}")
+            time.sleep(poll)
+        return time.monotonic(), self.lines[count - 1]
+
+    def wait_ready(self, timeout, poll=0.005):
+        """Until GET /readyz answers 200; the monotonic time it did."""
+        deadline = time.monotonic() + timeout
+        url = f"{os.environ['REMEDY_SERVER']}/readyz"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return time.monotonic()
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise Failure(f"remedy serve not ready within {timeout} s; {self.log_path}:\n{tail(self.log())}")
+            time.sleep(poll)
+
+    def memory(self):
+        """VmHWM (peak RSS) and VmRSS in MiB, from /proc/PID/status."""
+        values = {}
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmHWM", "VmRSS"):
+                    values[key] = int(value.split()[0]) / 1024
+        return values
+
+    def terminate(self, timeout=60):
+        t0 = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise Failure(f"remedy serve did not stop within {timeout} s of SIGTERM")
+        os.remove(os.path.join(self.work, "remedy.pid"))
+        if code != 0:
+            raise Failure(f"remedy serve exited {code} on SIGTERM; {self.log_path}:\n{tail(self.log())}")
+        return time.monotonic() - t0
+
+    def stop_quietly(self):
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def api(method, path, timeout=30):
+    with open(os.environ["REMEDY_TOKEN_FILE"]) as f:
+        token = f.read().strip()
+    request = urllib.request.Request(f"{os.environ['REMEDY_SERVER']}{path}", method=method,
+                                     headers={"Authorization": f"Bearer {token}"}, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+
+
+def metrics():
+    """/metrics as {series: value} (series with their labels, as written)."""
+    status, text = api("GET", "/metrics")
+    if status != 200:
+        raise Failure(f"GET /metrics: {status} {text[:200]}")
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            try:
+                values[series] = float(value)
+            except ValueError:
+                pass
+    return values
+
+
+LDAP_COUNTER = "remedy_ldap_operations_total"
+
+
+def passes_counted(values):
+    return sum(v for k, v in values.items() if k.startswith("remedy_reconciles_total{"))
+
+
+def metrics_after_pass(before, timeout=10):
+    """/metrics once the controller has counted the pass after `before` (it updates its metrics,
+    the provider counters among them, just after logging the pass)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        after = metrics()
+        if passes_counted(after) > passes_counted(before) or time.monotonic() > deadline:
+            return after
+        time.sleep(0.01)
+
+
+def ldap_counters(before, after):
+    """What remedy_ldap_operations_total{operation=...} (and any other remedy_ldap_* series) grew by;
+    None when the daemon does not export them."""
+    names = sorted(s for s in after if s.startswith("remedy_ldap_"))
+    if not names:
+        return None
+    out = {}
+    for series in names:
+        match = re.match(r'remedy_ldap_operations_total\{operation="([^"]+)"\}$', series)
+        key = match.group(1) if match else series.replace("remedy_ldap_", "").replace("_total", "")
+        out[key] = int(after[series] - before.get(series, 0))
+    return out
+
+
+def statuses(remedy):
+    result = subprocess.run([remedy, "status", "-o", "json"], text=True, capture_output=True)
+    if result.returncode != 0:
+        raise Failure(f"remedy status: {result.stderr.strip()[:300]}")
+    data = json.loads(result.stdout)
+    if isinstance(data, dict):
+        data = data.get("manifests", [])
+    return data
+
+
+def not_ready(remedy):
+    out = []
+    for s in statuses(remedy):
+        ready = next((c for c in s.get("conditions", []) if c["type"] == "Ready"), {})
+        if ready.get("status") != "True":
+            out.append(f"{s['name']}: Ready={ready.get('status')}/{ready.get('reason')}")
+    return out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def manifest(name, sam, reason):
+    return (f"apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: {name}\nspec:\n"
+            f"  reason: \"{reason}\"\n  target:\n    samAccountName: {sam}\n  activeDirectory:\n    disabled: true\n")
+
+
+def git(tree, *args):
+    result = subprocess.run(["git", "-C", tree, *args], text=True, capture_output=True)
+    if result.returncode != 0:
+        raise Failure(f"git {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+class Scenario:
+    """A work directory, a private OU, a git checkout remedy watches, remedy.yaml and a token; the
+    daemon's logs are copied to OUT/<name>/ and everything else removed at the end."""
+
+    def __init__(self, name, args, debounce=None, resync=NO_RESYNC):
+        self.name, self.args = name, args
+        self.work = tempfile.mkdtemp(prefix=f"remedy-bench-{name}.")
+        self.ou = Ou(name)
+        self.watched = os.path.join(self.work, "watched")
+        self.daemon = Daemon(self.work, args.remedy)
+        self.debounce, self.resync = debounce, resync
+        self.watch = None
+
+    def __enter__(self):
+        for key, value in (("GIT_AUTHOR_NAME", "bench"), ("GIT_AUTHOR_EMAIL", "bench@remedy.test"),
+                           ("GIT_COMMITTER_NAME", "bench"), ("GIT_COMMITTER_EMAIL", "bench@remedy.test")):
+            os.environ[key] = value
+        os.makedirs(self.watched)
+        git(self.watched, "init", "-q", "-b", "main")
+        with open(os.path.join(self.watched, "README.md"), "w") as f:
+            f.write("remediation manifests (scripts/bench)\n")
+        git(self.watched, "add", "README.md")
+        git(self.watched, "commit", "-q", "-m", "empty manifest repository")
+        port = free_port()
+        token = secrets.token_hex(32)
+        token_file = os.path.join(self.work, "operator.token")
+        with open(token_file, "w") as f:
+            f.write(token)
+        os.chmod(token_file, 0o600)
+        debounce = f"\n  debounce: {self.debounce}" if self.debounce else ""
+        env = os.environ
+        with open(os.path.join(self.work, "remedy.yaml"), "w") as f:
+            f.write(f"""manifests:
+  path: {self.watched}{debounce}
+guardrails:
+  allowedScopes: ["{self.ou.dn}"]
+  maxChangesPerReconcile: 1000000
+activeDirectory:
+  url: {env['REMEDY_TEST_LDAPS_URL']}
+  caFile: {env['REMEDY_TEST_CA_FILE']}
+  bindUser: {env['REMEDY_TEST_ACTION_BIND']}
+  passwordFile: {env['REMEDY_TEST_ACTION_PASSWORD_FILE']}
+  baseDn: {env['REMEDY_TEST_BASE_DN']}
+resync: "{self.resync}"
+store:
+  path: {self.work}/store
+api:
+  listen: 127.0.0.1:{port}
+  tokens:
+    - name: bench-operator
+      role: security-operator
+      sha256: {hashlib.sha256(token.encode()).hexdigest()}
+""")
+        os.environ["REMEDY_SERVER"] = f"http://127.0.0.1:{port}"
+        os.environ["REMEDY_TOKEN_FILE"] = token_file
+        return self
+
+    def commit(self, files, message):
+        """Writes files {relative path: text} into the watched checkout and commits them there."""
+        for path, text in files.items():
+            with open(os.path.join(self.watched, path), "w") as f:
+                f.write(text)
+        git(self.watched, "add", "--", *files) if len(files) < 1000 else git(self.watched, "add", "-A")
+        git(self.watched, "commit", "-q", "-m", message)
+
+    def __exit__(self, kind, value, traceback):
+        self.daemon.stop_quietly()
+        if self.watch:
+            self.watch.close()
+        artifacts = os.path.join(self.args.out, self.name)
+        shutil.rmtree(artifacts, ignore_errors=True)
+        os.makedirs(artifacts)
+        for entry in sorted(os.listdir(self.work)):
+            if entry.endswith(".log") or entry in ("remedy.yaml", "samples.json"):
+                shutil.copy(os.path.join(self.work, entry), artifacts)
+        try:
+            self.ou.delete()
+        except Exception as error:  # noqa: BLE001 (cleanup goes on)
+            print(f"warning: deleting {self.ou.dn}: {error}", file=sys.stderr)
+        if self.args.keep:
+            say(f"work directory kept: {self.work}")
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# scale: 10,000 manifests: converge, peak RSS, converged resync vs one paged ldapsearch, restart
+
+
+def paged_ldapsearch(ou):
+    """One paged search of the OU's users, as the action account over LDAPS, the attributes remedy
+    asks for: (seconds, entries, pages)."""
+    t0 = time.monotonic()
+    out = ldap_tool("ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-E", "pr=500/noprompt", "-b", ou,
+                    "(&(objectCategory=person)(objectClass=user))", *AD_ATTRIBUTES, who="action").stdout
+    seconds = time.monotonic() - t0
+    entries = sum(1 for line in out.splitlines() if line.startswith("dn: "))
+    return seconds, entries, max(1, math.ceil(entries / 500))
+
+
+def cmd_scale(args):
+    n = args.users
+    result = {"users": n}
+    with Scenario("scale", args) as sc:
+        sams = [f"bs{sc.ou.suffix}-{i:05d}" for i in range(n)]
+        result["ldapaddSeconds"] = round(sc.ou.create(sams), 2)
+        t0 = time.monotonic()
+        for i, sam in enumerate(sams):
+            with open(os.path.join(sc.watched, f"bench-{sam}.yaml"), "w") as f:
+                f.write(manifest(f"bench-{sam}", sam, f"BENCH-{i}: scale benchmark"))
+        git(sc.watched, "add", "-A")
+        git(sc.watched, "commit", "-q", "-m", f"{n} manifests")
+        say(f"{n} manifests (disable in AD) written and committed in {time.monotonic() - t0:.1f} s")
+
+        d = sc.daemon
+        started = d.start()
+        ready = d.wait_ready(120)
+        say(f"remedy serve pid {d.process.pid}: /readyz 200 after {ready - started:.2f} s (empty store, {n} manifests)")
+        # The first pass sends every disable; wait for the DC to show them all, and for every status.
+        deadline = time.monotonic() + max(300, n / 5)
+        sent = 0
+        while True:
+            d.check_alive()
+            sent = sum(p.get("sent", 0) for p in d.passes())
+            if sent >= n:
+                break
+            if time.monotonic() > deadline:
+                raise Failure(f"remedy sent {sent} of {n} disables within the time allowed")
+            time.sleep(0.2)
+        applied_at = time.monotonic()
+        first = d.lines[0]
+        result["initialApply"] = {"seconds": round(applied_at - started, 2),
+                                  "passes": len(d.lines), "firstPassMs": first.get("duration_ms"),
+                                  "sent": sent, "failed": sum(p.get("failed", 0) for p in d.lines)}
+        say(f"the first pass sent {first.get('sent')} disables in {first.get('duration_ms', 0) / 1000:.1f} s; "
+            f"{sent} sent in all, {result['initialApply']['failed']} failed, {applied_at - started:.1f} s after start")
+        dc = sc.ou.disabled()
+        left = [s for s in sams if not dc.get(s.lower())]
+        if left:
+            raise Failure(f"{len(left)} of {n} accounts not disabled on the DC after remedy's passes, e.g. {left[:5]}")
+        waiting = not_ready(args.remedy)
+        while waiting and time.monotonic() < deadline:
+            time.sleep(1)
+            waiting = not_ready(args.remedy)
+        if waiting:
+            raise Failure(f"{len(waiting)} manifests not Ready, e.g. {waiting[:5]}")
+        result["afterInitialApply"] = {k: round(v, 1) for k, v in d.memory().items()}
+        say(f"converged: the DC shows all {n} disabled, every manifest Ready; "
+            f"VmHWM {result['afterInitialApply']['VmHWM']:.1f} MiB, VmRSS {result['afterInitialApply']['VmRSS']:.1f} MiB")
+
+        # Converged resyncs (asked for) and the paged ldapsearch, alternately.
+        rounds = []
+        for r in range(args.rounds):
+            order = ("remedy", "ldapsearch") if r % 2 == 0 else ("ldapsearch", "remedy")
+            row = {}
+            for side in order:
+                if side == "ldapsearch":
+                    seconds, entries, pages = paged_ldapsearch(sc.ou.dn)
+                    if entries != n:
+                        raise Failure(f"the baseline ldapsearch found {entries} users, not {n}")
+                    row["ldapsearch"] = {"seconds": round(seconds, 3), "entries": entries, "pages": pages}
+                else:
+                    count = len(d.passes())
+                    before = metrics()
+                    t0 = time.monotonic()
+                    status, body = api("POST", "/v1/reconcile")
+                    if status != 202:
+                        raise Failure(f"POST /v1/reconcile: {status} {body[:200]}")
+                    seen, p = d.wait_pass(count + 1, 300)
+                    after = metrics_after_pass(before)
+                    if p.get("sent", 0) or p.get("failed", 0):
+                        raise Failure(f"a converged resync sent {p.get('sent')} actions ({p.get('failed')} failed): {p}")
+                    row["remedy"] = {"seconds": round(seen - t0, 3), "passMs": p.get("duration_ms"),
+                                     "ldap": ldap_counters(before, after)}
+            rounds.append(row)
+            say(f"round {r + 1}: remedy resync {row['remedy']['seconds']:.2f} s (pass {row['remedy']['passMs']} ms, LDAP "
+                f"{row['remedy']['ldap'] if row['remedy']['ldap'] is not None else 'counters not exported'}), "
+                f"ldapsearch {row['ldapsearch']['seconds']:.2f} s ({row['ldapsearch']['pages']} pages)")
+        result["resyncRounds"] = rounds
+        best_remedy = min(rounds, key=lambda r: r["remedy"]["seconds"])["remedy"]
+        best_search = min(r["ldapsearch"]["seconds"] for r in rounds)
+        result["resync"] = {"remedySeconds": best_remedy["seconds"], "remedyPassMs": best_remedy["passMs"],
+                            "ldap": best_remedy["ldap"], "ldapsearchSeconds": best_search,
+                            "ldapsearchPages": rounds[0]["ldapsearch"]["pages"],
+                            "ratio": round(best_remedy["seconds"] / best_search, 2)}
+        result["afterResync"] = {k: round(v, 1) for k, v in d.memory().items()}
+        result["stopSeconds"] = round(d.terminate(), 2)
+        say(f"stopped by SIGTERM in {result['stopSeconds']:.2f} s (exit 0)")
+
+        # A restart on the same store: start to ready, start to the first pass's end, and memory.
+        started = d.start()
+        ready = d.wait_ready(120)
+        done, p = d.wait_pass(1, 300)
+        if p.get("sent", 0) or p.get("failed", 0):
+            raise Failure(f"the first pass after a restart on a converged store sent {p.get('sent')} actions: {p}")
+        result["restart"] = {"readySeconds": round(ready - started, 3), "firstPassSeconds": round(done - started, 3),
+                             "firstPassMs": p.get("duration_ms"),
+                             "memory": {k: round(v, 1) for k, v in d.memory().items()}}
+        say(f"restart on the same store: /readyz 200 after {ready - started:.2f} s, first pass (converged) done after "
+            f"{done - started:.2f} s; VmHWM {result['restart']['memory']['VmHWM']:.1f} MiB")
+        d.terminate()
+    record("scale", result, args)
+
+
+def table_scale(r):
+    n = r["users"]
+    rs = r["resync"]
+    ldap = rs.get("ldap")
+    if ldap is None:
+        requests = (f"not measured: `/metrics` has no `{LDAP_COUNTER}` yet (expected about "
+                    f"{math.ceil(n / 200)} searches: OR filters of 200 identities)")
+    else:
+        requests = ", ".join(f"{k} {v}" for k, v in sorted(ldap.items()))
+    mem_first = r["afterInitialApply"]["VmHWM"]
+    mem_resync = r["afterResync"]["VmHWM"]
+    mem_restart = r["restart"]["memory"]["VmHWM"]
+    rows = [
+        "| figure | remedy | baseline | ratio | aim |",
+        "|---|---:|---:|---:|---|",
+        f"| converged resync of {n:,} managed identities, wall (best of {len(r['resyncRounds'])}; POST /v1/reconcile to the "
+        f"pass logged) vs one paged `ldapsearch -E pr=500` of the same users | {rs['remedySeconds']:.2f} s "
+        f"(pass {rs['remedyPassMs'] / 1000:.2f} s) | {rs['ldapsearchSeconds']:.2f} s | {rs['ratio']:.2f} | ≤ 1.2: "
+        f"{verdict(rs['ratio'] <= 1.2)} |",
+        f"| LDAP requests of that resync | {requests} | {rs['ldapsearchPages']} search pages + 1 bind | | "
+        f"O(identities / page size) |",
+        f"| peak RSS (VmHWM) of `remedy serve` holding {n:,} manifests after a full reconcile (restart on the store, "
+        f"first pass done) | {mem_restart:.1f} MiB | | | < 100 MiB: {verdict(mem_restart < 100)} |",
+        f"| peak RSS, the first process: after applying all {n:,} disables / after {len(r['resyncRounds'])} resyncs | "
+        f"{mem_first:.1f} / {mem_resync:.1f} MiB | | | < 100 MiB: {verdict(max(mem_first, mem_resync) < 100)} |",
+        f"| start to ready (`/readyz` 200: manifests loaded, store open), restart on the store | "
+        f"{r['restart']['readySeconds']:.2f} s | | | < 2 s: {verdict(r['restart']['readySeconds'] < 2)} |",
+        f"| start to the first pass done (converged: nothing sent), restart on the store | "
+        f"{r['restart']['firstPassSeconds']:.2f} s | | | (< 2 s: {verdict(r['restart']['firstPassSeconds'] < 2)}) |",
+        f"| first start, empty store: {n:,} disables sent and verified | {r['initialApply']['seconds']:.1f} s "
+        f"(first pass {r['initialApply']['firstPassMs'] / 1000:.1f} s) | | | |",
+    ]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# latency: single-manifest commits in the watched checkout to the DC showing the change
+
+
+def percentile(values, p):
+    """Nearest rank: the smallest value with at least p % of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def summary(values):
+    return {"n": len(values), "p50": round(percentile(values, 50), 4), "p90": round(percentile(values, 90), 4),
+            "p99": round(percentile(values, 99), 4), "max": round(max(values), 4), "min": round(min(values), 4)}
+
+
+def cmd_latency(args):
+    n = args.commits
+    rng = random.Random(args.seed if args.seed is not None else random.randrange(1 << 32))
+    with Scenario("latency", args) as sc:
+        remedy_users = [f"bl{sc.ou.suffix}-r{i:04d}" for i in range(n)]
+        direct_users = [f"bl{sc.ou.suffix}-d{i:04d}" for i in range(n)]
+        sc.ou.create(remedy_users + direct_users)
+        d = sc.daemon
+        started = d.start()
+        ready = d.wait_ready(60)
+        say(f"remedy serve pid {d.process.pid} watching a git checkout, default debounce (500ms); ready after "
+            f"{ready - started:.2f} s")
+        sc.watch = DcWatch()
+        samples = []
+        for i in range(n):
+            sam = remedy_users[i]
+            passes = len(d.passes())
+            t0 = time.monotonic()
+            sc.commit({f"bench-{sam}.yaml": manifest(f"bench-{sam}", sam, f"BENCH-{i}: latency benchmark")},
+                      f"disable {sam}")
+            committed = time.monotonic()
+            seen, polls = sc.watch.disabled(sc.ou.user_dn(sam), 30)
+            # The pass that did it ends (status and history written) before the next commit.
+            d.wait_pass(passes + 1, 30)
+            # The baseline: the same change by ldapmodify, as the action account over LDAPS.
+            other = direct_users[i]
+            t1 = time.monotonic()
+            ldap_tool("ldapmodify", who="action", stdin=(f"dn: {sc.ou.user_dn(other)}\nchangetype: modify\n"
+                                                         f"replace: userAccountControl\nuserAccountControl: 514\n-\n"))
+            returned = time.monotonic()
+            seen_direct, _ = sc.watch.disabled(sc.ou.user_dn(other), 30)
+            samples.append({"user": sam, "commitSeconds": round(committed - t0, 4), "remedy": round(seen - t0, 4),
+                            "remedyFromCommitReturn": round(seen - committed, 4), "polls": polls,
+                            "ldapmodify": round(seen_direct - t1, 4), "ldapmodifyReturned": round(returned - t1, 4)})
+            if (i + 1) % max(1, n // 10) == 0 or i + 1 == n:
+                say(f"{i + 1}/{n}: last {samples[-1]['remedy'] * 1000:.0f} ms (commit {samples[-1]['commitSeconds'] * 1000:.0f} ms),"
+                    f" ldapmodify {samples[-1]['ldapmodify'] * 1000:.0f} ms")
+            time.sleep(rng.uniform(0.1, 0.5))
+        with open(os.path.join(sc.work, "samples.json"), "w") as f:
+            json.dump(samples, f, indent=1)
+        waiting = not_ready(args.remedy)
+        if waiting:
+            raise Failure(f"{len(waiting)} manifests not Ready after the run, e.g. {waiting[:5]}")
+        dc = sc.ou.disabled()
+        touched = [u for u in remedy_users + direct_users if not dc.get(u.lower())]
+        if touched:
+            raise Failure(f"{len(touched)} accounts not disabled at the end, e.g. {touched[:5]}")
+        d.terminate()
+    result = {"commits": n, "debounce": "500ms (the default)",
+              "remedy": summary([s["remedy"] for s in samples]),
+              "remedyFromCommitReturn": summary([s["remedyFromCommitReturn"] for s in samples]),
+              "commit": summary([s["commitSeconds"] for s in samples]),
+              "ldapmodify": summary([s["ldapmodify"] for s in samples])}
+    record("latency", result, args)
+
+
+def table_latency(r):
+    def row(label, s, aim=""):
+        return (f"| {label} | {s['n']} | {s['p50'] * 1000:.0f} ms | {s['p90'] * 1000:.0f} ms | {s['p99'] * 1000:.0f} ms | "
+                f"{s['max'] * 1000:.0f} ms | {aim} |")
+    p99 = r["remedy"]["p99"]
+    return [
+        "| path | changes | p50 | p90 | p99 | max | aim |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        row(f"remedy: one manifest written, `git add`, `git commit` in the watched checkout (debounce {r['debounce']})"
+            " → the DC shows userAccountControl 0x2", r["remedy"], f"p99 < 1 s: {verdict(p99 < 1)}"),
+        row("remedy, counted from `git commit` returning", r["remedyFromCommitReturn"]),
+        row("baseline: `ldapmodify` of the same change (action account, LDAPS) → the DC shows it", r["ldapmodify"]),
+        "",
+        f"Ratio p50 remedy / ldapmodify: {r['remedy']['p50'] / r['ldapmodify']['p50']:.1f}× "
+        f"(the write and add-commit themselves: p50 {r['commit']['p50'] * 1000:.0f} ms).",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# samba-tool: a shell loop of `samba-tool user disable` vs remedy, 500 users each
+
+
+SAMBA_TOOL_LOOP = r'''
+set -eu
+while read -r u; do
+    samba-tool user disable "$u" -H ldaps://localhost -s "$SMB_CONF" --option="tls verify peer = ca_and_name" \
+        -U "$REMEDY_TEST_ADMIN_BIND" > /dev/null
+done < "$1"
+'''
+
+
+def cmd_samba_tool(args):
+    n = args.users
+    with Scenario("samba-tool", args) as sc:
+        prefix = f"bt{sc.ou.suffix}"
+        tool_users = [f"{prefix}-t{i:04d}" for i in range(n)]
+        remedy_users = [f"{prefix}-r{i:04d}" for i in range(n)]
+        sc.ou.create(tool_users + remedy_users)
+        d = sc.daemon
+        d.start()
+        d.wait_ready(60)
+        sc.watch = DcWatch()
+
+        # Baseline: the administrator's shell loop (samba-tool has no scoped-account setup here:
+        # it binds as Administrator, password from $PASSWD, over LDAPS with the CA verified).
+        names = os.path.join(sc.work, "samba-tool-users.txt")
+        with open(names, "w") as f:
+            f.write("".join(f"{u}\n" for u in tool_users))
+        with open(os.environ["REMEDY_TEST_ADMIN_PASSWORD_FILE"]) as f:
+            password = f.read().strip()
+        env = dict(os.environ, PASSWD=password,
+                   SMB_CONF=os.path.join(os.environ["REMEDY_TEST_DC_DIR"], "etc", "smb.conf"))
+        say(f"baseline: for u in ...; do samba-tool user disable \"$u\" -H ldaps://localhost ...; done ({n} users)")
+        t0 = time.monotonic()
+        loop = subprocess.run(["bash", "-c", SAMBA_TOOL_LOOP, "loop", names], env=env, text=True, capture_output=True)
+        tool_seconds = time.monotonic() - t0
+        if loop.returncode != 0:
+            raise Failure(f"the samba-tool loop failed (exit {loop.returncode}): {loop.stderr.strip()[-500:]}")
+        say(f"samba-tool loop: {tool_seconds:.1f} s")
+
+        say(f"remedy: {n} manifests in one commit in the watched checkout (debounce 500ms, the default)")
+        t0 = time.monotonic()
+        sc.commit({f"bench-{u}.yaml": manifest(f"bench-{u}", u, f"BENCH-{i}: samba-tool comparison")
+                   for i, u in enumerate(remedy_users)}, f"disable {n} users")
+        committed = time.monotonic()
+        seen, _ = sc.watch.count(sc.ou.dn, f"(&(sAMAccountName={prefix}-r*)(userAccountControl:1.2.840.113556.1.4.803:=2))",
+                                 n, max(120, n))
+        remedy_seconds = seen - t0
+
+        dc = sc.ou.disabled()
+        left = [u for u in tool_users + remedy_users if not dc.get(u.lower())]
+        if left:
+            raise Failure(f"{len(left)} accounts not disabled, e.g. {left[:5]}")
+        deadline = time.monotonic() + 60
+        waiting = not_ready(args.remedy)
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.5)
+            waiting = not_ready(args.remedy)
+        if waiting:
+            raise Failure(f"{len(waiting)} manifests not Ready, e.g. {waiting[:5]}")
+        d.terminate()
+    result = {"users": n, "sambaToolSeconds": round(tool_seconds, 2), "remedySeconds": round(remedy_seconds, 2),
+              "commitSeconds": round(committed - t0, 2), "ratio": round(tool_seconds / remedy_seconds, 1)}
+    record("samba-tool", result, args)
+
+
+def table_samba_tool(r):
+    n = r["users"]
+    return [
+        "| path | users | time | per user | samba-tool / remedy |",
+        "|---|---:|---:|---:|---:|",
+        f"| baseline: shell loop of `samba-tool user disable` (Administrator, LDAPS) | {n} | {r['sambaToolSeconds']:.1f} s | "
+        f"{r['sambaToolSeconds'] / n * 1000:.0f} ms | |",
+        f"| remedy: {n} manifests in one commit in the watched checkout → the DC shows all disabled | {n} | "
+        f"{r['remedySeconds']:.1f} s | {r['remedySeconds'] / n * 1000:.1f} ms | **{r['ratio']}×** |",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# cargo benches: their markdown output, recorded
+
+
+def cmd_cargo(args):
+    with open(args.file) as f:
+        text = f.read()
+    lines = [line for line in text.splitlines() if line.strip()]
+    result = {"output": "\n".join(lines), "argv": args.argv}
+    if args.name == "ad":
+        rows = [line for line in lines if line.startswith("| disable") or line.startswith("| observe")]
+        for row in rows:
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            key = "disable" if row.startswith("| disable") else "observe"
+            result[key] = {"users": cells[1], "remedy": cells[2], "baseline": cells[3], "ratio": float(cells[4])}
+        if "disable" not in result:
+            raise Failure(f"no result table in the output of the ad bench ({args.file})")
+    else:
+        match = re.search(r"ratio: ([0-9.]+)x", text)
+        if not match:
+            raise Failure(f"no ratio in the output of the entra bench ({args.file})")
+        result["ratio"] = float(match.group(1))
+    record(args.name, result, args)
+
+
+def table_cargo(r):
+    return r["output"].splitlines()
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+
+
+FIGURES = [
+    ("ad", "Apply: AD disables through remedy vs `ldapmodify` (`cargo bench --bench ad`)", table_cargo,
+     "aim: disable ratio ≤ 1.0"),
+    ("scale", "Scale: converged resync, memory and start-up with many manifests", table_scale, ""),
+    ("latency", "Commit-to-action latency", table_latency, ""),
+    ("entra", "Entra ID: batched vs one at a time (`cargo bench --bench entra`)", table_cargo, "aim: ≥ 15×"),
+    ("samba-tool", "What an administrator would otherwise use: `samba-tool user disable` in a shell loop",
+     table_samba_tool, ""),
+]
+
+
+def verdict(ok):
+    return "met" if ok else "**not met**"
+
+
+def run_text(*argv):
+    try:
+        return subprocess.run(argv, text=True, capture_output=True, cwd=ROOT).stdout.strip()
+    except OSError:
+        return ""
+
+
+def machine():
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+    debian = ""
+    if os.path.exists("/etc/debian_version"):
+        with open("/etc/debian_version") as f:
+            debian = f.read().strip()
+    dirty = run_text("git", "status", "--porcelain", "--untracked-files=no")
+    return {"nproc": os.cpu_count(), "memoryGiB": round(mem_kib / 1024 / 1024, 1), "cpu": cpu,
+            "kernel": platform.release(), "debian": debian, "samba": run_text("samba", "--version"),
+            "rustc": run_text("rustc", "--version"), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "commit": run_text("git", "rev-parse", "HEAD"), "treeDirty": bool(dirty)}
+
+
+def results_path(out):
+    return os.path.join(out, "results.json")
+
+
+def record(name, result, args):
+    os.makedirs(args.out, exist_ok=True)
+    path = results_path(args.out)
+    data = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            data = json.load(f)
+    data.setdefault("figures", {})
+    result["machine"] = machine()
+    result["smoke"] = bool(getattr(args, "smoke", False))
+    data["figures"][name] = result
+    data["machine"] = result["machine"]
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+    print()
+    print("\n".join(figure_markdown(name, result)))
+    print()
+    write_report(args.out)
+
+
+def figure_markdown(name, result):
+    title, table, aim = next((t, f, a) for k, t, f, a in FIGURES if k == name)
+    lines = [f"### {title}{' (smoke size)' if result.get('smoke') else ''}", ""]
+    lines += table(result)
+    if aim:
+        lines += ["", aim]
+    return lines
+
+
+def write_report(out):
+    with open(results_path(out)) as f:
+        data = json.load(f)
+    m = data["machine"]
+    lines = ["# remedy benchmarks (scripts/bench)", "",
+             f"Machine: {m['nproc']} cores ({m['cpu']}), {m['memoryGiB']} GiB, Linux {m['kernel']}, "
+             f"Debian {m['debian']}, Samba {m['samba'].replace('Version ', '')}, {m['rustc']}; "
+             f"commit {m['commit'][:12]}{' (working tree modified)' if m['treeDirty'] else ''}, {m['date']}.", ""]
+    for name, *_ in FIGURES:
+        result = data["figures"].get(name)
+        if result:
+            lines += figure_markdown(name, result)
+            lines += ["", f"_ran {result['machine']['date']} at {result['machine']['commit'][:12]}_", ""]
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+def cmd_report(args):
+    write_report(args.out)
+    with open(os.path.join(args.out, "results.md")) as f:
+        print(f.read())
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "dcwatch":
+        return dcwatch_main()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("scale", "latency", "samba-tool"):
+        p = sub.add_parser(name)
+        p.add_argument("--remedy", required=True)
+        p.add_argument("--out", required=True)
+        p.add_argument("--keep", action="store_true")
+        p.add_argument("--smoke", action="store_true")
+        if name == "scale":
+            p.add_argument("--users", type=int, default=10_000)
+            p.add_argument("--rounds", type=int, default=3)
+        elif name == "latency":
+            p.add_argument("--commits", type=int, default=100)
+            p.add_argument("--seed", type=int)
+        else:
+            p.add_argument("--users", type=int, default=500)
+    p = sub.add_parser("cargo")
+    p.add_argument("--out", required=True)
+    p.add_argument("--name", choices=("ad", "entra"), required=True)
+    p.add_argument("--file", required=True)
+    p.add_argument("--argv", default="")
+    p.add_argument("--smoke", action="store_true")
+    p = sub.add_parser("report")
+    p.add_argument("--out", required=True)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        {"scale": cmd_scale, "latency": cmd_latency, "samba-tool": cmd_samba_tool, "cargo": cmd_cargo,
+         "report": cmd_report}[args.command](args)
+    except Failure as failure:
+        print(f"bench {args.command}: FAILED: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
