@@ -4,6 +4,7 @@
     faults.py seed       --work DIR --users FILE --entra-every K     graph-sim seed and the manifests
     faults.py crashloop  --work DIR --remedy BIN --rounds R --ldap-ou DN --sim URL [--seed S]
     faults.py outage     --work DIR --remedy BIN --seconds S --ldap-ou DN --sim URL [--fault KIND]
+    faults.py dc-outage  --work DIR --remedy BIN --seconds S --ldap-ou DN --samba-dc SCRIPT
 
 Shared layout of DIR (made by scripts/reliability):
     users.txt           the sAMAccountNames, one a line (UPN: <sam>@remedy.test)
@@ -858,6 +859,453 @@ def drift_outage(args, daemon, graph, entra, result, failures):
     say(f"  outage ended after {ended:.1f} s; drift corrected {corrected_after:.1f} s later")
 
 
+# ---------------------------------------------------------------------------------------------
+# dc-outage
+
+# The configuration scripts/reliability generates for dc-outage (activeDirectory.connectTimeout and
+# operationTimeout), and remedy's fixed first retry delay (controller::policy::Backoff: base 2 s,
+# doubling, capped at 300 s, times a jitter factor in [0.5, 1]).
+DC_CONNECT_TIMEOUT = 2.0
+DC_OPERATION_TIMEOUT = 5.0
+RETRY_BASE, RETRY_CAP = 2.0, 300.0
+POOL_BACKOFF_MAX = 5.0  # ad/pool.rs: reconnects after failures are spaced up to 5 s
+
+
+def status_bound():
+    """Seconds after the DC went down by which every manifest that is not Ready must say
+    Reconciling / ProviderUnavailable or Failed, and /readyz name active-directory.
+
+    The pass in flight when the DC dies ends once its last operation fails: an operation sent
+    before the DC died and never answered gives up after operationTimeout (5 s); a connection
+    opened after it fails at once (connection refused on loopback) or after connectTimeout (2 s),
+    and the pool then fails further leases at once. That pass writes the statuses (Failed, with
+    the DC's error, for writes sent and not confirmed). /readyz names the provider after a pass
+    that could not observe it: the first retry comes at most the first backoff (2 s) later and
+    fails within connectTimeout. 5 + 2 + 2 + 2 = 11 s, plus 1 s for writing the statuses of a
+    pass and the sampling interval: 12 s."""
+    return DC_OPERATION_TIMEOUT + DC_CONNECT_TIMEOUT + RETRY_BASE + DC_CONNECT_TIMEOUT + 1.0
+
+
+def converge_bound(down_for):
+    """Seconds after the DC is back by which every account must be disabled and every manifest
+    Ready. Retries back off per account (2 s doubling, jitter 0.5-1, capped at 300 s): the retry
+    due when the DC returns was scheduled at most `down_for` s after the first failure, with a
+    delay of at most 2^k where the k-1 earlier delays add up to at least (2^k - 2) / 2: so at most
+    2 * down_for + 2 s (and 300 s). Then the pool's reconnect spacing (5 s) if that retry is
+    refused once more, and 20 s for a pass of the whole batch and its statuses."""
+    return min(RETRY_CAP, 2 * down_for + RETRY_BASE) + POOL_BACKOFF_MAX + 20.0
+
+
+def dc_snapshot(ou, timeout=3):
+    """sAMAccountName (lower case) -> disabled, as the administrator reads the OU; None when the DC
+    does not answer (within `timeout` s)."""
+    try:
+        out = subprocess.run(
+            ["ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-o", f"nettimeout={timeout}", "-l", str(timeout), "-x",
+             "-H", os.environ["REMEDY_TEST_LDAPS_URL"], "-D", os.environ["REMEDY_TEST_ADMIN_BIND"],
+             "-y", os.environ["REMEDY_TEST_ADMIN_PASSWORD_FILE"], "-b", ou, "-s", "one", "(objectClass=user)",
+             "sAMAccountName", "userAccountControl"],
+            env=ldap_env(), text=True, capture_output=True, timeout=timeout + 2)
+    except subprocess.TimeoutExpired:
+        return None
+    if out.returncode != 0:
+        return None
+    users, sam = {}, None
+    for line in out.stdout.splitlines() + [""]:
+        if line.startswith("sAMAccountName: "):
+            sam = line.split(": ", 1)[1].lower()
+        elif line.startswith("userAccountControl: "):
+            uac = int(line.split(": ", 1)[1])
+        elif not line.strip() and sam:
+            users[sam] = bool(uac & 2)
+            sam = None
+    return users
+
+
+def readyz():
+    return http("GET", f"{os.environ['REMEDY_SERVER']}/readyz", timeout=5)
+
+
+def samba_dc(script, command, marker):
+    """scripts/samba-dc stop|start; `marker` exists while this check has the DC stopped (the shell's
+    trap starts the DC again if it finds it)."""
+    if command == "stop":
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+    started = time.monotonic()
+    result = subprocess.run([script, command], text=True, capture_output=True)
+    took = time.monotonic() - started
+    if result.returncode != 0:
+        raise Failure(f"scripts/samba-dc {command} failed ({result.returncode}): {result.stderr.strip()[-500:]}")
+    if command == "start" and os.path.exists(marker):
+        os.remove(marker)
+    return took
+
+
+def dc_error(message):
+    """Whether a status message carries the DC's error (what remedy got from the LDAP client)."""
+    url = os.environ["REMEDY_TEST_LDAPS_URL"]
+    return url in message or "timed out" in message or "LDAP" in message
+
+
+def write_dc_manifests(work, users):
+    staging = os.path.join(work, "staging")
+    os.makedirs(staging, exist_ok=True)
+    os.makedirs(os.path.join(work, "manifests"), exist_ok=True)
+    spec = "  activeDirectory:\n    disabled: true\n"
+    for i, sam in enumerate(users):
+        name = f"rel-{sam}"
+        text = (f"apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: {name}\nspec:\n"
+                f"  reason: \"REL-{i}: reliability check, DC outage\"\n  target:\n    samAccountName: {sam}\n{spec}")
+        with open(os.path.join(staging, f"{name}.yaml"), "w") as f:
+            f.write(text)
+
+
+def cmd_dc_outage(args):
+    users = read_lines(os.path.join(args.work, "users.txt"))
+    names = {f"rel-{u}": u.lower() for u in users}
+    n = len(users)
+    daemon = Daemon(args.work, args.remedy)
+    marker = os.path.join(args.work, "dc-stopped")
+    failures, notes, samples = [], [], []
+    result = {"users": n, "seconds": args.seconds, "stopAt": args.stop_at,
+              "statusBound": status_bound(), "failures": failures, "notes": notes}
+    out = os.path.join(args.work, "dcoutage.json")
+    write_dc_manifests(args.work, users)
+    dc_is_down = False
+    try:
+        daemon.start()
+        wait_ready_api(daemon)
+        time.sleep(1.0)  # the start's first pass (nothing to do) before the batch
+        # The batch arrives: one rename.
+        t_batch = time.monotonic()
+        os.rename(os.path.join(args.work, "staging"), os.path.join(args.work, "manifests", "incident"))
+        target = max(1, int(n * args.stop_at))
+        say(f"the batch arrived ({n} manifests, one rename); the DC is stopped once {target} of the {n} disables "
+            f"show in it (ldapsearch as the administrator)")
+        polls = []
+        while True:
+            if not daemon.alive():
+                raise Failure(f"remedy serve exited before the stop ({daemon.process.returncode}):\n{tail(daemon.log())}")
+            snap = dc_snapshot(args.ldap_ou)
+            if snap is None:
+                raise Failure("the DC did not answer before the stop (someone else stopped it?)")
+            done = sum(1 for u in users if snap.get(u.lower()))
+            polls.append((round(time.monotonic() - t_batch, 2), done))
+            if done >= target:
+                break
+            if time.monotonic() - t_batch > 120:
+                raise Failure(f"only {done} of {n} disables showed within 120 s of the batch; remedy's log:\n{tail(daemon.log())}")
+        t_trigger = time.monotonic()
+        # Stop the DC; meanwhile read it as fast as it answers, so that "last seen" is as late as can be.
+        stop_result = {}
+
+        def stop():
+            try:
+                stop_result["took"] = samba_dc(args.samba_dc, "stop", marker)
+            except Failure as error:
+                stop_result["error"] = str(error)
+
+        import threading
+        dc_is_down = True
+        stopper = threading.Thread(target=stop)
+        stopper.start()
+        last_seen, last_seen_at = snap, t_trigger
+        while stopper.is_alive():
+            s = dc_snapshot(args.ldap_ou, timeout=1)
+            if s is None or len(s) < n:
+                break
+            last_seen, last_seen_at = s, time.monotonic()
+        seen_done = sum(1 for u in users if last_seen.get(u.lower()))
+        say(f"{done}/{n} disabled {t_trigger - t_batch:.2f} s after the batch: scripts/samba-dc stop; the DC stopped "
+            f"answering {time.monotonic() - t_trigger:.2f} s later; last seen with {seen_done}/{n} disabled")
+
+        # The outage: every 0.5 s, remedy's status and /readyz. Times are from the stop command; the
+        # S seconds and the bound from when scripts/samba-dc stop returned (samba gone).
+        bound = status_bound()
+        seen = collections.Counter()
+        late_wrong = collections.Counter()
+        ready_claims = {}  # name -> first t it said Ready while not disabled as last seen
+        first_pu = all_honest_at = readyz_down_at = None
+        readyz_late_ready = 0
+        messages = collections.Counter()
+        t_down = None
+        while True:
+            now = time.monotonic()
+            if t_down is None and not stopper.is_alive():
+                stopper.join()
+                if "error" in stop_result:
+                    raise Failure(stop_result["error"])
+                t_down = now
+                result["stop"] = {"batchToTrigger": round(t_trigger - t_batch, 2), "disabledAtTrigger": done,
+                                  "stopTook": round(stop_result["took"], 2), "disabledLastSeen": seen_done,
+                                  "lastSeenAfterStop": round(last_seen_at - t_trigger, 2), "polls": polls}
+                say(f"scripts/samba-dc stop returned after {stop_result['took']:.1f} s: the DC stays down {args.seconds:.0f} s")
+            if t_down is not None and now - t_down >= args.seconds:
+                break
+            t = now - t_trigger
+            late = t_down is not None and now - t_down > bound
+            if not daemon.alive():
+                raise Failure(f"remedy serve exited during the outage ({daemon.process.returncode}):\n{tail(daemon.log())}")
+            try:
+                current = statuses(args.remedy)
+            except RuntimeError as error:
+                notes.append(f"{t:.1f} s: remedy status failed: {error}")
+                time.sleep(0.5)
+                continue
+            code, body = readyz()
+            ready_ok = code == 200
+            names_down = isinstance(body, dict) and "active-directory" in json.dumps(body.get("unavailableProviders", body))
+            if not ready_ok and names_down and readyz_down_at is None:
+                readyz_down_at = t
+            if late and (ready_ok or not names_down):
+                readyz_late_ready += 1
+            sample = collections.Counter()
+            honest = True
+            for name, sam in names.items():
+                s = current.get(name)
+                ready, rec = condition(s or {}, "Ready"), condition(s or {}, "Reconciling")
+                if s is None:
+                    key = "no status"
+                elif ready.get("status") == "True":
+                    key = f"Ready/{ready.get('reason')}"
+                else:
+                    key = f"Ready={ready.get('status')} Reconciling={rec.get('status')}/{rec.get('reason')}"
+                sample[key] += 1
+                if ready.get("status") == "True":
+                    if not last_seen.get(sam) and name not in ready_claims:
+                        ready_claims[name] = round(t, 1)
+                    continue
+                ok = rec.get("status") == "True" and rec.get("reason") in ("ProviderUnavailable", "Failed") \
+                    and dc_error(rec.get("message", ""))
+                if rec.get("reason") == "ProviderUnavailable" and first_pu is None:
+                    first_pu = t
+                if rec.get("message"):
+                    messages[re.sub(r"rl-[0-9a-f]+-\d+", "<user>", re.sub(r"retrying at \S+", "retrying at <t>",
+                                                                         rec["message"]))[:240]] += 1
+                if not ok:
+                    honest = False
+                    if late:
+                        late_wrong[key + ("" if dc_error(rec.get("message", "")) or rec.get("status") != "True"
+                                          else " (no DC error in the message)")] += 1
+            if honest and all_honest_at is None:
+                all_honest_at = t
+            elif not honest:
+                all_honest_at = None
+            seen.update(sample)
+            samples.append({"t": round(t, 1), "down": t_down is not None, "readyz": code, "statuses": dict(sample)})
+            time.sleep(0.5)
+        history_down = remedy_json(args.remedy, "history")
+        code, body = readyz()
+        result["duringOutage"] = {
+            "statusSamples": dict(seen), "firstProviderUnavailableAfter": first_pu and round(first_pu, 1),
+            "allHonestFrom": all_honest_at and round(all_honest_at, 1),
+            "readyzNotReadyFrom": readyz_down_at and round(readyz_down_at, 1),
+            "readyzAtEnd": [code, body], "lateDishonest": dict(late_wrong),
+            "readyzReadyAfterBound": readyz_late_ready, "readyWhileNotDisabledAsLastSeen": ready_claims,
+            "messages": messages.most_common(6),
+        }
+        say(f"during the outage ({args.seconds:.0f} s, a sample every 0.5 s): {dict(seen)}")
+        for text, count in messages.most_common(3):
+            say(f"  {count:6d} x {text}")
+        stop_took = stop_result["took"]
+        say(f"  after the stop command: first ProviderUnavailable {first_pu if first_pu is None else round(first_pu, 1)} s; "
+            f"every manifest not Ready saying so with the DC's error from "
+            f"{all_honest_at if all_honest_at is None else round(all_honest_at, 1)} s (bound: {bound:.0f} s after "
+            f"samba-dc stop returned, {stop_took + bound:.0f} s here); /readyz not ready naming active-directory from "
+            f"{readyz_down_at if readyz_down_at is None else round(readyz_down_at, 1)} s: {code} {json.dumps(body)[:200]}")
+        if late_wrong:
+            failures.append(f"more than {bound:.0f} s after the DC went down, manifests not Ready whose status did not say "
+                            f"Reconciling / ProviderUnavailable or Failed with the DC's error (samples): {dict(late_wrong)}")
+        if readyz_down_at is None or readyz_late_ready:
+            failures.append(f"/readyz: not ready naming active-directory from "
+                            f"{readyz_down_at} s; {readyz_late_ready} samples after {bound:.0f} s said otherwise; at the end: {code} {body}")
+
+        # The DC comes back; what it shows at once is what it had when it died.
+        up_took = samba_dc(args.samba_dc, "start", marker)
+        dc_is_down = False
+        t_up = time.monotonic()
+        at_death = None
+        for _ in range(50):
+            at_death = dc_snapshot(args.ldap_ou)
+            if at_death is not None and len(at_death) >= n:
+                break
+            time.sleep(0.1)
+        if at_death is None:
+            raise Failure("the DC does not answer after scripts/samba-dc start")
+        snap_after = time.monotonic() - t_up
+        passes_before = len(daemon.passes())
+        landed = {u.lower() for u in users if at_death.get(u.lower())}
+        late_landed = sorted(u for u in landed if not last_seen.get(u))
+        down_for = t_up - t_trigger
+        say(f"DC down {down_for:.1f} s (stop command to start returned); scripts/samba-dc start took {up_took:.1f} s; read {snap_after:.2f} s later: "
+            f"{len(landed)}/{n} disabled ({len(late_landed)} more than last seen before the stop)")
+        mid_run = 0 < len(landed) < n
+        result["restart"] = {"dcDownFor": round(down_for, 1), "startTook": round(up_took, 2),
+                             "disabledAtDeath": len(landed), "landedAfterLastSeen": len(late_landed),
+                             "midRun": mid_run}
+        if not mid_run:
+            failures.append(f"the stop did not come mid-run: {len(landed)} of {n} disables had landed when the DC died "
+                            f"(stopped once {done} showed): no write was in flight (a smaller --stop-at, or more users)")
+        # A Ready claim is a lie only if the DC did not have the account disabled when it died.
+        for name, t in sorted(ready_claims.items()):
+            if names[name] in landed:
+                notes.append(f"{name}: Ready {t} s into the outage; the last read before the stop showed its account "
+                             f"enabled, but the write had landed (the DC had it disabled when it died)")
+            else:
+                failures.append(f"{name}: said Ready {t} s into the outage, but its account was not disabled in the DC")
+        # During the outage: no success recorded that the DC does not show.
+        down_successes = [r for r in action_records(history_down) if r["event"]["outcome"] in SUCCESS]
+        for r in down_successes:
+            if r["event"]["action"] == "disable-account" and identity_sam(r["event"]) not in landed:
+                failures.append(f"record {r['id']}: {r['event']['action']} {r['event']['outcome']} on "
+                                f"{identity_sam(r['event'])} (history read at the end of the outage), but the DC "
+                                f"did not have the account disabled when it died")
+        recorded_down = {identity_sam(r["event"]) for r in down_successes if r["event"]["action"] == "disable-account"}
+        in_flight = sorted(landed - recorded_down)
+        result["restart"]["landedWithoutRecord"] = len(in_flight)
+        result["restart"]["successRecordsDuringOutage"] = len(down_successes)
+        say(f"history at the end of the outage: {len(down_successes)} successes; {len(in_flight)} disables had "
+            f"landed without one (sent before the DC died, answer lost: recovery must confirm them, not send them again)")
+
+        # Converge: every account disabled, every manifest Ready.
+        limit = converge_bound(down_for)
+        disabled_at = ready_at = None
+        while True:
+            elapsed = time.monotonic() - t_up
+            if not daemon.alive():
+                raise Failure(f"remedy serve exited after the DC came back ({daemon.process.returncode}):\n{tail(daemon.log())}")
+            if disabled_at is None:
+                snap = dc_snapshot(args.ldap_ou)
+                if snap is not None and all(snap.get(u.lower()) for u in users):
+                    disabled_at = elapsed
+            if disabled_at is not None:
+                current = statuses(args.remedy)
+                if all(condition(current.get(name, {}), "Ready").get("status") == "True" for name in names):
+                    ready_at = time.monotonic() - t_up
+                    break
+            if elapsed > limit:
+                current = statuses(args.remedy)
+                not_ready = [nm for nm in names if condition(current.get(nm, {}), "Ready").get("status") != "True"]
+                failures.append(f"not converged {limit:.0f} s after the DC came back (the bound from remedy's backoff): "
+                                f"all disabled {'after %.1f s' % disabled_at if disabled_at is not None else 'NO'}; "
+                                f"{len(not_ready)} manifests not Ready, e.g. "
+                                f"{[(nm, condition(current.get(nm, {}), 'Reconciling').get('message')) for nm in not_ready[:2]]}")
+                break
+            time.sleep(0.25)
+        result["after"] = {"disabledAfter": disabled_at and round(disabled_at, 1),
+                           "readyAfter": ready_at and round(ready_at, 1), "bound": round(limit),
+                           "passesBeforeFirstRead": passes_before}
+        say(f"after the DC came back: every account disabled after {disabled_at if disabled_at is None else round(disabled_at, 1)} s, "
+            f"every manifest Ready after {ready_at if ready_at is None else round(ready_at, 1)} s (bound {limit:.0f} s)")
+
+        # The history: exactly one success per account's disable, nothing else succeeded.
+        history = remedy_json(args.remedy, "history")
+        with open(os.path.join(args.work, "history.json"), "w") as f:
+            json.dump(history, f, indent=1)
+        if not verify_history(args.remedy):
+            failures.append("remedy history verify failed")
+        actions = action_records(history)
+        outcomes = collections.Counter((r["event"]["action"], r["event"]["outcome"]) for r in actions)
+        per = collections.defaultdict(list)
+        settled = collections.Counter()
+        for r in actions:
+            e = r["event"]
+            error = e.get("error") or ""
+            if "confirmed when read again" in error:
+                settled["confirmed applied"] += 1
+            elif "not applied" in error:
+                settled["not applied (sent again)"] += 1
+            if e["outcome"] in SUCCESS:
+                per[(identity_sam(e), e["action"])].append(r)
+            elif e["outcome"] != "failed":
+                failures.append(f"record {r['id']}: unexpected outcome {e['outcome']} of {e['action']} on {identity_sam(e)}")
+        wanted = ["disable-account"]
+        for u in users:
+            for action in wanted:
+                got = per.get((u.lower(), action), [])
+                if len(got) != 1:
+                    failures.append(f"{u}: {len(got)} successful {action} records, expected 1 "
+                                    f"({'duplicated' if got else 'lost'}): {[(r['id'], r['event'].get('error')) for r in got]}")
+        for key in sorted(per):
+            if key[1] not in wanted or key[0] not in {u.lower() for u in users}:
+                failures.append(f"unexpected successful records {key}: {[r['id'] for r in per[key]]}")
+        # A write that landed before the DC died is settled from what the DC shows, not sent again.
+        resent = []
+        for u in in_flight:
+            got = per.get((u, "disable-account"), [])
+            if got and "confirmed when read again" not in (got[0]["event"].get("error") or ""):
+                resent.append((u, got[0]["id"], got[0]["event"].get("error")))
+        if resent:
+            failures.append(f"{len(resent)} disables that had landed before the DC died were recorded as a new send, "
+                            f"not settled from what the DC shows: {resent[:5]}")
+        unconfirmed = [r for r in actions if "sent and not confirmed" in (r["event"].get("error") or "")]
+        # "sent and not confirmed" after a connection refused, or the pool's "(next attempt in ...)" (its
+        # reconnect backoff answering for the DC): the lease never got a connection, so the write was
+        # not sent at all (remedy journals every transient failure as possibly applied).
+        never_sent = [r for r in unconfirmed if "Connection refused" in (r["event"].get("error") or "")
+                      or "(next attempt in " in (r["event"].get("error") or "")]
+        if never_sent:
+            notes.append(f"{len(never_sent)} of the {len(unconfirmed)} 'sent and not confirmed' records failed to get a "
+                         f"connection (Connection refused, or the pool's reconnect backoff): those writes were never "
+                         f"sent, yet each reads 'sent and not confirmed' and left a failed record, e.g. record "
+                         f"{never_sent[0]['id']}: {never_sent[0]['event'].get('error')}")
+        result["history"] = {"records": len(history),
+                             "actionOutcomes": {f"{a} {o}": nn for (a, o), nn in sorted(outcomes.items())},
+                             "settled": dict(settled), "sentNotConfirmed": len(unconfirmed),
+                             "sentNotConfirmedButRefused": len(never_sent),
+                             "examples": sorted({(r["event"].get("error") or "")[:220] for r in unconfirmed})[:4]}
+        say(f"history: {len(history)} records; " + ", ".join(f"{a} {o} {nn}" for (a, o), nn in sorted(outcomes.items())))
+        say(f"  settled from what the DC showed: {dict(settled) or 'none'}; {len(unconfirmed)} records of writes "
+            f"sent and not confirmed when the DC died")
+        for e in result["history"]["examples"][:2]:
+            say(f"  e.g. {e}")
+
+        # SIGTERM; a start after it finds nothing interrupted and has nothing to do.
+        code = daemon.terminate()
+        if code != 0:
+            failures.append(f"remedy serve exited {code} on SIGTERM")
+        daemon.start()
+        wait_ready_api(daemon)
+        daemon.wait_log(" reconciled", 120)
+        log = daemon.log()
+        if "actions were interrupted by the last stop" in log:
+            failures.append("after the SIGTERM, the next start found interrupted actions: "
+                            + next(line for line in log.splitlines() if "interrupted by the last stop" in line))
+        first = daemon.passes()[0]
+        if first.get("sent") != 0 or first.get("recovered") != 0 or first.get("failed") != 0:
+            failures.append(f"the start after the SIGTERM still had work: {first}")
+        code = daemon.terminate()
+        if code != 0:
+            failures.append(f"remedy serve exited {code} on the final SIGTERM")
+        result["finalStart"] = {"firstPass": first}
+        say(f"start after SIGTERM: first pass {first}")
+        for path in sorted(os.listdir(args.work)):
+            if path.startswith("run-") and "panicked" in open(os.path.join(args.work, path)).read():
+                failures.append(f"{path}: remedy panicked")
+    except Failure as failure:
+        failures.append(str(failure))
+    finally:
+        if dc_is_down:
+            try:
+                samba_dc(args.samba_dc, "start", marker)
+            except Failure as error:
+                failures.append(str(error))
+        result["samples"] = samples
+        with open(out, "w") as f:
+            json.dump(result, f, indent=1)
+        with open(os.path.join(args.work, "check.json"), "w") as f:
+            json.dump({"failures": failures, "notes": notes}, f, indent=1)
+    for note in notes[:10]:
+        say(f"note: {note}")
+    if failures:
+        print(f"\n  {len(failures)} FAILURE(S):", file=sys.stderr)
+        for line in failures[:40]:
+            print(f"    {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -883,8 +1331,16 @@ def main():
     o.add_argument("--retry-after", default="2s")
     o.add_argument("--recover-timeout", type=float, default=300)
     o.add_argument("--drift-phase", action="store_true")
+    d = sub.add_parser("dc-outage")
+    d.add_argument("--work", required=True)
+    d.add_argument("--remedy", required=True)
+    d.add_argument("--seconds", type=float, required=True)
+    d.add_argument("--ldap-ou", required=True)
+    d.add_argument("--samba-dc", required=True)
+    d.add_argument("--stop-at", type=float, default=0.05)
     args = parser.parse_args()
-    return {"seed": cmd_seed, "crashloop": cmd_crashloop, "outage": cmd_outage}[args.command](args) or 0
+    return {"seed": cmd_seed, "crashloop": cmd_crashloop, "outage": cmd_outage,
+            "dc-outage": cmd_dc_outage}[args.command](args) or 0
 
 
 if __name__ == "__main__":
