@@ -49,6 +49,10 @@ pub struct ActionReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub transient: bool,
+    /// A failure before anything was sent (no connection to be had): the action certainly did
+    /// not happen, so it needs no settling from what the directory shows.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub nothing_sent: bool,
     #[serde(with = "millis")]
     pub duration: Duration,
     pub at: DateTime<Utc>,
@@ -141,6 +145,7 @@ async fn execute_entra<E: EntraDirectory + Sync>(
                 observed_after: Some(entra_value(planned.action, &change.after)),
                 error: None,
                 transient: false,
+                nothing_sent: false,
                 duration,
                 at: now,
             },
@@ -171,6 +176,7 @@ fn failed(
         observed_after: None,
         error: Some(error),
         transient,
+        nothing_sent: false,
         duration: Duration::ZERO,
         at: now,
     }
@@ -203,7 +209,7 @@ async fn execute_identity<D: AdDirectory + Sync>(
     let mut reports = Vec::new();
     for planned in identity.actions.iter().filter(|a| is_allowed_on(a, Provider::ActiveDirectory)) {
         let started = Instant::now();
-        let report = |outcome, observed_after, error: Option<String>, transient| ActionReport {
+        let report = |outcome, observed_after, error: Option<String>, transient, nothing_sent| ActionReport {
             identity: identity.identity.clone(),
             action: planned.action,
             provider: planned.provider,
@@ -212,6 +218,7 @@ async fn execute_identity<D: AdDirectory + Sync>(
             observed_after,
             error,
             transient,
+            nothing_sent,
             duration: started.elapsed(),
             at: now,
         };
@@ -220,6 +227,7 @@ async fn execute_identity<D: AdDirectory + Sync>(
                 Outcome::Skipped,
                 None,
                 Some("an earlier action on this account failed".to_owned()),
+                true,
                 true,
             ));
             continue;
@@ -244,11 +252,17 @@ async fn execute_identity<D: AdDirectory + Sync>(
             }
         };
         match result {
-            Ok(shown) => reports.push(report(Outcome::Succeeded, Some(shown), None, false)),
+            Ok(shown) => reports.push(report(Outcome::Succeeded, Some(shown), None, false, false)),
             Err(error) => {
                 tracing::warn!(identity = %identity.identity, action = %planned.action, error = %error, "action failed");
                 failed_provider.push(planned.provider);
-                reports.push(report(Outcome::Failed, None, Some(error.to_string()), error.is_transient()));
+                reports.push(report(
+                    Outcome::Failed,
+                    None,
+                    Some(error.to_string()),
+                    error.is_transient(),
+                    error.nothing_sent(),
+                ));
             }
         }
     }

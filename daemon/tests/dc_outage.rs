@@ -76,6 +76,10 @@ async fn a_dc_outage_gives_transient_errors_and_the_pool_reconnects() {
     }
     let error = directory.apply(&account, Action::DisableAccount, Utc::now()).await.expect_err("the DC is down");
     assert!(error.is_transient(), "{error:?}");
+    // No connection could be had: the write never left, and the error says so (the history then
+    // records a failure, not a write "sent and not confirmed").
+    assert!(error.nothing_sent(), "{error:?}");
+    assert!(error.to_string().ends_with("nothing was sent"), "{error}");
 
     samba_dc("start");
     let started = Instant::now();

@@ -1240,20 +1240,21 @@ def cmd_dc_outage(args):
             failures.append(f"{len(resent)} disables that had landed before the DC died were recorded as a new send, "
                             f"not settled from what the DC shows: {resent[:5]}")
         unconfirmed = [r for r in actions if "sent and not confirmed" in (r["event"].get("error") or "")]
-        # "sent and not confirmed" after a connection refused, or the pool's "(next attempt in ...)" (its
-        # reconnect backoff answering for the DC): the lease never got a connection, so the write was
-        # not sent at all (remedy journals every transient failure as possibly applied).
-        never_sent = [r for r in unconfirmed if "Connection refused" in (r["event"].get("error") or "")
-                      or "(next attempt in " in (r["event"].get("error") or "")]
+        # A write that failed before anything was sent (no connection to be had: the DC refused it,
+        # or the pool's reconnect backoff answered for it) is recorded as failed, "nothing was sent",
+        # and is not journaled as possibly applied. "Sent and not confirmed" is left for writes that
+        # were sent (its error may still read "Connection refused": the pool reconnects after a
+        # broken connection), and each of those is settled from what the DC shows.
+        unsent = [r for r in actions if "nothing was sent" in (r["event"].get("error") or "")]
+        settled["failed before sending"] = len(unsent)
+        never_sent = [r for r in unconfirmed if "nothing was sent" in (r["event"].get("error") or "")]
         if never_sent:
-            notes.append(f"{len(never_sent)} of the {len(unconfirmed)} 'sent and not confirmed' records failed to get a "
-                         f"connection (Connection refused, or the pool's reconnect backoff): those writes were never "
-                         f"sent, yet each reads 'sent and not confirmed' and left a failed record, e.g. record "
-                         f"{never_sent[0]['id']}: {never_sent[0]['event'].get('error')}")
+            failures.append(f"{len(never_sent)} records say both 'sent and not confirmed' and 'nothing was sent', "
+                            f"e.g. record {never_sent[0]['id']}: {never_sent[0]['event'].get('error')}")
         result["history"] = {"records": len(history),
                              "actionOutcomes": {f"{a} {o}": nn for (a, o), nn in sorted(outcomes.items())},
                              "settled": dict(settled), "sentNotConfirmed": len(unconfirmed),
-                             "sentNotConfirmedButRefused": len(never_sent),
+                             "failedBeforeSending": len(unsent),
                              "examples": sorted({(r["event"].get("error") or "")[:220] for r in unconfirmed})[:4]}
         say(f"history: {len(history)} records; " + ", ".join(f"{a} {o} {nn}" for (a, o), nn in sorted(outcomes.items())))
         say(f"  settled from what the DC showed: {dict(settled) or 'none'}; {len(unconfirmed)} records of writes "

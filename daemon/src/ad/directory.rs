@@ -317,7 +317,7 @@ impl Inner {
         let mut expected = before.clone();
         action.apply_to_ad(&mut expected, now);
         let dn = before.dn.as_str();
-        let mut lease = self.pool.lease().await?;
+        let mut lease = self.pool.lease().await.map_err(|error| AdError::NotSent(Box::new(error)))?;
         match action {
             Action::ForcePasswordChange | Action::CancelForcedPasswordChange => {
                 // pwdLastSet takes only 0 (must change) and -1 (now); a plain replace is idempotent.

@@ -82,6 +82,12 @@ pub enum AdError {
     /// The action is not an Active Directory action.
     #[error("{0} is not an Active Directory action")]
     NotAnAdAction(Action),
+
+    /// No connection could be had for a write (the DC refused it, or the pool waits before it
+    /// tries again): nothing of the write was sent, so it certainly did not happen. Unlike a
+    /// failure during the write, it needs no settling from what the directory shows.
+    #[error("{0}; nothing was sent")]
+    NotSent(Box<AdError>),
 }
 
 fn dn_suffix(dn: &Option<String>) -> String {
@@ -102,7 +108,13 @@ impl AdError {
             | AdError::NotEffective { .. }
             | AdError::Decode { .. }
             | AdError::NotAnAdAction(_) => false,
+            AdError::NotSent(cause) => cause.is_transient(),
         }
+    }
+
+    /// True when nothing of the operation reached the DC (see [`AdError::NotSent`]).
+    pub fn nothing_sent(&self) -> bool {
+        matches!(self, AdError::NotSent(_))
     }
 
     /// The LDAP result code, when the DC gave one.
@@ -110,6 +122,7 @@ impl AdError {
         match self {
             AdError::Ldap { code, .. } => Some(*code),
             AdError::ConcurrentChange { .. } => Some(16),
+            AdError::NotSent(cause) => cause.result_code(),
             _ => None,
         }
     }
@@ -134,6 +147,10 @@ mod tests {
         assert!(AdError::Timeout { operation: "search".into(), after: Duration::from_secs(1) }.is_transient());
         assert!(AdError::Connection { url: "ldaps://dc".into(), message: "refused".into() }.is_transient());
         assert!(!AdError::Tls { url: "ldaps://dc".into(), message: "bad".into() }.is_transient());
+        let refused = AdError::Connection { url: "ldaps://dc".into(), message: "refused".into() };
+        let unsent = AdError::NotSent(Box::new(refused.clone()));
+        assert!(unsent.is_transient() && unsent.nothing_sent() && !refused.nothing_sent());
+        assert_eq!(unsent.to_string(), "cannot reach ldaps://dc: refused; nothing was sent");
     }
 
     #[test]

@@ -212,8 +212,9 @@ pub async fn run_pass(
         };
         // A transient failure may have come after the directory applied the write (a timeout, a
         // broken connection, a read-back that failed): the intent stays journaled, and the next
-        // pass settles it from what the directory shows, as after a crash.
-        if report.outcome == Outcome::Failed && report.transient {
+        // pass settles it from what the directory shows, as after a crash. One that failed
+        // before anything was sent is recorded as failed at once.
+        if report.outcome == Outcome::Failed && report.transient && !report.nothing_sent {
             unconfirmed.push((intent, report.error.clone().unwrap_or_default()));
             continue;
         }
