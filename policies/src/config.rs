@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::diagnostic::Diagnostic;
+use crate::load::{self, Subject};
 
 /// The whole `remedy.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -332,35 +333,32 @@ pub mod duration_text {
 }
 
 impl Config {
-    /// Parses and checks `remedy.yaml`. Every problem found is returned, located.
+    /// Parses and checks `remedy.yaml`. Every problem found is returned, located: at the field it
+    /// is about (a field inside a list: at the list), or at 0:0 for a file over the size limit,
+    /// which is refused whole.
+    ///
+    /// The file has the limits of a manifest file, checked before serde builds anything: at most
+    /// [`MAX_FILE_BYTES`](load::MAX_FILE_BYTES), nesting at most [`MAX_DEPTH`](load::MAX_DEPTH)
+    /// levels deep, no anchors or aliases (an alias bomb is refused before it is expanded), no
+    /// duplicate keys.
     pub fn from_yaml(file: &str, text: &str) -> Result<Config, Vec<Diagnostic>> {
-        let error = |line: usize, column: usize, path: &str, message: String| Diagnostic {
-            file: file.to_owned(),
-            line,
-            column,
-            path: path.to_owned(),
-            severity: Severity::Error,
-            message,
-        };
-        let mut config: Config = serde_yaml::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-            vec![error(line, column, "", e.to_string())]
-        })?;
+        let screened = load::screen(file, text, Subject::Configuration)?;
+        let mut config: Config = serde_yaml::from_str(screened.text)
+            .map_err(|e| vec![load::diagnostic(file, screened.locate_error(&e), "", e.to_string())])?;
+        let error = |path: &str, message: String| load::diagnostic(file, screened.locate(path), path, message);
         let mut problems = Vec::new();
         if config.guardrails.allowed_scopes.is_empty() {
             problems.push(error(
-                0,
-                0,
                 "guardrails.allowedScopes",
                 "name at least one base DN under which remedy may act (there is no default: remedy never acts everywhere)".into(),
             ));
         }
         if config.guardrails.max_changes_per_reconcile == 0 {
-            problems.push(error(0, 0, "guardrails.maxChangesPerReconcile", "must be at least 1".into()));
+            problems.push(error("guardrails.maxChangesPerReconcile", "must be at least 1".into()));
         }
-        problems.extend(config.api.problems().into_iter().map(|(path, message)| error(0, 0, path, message)));
+        problems.extend(config.api.problems().into_iter().map(|(path, message)| error(path, message)));
         if let Some(ad) = &config.active_directory {
-            problems.extend(ad.problems().into_iter().map(|(path, message)| error(0, 0, path, message)));
+            problems.extend(ad.problems().into_iter().map(|(path, message)| error(path, message)));
             config.guardrails.action_account = Some(ad.bind_user.clone());
         }
         if problems.is_empty() {

@@ -372,6 +372,22 @@ fn cases() -> Vec<Case> {
             "nesting deeper than 32 levels is not allowed",
         ),
         case(
+            "deep block mappings",
+            valid_plus(10, &[&(0..MAX_DEPTH).map(|level| format!("  {}a:", "  ".repeat(level))).collect::<Vec<_>>().join("\n")]),
+            // `spec` is level 2: the value of the 31st `a:`, a mapping from line 11 + 31 on, is level 33.
+            11 + 31,
+            3 + 2 * 31,
+            "nesting deeper than 32 levels is not allowed in manifests",
+        ),
+        case(
+            "flow mappings ten thousand deep",
+            valid_plus(10, &[&format!("  deep: {}", "{a: ".repeat(10_000))]),
+            11,
+            // saphyr-parser gives up at its 256th open mapping, each four characters on from the last.
+            9 + 4 * 255,
+            "nesting deeper than 32 levels is not allowed in manifests (the YAML parser stopped at its own limit)",
+        ),
+        case(
             "a mapping as a key",
             valid_plus(10, &["  ? {a: b}", "  : c"]),
             11,
@@ -391,6 +407,13 @@ fn cases() -> Vec<Case> {
             0,
             0,
             "bytes (1 MiB) a manifest file may have",
+        ),
+        case(
+            "a file of 10 MiB",
+            format!("{}# {}\n", doc(VALID), "x".repeat(10 << 20)),
+            0,
+            0,
+            "bytes, more than the 1048576 bytes (1 MiB) a manifest file may have",
         ),
         case(
             "too many documents",

@@ -10,6 +10,9 @@
 //!
 //! A file that cannot be read as YAML as a whole (syntax error, too large, too many documents) is
 //! rejected as a whole: a broken file cannot be trusted to have been split right.
+//!
+//! The configuration file goes through the same first pass ([`screen`]), so that it has the same
+//! limits, before serde reads it whole.
 
 mod decode;
 mod scan;
@@ -20,7 +23,7 @@ use std::collections::BTreeMap;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::manifest::{Manifest, ManifestName, Origin};
 
-use scan::{Position, ScannedDocument};
+use scan::{Position, ScannedDocument, SpanIndex};
 
 /// The largest manifest file accepted, in bytes (1 MiB).
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;
@@ -79,6 +82,98 @@ impl ManifestSet {
     }
 }
 
+/// What a file holds: the words its refusals use for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subject {
+    Manifests,
+    /// `remedy.yaml`.
+    Configuration,
+}
+
+impl Subject {
+    /// As in "not allowed in manifests".
+    fn plural(self) -> &'static str {
+        match self {
+            Subject::Manifests => "manifests",
+            Subject::Configuration => "the configuration",
+        }
+    }
+
+    /// The most documents one file may hold (empty ones included).
+    fn most_documents(self) -> usize {
+        match self {
+            Subject::Manifests => MAX_DOCUMENTS,
+            Subject::Configuration => 1,
+        }
+    }
+
+    /// The refusal of the document after the most a file may hold.
+    fn one_document_too_many(self) -> String {
+        match self {
+            Subject::Manifests => {
+                format!("the file holds more than {MAX_DOCUMENTS} documents: split it into several files")
+            }
+            Subject::Configuration => {
+                "a second YAML document starts here: the configuration is one document".to_owned()
+            }
+        }
+    }
+}
+
+/// The refusal of a file over [`MAX_FILE_BYTES`], made before anything of it is parsed. It is
+/// about the whole file, so it has no position (0:0).
+fn too_large(text: &str, subject: Subject) -> Option<Problem> {
+    (text.len() > MAX_FILE_BYTES).then(|| {
+        let size = text.len();
+        let message = match subject {
+            Subject::Manifests => {
+                format!("file is {size} bytes, more than the {MAX_FILE_BYTES} bytes (1 MiB) a manifest file may have: split it")
+            }
+            Subject::Configuration => {
+                format!("file is {size} bytes, more than the {MAX_FILE_BYTES} bytes (1 MiB) the configuration may have")
+            }
+        };
+        Problem::new(Position { line: 0, column: 0 }, String::new(), message)
+    })
+}
+
+/// `position`, moved back into `text` where a parser put it past the end of its line or of the
+/// text, so that an editor can go to it. At the end of a text without a final line break the YAML
+/// parsers report the start of a line after the last one; and saphyr-parser 0.3.4 counts the
+/// bytes, not the characters, of a directive's name and parameters (`%FOOé`), so that a column on
+/// such a line can lie past its end. Lines end as YAML ends them: at `\r\n`, `\r` or `\n`.
+fn within(text: &str, position: Position) -> Position {
+    let (mut line, mut column) = (1, 1);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\n' && c != '\r' {
+            column += 1;
+            continue;
+        }
+        if line == position.line {
+            break;
+        }
+        if c == '\r' {
+            chars.next_if_eq(&'\n');
+        }
+        line += 1;
+        column = 1;
+    }
+    // `line:column` is now the end of the position's line, or of the text when it has fewer lines.
+    position.min(Position { line, column })
+}
+
+/// The position just after the last character of `text`.
+fn end_of(text: &str) -> Position {
+    within(text, Position { line: usize::MAX, column: usize::MAX })
+}
+
+/// The text both parsers read: without a byte order mark, so that they count positions from the
+/// same first character.
+fn without_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
 /// Whether a path names a manifest file (`*.yaml` or `*.yml`).
 pub fn is_manifest_file(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
@@ -90,24 +185,20 @@ pub fn is_manifest_file(path: &str) -> bool {
 /// `manifests` keep the file's order; `rejected` is sorted by document. Empty documents (nothing
 /// but comments, a trailing `---`) are skipped silently.
 pub fn load_file(file: &str, text: &str) -> FileLoad {
-    let mut load = FileLoad { file: file.to_owned(), manifests: Vec::new(), rejected: Vec::new() };
-    if text.len() > MAX_FILE_BYTES {
-        let message = format!(
-            "file is {} bytes, more than the {MAX_FILE_BYTES} bytes (1 MiB) a manifest file may have: split it",
-            text.len()
-        );
-        let problem = Problem::new(Position { line: 0, column: 0 }, String::new(), message);
-        load.rejected.push(Rejected {
-            file: file.to_owned(),
-            document: 0,
-            name: None,
-            diagnostics: vec![problem.into_diagnostic(file)],
-        });
-        return load;
+    if let Some(problem) = too_large(text, Subject::Manifests) {
+        let diagnostics = vec![problem.into_diagnostic(file)];
+        let rejected = Rejected { file: file.to_owned(), document: 0, name: None, diagnostics };
+        return FileLoad { file: file.to_owned(), manifests: Vec::new(), rejected: vec![rejected] };
     }
-    // Both parsers must count positions from the same first character.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let scan = scan::scan(text);
+    let text = without_bom(text);
+    let mut load = load_text(file, text);
+    keep_within(text, load.rejected.iter_mut().flat_map(|rejected| rejected.diagnostics.iter_mut()));
+    load
+}
+
+fn load_text(file: &str, text: &str) -> FileLoad {
+    let mut load = FileLoad { file: file.to_owned(), manifests: Vec::new(), rejected: Vec::new() };
+    let scan = scan::scan(text, Subject::Manifests);
     if let Some((number, failure)) = scan.failure {
         return reject_file(load, &scan.documents, number, failure);
     }
@@ -140,6 +231,94 @@ pub fn load_file(file: &str, text: &str) -> FileLoad {
     load
 }
 
+/// Moves diagnostics placed past the end of `text` to its end: the YAML parsers place a node that
+/// ends a text without a final line break (an empty key, a missing value) on a line after the last.
+fn keep_within<'d>(text: &str, diagnostics: impl IntoIterator<Item = &'d mut Diagnostic>) {
+    let mut end = None;
+    for diagnostic in diagnostics {
+        let end = *end.get_or_insert_with(|| end_of(text));
+        if (diagnostic.line, diagnostic.column) > (end.line, end.column) {
+            (diagnostic.line, diagnostic.column) = (end.line, end.column);
+        }
+    }
+}
+
+/// A file that passed [`screen`]: its text as the deserialiser must read it, and where its fields
+/// are written.
+#[derive(Debug)]
+pub(crate) struct Screened<'t> {
+    /// The file's text without a byte order mark.
+    pub text: &'t str,
+    /// The first document that is not empty (its index and start); `None` when there is none.
+    fields: Option<(SpanIndex, Position)>,
+    end: Position,
+}
+
+impl Screened<'_> {
+    /// Where the field at `path` (`api.listen`, YAML keys joined with `.`) is written: its value;
+    /// else the key of its nearest ancestor that is written (a field inside a list is shown by
+    /// the list's key); else the start of the document, or 1:1 in a file with none.
+    pub fn locate(&self, path: &str) -> (usize, usize) {
+        let Some((index, root)) = &self.fields else {
+            return (1, 1);
+        };
+        let mut segments: Vec<String> = path.split('.').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        let exact = index.get(&segments).map(|span| span.value);
+        let at = exact.or_else(|| {
+            while segments.pop().is_some() {
+                if let Some(span) = index.get(&segments) {
+                    return Some(span.key.unwrap_or(span.value));
+                }
+            }
+            None
+        });
+        let at = at.unwrap_or(*root).min(self.end);
+        (at.line, at.column)
+    }
+
+    /// Where serde's error is: its location within the text, else the start of the document.
+    pub fn locate_error(&self, error: &serde_yaml::Error) -> (usize, usize) {
+        match error.location() {
+            Some(at) => {
+                let at = within(self.text, Position { line: at.line(), column: at.column() });
+                (at.line, at.column)
+            }
+            None => self.locate(""),
+        }
+    }
+}
+
+/// The first pass alone, for a file that serde then reads whole (the configuration): the limits
+/// that manifests have (size, nesting, anchors and aliases, duplicate keys, number of documents),
+/// each refusal a located diagnostic, before any value is built.
+pub(crate) fn screen<'t>(file: &str, text: &'t str, subject: Subject) -> Result<Screened<'t>, Vec<Diagnostic>> {
+    if let Some(problem) = too_large(text, subject) {
+        return Err(vec![problem.into_diagnostic(file)]);
+    }
+    let text = without_bom(text);
+    let scan = scan::scan(text, subject);
+    if let Some((_, failure)) = scan.failure {
+        return Err(vec![failure.into_diagnostic(file)]);
+    }
+    let mut refusals: Vec<Diagnostic> = scan
+        .documents
+        .iter()
+        .flat_map(|document| document.problems.iter().cloned().map(|problem| problem.into_diagnostic(file)))
+        .collect();
+    if !refusals.is_empty() {
+        keep_within(text, &mut refusals);
+        return Err(refusals);
+    }
+    let fields = scan.documents.into_iter().find(|document| !document.empty).map(|d| (d.index, d.position));
+    Ok(Screened { text, fields, end: end_of(text) })
+}
+
+/// A problem found after [`screen`] (by serde, or by a check of the values), as a diagnostic:
+/// its message cut to the length every message has at most.
+pub(crate) fn diagnostic(file: &str, (line, column): (usize, usize), path: &str, message: String) -> Diagnostic {
+    Problem::new(Position { line, column }, path.to_owned(), message).into_diagnostic(file)
+}
+
 /// The document's own text as a value. The first pass already accepted the whole file, so an
 /// error here means the two parsers disagree: it is treated as the syntax error it is to one of
 /// them.
@@ -159,7 +338,7 @@ fn deserialize(text: &str, document: &ScannedDocument) -> Result<serde_yaml::Val
         let position = error
             .as_ref()
             .and_then(serde_yaml::Error::location)
-            .map_or(document.position, |at| Position { line: at.line(), column: at.column() });
+            .map_or(document.position, |at| within(text, Position { line: at.line(), column: at.column() }));
         let detail = error.map_or_else(|| "the document could not be read".to_owned(), |e| e.to_string());
         Problem::new(position, String::new(), format!("YAML syntax error: {detail}"))
     })

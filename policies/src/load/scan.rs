@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use saphyr_parser::{Event, Marker, Parser, ScalarStyle, ScanError, Span};
 
-use super::{display_path, shorten, Problem, Problems, MAX_DEPTH, MAX_DOCUMENTS};
+use super::{display_path, shorten, within, Problem, Problems, Subject, MAX_DEPTH};
 
 /// Paths longer than this are not indexed: no manifest field is deeper, and it bounds the index.
 /// Nor are list items and what is below them: the manifest language has no lists, so a list is
@@ -95,7 +95,8 @@ pub(super) struct FileScan {
 }
 
 /// Reads the event stream of `text` to its end or to the first error that condemns the file.
-pub(super) fn scan(text: &str) -> FileScan {
+/// `subject` is what the file holds, for the words of the refusals.
+pub(super) fn scan(text: &str, subject: Subject) -> FileScan {
     let mut parser = Parser::new_from_str(text);
     let mut documents: Vec<ScannedDocument> = Vec::new();
     let mut current: Option<DocumentScanner> = None;
@@ -105,21 +106,20 @@ pub(super) fn scan(text: &str) -> FileScan {
             Ok(event) => event,
             Err(error) => {
                 let open = current.as_ref().and_then(DocumentScanner::innermost_flow_collection);
-                failure = Some(syntax_failure(&error, open));
+                let mut problem = syntax_failure(&error, open, subject);
+                problem.position = within(text, problem.position);
+                failure = Some(problem);
                 break;
             }
         };
         match event {
             Event::DocumentStart(_) => {
-                if documents.len() == MAX_DOCUMENTS {
-                    failure = Some(Problem::new(
-                        Position::of(span.start),
-                        String::new(),
-                        format!("the file holds more than {MAX_DOCUMENTS} documents: split it into several files"),
-                    ));
+                if documents.len() == subject.most_documents() {
+                    let message = subject.one_document_too_many();
+                    failure = Some(Problem::new(Position::of(span.start), String::new(), message));
                     break;
                 }
-                current = Some(DocumentScanner::new(documents.len(), span.start));
+                current = Some(DocumentScanner::new(documents.len(), span.start, subject));
             }
             Event::DocumentEnd => {
                 if let Some(document) = current.take() {
@@ -151,10 +151,13 @@ pub(super) fn scan(text: &str) -> FileScan {
 
 /// `open`: where the innermost `[...]` or `{...}` still open at the error starts, if any (an
 /// unclosed bracket is reported where the parser gave up, often lines below the bracket).
-fn syntax_failure(error: &ScanError, open: Option<Position>) -> Problem {
+fn syntax_failure(error: &ScanError, open: Option<Position>, subject: Subject) -> Problem {
     let position = Position::of(*error.marker());
     let message = if error.info().contains("recursion limit exceeded") {
-        format!("nesting deeper than {MAX_DEPTH} levels is not allowed in manifests (the YAML parser stopped at its own limit)")
+        format!(
+            "nesting deeper than {MAX_DEPTH} levels is not allowed in {} (the YAML parser stopped at its own limit)",
+            subject.plural()
+        )
     } else {
         let mut message = format!("YAML syntax error: {}", error.info());
         if let Some(open) = open {
@@ -254,6 +257,7 @@ struct Skip {
 
 #[derive(Debug)]
 struct DocumentScanner {
+    subject: Subject,
     number: usize,
     start: Marker,
     root: Option<Position>,
@@ -267,8 +271,9 @@ struct DocumentScanner {
 }
 
 impl DocumentScanner {
-    fn new(number: usize, start: Marker) -> Self {
+    fn new(number: usize, start: Marker, subject: Subject) -> Self {
         DocumentScanner {
+            subject,
             number,
             start,
             root: None,
@@ -339,7 +344,7 @@ impl DocumentScanner {
             }
             Event::Alias(_) => {
                 let role = self.enter(position);
-                self.refuse(position, "anchors and aliases are not allowed in manifests: write the value out in full");
+                self.refuse_aliases(position);
                 self.record(role, position);
                 self.leave(role, position);
             }
@@ -349,15 +354,16 @@ impl DocumentScanner {
                 self.refuse_anchor(anchor, position);
                 if matches!(role, Role::Key) {
                     let what = if is_mapping { "a mapping" } else { "a list" };
-                    self.refuse(position, &format!("{what} cannot be a key: keys in manifests are plain field names"));
+                    let message =
+                        format!("{what} cannot be a key: keys in {} are plain field names", self.subject.plural());
+                    self.refuse(position, &message);
                     self.skip = Some(Skip { depth: 1, role });
                     return;
                 }
                 if self.frames.len() >= MAX_DEPTH {
-                    self.refuse(
-                        position,
-                        &format!("nesting deeper than {MAX_DEPTH} levels is not allowed in manifests"),
-                    );
+                    let message =
+                        format!("nesting deeper than {MAX_DEPTH} levels is not allowed in {}", self.subject.plural());
+                    self.refuse(position, &message);
                     self.skip = Some(Skip { depth: 1, role });
                     return;
                 }
@@ -461,8 +467,14 @@ impl DocumentScanner {
 
     fn refuse_anchor(&mut self, anchor: usize, position: Position) {
         if anchor != 0 {
-            self.refuse(position, "anchors and aliases are not allowed in manifests: write the value out in full");
+            self.refuse_aliases(position);
         }
+    }
+
+    fn refuse_aliases(&mut self, position: Position) {
+        let message =
+            format!("anchors and aliases are not allowed in {}: write the value out in full", self.subject.plural());
+        self.refuse(position, &message);
     }
 
     fn refuse(&mut self, position: Position, message: &str) {
@@ -474,6 +486,11 @@ impl DocumentScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::MAX_DOCUMENTS;
+
+    fn scan(text: &str) -> FileScan {
+        super::scan(text, Subject::Manifests)
+    }
 
     fn path(text: &str) -> Vec<String> {
         if text.is_empty() {
