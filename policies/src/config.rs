@@ -301,15 +301,20 @@ pub mod duration_text {
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
-        let value: u64 =
-            digits.parse().map_err(|_| format!("{text:?} is not a duration: write e.g. 500ms, 5s, 2m or 1h"))?;
-        let millis = match unit {
-            "ms" => value,
-            "s" => value * 1_000,
-            "m" => value * 60_000,
-            "h" => value * 3_600_000,
+        let too_long = || format!("{text:?} is longer than remedy can wait: write at most {}ms", u64::MAX);
+        let value: u64 = digits.parse().map_err(|e: std::num::ParseIntError| match e.kind() {
+            std::num::IntErrorKind::PosOverflow => too_long(),
+            _ => format!("{text:?} is not a duration: write e.g. 500ms, 5s, 2m or 1h"),
+        })?;
+        let millis_per_unit: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
             _ => return Err(format!("{text:?} has no known unit: write e.g. 500ms, 5s, 2m or 1h")),
         };
+        // Checked: a number of hours can be too many milliseconds to count.
+        let millis = value.checked_mul(millis_per_unit).ok_or_else(too_long)?;
         Ok(Duration::from_millis(millis))
     }
 
@@ -451,6 +456,15 @@ mod tests {
         assert_eq!(duration_text::parse("2m"), Ok(Duration::from_secs(120)));
         assert!(duration_text::parse("5").is_err());
         assert!(duration_text::parse("s").is_err());
+    }
+
+    #[test]
+    fn durations_too_long_to_count_are_refused() {
+        assert_eq!(duration_text::parse("18446744073709551615ms"), Ok(Duration::from_millis(u64::MAX)));
+        for text in ["5124095576030432h", "99999999999999999h", "18446744073709551616ms"] {
+            let refused = duration_text::parse(text).expect_err(text);
+            assert!(refused.contains("longer than remedy can wait"), "{text}: {refused}");
+        }
     }
 
     #[test]

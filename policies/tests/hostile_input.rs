@@ -158,7 +158,7 @@ fn config_problems_found_after_parsing_point_at_their_field() {
     assert_eq!(at, expected.map(|(line, column, path)| (line, column, path.to_owned())));
 }
 
-// ---- found by fuzzing (issue 6) ----
+// ---- found while fuzzing the loaders (issue 6) ----
 
 /// A position is on a line of the text and at most one past that line's last character.
 fn assert_points_into(text: &str, diagnostic: &Diagnostic) {
@@ -210,4 +210,14 @@ fn issue_6_fuzz_an_error_on_a_directive_with_non_ascii_letters_stays_on_its_line
         assert_points_into(text, error);
         assert_points_into(text, &refused(text)[0]);
     }
+}
+
+#[test]
+fn issue_6_a_duration_too_long_to_count_is_refused_not_a_panic() {
+    // `99999999999999999h` in milliseconds overflows 64 bits: it was multiplied unchecked (a panic
+    // with overflow checks, a wrong debounce without). Seen while writing the config_loader
+    // target, which panics on it; the fuzzer itself did not reach it in 17 minutes of runs. (serde places
+    // the error at the mapping that holds the field.)
+    let text = "manifests: {path: m, debounce: 99999999999999999h}\nguardrails: {allowedScopes: [x]}\n";
+    first_at(&refused(text), 1, 12, "\"99999999999999999h\" is longer than remedy can wait");
 }
