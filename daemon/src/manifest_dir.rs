@@ -5,6 +5,7 @@
 //! follows symlinks below the root (a link out of the repository must not pull files in).
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -51,7 +52,7 @@ fn display_name(root: &Path, file: &Path) -> String {
 /// Reads and loads one file; an unreadable file becomes a rejected document, not an abort.
 pub fn load_path(root: &Path, file: &Path) -> FileLoad {
     let name = display_name(root, file);
-    match read_bounded(file) {
+    match read_bounded(file, load::MAX_FILE_BYTES) {
         Ok(text) => load::load_file(&name, &text),
         Err(message) => FileLoad {
             file: name.clone(),
@@ -73,15 +74,20 @@ pub fn load_path(root: &Path, file: &Path) -> FileLoad {
     }
 }
 
-fn read_bounded(file: &Path) -> Result<String, String> {
-    let size = fs::metadata(file).map_err(|e| format!("cannot read: {e}"))?.len();
-    if size > load::MAX_FILE_BYTES as u64 {
-        return Err(format!(
-            "file is {size} bytes, more than the {} bytes a manifest file may have",
-            load::MAX_FILE_BYTES
-        ));
+/// Reads a UTF-8 text file of at most `limit` bytes, never holding more than `limit + 1` of them:
+/// a file that grew after it was listed, or one that never ends (a device, a pipe), is refused as
+/// surely as one that was too large from the start. Manifests and `remedy.yaml` are read with it.
+pub fn read_bounded(file: &Path, limit: usize) -> Result<String, String> {
+    let opened = fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    opened.take(limit as u64 + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() > limit {
+        let size = match fs::metadata(file) {
+            Ok(metadata) if metadata.len() > limit as u64 => format!("{} bytes", metadata.len()),
+            _ => format!("more than {limit} bytes"),
+        };
+        return Err(format!("file is {size}, more than the {limit} bytes remedy reads from one file"));
     }
-    let bytes = fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
     String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
 }
 
@@ -94,4 +100,35 @@ pub fn load_set(roots: &[PathBuf]) -> Result<ManifestSet> {
         }
     }
     Ok(load::assemble(loads))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_and_one_at_it_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("remedy.yaml");
+        fs::write(&file, "a".repeat(65)).expect("write");
+        let refused = read_bounded(&file, 64).expect_err("65 bytes over a limit of 64");
+        assert_eq!(refused, "file is 65 bytes, more than the 64 bytes remedy reads from one file");
+        fs::write(&file, "a".repeat(64)).expect("write");
+        assert_eq!(read_bounded(&file, 64).expect("64 bytes").len(), 64);
+    }
+
+    #[test]
+    fn a_file_that_never_ends_is_refused_after_the_limit() {
+        // /dev/zero has no size to check first and never ends: only the bounded read stops it.
+        let refused = read_bounded(Path::new("/dev/zero"), 1024 * 1024).expect_err("endless");
+        assert!(refused.contains("more than 1048576 bytes"), "{refused}");
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("m.yaml");
+        fs::write(&file, b"a: \xff\n").expect("write");
+        assert_eq!(read_bounded(&file, 64), Err("not UTF-8 text (byte 3)".to_owned()));
+    }
 }

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use remedy_policies::config::Config;
 use remedy_policies::identity::Identity;
+use remedy_policies::load;
 use remedy_policies::manifest::{ManifestName, Target};
 use remedy_policies::observed::{Observation, ObservedState};
 use remedy_policies::plan::{
@@ -59,9 +60,11 @@ pub struct Snapshot {
     pub approvals: BTreeSet<PlanId>,
 }
 
-/// Reads and checks `remedy.yaml`, reporting every problem with its location.
+/// Reads and checks `remedy.yaml`, reporting every problem with its location. A file larger than
+/// the configuration may be is refused without being read whole.
 pub fn read_config(path: &Path) -> Result<Config> {
-    let text = fs::read_to_string(path).with_context(|| format!("cannot read the configuration {}", path.display()))?;
+    let text = manifest_dir::read_bounded(path, load::MAX_FILE_BYTES)
+        .map_err(|message| anyhow::anyhow!("cannot read the configuration {}: {message}", path.display()))?;
     Config::from_yaml(&path.display().to_string(), &text).map_err(|problems| {
         let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid configuration:\n{}", lines.join("\n"))
