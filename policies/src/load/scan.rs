@@ -354,16 +354,18 @@ impl DocumentScanner {
                 self.refuse_anchor(anchor, position);
                 if matches!(role, Role::Key) {
                     let what = if is_mapping { "a mapping" } else { "a list" };
-                    let message =
-                        format!("{what} cannot be a key: keys in {} are plain field names", self.subject.plural());
-                    self.refuse(position, &message);
+                    let subject = self.subject;
+                    self.refuse(position, || {
+                        format!("{what} cannot be a key: keys in {} are plain field names", subject.plural())
+                    });
                     self.skip = Some(Skip { depth: 1, role });
                     return;
                 }
                 if self.frames.len() >= MAX_DEPTH {
-                    let message =
-                        format!("nesting deeper than {MAX_DEPTH} levels is not allowed in {}", self.subject.plural());
-                    self.refuse(position, &message);
+                    let subject = self.subject;
+                    self.refuse(position, || {
+                        format!("nesting deeper than {MAX_DEPTH} levels is not allowed in {}", subject.plural())
+                    });
                     self.skip = Some(Skip { depth: 1, role });
                     return;
                 }
@@ -472,14 +474,16 @@ impl DocumentScanner {
     }
 
     fn refuse_aliases(&mut self, position: Position) {
-        let message =
-            format!("anchors and aliases are not allowed in {}: write the value out in full", self.subject.plural());
-        self.refuse(position, &message);
+        let subject = self.subject;
+        self.refuse(position, || {
+            format!("anchors and aliases are not allowed in {}: write the value out in full", subject.plural())
+        });
     }
 
-    fn refuse(&mut self, position: Position, message: &str) {
+    /// `message` is only made when the problem is kept: hostile input can repeat one a million times.
+    fn refuse(&mut self, position: Position, message: impl FnOnce() -> String) {
         let path = &self.path;
-        self.problems.push_with(|| Problem::new(position, display_path(path), message.to_owned()));
+        self.problems.push_with(|| Problem::new(position, display_path(path), message()));
     }
 }
 
