@@ -352,6 +352,20 @@ def metrics():
 LDAP_COUNTER = "remedy_ldap_operations_total"
 
 
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def dc_pid():
+    return int(os.environ.get("REMEDY_TEST_DC_PID") or 0)
+
+
 def passes_counted(values):
     return sum(v for k, v in values.items() if k.startswith("remedy_reconciles_total{"))
 
@@ -575,13 +589,16 @@ def cmd_scale(args):
             order = ("remedy", "ldapsearch") if r % 2 == 0 else ("ldapsearch", "remedy")
             row = {}
             for side in order:
+                samba_cpu = cpu_seconds(dc_pid())
                 if side == "ldapsearch":
                     seconds, entries, pages = paged_ldapsearch(sc.ou.dn)
                     if entries != n:
                         raise Failure(f"the baseline ldapsearch found {entries} users, not {n}")
-                    row["ldapsearch"] = {"seconds": round(seconds, 3), "entries": entries, "pages": pages}
+                    row["ldapsearch"] = {"seconds": round(seconds, 3), "entries": entries, "pages": pages,
+                                         "sambaCpuSeconds": round(cpu_seconds(dc_pid()) - samba_cpu, 2)}
                 else:
                     count = len(d.passes())
+                    remedy_cpu = cpu_seconds(d.process.pid)
                     before = metrics()
                     t0 = time.monotonic()
                     status, body = api("POST", "/v1/reconcile")
@@ -592,15 +609,23 @@ def cmd_scale(args):
                     if p.get("sent", 0) or p.get("failed", 0):
                         raise Failure(f"a converged resync sent {p.get('sent')} actions ({p.get('failed')} failed): {p}")
                     row["remedy"] = {"seconds": round(seen - t0, 3), "passMs": p.get("duration_ms"),
-                                     "ldap": ldap_counters(before, after)}
+                                     "ldap": ldap_counters(before, after),
+                                     "remedyCpuSeconds": round(cpu_seconds(d.process.pid) - remedy_cpu, 2),
+                                     "sambaCpuSeconds": round(cpu_seconds(dc_pid()) - samba_cpu, 2)}
             rounds.append(row)
             say(f"round {r + 1}: remedy resync {row['remedy']['seconds']:.2f} s (pass {row['remedy']['passMs']} ms, LDAP "
-                f"{row['remedy']['ldap'] if row['remedy']['ldap'] is not None else 'counters not exported'}), "
-                f"ldapsearch {row['ldapsearch']['seconds']:.2f} s ({row['ldapsearch']['pages']} pages)")
+                f"{row['remedy']['ldap'] if row['remedy']['ldap'] is not None else 'counters not exported'}; CPU: remedy "
+                f"{row['remedy']['remedyCpuSeconds']:.2f} s, samba {row['remedy']['sambaCpuSeconds']:.2f} s), "
+                f"ldapsearch {row['ldapsearch']['seconds']:.2f} s ({row['ldapsearch']['pages']} pages; samba CPU "
+                f"{row['ldapsearch']['sambaCpuSeconds']:.2f} s)")
         result["resyncRounds"] = rounds
         best_remedy = min(rounds, key=lambda r: r["remedy"]["seconds"])["remedy"]
         best_search = min(r["ldapsearch"]["seconds"] for r in rounds)
+        best_search_row = min(rounds, key=lambda r: r["ldapsearch"]["seconds"])["ldapsearch"]
         result["resync"] = {"remedySeconds": best_remedy["seconds"], "remedyPassMs": best_remedy["passMs"],
+                            "remedyCpuSeconds": best_remedy["remedyCpuSeconds"],
+                            "sambaCpuSeconds": best_remedy["sambaCpuSeconds"],
+                            "ldapsearchSambaCpuSeconds": best_search_row["sambaCpuSeconds"],
                             "ldap": best_remedy["ldap"], "ldapsearchSeconds": best_search,
                             "ldapsearchPages": rounds[0]["ldapsearch"]["pages"],
                             "ratio": round(best_remedy["seconds"] / best_search, 2)}
@@ -642,7 +667,12 @@ def table_scale(r):
         f"pass logged) vs one paged `ldapsearch -E pr=500` of the same users | {rs['remedySeconds']:.2f} s "
         f"(pass {rs['remedyPassMs'] / 1000:.2f} s) | {rs['ldapsearchSeconds']:.2f} s | {rs['ratio']:.2f} | ≤ 1.2: "
         f"{verdict(rs['ratio'] <= 1.2)} |",
-        f"| LDAP requests of that resync | {requests} | {rs['ldapsearchPages']} search pages + 1 bind | | "
+    ]
+    if "remedyCpuSeconds" in rs:
+        rows.append(f"| CPU time during that resync: remedy serve; the DC (samba) | {rs['remedyCpuSeconds']:.2f} s; "
+                    f"{rs['sambaCpuSeconds']:.2f} s | –; {rs['ldapsearchSambaCpuSeconds']:.2f} s | | |")
+    rows += [
+        f"| LDAP requests of that resync | {requests} | {rs['ldapsearchPages']} result pages (search requests) + 1 bind | | "
         f"O(identities / page size) |",
         f"| peak RSS (VmHWM) of `remedy serve` holding {n:,} manifests after a full reconcile (restart on the store, "
         f"first pass done) | {mem_restart:.1f} MiB | | | < 100 MiB: {verdict(mem_restart < 100)} |",
@@ -721,7 +751,7 @@ def cmd_latency(args):
         if touched:
             raise Failure(f"{len(touched)} accounts not disabled at the end, e.g. {touched[:5]}")
         d.terminate()
-    result = {"commits": n, "debounce": "500ms (the default)",
+    result = {"commits": n, "debounce": "500ms, the default",
               "remedy": summary([s["remedy"] for s in samples]),
               "remedyFromCommitReturn": summary([s["remedyFromCommitReturn"] for s in samples]),
               "commit": summary([s["commitSeconds"] for s in samples]),
@@ -853,7 +883,13 @@ def cmd_cargo(args):
 
 
 def table_cargo(r):
-    return r["output"].splitlines()
+    """The bench's own output, with a blank line around each table (markdown needs them)."""
+    out = []
+    for line in r["output"].splitlines():
+        if out and out[-1] and line.startswith("|") != out[-1].startswith("|"):
+            out.append("")
+        out.append(line)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -915,6 +951,10 @@ def record(name, result, args):
             data = json.load(f)
     data.setdefault("figures", {})
     result["machine"] = machine()
+    binary = getattr(args, "remedy", None)
+    if binary and os.path.exists(binary):
+        # With --no-build the binary may be older than the commit recorded above.
+        result["machine"]["remedyBuilt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.path.getmtime(binary)))
     result["smoke"] = bool(getattr(args, "smoke", False))
     data["figures"][name] = result
     data["machine"] = result["machine"]
