@@ -826,6 +826,37 @@ fn a_condition_transition_time_changes_only_when_its_status_flips() {
     assert_eq!(store.get_status(&name("inc-1")).expect("read"), None);
 }
 
+#[test]
+fn a_pass_worth_of_statuses_is_stored_at_once_keeping_transition_times_and_naming_the_rest() {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let store = open(dir.path());
+    let ready = |s: &ManifestStatus| s.condition(ConditionType::Ready).cloned().expect("a Ready condition");
+    let mut departed = ManifestStatus::new(name("inc-0"));
+    departed.set_condition(ConditionType::Ready, ConditionStatus::True, ConditionReason::Succeeded, "", at(5));
+    store.put_status(&departed).expect("stored");
+    let first = status_with_ready(ConditionStatus::False, ConditionReason::NeedsApproval, "held", at(10));
+    assert_eq!(store.put_statuses(std::slice::from_ref(&first)).expect("stored"), [name("inc-0")]);
+
+    // The next pass: inc-1's Ready is still False (its time stays), inc-2 is new, inc-0 is not
+    // written and is named as no longer written.
+    let again = status_with_ready(ConditionStatus::False, ConditionReason::ProviderUnavailable, "DC down", at(20));
+    let mut other = ManifestStatus::new(name("inc-2"));
+    other.set_condition(ConditionType::Ready, ConditionStatus::True, ConditionReason::Succeeded, "", at(20));
+    let stale = store.put_statuses(&[again, other.clone()]).expect("stored");
+    assert_eq!(stale, [name("inc-0")]);
+    let stored = store.get_status(&name("inc-1")).expect("read").expect("there");
+    assert_eq!(ready(&stored).last_transition_time, at(10), "unchanged status, unchanged time");
+    assert_eq!(ready(&stored).reason, ConditionReason::ProviderUnavailable);
+    assert_eq!(stored.last_reconcile_time, Some(at(20)));
+    assert_eq!(store.get_status(&name("inc-2")).expect("read"), Some(other));
+    assert!(store.get_status(&name("inc-0")).expect("read").is_some(), "named, not removed: the caller decides");
+
+    let flipped = status_with_ready(ConditionStatus::True, ConditionReason::Succeeded, "converged", at(30));
+    store.put_statuses(&[flipped]).expect("stored");
+    let stored = store.get_status(&name("inc-1")).expect("read").expect("there");
+    assert_eq!(ready(&stored).last_transition_time, at(30), "a flip moves the time");
+}
+
 fn manifest(manifest_name: &str, reason: &str, on_release: OnRelease) -> Manifest {
     let spec = RemediationSpec {
         reason: reason.into(),

@@ -8,6 +8,8 @@
 //! Status is not flushed on every write: it is derived again at every reconcile, and sled's
 //! background flush (500 ms) is enough for it.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use remedy_policies::manifest::Generation;
 use remedy_policies::plan::{IdentityStatus, PlanId, Resolved};
@@ -188,6 +190,26 @@ impl Store {
             Ok(stored)
         });
         transaction_result(result)
+    }
+
+    /// Stores the statuses of a whole pass in one atomic batch (each keeping its stored transition
+    /// times, as [`Store::put_status`] does), and returns the names of the stored statuses that are
+    /// not among them. One read of the tree and one write, instead of a transaction per manifest:
+    /// a converged pass over 10,000 manifests writes 10,000 statuses. The controller is the only
+    /// writer of statuses, so nothing changes between the read and the batch.
+    pub fn put_statuses(&self, statuses: &[ManifestStatus]) -> Result<Vec<ManifestName>, StoreError> {
+        let mut previous: BTreeMap<ManifestName, ManifestStatus> =
+            self.list_status()?.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let mut batch = sled::Batch::default();
+        for status in statuses {
+            let mut stored = status.clone();
+            if let Some(before) = previous.remove(&status.name) {
+                stored.carry_transition_times(&before);
+            }
+            batch.insert(status.name.as_str(), encode(layout::STATUS, &stored)?);
+        }
+        self.status.apply_batch(batch)?;
+        Ok(previous.into_keys().collect())
     }
 
     pub fn get_status(&self, name: &ManifestName) -> Result<Option<ManifestStatus>, StoreError> {
