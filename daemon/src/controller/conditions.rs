@@ -26,6 +26,7 @@ pub fn status_of(
     generation: Option<&Generation>,
     invalid: Option<&[String]>,
     pass: &PassResult,
+    identities: &[&IdentityPlan],
     configured: impl Fn(Provider) -> bool,
     retry_at: impl Fn(&Identity) -> Option<DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -33,7 +34,6 @@ pub fn status_of(
     let mut status = ManifestStatus::new(name.clone());
     status.observed_generation = generation.cloned();
     status.last_reconcile_time = Some(now);
-    let identities: Vec<&IdentityPlan> = pass.plan.identities.iter().filter(|i| i.manifests.contains(name)).collect();
 
     let mut findings: Vec<Finding> = Vec::new();
     if let Some(diagnostics) = invalid {
@@ -43,7 +43,7 @@ pub fn status_of(
         };
         findings.push(Finding::stalled(ConditionReason::Invalid, format!("{}{kept}", diagnostics.join("; "))));
     }
-    for identity in &identities {
+    for identity in identities {
         let state = identity_state(identity, pass);
         findings.extend(identity_findings(identity, pass, &retry_at));
         status.identities.push(state);
@@ -86,13 +86,13 @@ pub fn status_of(
             status.set_condition(ConditionType::Stalled, ConditionStatus::False, first.reason, "", now);
         }
         None => {
-            let (reason, message) = ready_reason(&identities);
+            let (reason, message) = ready_reason(identities);
             status.set_condition(ConditionType::Ready, ConditionStatus::True, reason, message, now);
             status.set_condition(ConditionType::Reconciling, ConditionStatus::False, reason, "", now);
             status.set_condition(ConditionType::Stalled, ConditionStatus::False, reason, "", now);
         }
     }
-    status.providers = provider_states(&identities, pass, configured);
+    status.providers = provider_states(identities, pass, configured);
     status
 }
 
@@ -189,7 +189,7 @@ fn identity_findings(
             ));
         }
     }
-    for report in pass.reports.iter().filter(|r| &r.identity == who && r.outcome == Outcome::Failed) {
+    for report in pass.reports_of(who).iter().filter(|r| r.outcome == Outcome::Failed) {
         let error = report.error.as_deref().unwrap_or("");
         let finding = match pass.verdicts.get(who) {
             Some(verdict) if verdict.park.contains(&report.action) => Finding::stalled(
@@ -223,7 +223,7 @@ fn non_empty(notes: &[String], otherwise: &str) -> String {
 fn identity_state(identity: &IdentityPlan, pass: &PassResult) -> IdentityState {
     let mut status = identity.status;
     let mut notes = identity.notes.clone();
-    let sent: Vec<_> = pass.reports.iter().filter(|r| r.identity == identity.identity).collect();
+    let sent: Vec<_> = pass.reports_of(&identity.identity).iter().collect();
     if status == IdentityStatus::Pending {
         let allowed: BTreeSet<Action> = identity
             .actions

@@ -690,6 +690,7 @@ impl Controller {
         names.extend(self.invalid.keys());
         names.extend(result.departed.iter().map(|d| &d.name));
         let mut statuses = Vec::with_capacity(names.len());
+        let identities_of = result.identities_by_manifest();
         for name in names {
             if result.forgotten.contains(name) {
                 continue;
@@ -700,6 +701,7 @@ impl Controller {
                 generation,
                 self.invalid.get(name).map(Vec::as_slice),
                 &result,
+                identities_of.get(name).map_or(&[], Vec::as_slice),
                 |p| self.providers.is_configured(p),
                 |identity| self.queue.retry_of(identity).map(|(at, _)| at),
                 now,

@@ -22,7 +22,7 @@ use remedy_policies::{Action, Identity, Manifest, ManifestName, Provider};
 use super::policy::{Verdict, WorkQueue};
 use super::providers::Providers;
 use super::recovery;
-use crate::execute::{execute, ActionReport, Outcome};
+use crate::execute::{execute, reports_of, ActionReport, Outcome};
 use crate::store::{ActionOutcome, ActionRecord, Event, IntendedChange, ManifestRef, Store, StoreError};
 
 /// What a pass is given.
@@ -61,6 +61,25 @@ pub struct PassResult {
     pub generations: BTreeMap<ManifestName, Generation>,
     /// Every action record this pass appended, by provider and outcome (for the metrics).
     pub recorded: Vec<(Provider, ActionOutcome)>,
+}
+
+impl PassResult {
+    /// The planned accounts of each manifest, in one walk over the plan (a manifest's status is
+    /// made from them; finding them by a scan per manifest was quadratic at 10,000 manifests).
+    pub fn identities_by_manifest(&self) -> BTreeMap<&ManifestName, Vec<&IdentityPlan>> {
+        let mut by_manifest: BTreeMap<&ManifestName, Vec<&IdentityPlan>> = BTreeMap::new();
+        for identity in &self.plan.identities {
+            for name in &identity.manifests {
+                by_manifest.entry(name).or_default().push(identity);
+            }
+        }
+        by_manifest
+    }
+
+    /// The reports about `identity`.
+    pub fn reports_of(&self, identity: &Identity) -> &[ActionReport] {
+        reports_of(&self.reports, identity)
+    }
 }
 
 /// The pass's memory between passes: which not-sent outcomes were already recorded (a denied
@@ -266,7 +285,7 @@ pub async fn run_pass(
     let mut verdicts = BTreeMap::new();
     for identity in &plan.identities {
         let verdict = verdict_of(identity, &reports, &deferred, &generations);
-        for report in reports.iter().filter(|r| r.identity == identity.identity && r.outcome == Outcome::Failed) {
+        for report in reports_of(&reports, &identity.identity).iter().filter(|r| r.outcome == Outcome::Failed) {
             if !report.transient {
                 memory
                     .parked_errors
@@ -478,7 +497,7 @@ fn verdict_of(
     generations: &BTreeMap<ManifestName, Generation>,
 ) -> Verdict {
     let failed: Vec<&ActionReport> =
-        reports.iter().filter(|r| r.identity == identity.identity && r.outcome == Outcome::Failed).collect();
+        reports_of(reports, &identity.identity).iter().filter(|r| r.outcome == Outcome::Failed).collect();
     let unavailable = identity.status == IdentityStatus::ProviderUnavailable;
     let held_back = names_of(identity).iter().any(|name| deferred.contains(name));
     // Skipped actions were not sent (an earlier one failed): they are neither parked nor retried
@@ -508,9 +527,9 @@ fn releasable(
                 || names_of(identity).iter().any(|name| deferred.contains(name));
             let restore_left = identity.actions.iter().any(|planned| {
                 matches!(&planned.cause, Cause::Release { manifest } if *manifest == gone.name)
-                    && !reports.iter().any(|r| {
-                        r.identity == identity.identity && r.action == planned.action && r.outcome == Outcome::Succeeded
-                    })
+                    && !reports_of(reports, &identity.identity)
+                        .iter()
+                        .any(|r| r.action == planned.action && r.outcome == Outcome::Succeeded)
             });
             done &= !unobserved && !restore_left;
         }
