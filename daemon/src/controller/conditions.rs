@@ -19,18 +19,26 @@ use crate::store::{
     ConditionReason, ConditionStatus, ConditionType, IdentityState, ManifestStatus, ProviderHealth, ProviderState,
 };
 
-/// The status of manifest `name` after `pass`. `invalid`: its diagnostics when the latest load
-/// rejected it (then `generation` is the last valid one still enforced, if any).
+/// The manifest a status is made for.
+pub struct Subject<'a> {
+    pub name: &'a ManifestName,
+    /// The generation in force (for a rejected manifest: the last valid one, if any).
+    pub generation: Option<&'a Generation>,
+    /// Its diagnostics, when the latest load rejected it.
+    pub invalid: Option<&'a [String]>,
+    /// Its accounts in the pass's plan ([`PassResult::identities_by_manifest`]).
+    pub identities: &'a [&'a IdentityPlan],
+}
+
+/// The status of a manifest after `pass`.
 pub fn status_of(
-    name: &ManifestName,
-    generation: Option<&Generation>,
-    invalid: Option<&[String]>,
+    subject: Subject<'_>,
     pass: &PassResult,
-    identities: &[&IdentityPlan],
     configured: impl Fn(Provider) -> bool,
     retry_at: impl Fn(&Identity) -> Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> ManifestStatus {
+    let Subject { name, generation, invalid, identities } = subject;
     let mut status = ManifestStatus::new(name.clone());
     status.observed_generation = generation.cloned();
     status.last_reconcile_time = Some(now);

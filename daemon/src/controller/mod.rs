@@ -696,12 +696,15 @@ impl Controller {
                 continue;
             }
             let generation = self.running.get(name).map(|m| &m.generation).or_else(|| result.generations.get(name));
-            let mut status = conditions::status_of(
+            let subject = conditions::Subject {
                 name,
                 generation,
-                self.invalid.get(name).map(Vec::as_slice),
+                invalid: self.invalid.get(name).map(Vec::as_slice),
+                identities: identities_of.get(name).map_or(&[], Vec::as_slice),
+            };
+            let mut status = conditions::status_of(
+                subject,
                 &result,
-                identities_of.get(name).map_or(&[], Vec::as_slice),
                 |p| self.providers.is_configured(p),
                 |identity| self.queue.retry_of(identity).map(|(at, _)| at),
                 now,
