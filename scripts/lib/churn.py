@@ -812,7 +812,13 @@ def cmd_check(args):
     print("  (never-named and bait accounts: enabled, and no history record names them)")
     for key, value in sorted(attribution.items()):
         print(f"  note: {value} record(s) {key}")
-    for note in notes[:10]:
+    return report_findings(failures, notes)
+
+
+def report_findings(failures, notes=()):
+    """Prints the first notes and failures of a check (the failures to stderr); returns the exit
+    code: 1 when anything failed."""
+    for note in list(notes)[:10]:
         print(f"  note: {note}")
     if failures:
         print(f"\n  {len(failures)} FAILURE(S):", file=sys.stderr)

@@ -34,7 +34,7 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from churn import condition, dc_users, remedy_json, statuses  # noqa: E402
+from churn import condition, dc_users, remedy_json, report_findings, statuses  # noqa: E402
 
 TENANT = "6f1c2a34-0000-4000-8000-00000000d3e0"
 CLIENT_ID = "0b7d9e51-0000-4000-8000-0000000a9901"
@@ -442,10 +442,9 @@ def verify_history(remedy):
     return result.returncode == 0
 
 
-def finish(args, daemon, users, entra, changes_ad, changes_entra, re_enabled_at, rounds):
-    """The end of a crashloop: the history against the changes made, the chain, a clean stop and
-    a start that finds nothing interrupted."""
-    failures, notes = [], []
+def checked_history(args, failures):
+    """The whole history, kept in DIR/history.json and verified (`remedy history verify`; a failure
+    is added to `failures`); returns it, its action records and their (action, outcome) counts."""
     history = remedy_json(args.remedy, "history")
     with open(os.path.join(args.work, "history.json"), "w") as f:
         json.dump(history, f, indent=1)
@@ -453,6 +452,14 @@ def finish(args, daemon, users, entra, changes_ad, changes_entra, re_enabled_at,
         failures.append("remedy history verify failed")
     actions = action_records(history)
     outcomes = collections.Counter((r["event"]["action"], r["event"]["outcome"]) for r in actions)
+    return history, actions, outcomes
+
+
+def finish(args, daemon, users, entra, changes_ad, changes_entra, re_enabled_at, rounds):
+    """The end of a crashloop: the history against the changes made, the chain, a clean stop and
+    a start that finds nothing interrupted."""
+    failures, notes = [], []
+    history, actions, outcomes = checked_history(args, failures)
     successes = collections.defaultdict(list)  # (user, action) -> [(at, outcome, error)]
     for record in actions:
         event = record["event"]
@@ -528,12 +535,7 @@ def finish(args, daemon, users, entra, changes_ad, changes_entra, re_enabled_at,
         f"{result['changesMade']['entra']} Entra suspends; successful records: {result['successes']}")
     say(f"interrupted actions settled by recovery: {dict(recovery)}")
     say(f"start after SIGTERM: interrupted actions found: {interrupted}; first pass {first}")
-    for note in notes[:10]:
-        say(f"note: {note}")
-    if failures:
-        print(f"\n  {len(failures)} FAILURE(S):", file=sys.stderr)
-        for line in failures[:40]:
-            print(f"    {line}", file=sys.stderr)
+    report_findings(failures, notes)
     return result
 
 
@@ -733,13 +735,7 @@ def cmd_outage(args):
             time.sleep(0.2)
         ready_after = time.monotonic() - t0 - ended
         result["after"] = {"suspendedAfter": round(converged_after, 1), "readyAfter": round(ready_after, 1)}
-        history = remedy_json(args.remedy, "history")
-        with open(os.path.join(args.work, "history.json"), "w") as f:
-            json.dump(history, f, indent=1)
-        if not verify_history(args.remedy):
-            failures.append("remedy history verify failed")
-        actions = action_records(history)
-        outcomes = collections.Counter((r["event"]["action"], r["event"]["outcome"]) for r in actions)
+        history, actions, outcomes = checked_history(args, failures)
         per = collections.defaultdict(list)
         for r in actions:
             if r["event"]["outcome"] in SUCCESS:
@@ -787,12 +783,7 @@ def cmd_outage(args):
             json.dump(result, f, indent=1)
         with open(os.path.join(args.work, "check.json"), "w") as f:
             json.dump({"failures": failures, "notes": notes}, f, indent=1)
-    if failures:
-        print(f"\n  {len(failures)} FAILURE(S):", file=sys.stderr)
-        for line in failures[:40]:
-            print(f"    {line}", file=sys.stderr)
-        return 1
-    return 0
+    return report_findings(failures)
 
 
 def drift_outage(args, daemon, graph, entra, result, failures):
@@ -1200,13 +1191,7 @@ def cmd_dc_outage(args):
             f"every manifest Ready after {ready_at if ready_at is None else round(ready_at, 1)} s (bound {limit:.0f} s)")
 
         # The history: exactly one success per account's disable, nothing else succeeded.
-        history = remedy_json(args.remedy, "history")
-        with open(os.path.join(args.work, "history.json"), "w") as f:
-            json.dump(history, f, indent=1)
-        if not verify_history(args.remedy):
-            failures.append("remedy history verify failed")
-        actions = action_records(history)
-        outcomes = collections.Counter((r["event"]["action"], r["event"]["outcome"]) for r in actions)
+        history, actions, outcomes = checked_history(args, failures)
         per = collections.defaultdict(list)
         settled = collections.Counter()
         for r in actions:
@@ -1297,14 +1282,7 @@ def cmd_dc_outage(args):
             json.dump(result, f, indent=1)
         with open(os.path.join(args.work, "check.json"), "w") as f:
             json.dump({"failures": failures, "notes": notes}, f, indent=1)
-    for note in notes[:10]:
-        say(f"note: {note}")
-    if failures:
-        print(f"\n  {len(failures)} FAILURE(S):", file=sys.stderr)
-        for line in failures[:40]:
-            print(f"    {line}", file=sys.stderr)
-        return 1
-    return 0
+    return report_findings(failures, notes)
 
 
 def main():
