@@ -455,6 +455,34 @@ def checked_history(args, failures):
     return history, actions, outcomes
 
 
+def restart_finds_nothing_to_do(args, daemon, failures, idle):
+    """The end of a check: SIGTERM (exit 0), a start on the same store whose first pass finds no
+    interrupted action and whose `idle` counters (of the pass's log line) are 0, a final SIGTERM,
+    and no panic in any run's log. Returns whether that start found interrupted actions, and its
+    first pass."""
+    code = daemon.terminate()
+    if code != 0:
+        failures.append(f"remedy serve exited {code} on SIGTERM")
+    daemon.start()
+    wait_ready_api(daemon)
+    daemon.wait_log(" reconciled", 120)
+    log = daemon.log()
+    interrupted = "actions were interrupted by the last stop" in log
+    if interrupted:
+        failures.append("after the SIGTERM, the next start found interrupted actions: "
+                        + next(line for line in log.splitlines() if "interrupted by the last stop" in line))
+    first = daemon.passes()[0]
+    if any(first.get(counter) != 0 for counter in idle):
+        failures.append(f"the start after the SIGTERM still had work: {first}")
+    code = daemon.terminate()
+    if code != 0:
+        failures.append(f"remedy serve exited {code} on the final SIGTERM")
+    for path in sorted(os.listdir(args.work)):
+        if path.startswith("run-") and "panicked" in open(os.path.join(args.work, path)).read():
+            failures.append(f"{path}: remedy panicked")
+    return interrupted, first
+
+
 def finish(args, daemon, users, entra, changes_ad, changes_entra, re_enabled_at, rounds):
     """The end of a crashloop: the history against the changes made, the chain, a clean stop and
     a start that finds nothing interrupted."""
@@ -490,26 +518,7 @@ def finish(args, daemon, users, entra, changes_ad, changes_entra, re_enabled_at,
                     failures.append(f"{u}: {action} success #{k + 1} at {got[k][0]} is before re-enable #{k} "
                                     f"({time.strftime('%H:%M:%S', time.gmtime(t))})")
     # Stop; start once more: nothing interrupted, nothing to do.
-    code = daemon.terminate()
-    if code != 0:
-        failures.append(f"remedy serve exited {code} on SIGTERM")
-    daemon.start()
-    wait_ready_api(daemon)
-    daemon.wait_log(" reconciled", 120)
-    log = daemon.log()
-    interrupted = "actions were interrupted by the last stop" in log
-    if interrupted:
-        failures.append("after the SIGTERM, the next start found interrupted actions: "
-                        + next(line for line in log.splitlines() if "interrupted by the last stop" in line))
-    first = daemon.passes()[0]
-    if first.get("sent") != 0 or first.get("recovered") != 0:
-        failures.append(f"the start after the SIGTERM still had work: {first}")
-    code = daemon.terminate()
-    if code != 0:
-        failures.append(f"remedy serve exited {code} on the final SIGTERM")
-    for path in sorted(os.listdir(args.work)):
-        if path.startswith("run-") and "panicked" in open(os.path.join(args.work, path)).read():
-            failures.append(f"{path}: remedy panicked")
+    interrupted, first = restart_finds_nothing_to_do(args, daemon, failures, ("sent", "recovered"))
     recovery = collections.Counter()
     for record in actions:
         error = record["event"].get("error") or ""
@@ -1248,27 +1257,9 @@ def cmd_dc_outage(args):
             say(f"  e.g. {e}")
 
         # SIGTERM; a start after it finds nothing interrupted and has nothing to do.
-        code = daemon.terminate()
-        if code != 0:
-            failures.append(f"remedy serve exited {code} on SIGTERM")
-        daemon.start()
-        wait_ready_api(daemon)
-        daemon.wait_log(" reconciled", 120)
-        log = daemon.log()
-        if "actions were interrupted by the last stop" in log:
-            failures.append("after the SIGTERM, the next start found interrupted actions: "
-                            + next(line for line in log.splitlines() if "interrupted by the last stop" in line))
-        first = daemon.passes()[0]
-        if first.get("sent") != 0 or first.get("recovered") != 0 or first.get("failed") != 0:
-            failures.append(f"the start after the SIGTERM still had work: {first}")
-        code = daemon.terminate()
-        if code != 0:
-            failures.append(f"remedy serve exited {code} on the final SIGTERM")
+        _, first = restart_finds_nothing_to_do(args, daemon, failures, ("sent", "recovered", "failed"))
         result["finalStart"] = {"firstPass": first}
         say(f"start after SIGTERM: first pass {first}")
-        for path in sorted(os.listdir(args.work)):
-            if path.startswith("run-") and "panicked" in open(os.path.join(args.work, path)).read():
-                failures.append(f"{path}: remedy panicked")
     except Failure as failure:
         failures.append(str(failure))
     finally:
