@@ -12,7 +12,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use remedy::store::{
     layout, ActionOutcome, ActionRecord, ApprovalEvent, ChainFault, ConditionReason, ConditionStatus, ConditionType,
     Event, HistoryQuery, HistoryRecord, IntendedChange, IntentId, ManifestRef, ManifestStatus, ReconcileRequestEvent,
-    RecordId, Store, StoreError, FORMAT_VERSION,
+    RecordId, Store, StoreError, FORMAT_VERSION, WRITE_CHUNK,
 };
 use remedy_policies::manifest::{
     ActiveDirectoryIntent, EntraIntent, Generation, OnRelease, Origin, RemediationSpec, Target,
@@ -1081,6 +1081,57 @@ fn settle_all_settles_all_or_nothing() {
     assert_eq!(stored.iter().map(|r| r.id.0).collect::<Vec<_>>(), [2, 3, 4]);
     assert!(unsettled_ids(&store).is_empty());
     assert_eq!(store.verify_history().expect("the chain holds").records, 4);
+}
+
+#[test]
+fn a_pass_larger_than_one_transaction_is_journaled_and_settled_in_order_on_one_chain() {
+    // More intents than two chunks: written as several transactions, read back as one run.
+    let count = 2 * WRITE_CHUNK + 3;
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let store = open(dir.path());
+    let first = store.append(at(0), request("jdoe")).expect("appended");
+    let changes: Vec<IntendedChange> = (1..=count as u64).map(intended).collect();
+    let ids = store.journal_intents(&changes).expect("journaled");
+    assert_eq!(ids, (1..=count as u64).map(IntentId).collect::<Vec<_>>(), "one run of ids, in order");
+    let settle = |i: usize| (ids[i], at(10), settling_record(&changes[i], ActionOutcome::Succeeded));
+
+    // A wrong settlement in the last chunk is found before the first chunk is written.
+    let mut settlements: Vec<_> = (0..count).map(settle).collect();
+    settlements[count - 1].2.action = Action::EnableAccount;
+    let result = store.settle_all(&settlements);
+    assert!(matches!(result, Err(StoreError::IntentMismatch { intent, .. }) if intent == ids[count - 1]), "{result:?}");
+    assert_eq!(all_records(&store), std::slice::from_ref(&first), "nothing settled");
+    assert_eq!(unsettled_ids(&store).len(), count);
+
+    let settlements: Vec<_> = (0..count).map(settle).collect();
+    let stored = store.settle_all(&settlements).expect("settled");
+    assert_eq!(stored.iter().map(|r| r.id.0).collect::<Vec<_>>(), (2..=count as u64 + 1).collect::<Vec<_>>());
+    let intents: Vec<Option<IntentId>> = stored
+        .iter()
+        .map(|r| match &r.event {
+            Event::Action(record) => record.intent,
+            other => panic!("not an action: {other:?}"),
+        })
+        .collect();
+    assert_eq!(intents, ids.iter().copied().map(Some).collect::<Vec<_>>(), "each record names its intent");
+    drop(store);
+    let store = open(dir.path());
+    assert!(unsettled_ids(&store).is_empty());
+    let report = store.verify_history().expect("the chain holds across the chunks");
+    assert_eq!((report.records, report.head_hash), (count as u64 + 1, stored[count - 1].hash.clone()));
+}
+
+#[test]
+fn a_pass_worth_of_statuses_larger_than_one_batch_is_stored_whole() {
+    let count = 2 * WRITE_CHUNK + 3;
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let store = open(dir.path());
+    let statuses: Vec<ManifestStatus> = (0..count).map(|i| ManifestStatus::new(name(&format!("inc-{i:04}")))).collect();
+    assert_eq!(store.put_statuses(&statuses).expect("stored"), []);
+    assert_eq!(store.list_status().expect("listed").len(), count);
+    // The next pass leaves out the first and the last: both named, whichever chunk they were in.
+    let stale = store.put_statuses(&statuses[1..count - 1]).expect("stored");
+    assert_eq!(stale, [statuses[0].name.clone(), statuses[count - 1].name.clone()]);
 }
 
 #[test]

@@ -23,7 +23,7 @@ use super::policy::{Verdict, WorkQueue};
 use super::providers::Providers;
 use super::recovery;
 use crate::execute::{execute, reports_of, ActionReport, Outcome};
-use crate::store::{ActionOutcome, ActionRecord, Event, IntendedChange, ManifestRef, Store, StoreError};
+use crate::store::{ActionOutcome, ActionRecord, Event, IntendedChange, ManifestRef, Store, StoreError, WRITE_CHUNK};
 
 /// What a pass is given.
 pub struct PassInput<'a> {
@@ -272,13 +272,24 @@ pub async fn run_pass(
     let (unsent, now_unsent) = unsent_records(&plan, &refs, &memory.recorded_unsent);
     let unsent_outcomes: Vec<(Provider, ActionOutcome)> = unsent
         .iter()
-        .filter_map(|(_, event)| match event {
+        .filter_map(|(_, (_, event))| match event {
             Event::Action(record) => Some((record.provider, record.outcome)),
             _ => None,
         })
         .collect();
-    blocking(store, move |store| store.append_all(&unsent)).await?;
-    // Only once they are written: a pass that failed to write them writes them again.
+    // In chunks, each one transaction (see `store::WRITE_CHUNK`), and remembered only once
+    // written: a pass that failed to write some writes those again, and only those.
+    let mut unwritten: BTreeSet<String> = unsent.iter().map(|(key, _)| key.clone()).collect();
+    for chunk in unsent.chunks(WRITE_CHUNK) {
+        let events: Vec<(DateTime<Utc>, Event)> = chunk.iter().map(|(_, event)| event.clone()).collect();
+        if let Err(error) = blocking(store, move |store| store.append_all(&events)).await {
+            memory.recorded_unsent = now_unsent.difference(&unwritten).cloned().collect();
+            return Err(error);
+        }
+        for (key, _) in chunk {
+            unwritten.remove(key);
+        }
+    }
     memory.recorded_unsent = now_unsent;
     recorded.extend(unsent_outcomes);
 
@@ -429,13 +440,17 @@ fn failed_record(identity: &Identity, planned: &PlannedAction) -> ActionRecord {
     }
 }
 
+/// A history event with the key [`Memory`] remembers it by.
+type KeyedEvent = (String, (DateTime<Utc>, Event));
+
 /// Records of planned actions that were not sent (denied, held) and of blocked items, each once
-/// while it lasts: a resync that finds the same denial records nothing new.
+/// while it lasts: a resync that finds the same denial records nothing new. Each new record comes
+/// with its key; the set is every key of this plan, new or recorded before.
 fn unsent_records(
     plan: &Plan,
     refs: &impl Fn(&[ManifestName], &Cause) -> Vec<ManifestRef>,
     recorded_before: &BTreeSet<String>,
-) -> (Vec<(DateTime<Utc>, Event)>, BTreeSet<String>) {
+) -> (Vec<KeyedEvent>, BTreeSet<String>) {
     let mut seen = BTreeSet::new();
     let mut events = Vec::new();
     for identity in &plan.identities {
@@ -456,7 +471,7 @@ fn unsent_records(
             };
             let key = format!("{}\0{}\0{:?}\0{detail}", identity.identity, planned.action, record.outcome);
             if !recorded_before.contains(&key) {
-                events.push((plan.computed_at, Event::Action(record)));
+                events.push((key.clone(), (plan.computed_at, Event::Action(record))));
             }
             seen.insert(key);
         }
@@ -480,7 +495,7 @@ fn unsent_records(
                     duration_ms: 0,
                     acting_account: None,
                 };
-                events.push((plan.computed_at, Event::Action(record)));
+                events.push((key.clone(), (plan.computed_at, Event::Action(record))));
             }
             seen.insert(key);
         }

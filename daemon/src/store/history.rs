@@ -209,7 +209,9 @@ impl Store {
         Ok(record)
     }
 
-    /// Appends several events in one transaction (all or none), durably.
+    /// Appends several events in one transaction (all or none), durably. One transaction holds
+    /// what it replaces until it commits (see [`WRITE_CHUNK`](super::WRITE_CHUNK)): a caller with
+    /// many events appends them in chunks of that size, as the controller does.
     pub fn append_all(&self, events: &[(DateTime<Utc>, Event)]) -> Result<Vec<HistoryRecord>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());

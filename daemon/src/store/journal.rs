@@ -29,6 +29,7 @@
 //! - if the provider cannot be asked, leave the intent unsettled and do not plan that account
 //!   (its state is unknown) until it can.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -41,7 +42,7 @@ use sled::Transactional;
 use super::error::StoreError;
 use super::history::append_in;
 use super::record::{ActionRecord, Event, HistoryRecord, ManifestRef};
-use super::{decode, encode, id_key, layout, show_id_key, transaction_result, Store};
+use super::{decode, encode, id_key, layout, show_id_key, transaction_result, Store, WRITE_CHUNK};
 
 /// An intent's id: 1, 2, 3... never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -167,12 +168,22 @@ impl Store {
         Ok(stored)
     }
 
-    /// Journals several changes at once (one transaction, one flush): the ids, in order. Durable
-    /// when it returns; nothing is journaled when it fails.
+    /// Journals several changes: the ids, in order. Durable when it returns. The changes are
+    /// written in chunks of [`WRITE_CHUNK`], each one transaction and one flush; when a chunk
+    /// fails, the chunks before it stay journaled (the caller sends nothing, and the next
+    /// reconcile settles them from what the providers show, as after a crash), the rest are not.
     pub fn journal_intents(&self, changes: &[IntendedChange]) -> Result<Vec<IntentId>, StoreError> {
-        if changes.is_empty() {
-            return Ok(Vec::new());
+        let mut ids = Vec::with_capacity(changes.len());
+        for chunk in changes.chunks(WRITE_CHUNK) {
+            let chunk_ids = self.journal_chunk(chunk)?;
+            self.db.flush()?;
+            self.raise_watermark(None, chunk_ids.last().map(|id| id.0 + 1));
+            ids.extend(chunk_ids);
         }
+        Ok(ids)
+    }
+
+    fn journal_chunk(&self, changes: &[IntendedChange]) -> Result<Vec<IntentId>, StoreError> {
         let abort = ConflictableTransactionError::Abort;
         let result = (&self.meta, &self.journal).transaction(|(meta, journal)| {
             let first = match meta.get(layout::NEXT_INTENT_ID_KEY)? {
@@ -190,21 +201,46 @@ impl Store {
             meta.insert(layout::NEXT_INTENT_ID_KEY, encode(layout::META, &next).map_err(abort)?)?;
             Ok(ids)
         });
-        let ids = transaction_result(result)?;
-        self.db.flush()?;
-        self.raise_watermark(None, ids.last().map(|id| id.0 + 1));
-        Ok(ids)
+        transaction_result(result)
     }
 
-    /// Settles several intents in one transaction (all or none), in order; durable when it
-    /// returns. Each record must be about its intent's account, provider and action.
+    /// Settles several intents, in order; durable when it returns. Each record must be about its
+    /// intent's account, provider and action, and each intent journaled and named once: that is
+    /// checked for all of them before anything is written, and nothing is settled when it fails.
+    /// The settlements are then written in chunks of [`WRITE_CHUNK`], each one transaction (the
+    /// records appended and their intents removed together) and one flush; when a chunk fails
+    /// (a storage error), the chunks before it are settled, the rest stay journaled for the next
+    /// reconcile to settle from what the providers show.
     pub fn settle_all(
         &self,
         settlements: &[(IntentId, DateTime<Utc>, ActionRecord)],
     ) -> Result<Vec<HistoryRecord>, StoreError> {
-        if settlements.is_empty() {
-            return Ok(Vec::new());
+        let mut named = BTreeSet::new();
+        for (intent, _, record) in settlements {
+            if !named.insert(*intent) {
+                return Err(StoreError::UnknownIntent(*intent));
+            }
+            let Some(bytes) = self.journal.get(id_key(intent.0))? else {
+                return Err(StoreError::UnknownIntent(*intent));
+            };
+            let journaled: Intent =
+                decode(layout::JOURNAL, &intent.to_string(), &bytes).map_err(|e| self.with_path(e))?;
+            check_matches(&journaled, record)?;
         }
+        let mut stored = Vec::with_capacity(settlements.len());
+        for chunk in settlements.chunks(WRITE_CHUNK) {
+            let records = self.settle_chunk(chunk).map_err(|e| self.with_path(e))?;
+            self.db.flush()?;
+            self.raise_watermark(records.last().map(|r| r.id.0), None);
+            stored.extend(records);
+        }
+        Ok(stored)
+    }
+
+    fn settle_chunk(
+        &self,
+        settlements: &[(IntentId, DateTime<Utc>, ActionRecord)],
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
         let abort = ConflictableTransactionError::Abort;
         let events: Vec<(IntentId, DateTime<Utc>, Event)> = settlements
             .iter()
@@ -230,34 +266,31 @@ impl Store {
                 Ok(stored)
             },
         );
-        let stored = transaction_result(result).map_err(|e| self.with_path(e))?;
-        self.db.flush()?;
-        self.raise_watermark(stored.last().map(|r| r.id.0), None);
-        Ok(stored)
+        transaction_result(result)
     }
 
     /// Notes on journaled intents that they were sent and not confirmed, with the error; they
     /// stay unsettled for the next reconcile to settle from what the directory shows. Durable
-    /// when it returns.
+    /// when it returns. Written in chunks of [`WRITE_CHUNK`], each one transaction: a note is only
+    /// a detail for that settlement, so a failed chunk leaves the notes before it in place.
     pub fn mark_unconfirmed(&self, intents: &[(IntentId, String)]) -> Result<(), StoreError> {
-        if intents.is_empty() {
-            return Ok(());
-        }
         let abort = ConflictableTransactionError::Abort;
-        let result = self.journal.transaction(|journal| {
-            for (id, error) in intents {
-                let key = id_key(id.0);
-                let Some(bytes) = journal.get(key)? else {
-                    return Err(abort(StoreError::UnknownIntent(*id)));
-                };
-                let mut intent: Intent = decode(layout::JOURNAL, &id.to_string(), &bytes).map_err(abort)?;
-                intent.change.unconfirmed = Some(error.clone());
-                journal.insert(&key, encode(layout::JOURNAL, &intent).map_err(abort)?)?;
-            }
-            Ok(())
-        });
-        transaction_result(result)?;
-        self.db.flush()?;
+        for chunk in intents.chunks(WRITE_CHUNK) {
+            let result = self.journal.transaction(|journal| {
+                for (id, error) in chunk {
+                    let key = id_key(id.0);
+                    let Some(bytes) = journal.get(key)? else {
+                        return Err(abort(StoreError::UnknownIntent(*id)));
+                    };
+                    let mut intent: Intent = decode(layout::JOURNAL, &id.to_string(), &bytes).map_err(abort)?;
+                    intent.change.unconfirmed = Some(error.clone());
+                    journal.insert(&key, encode(layout::JOURNAL, &intent).map_err(abort)?)?;
+                }
+                Ok(())
+            });
+            transaction_result(result)?;
+            self.db.flush()?;
+        }
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
 use super::error::StoreError;
-use super::{decode, encode, layout, transaction_result, Store};
+use super::{decode, encode, layout, transaction_result, Store, WRITE_CHUNK};
 
 /// A manifest as remedy last saw it: enough to release it once it is gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,14 +152,24 @@ impl Store {
         Ok(())
     }
 
-    /// For a whole set at once (one transaction, at most one flush): records each manifest's
-    /// generation as seen at `at` (keeping an earlier time) and remembers its content; returns the
-    /// time each generation was first seen, in order.
+    /// For a whole set at once: records each manifest's generation as seen at `at` (keeping an
+    /// earlier time) and remembers its content; returns the time each generation was first seen,
+    /// in order. Written in chunks of [`WRITE_CHUNK`] manifests, each one transaction and at most
+    /// one flush (a chunk that changes nothing writes nothing); when a chunk fails, the chunks
+    /// before it are remembered, which the next call finds and keeps.
     pub fn remember_manifests(
         &self,
         manifests: &[Manifest],
         at: DateTime<Utc>,
     ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        let mut times = Vec::with_capacity(manifests.len());
+        for chunk in manifests.chunks(WRITE_CHUNK) {
+            times.extend(self.remember_chunk(chunk, at)?);
+        }
+        Ok(times)
+    }
+
+    fn remember_chunk(&self, manifests: &[Manifest], at: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>, StoreError> {
         let abort = ConflictableTransactionError::Abort;
         let prepared: Vec<(Vec<u8>, String, Vec<u8>)> = manifests
             .iter()
