@@ -8,7 +8,7 @@
 //! Status is not flushed on every write: it is derived again at every reconcile, and sled's
 //! background flush (500 ms) is enough for it.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use remedy_policies::manifest::Generation;
@@ -194,25 +194,37 @@ impl Store {
 
     /// Stores the statuses of a whole pass (each keeping its stored transition times, as
     /// [`Store::put_status`] does), and returns the names of the stored statuses that are not
-    /// among them. One read of the tree and one batch per [`WRITE_CHUNK`] statuses, instead of a
-    /// transaction per manifest: a converged pass over 10,000 manifests writes 10,000 statuses.
-    /// The controller is the only writer of statuses, so nothing changes between the read and the
-    /// batches. Each batch is atomic; a reader may see one pass's statuses land chunk by chunk.
+    /// among them. One batch per [`WRITE_CHUNK`] statuses instead of a transaction per manifest:
+    /// a converged pass over 10,000 manifests writes 10,000 statuses. The previous statuses are
+    /// read one chunk at a time, not all at once. The controller is the only writer of statuses,
+    /// so nothing changes between the reads and the batches. Each batch is atomic; a reader may
+    /// see one pass's statuses land chunk by chunk.
     pub fn put_statuses(&self, statuses: &[ManifestStatus]) -> Result<Vec<ManifestName>, StoreError> {
-        let mut previous: BTreeMap<ManifestName, ManifestStatus> =
-            self.list_status()?.into_iter().map(|s| (s.name.clone(), s)).collect();
         for chunk in statuses.chunks(WRITE_CHUNK) {
             let mut batch = sled::Batch::default();
             for status in chunk {
+                let key = status.name.as_str();
                 let mut stored = status.clone();
-                if let Some(before) = previous.remove(&status.name) {
-                    stored.carry_transition_times(&before);
+                if let Some(bytes) = self.status.get(key)? {
+                    stored.carry_transition_times(&decode(layout::STATUS, key, &bytes)?);
                 }
-                batch.insert(status.name.as_str(), encode(layout::STATUS, &stored)?);
+                batch.insert(key, encode(layout::STATUS, &stored)?);
             }
             self.status.apply_batch(batch)?;
         }
-        Ok(previous.into_keys().collect())
+        let written: BTreeSet<&str> = statuses.iter().map(|s| s.name.as_str()).collect();
+        let mut stale = Vec::new();
+        for key in self.status.iter().keys() {
+            let key = key?;
+            let name = String::from_utf8_lossy(&key);
+            if !written.contains(name.as_ref()) {
+                stale.push(ManifestName::new(name.as_ref()).map_err(|error| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("{}: a key that is not a manifest name: {error}", layout::STATUS),
+                })?);
+            }
+        }
+        Ok(stale)
     }
 
     pub fn get_status(&self, name: &ManifestName) -> Result<Option<ManifestStatus>, StoreError> {
