@@ -970,6 +970,11 @@ fn recorded_changes_are_remedys_own_changes_per_identity() {
     assert_eq!(store.all_recorded_changes().expect("read").len(), 6);
 }
 
+/// The records of `ids`, read back from the store.
+fn read_back(store: &Store, ids: Vec<RecordId>) -> Vec<HistoryRecord> {
+    ids.into_iter().map(|id| store.history_record(id).expect("read").expect("stored")).collect()
+}
+
 fn unsettled_ids(store: &Store) -> Vec<u64> {
     store.unsettled().expect("the journal").iter().map(|intent| intent.id.0).collect()
 }
@@ -1009,7 +1014,7 @@ fn settle_all_appends_one_record_per_intent_in_order() {
     let outcomes = [Succeeded, Failed, Succeeded];
     let settlements: Vec<_> =
         (0..3).map(|i| (ids[i], at(10 + i as i64), settling_record(&changes[i], outcomes[i]))).collect();
-    let stored = store.settle_all(&settlements).expect("settled");
+    let stored = read_back(&store, store.settle_all(&settlements).expect("settled"));
 
     assert_eq!(stored.iter().map(|r| r.id.0).collect::<Vec<_>>(), [2, 3, 4]);
     for (record, (intent, when, action)) in stored.iter().zip(&settlements) {
@@ -1077,7 +1082,7 @@ fn settle_all_settles_all_or_nothing() {
     drop(store);
     let store = open(dir.path());
     unchanged(&store, "after a restart");
-    let stored = store.settle_all(&[settle(0), settle(1), settle(2)]).expect("settled");
+    let stored = read_back(&store, store.settle_all(&[settle(0), settle(1), settle(2)]).expect("settled"));
     assert_eq!(stored.iter().map(|r| r.id.0).collect::<Vec<_>>(), [2, 3, 4]);
     assert!(unsettled_ids(&store).is_empty());
     assert_eq!(store.verify_history().expect("the chain holds").records, 4);
@@ -1104,7 +1109,7 @@ fn a_pass_larger_than_one_transaction_is_journaled_and_settled_in_order_on_one_c
     assert_eq!(unsettled_ids(&store).len(), count);
 
     let settlements: Vec<_> = (0..count).map(settle).collect();
-    let stored = store.settle_all(&settlements).expect("settled");
+    let stored = read_back(&store, store.settle_all(&settlements).expect("settled"));
     assert_eq!(stored.iter().map(|r| r.id.0).collect::<Vec<_>>(), (2..=count as u64 + 1).collect::<Vec<_>>());
     let intents: Vec<Option<IntentId>> = stored
         .iter()

@@ -41,7 +41,7 @@ use sled::Transactional;
 
 use super::error::StoreError;
 use super::history::append_in;
-use super::record::{ActionRecord, Event, HistoryRecord, ManifestRef};
+use super::record::{ActionRecord, Event, HistoryRecord, ManifestRef, RecordId};
 use super::{decode, encode, id_key, layout, show_id_key, transaction_result, Store, WRITE_CHUNK};
 
 /// An intent's id: 1, 2, 3... never reused.
@@ -204,7 +204,9 @@ impl Store {
         transaction_result(result)
     }
 
-    /// Settles several intents, in order; durable when it returns. Each record must be about its
+    /// Settles several intents, in order, and returns the ids of their records (the records
+    /// themselves can be read back: a pass of 10,000 settlements does not hold them twice);
+    /// durable when it returns. Each record must be about its
     /// intent's account, provider and action, and each intent journaled and named once: that is
     /// checked for all of them before anything is written, and nothing is settled when it fails.
     /// The settlements are then written in chunks of [`WRITE_CHUNK`], each one transaction (the
@@ -214,7 +216,7 @@ impl Store {
     pub fn settle_all(
         &self,
         settlements: &[(IntentId, DateTime<Utc>, ActionRecord)],
-    ) -> Result<Vec<HistoryRecord>, StoreError> {
+    ) -> Result<Vec<RecordId>, StoreError> {
         let mut named = BTreeSet::new();
         for (intent, _, record) in settlements {
             if !named.insert(*intent) {
@@ -231,7 +233,7 @@ impl Store {
         for chunk in settlements.chunks(WRITE_CHUNK) {
             let records = self.settle_chunk(chunk).map_err(|e| self.with_path(e))?;
             self.db.flush()?;
-            self.raise_watermark(records.last().map(|r| r.id.0), None);
+            self.raise_watermark(records.last().map(|id| id.0), None);
             stored.extend(records);
         }
         Ok(stored)
@@ -240,7 +242,7 @@ impl Store {
     fn settle_chunk(
         &self,
         settlements: &[(IntentId, DateTime<Utc>, ActionRecord)],
-    ) -> Result<Vec<HistoryRecord>, StoreError> {
+    ) -> Result<Vec<RecordId>, StoreError> {
         let abort = ConflictableTransactionError::Abort;
         let events: Vec<(IntentId, DateTime<Utc>, Event)> = settlements
             .iter()
@@ -261,7 +263,7 @@ impl Store {
                     if let Event::Action(record) = event {
                         check_matches(&journaled, record).map_err(abort)?;
                     }
-                    stored.push(append_in(history, changes, meta, *at, event)?);
+                    stored.push(append_in(history, changes, meta, *at, event)?.id);
                 }
                 Ok(stored)
             },
