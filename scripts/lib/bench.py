@@ -5,7 +5,7 @@ in the same run, against the Samba AD DC of scripts/samba-dc (eval "$(scripts/sa
     bench.py scale      --remedy BIN --out DIR [--users N] [--rounds R] [--keep]
     bench.py latency    --remedy BIN --out DIR [--commits N] [--keep] [--seed S]
     bench.py samba-tool --remedy BIN --out DIR [--users N] [--keep]
-    bench.py cargo      --out DIR --name ad|entra --file OUTPUT.md    (records a cargo bench's output)
+    bench.py cargo      --out DIR --name ad|entra|store_memory --file OUTPUT.md    (records a cargo bench's output)
     bench.py report     --out DIR                                      (rewrites DIR/results.md)
     bench.py dcwatch                                                   (run by /usr/bin/python3, see DcWatch)
 
@@ -877,7 +877,7 @@ def cmd_cargo(args):
     else:
         match = re.search(r"ratio: ([0-9.]+)x", text)
         if not match:
-            raise Failure(f"no ratio in the output of the entra bench ({args.file})")
+            raise Failure(f"no ratio in the output of the {args.name} bench ({args.file})")
         result["ratio"] = float(match.group(1))
     record(args.name, result, args)
 
@@ -904,6 +904,8 @@ FIGURES = [
     ("entra", "Entra ID: batched vs one at a time (`cargo bench --bench entra`)", table_cargo, "aim: ≥ 15×"),
     ("samba-tool", "What an administrator would otherwise use: `samba-tool user disable` in a shell loop",
      table_samba_tool, ""),
+    ("store_memory", "Store memory: settling a large pass in chunks vs one sled transaction "
+     "(`cargo bench --bench store_memory`)", table_cargo, ""),
 ]
 
 
@@ -1019,7 +1021,7 @@ def main():
             p.add_argument("--users", type=int, default=500)
     p = sub.add_parser("cargo")
     p.add_argument("--out", required=True)
-    p.add_argument("--name", choices=("ad", "entra"), required=True)
+    p.add_argument("--name", choices=("ad", "entra", "store_memory"), required=True)
     p.add_argument("--file", required=True)
     p.add_argument("--argv", default="")
     p.add_argument("--smoke", action="store_true")

@@ -114,9 +114,9 @@ const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 ///
 /// sled 0.34 applies a transaction's (or a batch's) writes under one epoch guard, and what they
 /// replace (tree nodes, page-cache links, log buffers) is freed only once that guard is dropped:
-/// one transaction holds everything it replaced until it commits. Measured with sled alone
-/// (2026-11-30, `docs/performance.md`): settling 10,000 intents (1.2 KB records into four trees)
-/// in one transaction peaked at 204 MB of RSS; in transactions of 250, at 29 MB.
+/// one transaction holds everything it replaced until it commits. Journaling and settling 10,000
+/// actions peaked at 155 MiB of RSS as one transaction each, at 36 MiB in chunks of this size
+/// (`cargo bench -p remedy --bench store_memory`, 2026-11-30, `docs/performance.md`).
 pub const WRITE_CHUNK: usize = 256;
 
 /// The open store. Cloning is cheap (sled's handles are reference-counted) and every clone shares
