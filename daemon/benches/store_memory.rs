@@ -193,21 +193,9 @@ fn intended(i: usize) -> IntendedChange {
 
 fn record(change: &IntendedChange) -> ActionRecord {
     ActionRecord {
-        intent: None,
-        manifests: change.manifests.clone(),
-        reason: change.reason.clone(),
-        identity: change.identity.clone(),
-        resolved: change.resolved.clone(),
-        provider: change.provider,
-        action: change.action,
-        cause: change.cause.clone(),
-        before: change.before.clone(),
-        after: change.after.clone(),
-        outcome: ActionOutcome::Succeeded,
-        error: None,
-        note: None,
         duration_ms: 7,
         acting_account: Some("CN=svc-remedy,OU=Service,DC=remedy,DC=test".into()),
+        ..ActionRecord::settling(change, ActionOutcome::Succeeded, change.after.clone(), None)
     }
 }
 

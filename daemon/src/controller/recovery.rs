@@ -64,20 +64,8 @@ pub fn recheck(
         tracing::info!(intent = %intent.id, identity = %change.identity, action = %change.action, ?outcome, "settled an interrupted action from what the directory shows");
         let record = ActionRecord {
             intent: Some(intent.id),
-            manifests: change.manifests.clone(),
-            reason: change.reason.clone(),
-            identity: change.identity.clone(),
-            resolved: change.resolved.clone(),
-            provider: change.provider,
-            action: change.action,
-            cause: change.cause.clone(),
-            before: change.before.clone(),
-            after,
-            outcome,
-            error: Some(error),
-            note: None,
-            duration_ms: 0,
             acting_account: acting_account(change.provider),
+            ..ActionRecord::settling(change, outcome, after, Some(error))
         };
         recovery.settlements.push((intent.id, change.at, record));
     }

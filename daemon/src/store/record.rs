@@ -10,7 +10,7 @@ use remedy_policies::{Action, Identity, ManifestName, Provider};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::journal::IntentId;
+use super::journal::{IntendedChange, IntentId};
 use crate::execute::{ActionReport, Outcome};
 
 /// A history record's id: 1, 2, 3... in the order of appending, without gaps.
@@ -185,6 +185,34 @@ impl ActionRecord {
             note: None,
             duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
             acting_account,
+        }
+    }
+
+    /// The record that settles a journaled change: what the intent knows (account, action,
+    /// manifests, reason, before), with the outcome, the value the account shows after, and the
+    /// error. No acting account, no duration: the caller sets what it knows.
+    pub fn settling(
+        change: &IntendedChange,
+        outcome: ActionOutcome,
+        after: String,
+        error: Option<String>,
+    ) -> ActionRecord {
+        ActionRecord {
+            intent: None,
+            manifests: change.manifests.clone(),
+            reason: change.reason.clone(),
+            identity: change.identity.clone(),
+            resolved: change.resolved.clone(),
+            provider: change.provider,
+            action: change.action,
+            cause: change.cause.clone(),
+            before: change.before.clone(),
+            after,
+            outcome,
+            error,
+            note: None,
+            duration_ms: 0,
+            acting_account: None,
         }
     }
 
