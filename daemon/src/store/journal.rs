@@ -169,18 +169,48 @@ impl Store {
     }
 
     /// Journals several changes: the ids, in order. Durable when it returns. The changes are
-    /// written in chunks of [`WRITE_CHUNK`], each one transaction and one flush; when a chunk
-    /// fails, the chunks before it stay journaled (the caller sends nothing, and the next
-    /// reconcile settles them from what the providers show, as after a crash), the rest are not.
+    /// written in chunks of [`WRITE_CHUNK`], each one transaction and one flush. When a chunk
+    /// fails, the chunks before it are taken out of the journal again (nothing was sent for
+    /// them); should that fail too, they stay journaled and the next reconcile settles them from
+    /// what the providers show, as after a crash. The failed chunk itself may have been written
+    /// if only its flush failed: the same applies to it.
     pub fn journal_intents(&self, changes: &[IntendedChange]) -> Result<Vec<IntentId>, StoreError> {
         let mut ids = Vec::with_capacity(changes.len());
         for chunk in changes.chunks(WRITE_CHUNK) {
-            let chunk_ids = self.journal_chunk(chunk)?;
-            self.db.flush()?;
-            self.raise_watermark(None, chunk_ids.last().map(|id| id.0 + 1));
-            ids.extend(chunk_ids);
+            let written = self.journal_chunk(chunk).and_then(|chunk_ids| {
+                self.db.flush()?;
+                Ok(chunk_ids)
+            });
+            match written {
+                Ok(chunk_ids) => {
+                    self.raise_watermark(None, chunk_ids.last().map(|id| id.0 + 1));
+                    ids.extend(chunk_ids);
+                }
+                Err(error) => {
+                    self.withdraw_intents(&ids);
+                    return Err(error);
+                }
+            }
         }
         Ok(ids)
+    }
+
+    /// Takes intents that were never sent out of the journal again, best effort (logged when it
+    /// fails: they are then settled by the next reconcile).
+    fn withdraw_intents(&self, ids: &[IntentId]) {
+        for chunk in ids.chunks(WRITE_CHUNK) {
+            let result = self.journal.transaction(|journal| {
+                for id in chunk {
+                    journal.remove(&id_key(id.0))?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            });
+            let flushed = || self.db.flush().map(drop).map_err(StoreError::from);
+            if let Err(error) = transaction_result(result).and_then(|()| flushed()) {
+                tracing::error!(intents = chunk.len(), %error, "cannot withdraw intents that were never sent: the next reconcile settles them");
+                return;
+            }
+        }
     }
 
     fn journal_chunk(&self, changes: &[IntendedChange]) -> Result<Vec<IntentId>, StoreError> {

@@ -109,8 +109,9 @@ pub mod layout {
 /// sled's page cache: the store holds thousands of small records, not gigabytes.
 const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The most values one sled transaction or batch writes; the methods that take many values write
-/// them in chunks of this size, each chunk atomic on its own.
+/// The most values one sled transaction or batch writes; the store's methods that take many values
+/// write them in chunks of this size, each chunk atomic on its own (`append_all` is one
+/// transaction: its caller chunks it).
 ///
 /// sled 0.34 applies a transaction's (or a batch's) writes under one epoch guard, and what they
 /// replace (tree nodes, page-cache links, log buffers) is freed only once that guard is dropped:
