@@ -289,15 +289,12 @@ pub async fn run_pass(
         .collect();
     // In chunks, each one transaction (see `store::WRITE_CHUNK`), and remembered only once
     // written: a pass that failed to write some writes those again, and only those.
-    let mut unwritten: BTreeSet<String> = unsent.iter().map(|(key, _)| key.clone()).collect();
-    for chunk in unsent.chunks(WRITE_CHUNK) {
+    for (index, chunk) in unsent.chunks(WRITE_CHUNK).enumerate() {
         let events: Vec<(DateTime<Utc>, Event)> = chunk.iter().map(|(_, event)| event.clone()).collect();
         if let Err(error) = blocking(store, move |store| store.append_all(&events)).await {
-            memory.recorded_unsent = now_unsent.difference(&unwritten).cloned().collect();
+            let unwritten: BTreeSet<&String> = unsent[index * WRITE_CHUNK..].iter().map(|(key, _)| key).collect();
+            memory.recorded_unsent = now_unsent.into_iter().filter(|key| !unwritten.contains(key)).collect();
             return Err(error);
-        }
-        for (key, _) in chunk {
-            unwritten.remove(key);
         }
     }
     memory.recorded_unsent = now_unsent;
