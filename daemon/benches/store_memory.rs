@@ -7,10 +7,10 @@
 //! child process of its own on a fresh store in a temporary directory, so that each peak RSS
 //! (`VmHWM` of `/proc/self/status`) is that side's alone:
 //! - remedy: `Store::journal_intents` of N disables, then `Store::settle_all` of N records;
-//! - the baseline: sled opened with remedy's settings, the same N changes journaled in one
-//!   transaction, then settled in one transaction (each intent removed, its record appended to
-//!   the history and to a per-identity index, a chain head updated), as JSON of the same changes
-//!   and records. remedy's store also wraps each intent with its id and each record with its
+//! - the baseline: sled opened with remedy's settings and trees, the same N changes journaled in
+//!   one transaction, then settled in one transaction (each intent removed, its record appended
+//!   to the history and to the per-identity index, the chain head updated), as JSON of the same
+//!   changes and records. remedy's store also wraps each intent with its id and each record with its
 //!   chain hashes, so the baseline writes slightly less: its peak is, if anything, low.
 //!
 //! It prints both peaks and their ratio. `--actions 2000` is the CI smoke size. A benchmark: it
@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use chrono::{DateTime, TimeZone, Utc};
-use remedy::store::{ActionOutcome, ActionRecord, IntendedChange, IntentId, ManifestRef, Store};
+use remedy::store::{layout, sled_config, ActionOutcome, ActionRecord, IntendedChange, IntentId, ManifestRef, Store};
 use remedy_policies::manifest::Generation;
 use remedy_policies::plan::{Cause, Resolved};
 use remedy_policies::{Action, Identity, ManifestName, Provider};
@@ -117,22 +117,16 @@ fn remedy_side(path: &Path, changes: &[IntendedChange]) {
 
 /// The baseline: remedy's trees and values, each phase as one transaction.
 fn one_transaction_side(path: &Path, changes: &[IntendedChange]) {
-    // remedy's settings (store::open_sled).
-    let db = sled::Config::new()
-        .path(path.join("sled"))
-        .cache_capacity(64 * 1024 * 1024)
-        .mode(sled::Mode::LowSpace)
-        .flush_every_ms(Some(500))
-        .open()
-        .expect("sled opens");
+    let db = sled_config(&path.join("sled")).open().expect("sled opens");
     let tree = |name: &str| db.open_tree(name).expect("a tree");
-    let (meta, journal, history, by_identity) = (tree("meta"), tree("journal"), tree("history"), tree("changes"));
+    let (meta, journal, history, by_identity) =
+        (tree(layout::META), tree(layout::JOURNAL), tree(layout::HISTORY), tree(layout::CHANGES_BY_IDENTITY));
     (&meta, &journal)
         .transaction(|(meta, journal)| {
             for (id, change) in (1u64..).zip(changes) {
                 journal.insert(&id.to_be_bytes(), json(change))?;
             }
-            meta.insert("next_intent_id", json(&(changes.len() as u64 + 1)))?;
+            meta.insert(layout::NEXT_INTENT_ID_KEY, json(&(changes.len() as u64 + 1)))?;
             Ok::<_, ConflictableTransactionError<()>>(())
         })
         .expect("journaled");
@@ -148,7 +142,7 @@ fn one_transaction_side(path: &Path, changes: &[IntendedChange]) {
                 key.push(0);
                 key.extend_from_slice(&id.to_be_bytes());
                 by_identity.insert(key, json(&(at(), change.action)))?;
-                meta.insert("history_head", json(&(id, format!("{id:064x}"))))?;
+                meta.insert(layout::HISTORY_HEAD_KEY, json(&(id, format!("{id:064x}"))))?;
             }
             Ok::<_, ConflictableTransactionError<()>>(())
         })

@@ -359,12 +359,18 @@ fn open_sled_retrying_its_lock(path: &Path) -> Result<sled::Db, SledOpen> {
     }
 }
 
-fn open_sled(path: &Path) -> Result<sled::Db, SledOpen> {
-    let config = sled::Config::new()
+/// The sled settings remedy opens its store with. Public for tools that open a sled directory
+/// the way remedy does (the `store_memory` bench's baseline).
+pub fn sled_config(path: &Path) -> sled::Config {
+    sled::Config::new()
         .path(path)
         .cache_capacity(CACHE_CAPACITY_BYTES)
         .mode(sled::Mode::LowSpace)
-        .flush_every_ms(Some(500));
+        .flush_every_ms(Some(500))
+}
+
+fn open_sled(path: &Path) -> Result<sled::Db, SledOpen> {
+    let config = sled_config(path);
     match catch_unwind(AssertUnwindSafe(|| config.open())) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(error @ (sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)))) => {
