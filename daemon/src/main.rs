@@ -72,6 +72,12 @@ fn main() -> ExitCode {
     if !requested.contains("notify") {
         filter = filter.add_directive("notify=info".parse().expect("a valid directive"));
     }
+    // sled logs its debug and trace records from work it defers to whichever thread next
+    // touches its epoch, which can be a thread's exit, after the log writer's per-thread buffer
+    // is gone: the write then panics inside a thread-local destructor, which aborts the process
+    // (seen as `remedy serve` killed by SIGABRT on SIGTERM under REMEDY_LOG=trace). So sled
+    // never gets more than info, even when asked for by name.
+    filter = filter.add_directive("sled=info".parse().expect("a valid directive"));
     let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
     match args.log_format {
         LogFormat::Text => logs.init(),

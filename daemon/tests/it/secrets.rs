@@ -168,7 +168,12 @@ impl Serve {
             .unwrap_or_else(|_| panic!("remedy serve did not stop within 20 s of SIGTERM:\n{}", self.log()))
             .expect("wait");
         assert!(status.success(), "remedy serve exits 0 on SIGTERM ({status}):\n{}", self.log());
-        self.log()
+        // Under REMEDY_LOG=trace too: sled's debug and trace records could abort it on exit.
+        let log = self.log();
+        let sled_below_info =
+            log.lines().find(|l| l.contains("sled::") && (l.contains("TRACE") || l.contains("DEBUG")));
+        assert_eq!(sled_below_info, None, "sled is held at info whatever REMEDY_LOG says");
+        log
     }
 }
 
