@@ -178,7 +178,11 @@ pub struct Guardrails {
     /// protected, whatever this list says.
     #[serde(default = "default_protected_accounts")]
     pub protected_accounts: Vec<String>,
-    /// Members of these groups (by CN or DN) are never touched; adminCount=1 counts as membership.
+    /// Groups whose members are never touched, by SID, DN, sAMAccountName or CN, in addition to the
+    /// AdminSDHolder set ([`crate::privilege::PROTECTED_DOMAIN_RIDS`] and
+    /// [`crate::privilege::PROTECTED_BUILTIN_RIDS`], matched by SID whatever they are called),
+    /// which is always protected. Membership counts nested and through the primary group;
+    /// adminCount=1 counts as membership.
     #[serde(default = "default_protected_groups")]
     pub protected_groups: Vec<String>,
     /// Base DNs under which remedy may change AD accounts. Required: there is no "everywhere".
@@ -202,7 +206,7 @@ fn default_protected_accounts() -> Vec<String> {
 }
 
 fn default_protected_groups() -> Vec<String> {
-    ["Domain Admins", "Enterprise Admins", "Schema Admins", "Administrators"].into_iter().map(str::to_owned).collect()
+    Vec::new()
 }
 
 fn default_max_changes() -> usize {
@@ -421,7 +425,12 @@ mod tests {
     fn defaults_are_safe() {
         let config = Config::from_yaml("remedy.yaml", MINIMAL).unwrap();
         assert_eq!(config.guardrails.max_changes_per_reconcile, 25);
-        assert!(config.guardrails.protected_groups.iter().any(|g| g == "Domain Admins"));
+        // The AdminSDHolder set needs no configuration: protectedGroups only adds to it.
+        assert!(config.guardrails.protected_groups.is_empty());
+        assert!(crate::privilege::PROTECTED_DOMAIN_RIDS
+            .iter()
+            .any(|(rid, name)| *rid == 512 && *name == "Domain Admins"));
+        assert!(crate::privilege::PROTECTED_BUILTIN_RIDS.iter().any(|(rid, _)| *rid == 544));
         assert!(config.guardrails.protected_accounts.iter().any(|g| g == "krbtgt"));
     }
 

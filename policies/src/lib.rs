@@ -14,6 +14,7 @@ pub mod observed;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod plan;
+pub mod privilege;
 
 pub use action::{Action, Provider};
 pub use diagnostic::{Diagnostic, Severity};

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::identity::Identity;
+pub use crate::privilege::AdGroup;
 
 /// userAccountControl bits remedy reads or writes.
 pub mod uac {
@@ -109,6 +110,10 @@ pub struct AdAccount {
     /// Group DNs the account belongs to (direct, and transitive where the provider resolved them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub member_of: Vec<String>,
+    /// primaryGroupID: the RID of the account's primary group (513, Domain Users, as a rule), a
+    /// membership that `memberOf` does not show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_group_id: Option<u32>,
     /// adminCount=1: the account is, or was, protected by AdminSDHolder.
     #[serde(default)]
     pub admin_count: bool,
@@ -271,6 +276,11 @@ fn is_not_configured<T>(view: &ProviderView<T>) -> bool {
 pub struct ObservedState {
     #[serde(default)]
     pub accounts: BTreeMap<Identity, Observation>,
+    /// The protected groups and every group nested in them, as read from the DC (see
+    /// [`crate::privilege`]). `None` when they were not read (an offline snapshot without them):
+    /// protection is then judged from each account's own `memberOf` and `primaryGroupID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged_groups: Option<Vec<AdGroup>>,
 }
 
 impl ObservedState {
@@ -331,6 +341,7 @@ accounts:
             pwd_last_set: PasswordLastSet::Zero,
             user_account_control_computed: 0,
             member_of: vec![],
+            primary_group_id: None,
             admin_count: false,
             when_changed: None,
             usn_changed: None,

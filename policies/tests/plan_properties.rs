@@ -99,6 +99,7 @@ fn ad_account(i: usize) -> impl Strategy<Value = AdAccount> {
                 pwd_last_set,
                 user_account_control_computed: if expired { uac::PASSWORD_EXPIRED } else { 0 },
                 member_of,
+                primary_group_id: Some(513),
                 admin_count,
                 when_changed: None,
                 usn_changed: None,
@@ -152,7 +153,7 @@ fn observed_state() -> impl Strategy<Value = ObservedState> {
             accounts.insert(sam(i), observation.clone());
             accounts.insert(upn(i), observation);
         }
-        ObservedState { accounts }
+        ObservedState { accounts, privileged_groups: None }
     })
 }
 

@@ -12,12 +12,14 @@ use ldap3::{
 };
 use remedy_policies::action::Provider;
 use remedy_policies::config::ActiveDirectoryConfig;
-use remedy_policies::observed::{uac, AdAccount, PasswordLastSet, ProviderView};
+use remedy_policies::observed::{uac, AdAccount, AdGroup, PasswordLastSet, ProviderView};
+use remedy_policies::privilege::{self, GroupName};
 use remedy_policies::{Action, Identity};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::entry::{account_from_entry, ATTRIBUTES};
+use super::codec::{escape_filter_bytes, escape_filter_value, sid_from_bytes, sid_to_bytes};
+use super::entry::{account_from_entry, raw_values, texts, ATTRIBUTES};
 use super::error::AdError;
 use super::pool::{Lease, Pool, Target};
 use super::resolve::{guids_filter, resolve, users_filter, CHUNK_SIZE};
@@ -54,6 +56,11 @@ struct Inner {
     chunk_size: AtomicUsize,
     pages: Arc<AtomicU64>,
     read_backs: Mutex<ReadBacks>,
+    /// The DC's default naming context (the domain's root DN), read once: protected groups live
+    /// there (CN=Users, CN=Builtin), whatever `baseDn` narrows the user search to.
+    naming_context: tokio::sync::OnceCell<String>,
+    /// `guardrails.protectedGroups`: looked up with the AdminSDHolder set.
+    protected_groups: Vec<String>,
 }
 
 /// Accounts waiting to be read back after a write; see [`Inner::read_back`].
@@ -146,6 +153,8 @@ impl LdapDirectory {
             chunk_size: AtomicUsize::new(CHUNK_SIZE),
             pages: Arc::new(AtomicU64::new(0)),
             read_backs: Mutex::new(ReadBacks::default()),
+            naming_context: tokio::sync::OnceCell::new(),
+            protected_groups: Vec::new(),
         };
         // The first connection alone: a wrong password fails once, not once per connection.
         drop(inner.pool.lease().await?);
@@ -153,6 +162,16 @@ impl LdapDirectory {
         drop(futures::future::try_join_all(others).await?);
         tracing::info!(url = %url, bind_user = %config.bind_user, base_dn = %config.base_dn, connections = inner.connections, "connected to Active Directory");
         Ok(LdapDirectory { inner: Arc::new(inner) })
+    }
+
+    /// Also protects the members of these groups (`guardrails.protectedGroups`: SIDs, DNs or
+    /// names), beside the AdminSDHolder set, which is always read.
+    pub fn with_protected_groups(mut self, groups: &[String]) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.protected_groups = groups.to_vec(),
+            None => unreachable!("with_protected_groups is called on a directory no one shares yet"),
+        }
+        self
     }
 
     /// Identities per search (default [`CHUNK_SIZE`]); for tests and benchmarks.
@@ -231,6 +250,96 @@ impl Inner {
             })
             .await?;
         self.decode(entries)
+    }
+
+    /// A paged subtree search of any objects (entries only; continuation references skipped).
+    async fn search_paged(&self, base: &str, filter: &str, attributes: &[&str]) -> Result<Vec<SearchEntry>, AdError> {
+        let page_size = self.page_size;
+        let timeout = self.pool.target.operation_timeout;
+        let pages = self.pages.clone();
+        let mut lease = self.pool.lease().await?;
+        self.pool.counters.searches.fetch_add(1, Ordering::Relaxed);
+        let entries = lease
+            .run("search", Some(base), |mut ldap| async move {
+                let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> =
+                    vec![Box::new(PagedResults::new(page_size as i32)), Box::new(PageCounter(pages))];
+                let mut stream = ldap
+                    .with_timeout(timeout)
+                    .streaming_search_with(adapters, base, Scope::Subtree, filter, attributes.to_vec())
+                    .await?;
+                let mut entries = Vec::new();
+                while let Some(entry) = stream.next().await? {
+                    if !entry.is_ref() && !entry.is_intermediate() {
+                        entries.push(SearchEntry::construct(entry));
+                    }
+                }
+                stream.finish().await.success()?;
+                Ok(entries)
+            })
+            .await?;
+        self.pool.counters.entries.fetch_add(entries.len() as u64, Ordering::Relaxed);
+        Ok(entries)
+    }
+
+    /// The domain's root DN, from the rootDSE's `defaultNamingContext` (read once).
+    async fn naming_context(&self) -> Result<&str, AdError> {
+        let context = self
+            .naming_context
+            .get_or_try_init(|| async {
+                let timeout = self.pool.target.operation_timeout;
+                let mut lease = self.pool.lease().await?;
+                let entries = lease
+                    .run("search", Some(""), |mut ldap| async move {
+                        let SearchResult(entries, result) = ldap
+                            .with_timeout(timeout)
+                            .search("", Scope::Base, "(objectClass=*)", vec!["defaultNamingContext"])
+                            .await?;
+                        result.success().map(|_| entries)
+                    })
+                    .await?;
+                entries
+                    .into_iter()
+                    .map(SearchEntry::construct)
+                    .find_map(|entry| entry.attrs.get("defaultNamingContext").and_then(|v| v.first().cloned()))
+                    .ok_or_else(|| AdError::Decode {
+                        dn: String::new(),
+                        attribute: "defaultNamingContext",
+                        message: "the rootDSE does not name the domain's naming context".to_owned(),
+                    })
+            })
+            .await?;
+        Ok(context)
+    }
+
+    /// The protected groups of the accounts' domains (the AdminSDHolder set by SID, and the
+    /// configured ones) and every group nested in them at any depth, each with its direct
+    /// `memberOf`: two searches, whatever the number of accounts. None for no account.
+    async fn privileged_groups(&self, accounts: &[&AdAccount]) -> Result<Vec<AdGroup>, AdError> {
+        let mut domains: Vec<&str> = accounts.iter().filter_map(|a| privilege::domain_sid(&a.object_sid)).collect();
+        domains.sort_unstable();
+        domains.dedup();
+        if domains.is_empty() {
+            return Ok(Vec::new());
+        }
+        let base = self.naming_context().await?.to_owned();
+        let roots = self
+            .search_paged(&base, &protected_groups_filter(&domains, &self.protected_groups), &GROUP_ATTRIBUTES)
+            .await?;
+        let mut groups = roots.iter().map(group_from_entry).collect::<Result<Vec<_>, _>>()?;
+        if !groups.is_empty() {
+            let nested: String =
+                groups.iter().map(|g| format!("(memberOf:{IN_CHAIN}:={})", escape_filter_value(&g.dn))).collect();
+            let filter = format!("(&(objectClass=group)(|{nested}))");
+            for entry in self.search_paged(&base, &filter, &GROUP_ATTRIBUTES).await? {
+                let group = group_from_entry(&entry)?;
+                if !groups.iter().any(|g| g.dn.eq_ignore_ascii_case(&group.dn)) {
+                    groups.push(group);
+                }
+            }
+        }
+        groups.sort_by(|a, b| a.dn.cmp(&b.dn));
+        tracing::debug!(groups = groups.len(), "read the protected groups and the groups nested in them");
+        Ok(groups)
     }
 
     fn decode(&self, entries: Vec<ResultEntry>) -> Result<Vec<AdAccount>, AdError> {
@@ -448,6 +557,13 @@ impl AdDirectory for LdapDirectory {
         Ok(views)
     }
 
+    async fn privileged_groups(&self, accounts: &[&AdAccount]) -> Result<Vec<AdGroup>, AdError> {
+        self.inner
+            .privileged_groups(accounts)
+            .await
+            .inspect_err(|error| tracing::warn!(error = %error, "cannot read the protected groups"))
+    }
+
     async fn apply(&self, account: &AdAccount, action: Action, now: DateTime<Utc>) -> Result<AdChange, AdError> {
         let result = self.inner.apply_inner(account, action, now).await;
         match &result {
@@ -471,6 +587,62 @@ impl AdDirectory for LdapDirectory {
         }
         result
     }
+}
+
+/// LDAP_MATCHING_RULE_IN_CHAIN: `memberOf:1.2.840.113556.1.4.1941:=DN` matches members at any
+/// depth of nesting.
+const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
+
+/// What is read of a group.
+const GROUP_ATTRIBUTES: [&str; 3] = ["objectSid", "sAMAccountName", "memberOf"];
+
+/// Groups protected in their own right: the AdminSDHolder set of each domain (by binary SID, so a
+/// renamed or localized group is found) and the builtin domain, and `protectedGroups` entries by
+/// SID, DN, sAMAccountName or CN.
+fn protected_groups_filter(domains: &[&str], configured: &[String]) -> String {
+    let sid_clause = |sid: &str| sid_to_bytes(sid).map(|bytes| format!("(objectSid={})", escape_filter_bytes(&bytes)));
+    let mut clauses: Vec<String> = Vec::new();
+    for domain in domains {
+        clauses.extend(
+            privilege::PROTECTED_DOMAIN_RIDS.iter().filter_map(|(rid, _)| sid_clause(&format!("{domain}-{rid}"))),
+        );
+    }
+    clauses.extend(
+        privilege::PROTECTED_BUILTIN_RIDS
+            .iter()
+            .filter_map(|(rid, _)| sid_clause(&format!("{}-{rid}", privilege::BUILTIN_DOMAIN_SID))),
+    );
+    for entry in configured {
+        match GroupName::parse(entry) {
+            GroupName::Sid(sid) => clauses.extend(sid_clause(sid)),
+            GroupName::Dn(dn) => clauses.push(format!("(distinguishedName={})", escape_filter_value(dn))),
+            GroupName::Name(name) => {
+                let name = escape_filter_value(name);
+                clauses.push(format!("(sAMAccountName={name})(cn={name})"));
+            }
+        }
+    }
+    format!("(&(objectClass=group)(|{}))", clauses.concat())
+}
+
+fn group_from_entry(entry: &SearchEntry) -> Result<AdGroup, AdError> {
+    let decode_error = |attribute: &'static str, message: &str| AdError::Decode {
+        dn: entry.dn.clone(),
+        attribute,
+        message: message.to_owned(),
+    };
+    let sid = raw_values(entry, "objectSid")
+        .first()
+        .and_then(|b| sid_from_bytes(b))
+        .ok_or_else(|| decode_error("objectSid", "missing or not a binary SID"))?;
+    let mut member_of = texts(entry, "memberOf");
+    member_of.sort();
+    Ok(AdGroup {
+        dn: entry.dn.clone(),
+        object_sid: sid,
+        sam_account_name: texts(entry, "sAMAccountName").into_iter().next().unwrap_or_default(),
+        member_of,
+    })
 }
 
 /// Counts result pages: it sits after ldap3's paging adapter in the chain, which sees one end of

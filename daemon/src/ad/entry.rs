@@ -8,7 +8,7 @@ use super::error::AdError;
 
 /// Every attribute an observation asks for. `msDS-User-Account-Control-Computed` is constructed:
 /// a DC returns it only when it is named.
-pub const ATTRIBUTES: [&str; 11] = [
+pub const ATTRIBUTES: [&str; 12] = [
     "objectGUID",
     "objectSid",
     "sAMAccountName",
@@ -17,6 +17,7 @@ pub const ATTRIBUTES: [&str; 11] = [
     "msDS-User-Account-Control-Computed",
     "pwdLastSet",
     "memberOf",
+    "primaryGroupID",
     "adminCount",
     "whenChanged",
     "uSNChanged",
@@ -25,7 +26,7 @@ pub const ATTRIBUTES: [&str; 11] = [
 /// Values of one attribute, by case-insensitive name. ldap3 files a value under `attrs` when it is
 /// valid UTF-8 and under `bin_attrs` otherwise, so a binary attribute (objectGUID) can land in
 /// either map depending on its bytes: both are looked at.
-fn raw_values(entry: &SearchEntry, name: &str) -> Vec<Vec<u8>> {
+pub(super) fn raw_values(entry: &SearchEntry, name: &str) -> Vec<Vec<u8>> {
     let mut values = Vec::new();
     for (key, texts) in &entry.attrs {
         if key.eq_ignore_ascii_case(name) {
@@ -40,7 +41,7 @@ fn raw_values(entry: &SearchEntry, name: &str) -> Vec<Vec<u8>> {
     values
 }
 
-fn texts(entry: &SearchEntry, name: &str) -> Vec<String> {
+pub(super) fn texts(entry: &SearchEntry, name: &str) -> Vec<String> {
     let mut values = Vec::new();
     for (key, texts) in &entry.attrs {
         // `memberOf;range=0-1499`: a DC hands out very long multi-valued attributes in ranges.
@@ -122,6 +123,12 @@ pub fn account_from_entry(entry: &SearchEntry) -> Result<AdAccount, AdError> {
         pwd_last_set,
         user_account_control_computed,
         member_of,
+        primary_group_id: match single_text(entry, "primaryGroupID") {
+            Some(text) => Some(
+                text.parse().map_err(|_| decode_error(entry, "primaryGroupID", format!("{text:?} is not a RID")))?,
+            ),
+            None => None,
+        },
         admin_count: single_text(entry, "adminCount").is_some_and(|v| v.trim() != "0"),
         when_changed,
         usn_changed,

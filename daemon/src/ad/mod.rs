@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use remedy_policies::observed::{AdAccount, ProviderView};
+use remedy_policies::observed::{AdAccount, AdGroup, ProviderView};
 use remedy_policies::{Action, Identity};
 
 pub use codec::{escape_filter_bytes, escape_filter_value, guid_to_bytes, sid_from_bytes, sid_to_bytes};
@@ -45,6 +45,11 @@ pub trait AdDirectory {
         &self,
         identities: &[Identity],
     ) -> impl Future<Output = Result<BTreeMap<Identity, ProviderView<AdAccount>>, AdError>> + Send;
+
+    /// The protected groups of the accounts' domains and every group nested in them (see
+    /// [`remedy_policies::privilege`]). An error means protection cannot be decided: nothing may
+    /// be done to these accounts.
+    fn privileged_groups(&self, accounts: &[&AdAccount]) -> impl Future<Output = Result<Vec<AdGroup>, AdError>> + Send;
 
     /// Applies one AD action to an account as observed, conditioned on that observation, and
     /// returns the account as read back once the effect is verified.

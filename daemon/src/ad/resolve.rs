@@ -104,6 +104,7 @@ mod tests {
             pwd_last_set: PasswordLastSet::Zero,
             user_account_control_computed: 0,
             member_of: vec![],
+            primary_group_id: None,
             admin_count: false,
             when_changed: None,
             usn_changed: None,

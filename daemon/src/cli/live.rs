@@ -35,7 +35,7 @@ pub async fn connect_ad(inputs: &Inputs) -> Result<Option<LdapDirectory>> {
     let directory = LdapDirectory::connect(config, config_dir)
         .await
         .with_context(|| format!("cannot connect to Active Directory at {}", config.url))?;
-    Ok(Some(directory))
+    Ok(Some(directory.with_protected_groups(&inputs.config.guardrails.protected_groups)))
 }
 
 /// Builds the Graph client, if Entra ID is configured (no request is sent yet).

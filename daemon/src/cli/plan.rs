@@ -15,7 +15,7 @@ use remedy_policies::config::Config;
 use remedy_policies::identity::Identity;
 use remedy_policies::load;
 use remedy_policies::manifest::{ManifestName, Target};
-use remedy_policies::observed::{Observation, ObservedState};
+use remedy_policies::observed::{AdGroup, Observation, ObservedState};
 use remedy_policies::plan::{
     plan, ActiveManifest, DepartedManifest, Disposition, Plan, PlanId, PlanInput, RecordedChange,
 };
@@ -48,6 +48,10 @@ pub struct PlanArgs {
 pub struct Snapshot {
     #[serde(default)]
     pub accounts: BTreeMap<Identity, Observation>,
+    /// The protected groups and the groups nested in them (see `ObservedState`); without them the
+    /// plan judges protection from each account's own memberOf and primaryGroupID.
+    #[serde(default)]
+    pub privileged_groups: Option<Vec<AdGroup>>,
     /// When remedy first saw each manifest's current generation; default: when its file was
     /// last modified.
     #[serde(default)]
@@ -146,13 +150,17 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     let now = args.now.unwrap_or_else(Utc::now);
     let snapshot = match &args.observed {
         Some(path) => read_snapshot(path, &inputs)?,
-        None => Snapshot {
-            accounts: crate::cli::live::observe(&inputs, &inputs.targets(&[]), &inputs.risk_for())?.accounts,
-            ..Snapshot::default()
-        },
+        None => {
+            let observed = crate::cli::live::observe(&inputs, &inputs.targets(&[]), &inputs.risk_for())?;
+            Snapshot {
+                accounts: observed.accounts,
+                privileged_groups: observed.privileged_groups,
+                ..Snapshot::default()
+            }
+        }
     };
     let active = inputs.active(&snapshot.effective_since, now);
-    let observed = ObservedState { accounts: snapshot.accounts };
+    let observed = ObservedState { accounts: snapshot.accounts, privileged_groups: snapshot.privileged_groups };
     let input = PlanInput {
         manifests: &active,
         departed: &snapshot.departed,

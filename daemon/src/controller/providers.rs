@@ -24,6 +24,8 @@ pub struct Providers {
     acting_ad: Option<String>,
     acting_entra: Option<String>,
     concurrency: usize,
+    /// `guardrails.protectedGroups`, for the AD provider to look up.
+    protected_groups: Vec<String>,
 }
 
 impl std::fmt::Debug for Providers {
@@ -84,6 +86,7 @@ impl Providers {
             acting_ad: config.active_directory.as_ref().map(|ad| ad.bind_user.clone()),
             acting_entra: config.entra_id.as_ref().map(|e| format!("application {}", e.client_id)),
             concurrency: config.active_directory.as_ref().map_or(1, |ad| ad.connections.max(1)),
+            protected_groups: config.guardrails.protected_groups.clone(),
         })
     }
 
@@ -96,6 +99,7 @@ impl Providers {
         }
         match LdapDirectory::connect(config, &self.config_dir).await {
             Ok(directory) => {
+                let directory = directory.with_protected_groups(&self.protected_groups);
                 if self.ad_down.take().is_some() {
                     tracing::info!(url = %config.url, "Active Directory is reachable again");
                 }

@@ -211,6 +211,70 @@ impl TestOu {
     }
 }
 
+impl TestOu {
+    /// A global security group in this OU; its sAMAccountName is `name-suffix`.
+    pub async fn add_group(&self, ldap: &mut Ldap, name: &str) -> String {
+        let sam = format!("{name}-{}", self.suffix);
+        let dn = format!("CN={sam},{}", self.dn);
+        ldap.add(
+            &dn,
+            vec![("objectClass", HashSet::from(["group"])), ("sAMAccountName", HashSet::from([sam.as_str()]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("cannot create group {dn}: {e}"));
+        dn
+    }
+}
+
+/// Adds `member` (a DN) to `group`.
+pub async fn add_member(ldap: &mut Ldap, group: &str, member: &str) {
+    ldap.modify(group, vec![Mod::Add("member", HashSet::from([member]))])
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("cannot add {member} to {group}: {e}"));
+}
+
+/// Replaces one attribute's value.
+pub async fn replace(ldap: &mut Ldap, dn: &str, attribute: &str, value: &str) {
+    ldap.modify(dn, vec![Mod::Replace(attribute, HashSet::from([value]))])
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("cannot set {attribute}={value} on {dn}: {e}"));
+}
+
+/// Sets an attribute of a shared object (outside the test's OU) for the length of a test, and puts
+/// the old value back when dropped, also when the test panics.
+pub struct Revert {
+    dn: String,
+    attribute: &'static str,
+    original: String,
+}
+
+impl Revert {
+    pub async fn set(ldap: &mut Ldap, dn: &str, attribute: &'static str, original: &str, value: &str) -> Revert {
+        replace(ldap, dn, attribute, value).await;
+        Revert { dn: dn.to_owned(), attribute, original: original.to_owned() }
+    }
+}
+
+impl Drop for Revert {
+    fn drop(&mut self) {
+        let (dn, attribute, original) = (self.dn.clone(), self.attribute, self.original.clone());
+        let reverted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            runtime.block_on(async {
+                let mut ldap = admin().await;
+                replace(&mut ldap, &dn, attribute, &original).await;
+            })
+        })
+        .join();
+        if reverted.is_err() {
+            eprintln!("warning: could not set {} back to {:?} on {}", self.attribute, self.original, self.dn);
+        }
+    }
+}
+
 /// Deletes a subtree in one request (the tree-delete control, 1.2.840.113556.1.4.805).
 pub async fn delete_tree(ldap: &mut Ldap, dn: &str) -> ldap3::result::Result<()> {
     let tree_delete = RawControl { ctype: "1.2.840.113556.1.4.805".to_owned(), crit: true, val: None };

@@ -35,11 +35,19 @@ pub struct Options {
     pub max_changes: usize,
     pub entra_users: Vec<SimUser>,
     pub with_entra: bool,
+    /// `guardrails.protectedGroups`.
+    pub protected_groups: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { resync: HOURLY, max_changes: 25, entra_users: Vec::new(), with_entra: true }
+        Options {
+            resync: HOURLY,
+            max_changes: 25,
+            entra_users: Vec::new(),
+            with_entra: true,
+            protected_groups: Vec::new(),
+        }
     }
 }
 
@@ -73,6 +81,10 @@ pub fn config_yaml(dir: &Path, manifests: &Path, options: &Options, sim_url: Opt
         env.action_password_file.display(),
         env.base_dn,
     );
+    if !options.protected_groups.is_empty() {
+        yaml =
+            yaml.replace("guardrails:\n", &format!("guardrails:\n  protectedGroups: {:?}\n", options.protected_groups));
+    }
     if let Some(url) = sim_url {
         std::fs::write(dir.join("graph.secret"), SECRET).expect("secret file");
         yaml.push_str(&format!(

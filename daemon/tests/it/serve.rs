@@ -357,3 +357,89 @@ async fn a_manifest_pointed_at_another_account_releases_the_first() {
     assert!(known.retired.is_empty(), "the old target is forgotten once released: {known:?}");
     daemon.stop().await;
 }
+
+/// Privilege however it was got, decided by the DC's own groups: two levels of nesting into
+/// Domain Admins (renamed for the test: matched by RID 512, not by name), Domain Admins as the
+/// primary group, and a group nested in a `protectedGroups` entry given by SID and renamed since.
+/// The scoped action account could disable all three here (Samba runs no SDProp); each is denied
+/// with the chain, and the DC shows nothing written. A plain user of the same OU is disabled.
+#[tokio::test]
+async fn nested_primary_group_and_renamed_admins_are_denied_with_the_chain_and_nothing_is_written() {
+    let ou = TestOu::create("serve-priv").await;
+    let mut ldap = dc::admin().await;
+    let env = dc::env();
+    let domain_admins = format!("CN=Domain Admins,CN=Users,{}", env.base_dn);
+    let ops = ou.add_group(&mut ldap, "t0ops").await;
+    let leads = ou.add_group(&mut ldap, "leads").await;
+    let vault = ou.add_group(&mut ldap, "vault").await;
+    let readers = ou.add_group(&mut ldap, "vaultrd").await;
+    dc::add_member(&mut ldap, &domain_admins, &ops).await;
+    dc::add_member(&mut ldap, &ops, &leads).await;
+    dc::add_member(&mut ldap, &vault, &readers).await;
+    let nested = ou.add_user("nested", 0x200).await;
+    let primary = ou.add_user("primary", 0x200).await;
+    let vaulted = ou.add_user("vaulted", 0x200).await;
+    let plain = ou.add_user("plain", 0x200).await;
+    dc::add_member(&mut ldap, &leads, &nested.dn).await;
+    dc::add_member(&mut ldap, &domain_admins, &primary.dn).await;
+    dc::replace(&mut ldap, &primary.dn, "primaryGroupID", "512").await;
+    dc::add_member(&mut ldap, &readers, &vaulted.dn).await;
+    let vault_sid = dc::read_user(&mut ldap, &vault).await.sid;
+    // Renamed after it was configured: only its SID still names it.
+    dc::replace(&mut ldap, &vault, "sAMAccountName", &format!("strongroom-{}", ou.suffix)).await;
+    // Domain Admins under another name (as on a localized or hardened domain), for this test only.
+    let renamed_admins = format!("Tier Zero {}", ou.suffix);
+    let revert = dc::Revert::set(&mut ldap, &domain_admins, "sAMAccountName", "Domain Admins", &renamed_admins).await;
+
+    let options = Options { with_entra: false, protected_groups: vec![vault_sid.clone()], ..Options::default() };
+    let daemon = Daemon::start(options).await;
+    for user in [&nested, &primary, &vaulted, &plain] {
+        let name = format!("inc-{}", user.sam);
+        daemon.save(&format!("{name}.yaml"), &manifest(&name, &user.sam, DISABLE));
+    }
+    let denied = |status: &remedy::store::ManifestStatus| {
+        status.condition(ConditionType::Ready).is_some_and(|c| c.reason == ConditionReason::Denied)
+    };
+    let mut messages = Vec::new();
+    for user in [&nested, &primary, &vaulted] {
+        let status = daemon.wait_status(&format!("inc-{}", user.sam), Duration::from_secs(20), denied).await;
+        messages.push(condition(&status, ConditionType::Ready).2);
+    }
+    daemon.wait_status(&format!("inc-{}", plain.sam), Duration::from_secs(20), is_ready).await;
+    drop(revert);
+
+    let chains = [
+        format!(
+            "member of {renamed_admins} (RID 512: Domain Admins, renamed) via t0ops-{s} via leads-{s}",
+            s = ou.suffix
+        ),
+        format!(
+            "member of {renamed_admins} (RID 512: Domain Admins, renamed) as its primary group (primaryGroupID 512)"
+        ),
+        format!("member of strongroom-{s} (protectedGroups names {vault_sid:?}) via vaultrd-{s}", s = ou.suffix),
+    ];
+    for ((user, message), chain) in [&nested, &primary, &vaulted].iter().zip(&messages).zip(&chains) {
+        assert!(message.contains(chain.as_str()), "{}: the status must name the chain {chain:?}: {message}", user.sam);
+        let history = daemon.history(&sam(user));
+        let denials: Vec<_> = history
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::Action(a) if a.outcome == ActionOutcome::Denied => a.error.clone(),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            denials.len() == 1 && denials[0].contains(chain.as_str()),
+            "{}: one denied record naming the chain: {denials:?}",
+            user.sam
+        );
+        assert_eq!(
+            dc::read_user(&mut ldap, &user.dn).await.user_account_control,
+            0x200,
+            "{}: nothing written",
+            user.sam
+        );
+    }
+    assert_eq!(dc::read_user(&mut ldap, &plain.dn).await.user_account_control, 0x202, "the plain user is disabled");
+    daemon.stop().await;
+}

@@ -13,6 +13,8 @@ use super::{Disposition, Guardrail};
 use crate::action::Provider;
 use crate::config::Guardrails;
 use crate::identity::Identity;
+use crate::observed::{AdGroup, ObservedState, ProviderView};
+use crate::privilege;
 
 const RID_ADMINISTRATOR: u32 = 500;
 const RID_KRBTGT: u32 = 502;
@@ -23,9 +25,9 @@ struct Denial {
     detail: String,
 }
 
-pub(super) fn judge(group: &Group<'_>, guardrails: &Guardrails, work: &mut Work) {
+pub(super) fn judge(group: &Group<'_>, guardrails: &Guardrails, observed: &ObservedState, work: &mut Work) {
     let names = Names::of(group);
-    let protections = protections(group, guardrails, &names);
+    let protections = protections(group, guardrails, observed.privileged_groups.as_deref(), &names);
     // krbtgt and the action account cannot be exempted; naming them in allowProtected changes
     // nothing, and saying "exempt from ..." about them would mislead.
     let exemption = guardrails
@@ -56,6 +58,7 @@ pub(super) fn judge(group: &Group<'_>, guardrails: &Guardrails, work: &mut Work)
             ),
         });
     let ad = protection.clone().or(out_of_scope);
+    hold_entra_while_ad_is_unavailable(group, work);
     for planned in &mut work.actions {
         let denial = match planned.provider {
             Provider::ActiveDirectory => ad.as_ref(),
@@ -64,6 +67,24 @@ pub(super) fn judge(group: &Group<'_>, guardrails: &Guardrails, work: &mut Work)
         if let Some(denial) = denial {
             planned.disposition = Disposition::Denied { guardrail: denial.guardrail, detail: denial.detail.clone() };
         }
+    }
+}
+
+/// While Active Directory cannot be asked, whether the person is protected there (an
+/// administrator, a member of a privileged group) cannot be decided: their Entra ID actions are
+/// not planned, never guessed to be allowed. The pass is retried like any provider outage.
+fn hold_entra_while_ad_is_unavailable(group: &Group<'_>, work: &mut Work) {
+    let ProviderView::Unavailable { error } = &group.ad else {
+        return;
+    };
+    let planned = work.actions.len();
+    work.actions.retain(|action| action.provider != Provider::EntraId);
+    if work.actions.len() != planned {
+        work.unavailable = true;
+        work.notes.push(format!(
+            "Entra ID actions are held while Active Directory is unavailable ({error}): whether the account \
+             is protected there cannot be decided"
+        ));
     }
 }
 
@@ -79,7 +100,12 @@ fn guardrail_name(guardrail: Guardrail) -> &'static str {
 
 /// Every protection that applies, in precedence order, each with whether allowProtected may
 /// exempt it.
-fn protections(group: &Group<'_>, guardrails: &Guardrails, names: &Names) -> Vec<(Denial, bool)> {
+fn protections(
+    group: &Group<'_>,
+    guardrails: &Guardrails,
+    privileged_groups: Option<&[AdGroup]>,
+    names: &Names,
+) -> Vec<(Denial, bool)> {
     let mut found = Vec::new();
     let account = group.ad_account();
     match account.and_then(|a| a.rid()) {
@@ -118,17 +144,8 @@ fn protections(group: &Group<'_>, guardrails: &Guardrails, names: &Names) -> Vec
         ));
     }
     if let Some(account) = account {
-        let member = account.member_of.iter().find_map(|dn| {
-            guardrails.protected_groups.iter().find(|entry| group_matches(entry, dn)).map(|entry| (dn, entry))
-        });
-        if let Some((dn, entry)) = member {
-            found.push((
-                Denial {
-                    guardrail: Guardrail::ProtectedGroup,
-                    detail: format!("member of {dn} (protectedGroups names {entry:?})"),
-                },
-                true,
-            ));
+        if let Some(chain) = privilege::protecting_chain(account, privileged_groups, &guardrails.protected_groups) {
+            found.push((Denial { guardrail: Guardrail::ProtectedGroup, detail: chain }, true));
         } else if account.admin_count {
             found.push((
                 Denial {
@@ -196,7 +213,7 @@ impl Names {
 
 /// A DN as its RDNs, each `type=value` lower-cased with whitespace around `=` and `,` removed
 /// and runs of whitespace inside values collapsed. Escaped commas (`\,`) do not split.
-pub(super) fn rdns(dn: &str) -> Vec<String> {
+pub(crate) fn rdns(dn: &str) -> Vec<String> {
     let mut parts = Vec::new();
     let mut current = String::new();
     let mut escaped = false;
@@ -236,15 +253,6 @@ pub(super) fn in_scope(dn: &str, scopes: &[String]) -> bool {
         let scope = rdns(scope);
         !scope.is_empty() && dn.ends_with(&scope)
     })
-}
-
-/// Whether a memberOf DN is the configured group: by full DN, or by the CN of its first RDN.
-fn group_matches(entry: &str, member_of: &str) -> bool {
-    let group = rdns(member_of);
-    if entry.contains('=') {
-        return group == rdns(entry);
-    }
-    group.first().and_then(|rdn| rdn.strip_prefix("cn=")).is_some_and(|cn| cn == collapse(entry))
 }
 
 #[cfg(test)]
@@ -287,6 +295,7 @@ mod tests {
             pwd_last_set: crate::observed::PasswordLastSet::Zero,
             user_account_control_computed: 0,
             member_of: vec![],
+            primary_group_id: None,
             admin_count: false,
             when_changed: None,
             usn_changed: None,
@@ -317,14 +326,5 @@ mod tests {
     #[test]
     fn escaped_commas_do_not_split() {
         assert_eq!(rdns("CN=Smith\\, John,OU=Staff"), vec!["cn=smith\\, john", "ou=staff"]);
-    }
-
-    #[test]
-    fn groups_match_by_cn_or_dn() {
-        let dn = "CN=Domain  Admins,CN=Users,DC=remedy,DC=test";
-        assert!(group_matches("domain admins", dn));
-        assert!(group_matches("CN=Domain Admins,CN=Users,DC=remedy,DC=test", dn));
-        assert!(!group_matches("Admins", dn));
-        assert!(!group_matches("Domain Admins", "OU=Domain Admins,DC=remedy,DC=test"));
     }
 }

@@ -18,6 +18,8 @@ mod guardrails;
 mod merge;
 mod release;
 
+pub(crate) use guardrails::rdns;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
@@ -377,7 +379,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         let mut work = engine::plan_group(group, &desired, input, &mut warnings);
         work.notes.splice(0..0, conflicts[known_conflicts..].iter().map(|c| format!("conflict on {}", c.describe())));
         release::plan_releases(group, input, &mut work);
-        guardrails::judge(group, input.guardrails, &mut work);
+        guardrails::judge(group, input.guardrails, input.observed, &mut work);
         engine::classify_drift(group, &desired, input, &mut work);
         identities.push((group, work));
     }
