@@ -66,7 +66,11 @@ mod millis {
     }
 }
 
-/// Applies every allowed action of `plan`. `observed` must be the state the plan was made from.
+/// Reads the wall clock: each report's `at` is the moment of its attempt, not the pass's start.
+pub type Stamp<'a> = &'a (dyn Fn() -> DateTime<Utc> + Sync);
+
+/// Applies every allowed action of `plan`. `observed` must be the state the plan was made from;
+/// `now` is the plan's time (what the actions are judged against), `stamp` dates each attempt.
 pub async fn execute<A, E>(
     plan: &Plan,
     observed: &ObservedState,
@@ -74,6 +78,7 @@ pub async fn execute<A, E>(
     entra: Option<&E>,
     concurrency: usize,
     now: DateTime<Utc>,
+    stamp: Stamp<'_>,
 ) -> Vec<ActionReport>
 where
     A: AdDirectory + Sync,
@@ -91,16 +96,16 @@ where
     let mut waiting = work.into_iter();
     let mut running = FuturesUnordered::new();
     for identity in waiting.by_ref().take(concurrency.max(1)) {
-        running.push(execute_identity(identity, observed, ad, now));
+        running.push(execute_identity(identity, observed, ad, now, stamp));
     }
     let mut reports: Vec<ActionReport> = Vec::new();
     while let Some(done) = running.next().await {
         reports.extend(done);
         if let Some(identity) = waiting.next() {
-            running.push(execute_identity(identity, observed, ad, now));
+            running.push(execute_identity(identity, observed, ad, now, stamp));
         }
     }
-    reports.extend(execute_entra(plan, observed, entra, now).await);
+    reports.extend(execute_entra(plan, observed, entra, now, stamp).await);
     reports.sort_by(|a, b| (&a.identity, a.action).cmp(&(&b.identity, b.action)));
     reports
 }
@@ -122,6 +127,7 @@ async fn execute_entra<E: EntraDirectory + Sync>(
     observed: &ObservedState,
     entra: Option<&E>,
     now: DateTime<Utc>,
+    stamp: Stamp<'_>,
 ) -> Vec<ActionReport> {
     let mut items = Vec::new();
     let mut owners = Vec::new();
@@ -135,14 +141,14 @@ async fn execute_entra<E: EntraDirectory + Sync>(
                     owners.push((identity, planned));
                 }
                 (None, _) => {
-                    reports.push(failed(identity, planned, "Entra ID is not configured".to_owned(), false, now))
+                    reports.push(failed(identity, planned, "Entra ID is not configured".to_owned(), false, stamp()))
                 }
                 (Some(_), None) => reports.push(failed(
                     identity,
                     planned,
                     format!("{} was not observed in Entra ID", identity.identity),
                     false,
-                    now,
+                    stamp(),
                 )),
             }
         }
@@ -151,6 +157,7 @@ async fn execute_entra<E: EntraDirectory + Sync>(
         return reports;
     };
     let started = Instant::now();
+    let attempted_at = stamp();
     let results = entra.apply_many(&items, now).await;
     let duration = started.elapsed();
     for ((identity, planned), result) in owners.into_iter().zip(results) {
@@ -166,11 +173,11 @@ async fn execute_entra<E: EntraDirectory + Sync>(
                 transient: false,
                 nothing_sent: false,
                 duration,
-                at: now,
+                at: attempted_at,
             },
             Err(error) => {
                 tracing::warn!(identity = %identity.identity, action = %planned.action, error = %error, "action failed");
-                failed(identity, planned, error.to_string(), error.is_transient(), now)
+                failed(identity, planned, error.to_string(), error.is_transient(), attempted_at)
             }
         };
         report.duration = duration;
@@ -184,7 +191,7 @@ fn failed(
     planned: &PlannedAction,
     error: String,
     transient: bool,
-    now: DateTime<Utc>,
+    at: DateTime<Utc>,
 ) -> ActionReport {
     ActionReport {
         identity: identity.identity.clone(),
@@ -197,7 +204,7 @@ fn failed(
         transient,
         nothing_sent: false,
         duration: Duration::ZERO,
-        at: now,
+        at,
     }
 }
 
@@ -221,6 +228,7 @@ async fn execute_identity<D: AdDirectory + Sync>(
     observed: &ObservedState,
     ad: Option<&D>,
     now: DateTime<Utc>,
+    stamp: Stamp<'_>,
 ) -> Vec<ActionReport> {
     let mut account: Option<AdAccount> =
         observed.get(&identity.identity).and_then(|o| o.active_directory.found()).cloned();
@@ -228,6 +236,7 @@ async fn execute_identity<D: AdDirectory + Sync>(
     let mut reports = Vec::new();
     for planned in identity.actions.iter().filter(|a| is_allowed_on(a, Provider::ActiveDirectory)) {
         let started = Instant::now();
+        let attempted_at = stamp();
         let report = |outcome, observed_after, error: Option<String>, transient, nothing_sent| ActionReport {
             identity: identity.identity.clone(),
             action: planned.action,
@@ -239,7 +248,7 @@ async fn execute_identity<D: AdDirectory + Sync>(
             transient,
             nothing_sent,
             duration: started.elapsed(),
-            at: now,
+            at: attempted_at,
         };
         if failed_provider.contains(&planned.provider) {
             reports.push(report(

@@ -493,9 +493,18 @@ def finish(args, daemon, users, entra, changes_ad, changes_entra, re_enabled_at,
         event = record["event"]
         if event["outcome"] in SUCCESS:
             successes[(identity_sam(event), event["action"])].append((record["at"], event["outcome"], event.get("error")))
-        elif event["outcome"] == "failed" and "interrupted by a restart" not in (event.get("error") or ""):
+        elif event["outcome"] == "not-applied":
+            # A crash is not a failure: an interrupted change the directory does not show is
+            # settled as not applied, without an error.
+            if "interrupted by a restart" not in (event.get("note") or "") or event.get("error"):
+                failures.append(f"record {record['id']}: not-applied {event['action']} on {identity_sam(event)} "
+                                f"without the interruption in its note, or with an error: {json.dumps(event)}")
+        elif event["outcome"] == "failed" and "interrupted by a restart" in (event.get("error") or ""):
+            failures.append(f"record {record['id']}: a crash recorded as a failure: {event['action']} on "
+                            f"{identity_sam(event)}: {event.get('error')}")
+        elif event["outcome"] == "failed":
             notes.append(f"record {record['id']}: {event['action']} failed on {identity_sam(event)}: {event.get('error')}")
-        elif event["outcome"] not in ("failed",):
+        else:
             failures.append(f"record {record['id']}: unexpected outcome {event['outcome']} of {event['action']} "
                             f"on {identity_sam(event)}")
     expected = {}
@@ -524,7 +533,7 @@ def finish(args, daemon, users, entra, changes_ad, changes_entra, re_enabled_at,
         error = record["event"].get("error") or ""
         if "confirmed when read again" in error:
             recovery["confirmed applied"] += 1
-        elif "interrupted by a restart" in error:
+        elif record["event"]["outcome"] == "not-applied":
             recovery["not applied (sent again)"] += 1
     result = {
         "records": len(history),
@@ -1208,11 +1217,11 @@ def cmd_dc_outage(args):
             error = e.get("error") or ""
             if "confirmed when read again" in error:
                 settled["confirmed applied"] += 1
-            elif "not applied" in error:
+            elif e["outcome"] == "not-applied":
                 settled["not applied (sent again)"] += 1
             if e["outcome"] in SUCCESS:
                 per[(identity_sam(e), e["action"])].append(r)
-            elif e["outcome"] != "failed":
+            elif e["outcome"] not in ("failed", "not-applied"):
                 failures.append(f"record {r['id']}: unexpected outcome {e['outcome']} of {e['action']} on {identity_sam(e)}")
         wanted = ["disable-account"]
         for u in users:

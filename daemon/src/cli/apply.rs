@@ -55,7 +55,7 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
         };
         let plan = plan(&input);
         let concurrency = inputs.config.active_directory.as_ref().map_or(1, |c| c.connections);
-        let reports = execute(&plan, &observed, ad.as_ref(), entra.as_ref(), concurrency, now).await;
+        let reports = execute(&plan, &observed, ad.as_ref(), entra.as_ref(), concurrency, now, &Utc::now).await;
         anyhow::Ok((plan, reports))
     })?;
     if !print_structured(args.format, &Report { plan: &plan, actions: &reports })? {

@@ -679,6 +679,7 @@ impl Controller {
             guardrails: &self.settings.guardrails,
             approvals: &self.approvals,
             now: started,
+            clock: &self.clock,
         };
         self.mark_progressing(started).await?;
         let span = tracing::info_span!("reconcile", ?trigger, manifests = self.running.len());

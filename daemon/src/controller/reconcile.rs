@@ -20,6 +20,7 @@ use remedy_policies::plan::{
 };
 use remedy_policies::{Action, Identity, Manifest, ManifestName, Provider};
 
+use super::clock::Clock;
 use super::policy::{Verdict, WorkQueue};
 use super::providers::Providers;
 use super::recovery;
@@ -38,7 +39,10 @@ pub struct PassInput<'a> {
     pub commit: Option<&'a str>,
     pub guardrails: &'a Guardrails,
     pub approvals: &'a BTreeSet<PlanId>,
+    /// When the pass started: what the plan judges against.
     pub now: DateTime<Utc>,
+    /// The wall clock: records are dated when their attempt, read-back or decision happened.
+    pub clock: &'a Clock,
 }
 
 /// What a pass did.
@@ -153,7 +157,8 @@ pub async fn run_pass(
     );
     let observed = providers.observe(&targets, &risk_for).await;
 
-    let recovery = recovery::recheck(&unsettled, &observed, |p| providers.acting_account(p));
+    let observed_at = input.clock.now();
+    let recovery = recovery::recheck(&unsettled, &observed, observed_at, |p| providers.acting_account(p));
     let recovered = recovery.settlements.len();
     let mut recorded: Vec<(Provider, ActionOutcome)> =
         recovery.settlements.iter().map(|(_, _, r)| (r.provider, r.outcome)).collect();
@@ -229,7 +234,9 @@ pub async fn run_pass(
     let ids = blocking(store, move |store| store.journal_intents(&changes)).await?;
     let mut intent_of: BTreeMap<(Identity, Action), _> = intended.into_iter().zip(ids.iter().copied()).collect();
 
-    let reports = execute(&sendable, &observed, providers.ad(), providers.entra(), providers.concurrency(), now).await;
+    let stamp = || input.clock.now();
+    let reports =
+        execute(&sendable, &observed, providers.ad(), providers.entra(), providers.concurrency(), now, &stamp).await;
 
     let by_identity: BTreeMap<&Identity, &IdentityPlan> = plan.identities.iter().map(|i| (&i.identity, i)).collect();
     let mut settlements = Vec::new();
@@ -272,14 +279,14 @@ pub async fn run_pass(
         if let Some(planned) = planned {
             let mut record = failed_record(&identity, planned);
             record.manifests = refs(&planned.provenance, &planned.cause);
-            settlements.push((intent, now, record));
+            settlements.push((intent, input.clock.now(), record));
         }
     }
     recorded.extend(settlements.iter().map(|(_, _, r)| (r.provider, r.outcome)));
     blocking(store, move |store| store.settle_all(&settlements)).await?;
     blocking(store, move |store| store.mark_unconfirmed(&unconfirmed)).await?;
 
-    let (unsent, now_unsent) = unsent_records(&plan, &refs, &memory.recorded_unsent);
+    let (unsent, now_unsent) = unsent_records(&plan, input.clock.now(), &refs, &memory.recorded_unsent);
     let unsent_outcomes: Vec<(Provider, ActionOutcome)> = unsent
         .iter()
         .filter_map(|(_, (_, event))| match event {
@@ -455,6 +462,7 @@ type KeyedEvent = (String, (DateTime<Utc>, Event));
 /// with its key; the set is every key of this plan, new or recorded before.
 fn unsent_records(
     plan: &Plan,
+    decided_at: DateTime<Utc>,
     refs: &impl Fn(&[ManifestName], &Cause) -> Vec<ManifestRef>,
     recorded_before: &BTreeSet<String>,
 ) -> (Vec<KeyedEvent>, BTreeSet<String>) {
@@ -478,7 +486,7 @@ fn unsent_records(
             };
             let key = format!("{}\0{}\0{:?}\0{detail}", identity.identity, planned.action, record.outcome);
             if !recorded_before.contains(&key) {
-                events.push((key.clone(), (plan.computed_at, Event::Action(record))));
+                events.push((key.clone(), (decided_at, Event::Action(record))));
             }
             seen.insert(key);
         }
@@ -502,7 +510,7 @@ fn unsent_records(
                     duration_ms: 0,
                     acting_account: None,
                 };
-                events.push((key.clone(), (plan.computed_at, Event::Action(record))));
+                events.push((key.clone(), (decided_at, Event::Action(record))));
             }
             seen.insert(key);
         }

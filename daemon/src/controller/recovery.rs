@@ -23,10 +23,12 @@ pub struct Recovery {
     pub deferred: BTreeSet<Identity>,
 }
 
-/// Decides each unsettled intent from `observed`, which must have been observed after the crash.
+/// Decides each unsettled intent from `observed`, which must have been observed after the crash
+/// (at `observed_at`).
 pub fn recheck(
     intents: &[Intent],
     observed: &ObservedState,
+    observed_at: DateTime<Utc>,
     acting_account: impl Fn(Provider) -> Option<String>,
 ) -> Recovery {
     let mut recovery = Recovery::default();
@@ -41,7 +43,7 @@ pub fn recheck(
                 judge(observation.map(|o| &o.entra_id), |user| entra_effect_holds(change.action, user, change.at))
             }
         };
-        let (outcome, after, error) = match verdict {
+        let (outcome, before, after, error, note) = match verdict {
             Judgement::Unknown(why) => {
                 tracing::warn!(intent = %intent.id, identity = %change.identity, action = %change.action, %why, "an unconfirmed action cannot be checked yet");
                 recovery.deferred.insert(change.identity.clone());
@@ -49,25 +51,40 @@ pub fn recheck(
             }
             Judgement::Holds(after) => (
                 ActionOutcome::confirmed(&change.cause),
+                change.before.clone(),
                 after,
-                format!("{}; the directory shows its effect: confirmed when read again", interrupted(change)),
+                Some(format!("{}; the directory shows its effect: confirmed when read again", interrupted(change))),
+                None,
             ),
+            // Nothing changed: the record shows the value as it is, before and after, and says why.
             Judgement::DoesNotHold(now) => (
-                ActionOutcome::Failed,
+                ActionOutcome::NotApplied,
+                now.clone(),
                 now,
-                format!("{}; the directory does not show its effect: not applied", interrupted(change)),
+                None,
+                Some(format!(
+                    "{}; the directory does not show its effect: not applied, and planned again from what it shows",
+                    interrupted(change)
+                )),
             ),
-            Judgement::Gone(why) => {
-                (ActionOutcome::Failed, change.before.clone(), format!("{}; {why}", interrupted(change)))
-            }
+            Judgement::Gone(why) => (
+                ActionOutcome::Failed,
+                change.before.clone(),
+                change.before.clone(),
+                Some(format!("{}; {why}", interrupted(change))),
+                None,
+            ),
         };
         tracing::info!(intent = %intent.id, identity = %change.identity, action = %change.action, ?outcome, "settled an interrupted action from what the directory shows");
         let record = ActionRecord {
             intent: Some(intent.id),
             acting_account: acting_account(change.provider),
-            ..ActionRecord::settling(change, outcome, after, Some(error))
+            before,
+            note,
+            ..ActionRecord::settling(change, outcome, after, error)
         };
-        recovery.settlements.push((intent.id, change.at, record));
+        // Dated when the directory was read again: that is when the outcome became known.
+        recovery.settlements.push((intent.id, observed_at, record));
     }
     recovery
 }

@@ -23,9 +23,10 @@
 //! - if the observed value shows the intended effect (`after`), settle it as succeeded (or
 //!   drift-corrected / restored, by its cause) with `after` as observed, and an error text saying it
 //!   was confirmed after a restart;
-//! - if it does not, settle it as failed ("interrupted by a restart before it was confirmed; not
-//!   applied"): the next reconcile plans from what it observes, as always, and sends it again if it
-//!   is still wanted, under a new intent;
+//! - if it does not, settle it as not applied (`not-applied`, no error: an interruption is not a
+//!   failure; the record shows the value as observed, before and after, and a note saying why):
+//!   the next reconcile plans from what it observes, as always, and sends it again if it is still
+//!   wanted, under a new intent;
 //! - if the provider cannot be asked, leave the intent unsettled and do not plan that account
 //!   (its state is unknown) until it can.
 

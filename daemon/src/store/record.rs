@@ -101,6 +101,10 @@ pub enum ActionOutcome {
     DriftCorrected,
     /// Sent and confirmed, undoing remedy's change for a released manifest.
     Restored,
+    /// Interrupted (a crash, or a send whose answer was lost) and, as the directory shows when
+    /// read again, never applied. Not a failure: the account is planned again from what the
+    /// directory shows, and the change is sent under a new intent if it is still wanted.
+    NotApplied,
 }
 
 impl ActionOutcome {
