@@ -28,6 +28,9 @@ pub struct Subject<'a> {
     pub invalid: Option<&'a [String]>,
     /// Its accounts in the pass's plan ([`PassResult::identities_by_manifest`]).
     pub identities: &'a [&'a IdentityPlan],
+    /// It asks for nothing any more (expired, or deleted): once nothing stands in the way, its
+    /// status is `Released` in the pass that released it, whatever other manifests still hold.
+    pub released: bool,
 }
 
 /// The status of a manifest after `pass`.
@@ -38,7 +41,7 @@ pub fn status_of(
     retry_at: impl Fn(&Identity) -> Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> ManifestStatus {
-    let Subject { name, generation, invalid, identities } = subject;
+    let Subject { name, generation, invalid, identities, released } = subject;
     let mut status = ManifestStatus::new(name.clone());
     status.observed_generation = generation.cloned();
     status.last_reconcile_time = Some(now);
@@ -94,7 +97,7 @@ pub fn status_of(
             status.set_condition(ConditionType::Stalled, ConditionStatus::False, first.reason, "", now);
         }
         None => {
-            let (reason, message) = ready_reason(identities);
+            let (reason, message) = ready_reason(identities, released);
             status.set_condition(ConditionType::Ready, ConditionStatus::True, reason, message, now);
             status.set_condition(ConditionType::Reconciling, ConditionStatus::False, reason, "", now);
             status.set_condition(ConditionType::Stalled, ConditionStatus::False, reason, "", now);
@@ -261,9 +264,9 @@ fn identity_state(identity: &IdentityPlan, pass: &PassResult) -> IdentityState {
     IdentityState { identity: identity.identity.clone(), resolved: identity.resolved.clone(), status, notes }
 }
 
-fn ready_reason(identities: &[&IdentityPlan]) -> (ConditionReason, String) {
+fn ready_reason(identities: &[&IdentityPlan], released: bool) -> (ConditionReason, String) {
     let count = identities.len();
-    if count > 0 && identities.iter().all(|i| i.status == IdentityStatus::Released) {
+    if released || (count > 0 && identities.iter().all(|i| i.status == IdentityStatus::Released)) {
         (ConditionReason::Released, "released: nothing left to restore".to_owned())
     } else if count > 0 && identities.iter().all(|i| i.status == IdentityStatus::Suspended) {
         (ConditionReason::Suspended, "spec.suspend is set: remedy leaves the accounts alone".to_owned())

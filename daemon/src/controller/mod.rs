@@ -702,6 +702,10 @@ impl Controller {
                 generation,
                 invalid: self.invalid.get(name).map(Vec::as_slice),
                 identities: identities_of.get(name).map_or(&[], Vec::as_slice),
+                released: match self.running.get(name) {
+                    Some(manifest) => manifest.is_expired(started),
+                    None => result.departed.iter().any(|gone| gone.name == *name),
+                },
             };
             let mut status = conditions::status_of(
                 subject,

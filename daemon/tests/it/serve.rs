@@ -60,6 +60,16 @@ async fn a_new_manifest_disables_in_ad_and_suspends_in_entra_within_seconds() {
         "one record per action, with the value before and after"
     );
     daemon.store.verify_history().expect("the chain verifies");
+    // Each record is dated at its attempt, after the pass began observing, not at the pass's start.
+    let pass_started = status.last_reconcile_time.expect("the pass's start");
+    for record in daemon.history(&sam(&user)) {
+        assert!(
+            record.at > pass_started,
+            "record {} at {} is not after the pass start {pass_started}",
+            record.id,
+            record.at
+        );
+    }
 
     // What it cost, as /metrics shows it: connections bound, searches (observation and
     // read-back), one modify for the one disable.
@@ -441,5 +451,31 @@ async fn nested_primary_group_and_renamed_admins_are_denied_with_the_chain_and_n
         );
     }
     assert_eq!(dc::read_user(&mut ldap, &plain.dn).await.user_account_control, 0x202, "the plain user is disabled");
+    daemon.stop().await;
+}
+
+/// The pass that releases an expired manifest says so at once: `Released`, not "Succeeded / 1
+/// account as declared" until the next resync while the account is already enabled again.
+#[tokio::test]
+async fn an_expired_manifest_is_released_in_the_pass_that_restores_the_account() {
+    let ou = TestOu::create("serve-expiry").await;
+    let user = ou.add_user("exp", 0x200).await;
+    let options = Options { with_entra: false, ..Options::default() };
+    let daemon = Daemon::start(options).await;
+    let expires =
+        (chrono::Utc::now() + chrono::Duration::seconds(4)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let spec = format!("  expires: {expires}\n{DISABLE}  onRelease: restore\n");
+    daemon.save("inc-exp.yaml", &manifest("inc-exp", &user.sam, &spec));
+    daemon.wait_status("inc-exp", Duration::from_secs(15), is_ready).await;
+    let mut ldap = dc::admin().await;
+    assert_eq!(dc::read_user(&mut ldap, &user.dn).await.user_account_control, 0x202, "disabled until it expires");
+
+    let expiry = chrono::DateTime::parse_from_rfc3339(&expires).expect("time");
+    let status = daemon
+        .wait_status("inc-exp", Duration::from_secs(20), |s| s.last_reconcile_time.is_some_and(|at| at >= expiry))
+        .await;
+    assert_eq!(dc::read_user(&mut ldap, &user.dn).await.user_account_control, 0x200, "restored by the expiry pass");
+    let (ready, reason, message) = condition(&status, ConditionType::Ready);
+    assert_eq!((ready, reason), (ConditionStatus::True, ConditionReason::Released), "{message}");
     daemon.stop().await;
 }
