@@ -92,7 +92,10 @@ impl PassResult {
 /// each parked action.
 #[derive(Debug, Default)]
 pub struct Memory {
+    /// Also in the store (`Store::open_notices`), read at the first pass: a restart records
+    /// nothing again either.
     recorded_unsent: BTreeSet<String>,
+    recorded_unsent_loaded: bool,
     parked_errors: BTreeMap<(Identity, Action), String>,
 }
 
@@ -104,6 +107,10 @@ pub async fn run_pass(
     memory: &mut Memory,
 ) -> Result<PassResult, StoreError> {
     let now = input.now;
+    if !memory.recorded_unsent_loaded {
+        memory.recorded_unsent = blocking(store, |store| store.open_notices()).await?;
+        memory.recorded_unsent_loaded = true;
+    }
     let manifests: Vec<Manifest> = input.manifests.values().cloned().collect();
     let (active, departed, known, unsettled) = {
         let keep: BTreeSet<ManifestName> = input.manifests.keys().chain(input.rejected_names.iter()).cloned().collect();
@@ -286,7 +293,9 @@ pub async fn run_pass(
     blocking(store, move |store| store.settle_all(&settlements)).await?;
     blocking(store, move |store| store.mark_unconfirmed(&unconfirmed)).await?;
 
-    let (unsent, now_unsent) = unsent_records(&plan, input.clock.now(), &refs, &memory.recorded_unsent);
+    let reasons = |provenance: &[ManifestName]| reasons_of(input.manifests, provenance);
+    let (unsent, now_unsent) =
+        unsent_records(&plan, &observed, &deferred, input.clock.now(), &refs, &reasons, &memory.recorded_unsent);
     let unsent_outcomes: Vec<(Provider, ActionOutcome)> = unsent
         .iter()
         .filter_map(|(_, (_, event))| match event {
@@ -303,6 +312,10 @@ pub async fn run_pass(
             memory.recorded_unsent = now_unsent.into_iter().filter(|key| !unwritten.contains(key)).collect();
             return Err(error);
         }
+    }
+    if now_unsent != memory.recorded_unsent {
+        let keys = now_unsent.clone();
+        blocking(store, move |store| store.set_open_notices(&keys)).await?;
     }
     memory.recorded_unsent = now_unsent;
     recorded.extend(unsent_outcomes);
@@ -457,18 +470,48 @@ fn failed_record(identity: &Identity, planned: &PlannedAction) -> ActionRecord {
 /// A history event with the key [`Memory`] remembers it by.
 type KeyedEvent = (String, (DateTime<Utc>, Event));
 
+/// The key a not-sent record is remembered by: the account, then a digest of what makes it a
+/// different notice (action, outcome, guardrail verdict or block message), so that the set kept in
+/// the store stays small.
+fn notice_key(identity: &Identity, what: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{identity}\0{}", &hex::encode(Sha256::digest(what.as_bytes()))[..16])
+}
+
+/// The manifests' `spec.reason`s, as the plan joins them.
+fn reasons_of(manifests: &BTreeMap<ManifestName, Manifest>, provenance: &[ManifestName]) -> String {
+    let mut seen = BTreeSet::new();
+    provenance
+        .iter()
+        .filter_map(|name| manifests.get(name).map(|m| m.spec.reason.as_str()))
+        .filter(|reason| seen.insert(*reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Records of planned actions that were not sent (denied, held) and of blocked items, each once
 /// while it lasts: a resync that finds the same denial records nothing new. Each new record comes
-/// with its key; the set is every key of this plan, new or recorded before.
+/// with its key; the set is every key of this plan, new or recorded before, and the keys of
+/// accounts this pass could not observe (a provider down, an interrupted action unchecked): what
+/// was not looked at has not ended.
 fn unsent_records(
     plan: &Plan,
+    observed: &ObservedState,
+    deferred: &BTreeSet<Identity>,
     decided_at: DateTime<Utc>,
     refs: &impl Fn(&[ManifestName], &Cause) -> Vec<ManifestRef>,
+    reasons: &impl Fn(&[ManifestName]) -> String,
     recorded_before: &BTreeSet<String>,
 ) -> (Vec<KeyedEvent>, BTreeSet<String>) {
     let mut seen = BTreeSet::new();
     let mut events = Vec::new();
     for identity in &plan.identities {
+        let unobserved = identity.status == IdentityStatus::ProviderUnavailable
+            || names_of(identity).iter().any(|name| deferred.contains(name));
+        if unobserved {
+            let prefix = format!("{}\0", identity.identity);
+            seen.extend(recorded_before.range(prefix.clone()..).take_while(|k| k.starts_with(&prefix)).cloned());
+        }
         for planned in &identity.actions {
             let Some(record) = ActionRecord::unsent(
                 &identity.identity,
@@ -484,26 +527,39 @@ fn unsent_records(
                 Disposition::Denied { detail, .. } => detail.as_str(),
                 _ => "",
             };
-            let key = format!("{}\0{}\0{:?}\0{detail}", identity.identity, planned.action, record.outcome);
+            let key = notice_key(&identity.identity, &format!("{}\0{:?}\0{detail}", planned.action, record.outcome));
             if !recorded_before.contains(&key) {
                 events.push((key.clone(), (decided_at, Event::Action(record))));
             }
             seen.insert(key);
         }
+        let account = observed.get(&identity.identity).and_then(|o| o.active_directory.found());
         for blocked in &identity.blocked {
-            let key = format!("{}\0{}\0blocked\0{}", identity.identity, blocked.action, blocked.message);
+            let key = notice_key(&identity.identity, &format!("{}\0blocked\0{}", blocked.action, blocked.message));
             if !recorded_before.contains(&key) {
+                // The value now, and what the action would write: the operator sees what waits.
+                let (before, after) = match account.filter(|_| blocked.action.provider() == Provider::ActiveDirectory) {
+                    Some(account) => {
+                        let mut then = account.clone();
+                        blocked.action.apply_to_ad(&mut then, plan.computed_at);
+                        (
+                            crate::execute::shown_value(blocked.action, account),
+                            crate::execute::shown_value(blocked.action, &then),
+                        )
+                    }
+                    None => ("?".to_owned(), "?".to_owned()),
+                };
                 let record = ActionRecord {
                     intent: None,
                     manifests: refs(&blocked.provenance, &Cause::Desired),
-                    reason: String::new(),
+                    reason: reasons(&blocked.provenance),
                     identity: identity.identity.clone(),
                     resolved: identity.resolved.clone(),
                     provider: blocked.action.provider(),
                     action: blocked.action,
                     cause: Cause::Desired,
-                    before: String::new(),
-                    after: String::new(),
+                    before,
+                    after,
                     outcome: ActionOutcome::Blocked,
                     error: Some(blocked.message.clone()),
                     note: None,

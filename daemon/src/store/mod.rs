@@ -49,6 +49,7 @@ mod record;
 mod status;
 mod watermark;
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -96,6 +97,9 @@ pub mod layout {
     pub const FORMAT_VERSION_KEY: &str = "format_version";
     pub const HISTORY_HEAD_KEY: &str = "history_head";
     pub const NEXT_INTENT_ID_KEY: &str = "next_intent_id";
+    /// The denied, held and blocked actions already recorded while they last (see
+    /// `Store::open_notices`).
+    pub const OPEN_NOTICES_KEY: &str = "open_notices";
 
     /// remedy's lock file inside the store directory.
     pub const LOCK_FILE: &str = "remedy.lock";
@@ -317,6 +321,22 @@ impl Store {
             decode::<Intent>(layout::JOURNAL, &show_id_key(&key), &value)?;
         }
         Ok(false)
+    }
+
+    /// The keys of the denied, held and blocked actions recorded while they last: each is
+    /// recorded once when it begins, also across a restart.
+    pub fn open_notices(&self) -> Result<BTreeSet<String>, StoreError> {
+        match self.meta.get(layout::OPEN_NOTICES_KEY)? {
+            Some(bytes) => decode(layout::META, layout::OPEN_NOTICES_KEY, &bytes),
+            None => Ok(BTreeSet::new()),
+        }
+    }
+
+    /// Replaces the set of [`Store::open_notices`] (durably).
+    pub fn set_open_notices(&self, keys: &BTreeSet<String>) -> Result<(), StoreError> {
+        self.meta.insert(layout::OPEN_NOTICES_KEY, encode(layout::META, keys)?)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// The directory the store lives in.

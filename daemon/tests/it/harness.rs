@@ -143,6 +143,19 @@ impl Daemon {
             .expect("the controller task did not panic");
     }
 
+    /// Stops the controller and starts a new one on the same directory, store and manifests (a
+    /// restart of `remedy serve`).
+    pub async fn restart(self, options: Options) -> Daemon {
+        let Daemon { dir, manifests, store, handle, sim, stop, task } = self;
+        let _ = stop.send(true);
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("the controller stops within 20 s")
+            .expect("the controller task did not panic");
+        drop((store, handle, sim));
+        Daemon::start_on(dir, manifests, options).await
+    }
+
     pub fn progress(&self) -> Progress {
         self.handle.progress().borrow().clone()
     }

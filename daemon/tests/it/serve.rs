@@ -479,3 +479,43 @@ async fn an_expired_manifest_is_released_in_the_pass_that_restores_the_account()
     assert_eq!((ready, reason), (ConditionStatus::True, ConditionReason::Released), "{message}");
     daemon.stop().await;
 }
+
+/// A block ("password never expires") is recorded once when it begins, with the manifest's reason
+/// and the value before and after, and not again on an unrelated reconcile or after a restart.
+#[tokio::test]
+async fn a_blocked_change_is_recorded_once_with_its_reason_and_values() {
+    let ou = TestOu::create("serve-blocked").await;
+    let user = ou.add_user("nevexp", 0x10200).await;
+    let options = || Options { with_entra: false, ..Options::default() };
+    let daemon = Daemon::start(options()).await;
+    daemon.save("inc-nx.yaml", &manifest("inc-nx", &user.sam, "  activeDirectory:\n    mustChangePassword: true\n"));
+    let blocked = |s: &remedy::store::ManifestStatus| {
+        s.condition(ConditionType::Ready).is_some_and(|c| c.reason == ConditionReason::Blocked)
+    };
+    daemon.wait_status("inc-nx", Duration::from_secs(15), blocked).await;
+    let blocked_records = |daemon: &Daemon| -> Vec<remedy::store::ActionRecord> {
+        daemon
+            .history(&sam(&user))
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::Action(a) if a.outcome == ActionOutcome::Blocked => Some(a),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = blocked_records(&daemon);
+    assert_eq!(first.len(), 1, "one blocked record: {first:#?}");
+    let record = &first[0];
+    assert_eq!(record.reason, "inc-nx: test", "the manifest's reason");
+    assert!(record.before.starts_with("20") && record.after == "0", "pwdLastSet before and after: {record:#?}");
+    assert!(record.error.as_deref().unwrap_or("").contains("password never expires"), "{record:#?}");
+
+    // An unrelated reconcile, then a restart: the block goes on, and nothing more is recorded.
+    let passes = daemon.progress().passes;
+    daemon.handle.reconcile("test", None, None).await.expect("reconcile requested");
+    daemon.wait("the requested pass", Duration::from_secs(15), |p| p.passes > passes).await;
+    let daemon = daemon.restart(options()).await;
+    daemon.wait("the first pass after the restart", Duration::from_secs(15), |p| p.passes >= 1).await;
+    assert_eq!(blocked_records(&daemon).len(), 1, "still one blocked record: {:#?}", blocked_records(&daemon));
+    daemon.stop().await;
+}
