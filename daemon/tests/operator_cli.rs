@@ -464,8 +464,9 @@ fn status_history_reconcile_and_refusals_against_a_running_daemon() {
 #[test]
 fn a_held_plan_is_approved_and_every_manifest_converges() {
     let users = ["u1@remedy.test", "u2@remedy.test", "u3@remedy.test"];
+    let later = ["u4@remedy.test", "u5@remedy.test", "u6@remedy.test"];
     let daemon = Daemon::start(
-        &users,
+        &[users, later].concat(),
         &[("inc-11-u1", "u1@remedy.test"), ("inc-11-u2", "u2@remedy.test"), ("inc-11-u3", "u3@remedy.test")],
         2,
     );
@@ -493,12 +494,8 @@ fn a_held_plan_is_approved_and_every_manifest_converges() {
     let out = daemon.expect(Who::Operator, &["approve", &plan_id, "--comment", "INC-11: all three, checked"], 0);
     assert_eq!(out.stdout.trim(), format!("plan {plan_id} approved by {OPERATOR}"));
 
-    // The statuses read NeedsApproval until the reconcile the approval starts has ended.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while daemon.expect(Who::Reader, &["status"], 0).stdout.contains("NeedsApproval") {
-        assert!(Instant::now() < deadline, "still NeedsApproval 30 s after the approval:\n{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Right after the approval, `status --wait` does not end on the NeedsApproval written before
+    // it: it waits for the reconcile the approval starts.
     let out = daemon.expect(Who::Reader, &["status", "--wait", "--timeout", "30s"], 0);
     assert_eq!(out.stdout.lines().filter(|l| l.contains("Succeeded")).count(), 3, "{}", out.stdout);
     assert!(users.iter().all(|u| !daemon.sim.user(u).expect("user").account_enabled), "all suspended");
@@ -520,6 +517,31 @@ fn a_held_plan_is_approved_and_every_manifest_converges() {
     // The plan is no longer held: approving it again is a "no".
     let out = daemon.expect(Who::Operator, &["approve", &plan_id], 1);
     assert!(out.stderr.starts_with("error: 409 conflict: "), "{}", out.stderr);
+
+    // A second held plan, approved with --wait: it returns once those manifests are Ready.
+    for (n, upn) in later.iter().enumerate() {
+        let name = format!("inc-12-u{}", n + 4);
+        std::fs::write(daemon.dir.path().join("manifests").join(format!("{name}.yaml")), manifest(&name, upn))
+            .expect("manifest");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second = loop {
+        let statuses = daemon.expect(Who::Reader, &["status", "-o", "json"], 0).json();
+        let held: Vec<String> = statuses
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["heldPlanId"].as_str().map(str::to_owned))
+            .collect();
+        if held.len() == 3 {
+            break held[0].clone();
+        }
+        assert!(Instant::now() < deadline, "the second plan is never held:\n{statuses}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let out = daemon.expect(Who::Operator, &["approve", &second, "--wait", "--timeout", "30s"], 0);
+    assert_eq!(out.stdout.lines().filter(|l| l.contains("Succeeded")).count(), 3, "{}", out.stdout);
+    assert!(later.iter().all(|u| !daemon.sim.user(u).expect("user").account_enabled), "all suspended");
 
     daemon.stop();
 }

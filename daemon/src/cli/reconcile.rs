@@ -6,13 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::client::{block_on, Answer, Client, ClientArgs, ClientError};
+use super::client::{block_on, Answer, Client, ClientArgs};
 use super::output::ListFormat;
 use super::status::{self, parse_timeout, Wanted};
-use crate::store::{Event, HistoryRecord};
+use crate::store::Event;
 
 #[derive(Debug, clap::Args)]
 pub struct ReconcileArgs {
@@ -43,41 +42,15 @@ pub fn run(args: &ReconcileArgs) -> Result<ExitCode> {
         if !args.wait {
             return Ok(ExitCode::SUCCESS);
         }
-        let requested_at = request_time(&client, &args.name, &answer).await?;
+        let by = answer.body.by.as_str();
+        let requested_at = status::recorded_at(&client, answer.server_time, |event| {
+            matches!(event, Event::ReconcileRequest(request)
+                if request.by == by && request.manifest.as_ref().is_some_and(|m| m.as_str() == args.name))
+        })
+        .await?;
         let wanted = Wanted { name: Some(&args.name), reconciled_after: Some(requested_at) };
         let waited = status::wait(&client, &wanted, args.timeout).await?;
         status::print(ListFormat::Table, &waited.statuses, true)?;
         anyhow::Ok(waited.report())
     })?
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Page {
-    records: Vec<HistoryRecord>,
-}
-
-/// When the daemon took the request, by its own clock: the time of its reconcile-request record
-/// (the daemon records it between two reconciles, so any reconcile ending later began later). The
-/// answer's `Date` (whole seconds) finds it; without one, this machine's clock stands in.
-async fn request_time(client: &Client, name: &str, answer: &Answer<Accepted>) -> Result<DateTime<Utc>, ClientError> {
-    let Some(date) = answer.server_time else {
-        return Ok(Utc::now());
-    };
-    let since = date - chrono::Duration::seconds(2);
-    let query = [
-        ("manifest", name.to_owned()),
-        ("since", since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        ("limit", "1000".to_owned()),
-    ];
-    let page: Page = client.get(&["v1", "history"], &query).await?;
-    let recorded = page.records.iter().rev().find_map(|record| match &record.event {
-        Event::ReconcileRequest(request)
-            if request.by == answer.body.by && request.manifest.as_ref().is_some_and(|m| m.as_str() == name) =>
-        {
-            Some(record.at)
-        }
-        _ => None,
-    });
-    Ok(recorded.unwrap_or(date))
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{block_on, Client, ClientArgs, ClientError};
 use super::output::{print_structured, ListFormat, Progress, Table};
-use crate::store::{ConditionStatus, ConditionType, ManifestStatus};
+use crate::store::{ConditionStatus, ConditionType, Event, HistoryRecord, ManifestStatus};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -163,6 +163,12 @@ pub async fn wait(client: &Client, wanted: &Wanted<'_>, timeout: Duration) -> Re
             Err(error) if error.is_not_found() && wanted.name.is_some() => Vec::new(),
             Err(error) => return Err(error),
         };
+        // A Stalled status older than an operator's request (an approval, a reconcile request)
+        // is not the answer: the reconcile the request starts has not ended yet.
+        let requests = match statuses.iter().filter(|s| is_stalled(s)).filter_map(|s| s.last_reconcile_time).min() {
+            Some(oldest) => requests_since(client, oldest).await?,
+            None => Vec::new(),
+        };
         let mut stalled = Vec::new();
         let mut pending = Vec::new();
         if statuses.is_empty() {
@@ -172,7 +178,11 @@ pub async fn wait(client: &Client, wanted: &Wanted<'_>, timeout: Duration) -> Re
             });
         }
         for status in &statuses {
-            match state_of(status, wanted.reconciled_after) {
+            let state = match superseded_by(status, &requests) {
+                Some(request) => State::Pending(format!("{request} is not reconciled yet")),
+                None => state_of(status, wanted.reconciled_after),
+            };
+            match state {
                 State::Ready => {}
                 State::Stalled(why) => stalled.push(format!("{} is stalled: {why}", status.name)),
                 State::Pending(why) => pending.push(format!("{} ({why})", status.name)),
@@ -195,6 +205,55 @@ pub async fn wait(client: &Client, wanted: &Wanted<'_>, timeout: Duration) -> Re
         progress.show(&format!("{}s/{}s: waiting for {}", elapsed.as_secs(), timeout.as_secs(), pending.join(", ")));
         tokio::time::sleep(POLL.min(timeout.saturating_sub(elapsed))).await;
     }
+}
+
+fn is_stalled(status: &ManifestStatus) -> bool {
+    status.condition(ConditionType::Stalled).is_some_and(|c| c.status == ConditionStatus::True)
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    records: Vec<HistoryRecord>,
+}
+
+/// When the daemon recorded the request it just answered, by its own clock: the time of the
+/// newest history record `is_it` picks out (the daemon records a request between two reconciles,
+/// so any reconcile ending later began later). The answer's `Date` (whole seconds) finds it;
+/// without one, this machine's clock stands in.
+pub async fn recorded_at(
+    client: &Client,
+    answered_at: Option<DateTime<Utc>>,
+    is_it: impl Fn(&Event) -> bool,
+) -> Result<DateTime<Utc>, ClientError> {
+    let Some(date) = answered_at else {
+        return Ok(Utc::now());
+    };
+    let records = requests_since(client, date - chrono::Duration::seconds(2)).await?;
+    Ok(records.iter().rev().find(|record| is_it(&record.event)).map_or(date, |record| record.at))
+}
+
+/// The history records from `since` on (the daemon's clock): where operators' requests are.
+async fn requests_since(client: &Client, since: DateTime<Utc>) -> Result<Vec<HistoryRecord>, ClientError> {
+    let query = [("since", since.to_rfc3339()), ("limit", "1000".to_owned())];
+    let page: Page = client.get(&["v1", "history"], &query).await?;
+    Ok(page.records)
+}
+
+/// An operator's request recorded after `status` was written that the status does not answer yet:
+/// the approval of the plan it holds, or a reconcile request for it or for everything.
+fn superseded_by(status: &ManifestStatus, records: &[HistoryRecord]) -> Option<String> {
+    let written = status.last_reconcile_time?;
+    records.iter().filter(|record| record.at > written).find_map(|record| match &record.event {
+        Event::Approval(approval) if status.held_plan_id.as_ref() == Some(&approval.plan_id) => {
+            Some(format!("the approval of plan {} by {}", approval.plan_id, approval.by))
+        }
+        Event::ReconcileRequest(request)
+            if request.manifest.as_ref().is_none_or(|name| name.as_str() == status.name.as_str()) =>
+        {
+            Some(format!("the reconcile requested by {}", request.by))
+        }
+        _ => None,
+    })
 }
 
 enum State {
@@ -242,6 +301,49 @@ mod tests {
     use super::*;
     use crate::store::ConditionReason;
     use remedy_policies::ManifestName;
+
+    fn record(at: i64, event: Event) -> HistoryRecord {
+        HistoryRecord {
+            id: crate::store::RecordId(1),
+            at: DateTime::from_timestamp(at, 0).unwrap(),
+            event,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_stalled_status_older_than_an_operators_request_is_not_the_answer() {
+        let plan: remedy_policies::plan::PlanId = "0123456789abcdef0123456789abcdef".parse().unwrap();
+        let mut held = status(ConditionStatus::False, ConditionStatus::True, ConditionReason::NeedsApproval, 100);
+        held.held_plan_id = Some(plan.clone());
+        let approval = |at| {
+            record(
+                at,
+                Event::Approval(crate::store::ApprovalEvent { plan_id: plan.clone(), by: "op".into(), comment: None }),
+            )
+        };
+        let request = |at, manifest: Option<&str>| {
+            record(
+                at,
+                Event::ReconcileRequest(crate::store::ReconcileRequestEvent {
+                    by: "op".into(),
+                    manifest: manifest.map(|m| ManifestName::new(m).unwrap()),
+                    comment: None,
+                }),
+            )
+        };
+        assert_eq!(
+            superseded_by(&held, &[approval(101)]).as_deref(),
+            Some("the approval of plan 0123456789abcdef0123456789abcdef by op")
+        );
+        assert_eq!(superseded_by(&held, &[approval(99)]), None, "an approval the status already answers");
+        assert!(superseded_by(&held, &[request(101, None)]).is_some());
+        assert!(superseded_by(&held, &[request(101, Some("inc-1"))]).is_some());
+        assert_eq!(superseded_by(&held, &[request(101, Some("inc-2"))]), None, "another manifest's request");
+        held.held_plan_id = None;
+        assert_eq!(superseded_by(&held, &[approval(101)]), None, "the approval of a plan it does not hold");
+    }
 
     fn status(ready: ConditionStatus, stalled: ConditionStatus, reason: ConditionReason, at: i64) -> ManifestStatus {
         let now = DateTime::from_timestamp(at, 0).unwrap();
