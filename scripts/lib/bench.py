@@ -2,9 +2,9 @@
 """The helper of `scripts/bench`: remedy's end-to-end figures, each side by side with a baseline
 in the same run, against the Samba AD DC of scripts/samba-dc (eval "$(scripts/samba-dc env)").
 
-    bench.py scale      --remedy BIN --out DIR [--users N] [--rounds R] [--keep]
-    bench.py latency    --remedy BIN --out DIR [--commits N] [--keep] [--seed S]
-    bench.py samba-tool --remedy BIN --out DIR [--users N] [--keep]
+    bench.py scale      --remedy BIN [--remedy-sha256 HEX] --out DIR [--users N] [--rounds R] [--keep]
+    bench.py latency    --remedy BIN [--remedy-sha256 HEX] --out DIR [--commits N] [--keep] [--seed S]
+    bench.py samba-tool --remedy BIN [--remedy-sha256 HEX] --out DIR [--users N] [--keep]
     bench.py cargo      --out DIR --name ad|entra|store_memory --file OUTPUT.md    (records a cargo bench's output)
     bench.py report     --out DIR                                      (rewrites DIR/results.md)
     bench.py dcwatch                                                   (run by /usr/bin/python3, see DcWatch)
@@ -12,8 +12,10 @@ in the same run, against the Samba AD DC of scripts/samba-dc (eval "$(scripts/sa
 Every scenario works in an OU of its own under $REMEDY_TEST_TESTS_OU (created with one ldapadd,
 deleted at the end, pass or fail) and a temporary work directory (the daemon's logs are copied to
 DIR/<scenario>/). Each merges its figures into DIR/results.json, prints its markdown table and
-rewrites DIR/results.md. A benchmark never fails on timing: it fails (exit 1) when remedy did not
-converge, exited, or a step broke.
+rewrites DIR/results.md. BIN is the binary the scenario runs (scripts/bench passes its pinned
+copy); its sha256 is recorded with the figure and, given --remedy-sha256, checked before the
+scenario starts and again when its figure is recorded. A benchmark never fails on timing: it fails
+(exit 1) when remedy did not converge, exited, or a step broke.
 """
 
 import argparse
@@ -940,6 +942,27 @@ def machine():
             "commit": run_text("git", "rev-parse", "HEAD"), "treeDirty": bool(dirty)}
 
 
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def remedy_binary(args):
+    """The binary a scenario runs, as recorded: its path and sha256, checked against
+    --remedy-sha256 when given (a mismatch fails the figure: it would not say what ran)."""
+    path = os.path.abspath(args.remedy)
+    if not os.path.isfile(path):
+        raise Failure(f"no remedy binary at {path}")
+    actual = file_sha256(path)
+    expected = getattr(args, "remedy_sha256", None)
+    if expected and actual != expected.lower():
+        raise Failure(f"{path} has sha256 {actual}, not {expected}: the binary changed during the run")
+    return {"path": path, "sha256": actual}
+
+
 def results_path(out):
     return os.path.join(out, "results.json")
 
@@ -954,7 +977,9 @@ def record(name, result, args):
     data.setdefault("figures", {})
     result["machine"] = machine()
     binary = getattr(args, "remedy", None)
-    if binary and os.path.exists(binary):
+    if binary:
+        # The exact binary the figure measured; the cargo benches run their own executables.
+        result["remedy"] = remedy_binary(args)
         # With --no-build the binary may be older than the commit recorded above.
         result["machine"]["remedyBuilt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.path.getmtime(binary)))
     result["smoke"] = bool(getattr(args, "smoke", False))
@@ -964,6 +989,9 @@ def record(name, result, args):
         json.dump(data, f, indent=1)
     print()
     print("\n".join(figure_markdown(name, result)))
+    if "remedy" in result:
+        print()
+        print(f"remedy binary: {result['remedy']['path']}, sha256 {result['remedy']['sha256']}")
     print()
     write_report(args.out)
 
@@ -985,11 +1013,23 @@ def write_report(out):
              f"Machine: {m['nproc']} cores ({m['cpu']}), {m['memoryGiB']} GiB, Linux {m['kernel']}, "
              f"Debian {m['debian']}, Samba {m['samba'].replace('Version ', '')}, {m['rustc']}; "
              f"commit {m['commit'][:12]}{' (working tree modified)' if m['treeDirty'] else ''}, {m['date']}.", ""]
+    # The end-to-end figures name the binary they ran (results files from before the pin do not).
+    binaries = {}
+    for name, *_ in FIGURES:
+        ran = data["figures"].get(name, {}).get("remedy")
+        if ran:
+            binaries.setdefault((ran["sha256"], ran["path"]), []).append(name)
+    for (sha, path), names in binaries.items():
+        lines += [f"remedy binary run by {', '.join(names)}: `{path}`, sha256 `{sha}`.", ""]
+    if binaries:
+        lines += ["(The cargo benches ad, entra and store_memory run their own bench executables.)", ""]
     for name, *_ in FIGURES:
         result = data["figures"].get(name)
         if result:
             lines += figure_markdown(name, result)
-            lines += ["", f"_ran {result['machine']['date']} at {result['machine']['commit'][:12]}_", ""]
+            ran = result.get("remedy")
+            binary = f", remedy sha256 {ran['sha256'][:16]}" if ran else ""
+            lines += ["", f"_ran {result['machine']['date']} at {result['machine']['commit'][:12]}{binary}_", ""]
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(lines))
 
@@ -1008,6 +1048,7 @@ def main():
     for name in ("scale", "latency", "samba-tool"):
         p = sub.add_parser(name)
         p.add_argument("--remedy", required=True)
+        p.add_argument("--remedy-sha256", help="fail unless --remedy has this sha256 (before and after)")
         p.add_argument("--out", required=True)
         p.add_argument("--keep", action="store_true")
         p.add_argument("--smoke", action="store_true")
@@ -1030,6 +1071,8 @@ def main():
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
+        if getattr(args, "remedy", None):
+            remedy_binary(args)  # before anything runs: the pinned binary is the one named
         {"scale": cmd_scale, "latency": cmd_latency, "samba-tool": cmd_samba_tool, "cargo": cmd_cargo,
          "report": cmd_report}[args.command](args)
     except Failure as failure:
