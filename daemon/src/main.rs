@@ -11,6 +11,9 @@
 //!   file, no token), the API unreachable, 401 (unknown token), any other 4xx (a request the
 //!   daemon cannot read) and 5xx.
 //!
+//! `remedy apply` exits 1 when anything it was asked for is not done (denied, held, blocked, not
+//! found, failed...; see `remedy apply --help`).
+//!
 //! Standard output closed before the command is done (`remedy history | head`) ends it quietly
 //! with 0, as ripgrep does: the reader took what it wanted.
 //!
@@ -42,7 +45,8 @@ enum LogFormat {
 enum Command {
     /// Check manifest files or directories; exit 0 when every document is valid, 1 otherwise.
     Validate(cli::validate::ValidateArgs),
-    /// Print the plan for the manifests against an observed-state snapshot (offline).
+    /// Print the plan for the manifests: what would be done to the accounts as the directories show
+    /// them now (read only), or as an observed-state snapshot shows them (--observed, offline).
     Plan(cli::plan::PlanArgs),
     /// Observe, plan and apply the allowed actions once, printing what was done.
     Apply(cli::apply::ApplyArgs),
