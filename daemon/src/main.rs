@@ -45,8 +45,8 @@ enum LogFormat {
 enum Command {
     /// Check manifest files or directories; exit 0 when every document is valid, 1 otherwise.
     Validate(cli::validate::ValidateArgs),
-    /// Print the plan for the manifests: what would be done to the accounts as the directories show
-    /// them now (read only), or as an observed-state snapshot shows them (--observed, offline).
+    /// Print the plan for the manifests against the live directories (read only), or offline
+    /// against an observed-state snapshot (--observed).
     Plan(cli::plan::PlanArgs),
     /// Observe, plan and apply the allowed actions once, printing what was done.
     Apply(cli::apply::ApplyArgs),

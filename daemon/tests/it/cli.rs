@@ -275,3 +275,16 @@ fn apply_exits_1_when_something_is_denied_or_not_found() {
     );
     assert!(stdout.contains("0 action(s) applied, 0 not\nnot done: 1 denied, 1 not found\n"), "{stdout}");
 }
+
+#[test]
+fn plan_help_says_offline_only_of_observed() {
+    for args in [&["plan", "--help"][..], &["--help"]] {
+        let output = remedy().args(args).output().expect("run");
+        let help = String::from_utf8_lossy(&output.stdout);
+        let offline: Vec<&str> = help.lines().filter(|l| l.contains("offline")).collect();
+        assert!(!offline.is_empty(), "{help}");
+        for line in offline {
+            assert!(line.contains("--observed") || !line.contains("plan"), "{line:?} in remedy {}", args.join(" "));
+        }
+    }
+}
