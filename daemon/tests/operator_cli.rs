@@ -551,10 +551,11 @@ fn a_held_plan_is_approved_and_every_manifest_converges() {
     assert_eq!(approvals[0]["event"]["by"], OPERATOR);
     assert_eq!(approvals[0]["event"]["comment"], "INC-11: all three, checked");
     let table = daemon.expect(Who::Reader, &["history"], 0);
+    // The row, and below it who approved which plan, whole.
+    let rows: Vec<&str> = table.stdout.lines().collect();
     assert!(
-        table.stdout.lines().any(|l| l.contains("approve")
-            && l.contains(&format!("plan {plan_id}"))
-            && l.contains(&format!("by {OPERATOR}: INC-11: all three, checked"))),
+        rows.windows(2).any(|l| l[0].contains("approve")
+            && l[1] == format!("    by {OPERATOR} of plan {plan_id}: INC-11: all three, checked")),
         "{}",
         table.stdout
     );

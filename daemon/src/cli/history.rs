@@ -272,9 +272,10 @@ fn row(record: &HistoryRecord) -> Vec<String> {
             "approved".to_owned(),
             format!("plan {}", approval.plan_id),
             "-".to_owned(),
+            // The plan id again: BEFORE→AFTER may be shortened to fit, the detail never is.
             match &approval.comment {
-                Some(comment) => format!("by {}: {comment}", approval.by),
-                None => format!("by {}", approval.by),
+                Some(comment) => format!("by {} of plan {}: {comment}", approval.by, approval.plan_id),
+                None => format!("by {} of plan {}", approval.by, approval.plan_id),
             },
         ],
         Event::ReconcileRequest(request) => vec![
