@@ -11,6 +11,12 @@
 //!   file, no token), the API unreachable, 401 (unknown token), any other 4xx (a request the
 //!   daemon cannot read) and 5xx.
 //!
+//! `remedy apply` exits 1 when anything it was asked for is not done (denied, held, blocked, not
+//! found, failed...; see `remedy apply --help`).
+//!
+//! Standard output closed before the command is done (`remedy history | head`) ends it quietly
+//! with 0, as ripgrep does: the reader took what it wanted.
+//!
 //! Errors from the API are printed as `error: <HTTP status> <code>: <message>`.
 
 use std::process::ExitCode;
@@ -39,7 +45,8 @@ enum LogFormat {
 enum Command {
     /// Check manifest files or directories; exit 0 when every document is valid, 1 otherwise.
     Validate(cli::validate::ValidateArgs),
-    /// Print the plan for the manifests against an observed-state snapshot (offline).
+    /// Print the plan for the manifests against the live directories (read only), or offline
+    /// against an observed-state snapshot (--observed).
     Plan(cli::plan::PlanArgs),
     /// Observe, plan and apply the allowed actions once, printing what was done.
     Apply(cli::apply::ApplyArgs),
@@ -58,6 +65,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let args = Args::parse();
     // The daemon says what it does; one-shot commands print their answer and only warn.
     let default_level = if matches!(args.command, Command::Serve(_)) { "info" } else { "warn" };
@@ -96,6 +104,7 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(code) => code,
+        Err(error) if cli::output::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(exit_code(&error))
@@ -106,4 +115,23 @@ fn main() -> ExitCode {
 /// 1 for the API's refusals, 2 for everything else that went wrong (see the header).
 fn exit_code(error: &anyhow::Error) -> u8 {
     error.chain().find_map(|e| e.downcast_ref::<cli::client::ClientError>()).map_or(2, |e| e.exit_code())
+}
+
+/// The commands write through `io::Write` and end with 0 on a closed pipe (see the header); a
+/// `println!` left anywhere would panic on one instead (Rust ignores SIGPIPE): this ends such a
+/// panic as quietly and with the same code.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

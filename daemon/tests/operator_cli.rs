@@ -169,7 +169,13 @@ impl Daemon {
 
     /// `remedy ARGS` as `who`, against this daemon.
     fn command(&self, who: Who, args: &[&str]) -> Command {
-        let mut command = Command::cargo_bin("remedy").expect("the remedy binary");
+        let mut command = Command::from_std(self.std_command(who, args));
+        command.timeout(Duration::from_secs(60));
+        command
+    }
+
+    fn std_command(&self, who: Who, args: &[&str]) -> StdCommand {
+        let mut command = StdCommand::new(env!("CARGO_BIN_EXE_remedy"));
         command
             .args(args)
             .env("REMEDY_SERVER", &self.server)
@@ -178,8 +184,7 @@ impl Daemon {
             .env_remove("REMEDY_TOKEN_FILE")
             .env_remove("REMEDY_CA_FILE")
             .env_remove("REMEDY_LOG")
-            .env_remove("REMEDY_LOG_FORMAT")
-            .timeout(Duration::from_secs(60));
+            .env_remove("REMEDY_LOG_FORMAT");
         match who {
             Who::Operator => {
                 command.arg("--token-file").arg(self.dir.path().join("operator.token"));
@@ -195,6 +200,23 @@ impl Daemon {
             }
         }
         command
+    }
+
+    /// Runs `remedy ARGS` as `who` with its standard output a pipe that is closed before it writes
+    /// (`remedy ARGS | head -0`); returns its exit code and standard error.
+    fn run_into_closed_pipe(&self, who: Who, args: &[&str]) -> (i32, String) {
+        let mut child = self
+            .std_command(who, args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("remedy runs");
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("remedy ends");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        self.outputs.borrow_mut().push(stderr.clone());
+        (output.status.code().expect("exited, not killed by a signal"), stderr)
     }
 
     /// Runs `remedy ARGS` as `who` and keeps what it printed.
@@ -366,6 +388,13 @@ fn status_history_reconcile_and_refusals_against_a_running_daemon() {
     assert_eq!(first[0]["id"], 1);
     let table = daemon.expect(Who::Reader, &["history", "--identity", "upn:alice@remedy.test"], 0);
     let header: Vec<&str> = table.stdout.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["ID", "TIME", "IDENTITY", "ACTION", "OUTCOME", "BEFORE→AFTER", "MANIFEST(S)"]);
+    // BY/ERROR goes whole on its own lines below each row; in a pipe the table fits 120 columns.
+    assert_eq!(table.stdout.lines().nth(1), Some("    BY/ERROR"), "{}", table.stdout);
+    assert!(table.stdout.lines().all(|l| l.chars().count() <= 120), "{}", table.stdout);
+    // -o wide: every column on the row's one line.
+    let wide = daemon.expect(Who::Reader, &["history", "--identity", "upn:alice@remedy.test", "-o", "wide"], 0);
+    let header: Vec<&str> = wide.stdout.lines().next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(header, ["ID", "TIME", "IDENTITY", "ACTION", "OUTCOME", "BEFORE→AFTER", "MANIFEST(S)", "BY/ERROR"]);
     assert!(
         table.stdout.lines().any(|l| l.contains("upn:alice@remedy.test")
@@ -375,6 +404,17 @@ fn status_history_reconcile_and_refusals_against_a_running_daemon() {
         "{}",
         table.stdout
     );
+    // Into a pipe the reader closed (`remedy history | head`): a quiet success, as ripgrep.
+    for args in [&["history"][..], &["history", "-o", "json"], &["status"], &["history", "verify"]] {
+        let (code, stderr) = daemon.run_into_closed_pipe(Who::Reader, args);
+        assert_eq!((code, stderr.as_str()), (0, ""), "remedy {} into a closed pipe", args.join(" "));
+    }
+    // No colour in a pipe, even without NO_COLOR (inc-2-ghost's Ready=False would be marked).
+    for args in [&["history"][..], &["status"]] {
+        let output = daemon.std_command(Who::Reader, args).env_remove("NO_COLOR").output().expect("remedy runs");
+        assert!(output.status.success());
+        assert!(!output.stdout.contains(&0x1b), "ANSI codes in a pipe:\n{}", String::from_utf8_lossy(&output.stdout));
+    }
     let bad = daemon.expect(Who::Reader, &["history", "--since", "yesterday"], 2);
     assert!(bad.stderr.contains("neither an RFC 3339 time"), "{}", bad.stderr);
 
@@ -420,8 +460,9 @@ fn status_history_reconcile_and_refusals_against_a_running_daemon() {
     assert_eq!(requests[0]["event"]["by"], OPERATOR);
     assert_eq!(requests[0]["event"]["manifest"], "inc-1-alice");
     let table = daemon.expect(Who::Reader, &["history", "--manifest", "inc-1-alice"], 0);
+    let rows: Vec<&str> = table.stdout.lines().collect();
     assert!(
-        table.stdout.lines().any(|l| l.contains("reconcile") && l.contains(&format!("by {OPERATOR}"))),
+        rows.windows(2).any(|l| l[0].contains("reconcile") && l[1] == format!("    by {OPERATOR}")),
         "{}",
         table.stdout
     );
@@ -507,10 +548,11 @@ fn a_held_plan_is_approved_and_every_manifest_converges() {
     assert_eq!(approvals[0]["event"]["by"], OPERATOR);
     assert_eq!(approvals[0]["event"]["comment"], "INC-11: all three, checked");
     let table = daemon.expect(Who::Reader, &["history"], 0);
+    // The row, and below it who approved which plan, whole.
+    let rows: Vec<&str> = table.stdout.lines().collect();
     assert!(
-        table.stdout.lines().any(|l| l.contains("approve")
-            && l.contains(&format!("plan {plan_id}"))
-            && l.contains(&format!("by {OPERATOR}: INC-11: all three, checked"))),
+        rows.windows(2).any(|l| l[0].contains("approve")
+            && l[1] == format!("    by {OPERATOR} of plan {plan_id}: INC-11: all three, checked")),
         "{}",
         table.stdout
     );

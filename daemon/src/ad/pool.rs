@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::io::ErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -224,6 +225,21 @@ impl Pool {
                 match rustls_error {
                     Some(tls_error) => {
                         AdError::Tls { url, message: tls::explain(tls_error, self.target.ca_file.as_deref()) }
+                    }
+                    // ldaps:// on a plain LDAP port: the DC reads the ClientHello as a broken
+                    // LDAP message and drops the connection before any TLS answer.
+                    None if self.target.url.starts_with("ldaps://")
+                        && operation.starts_with("connect")
+                        && matches!(source.kind(), ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof) =>
+                    {
+                        AdError::Connection {
+                            url,
+                            message: format!(
+                                "the server closed the connection in the TLS handshake ({source}), as a plain LDAP \
+                                 port does: {}",
+                                tls::PLAIN_TEXT_HINT
+                            ),
+                        }
                     }
                     None => AdError::Connection { url, message: source.to_string() },
                 }

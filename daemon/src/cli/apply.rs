@@ -1,13 +1,18 @@
 //! `remedy apply`: observe, plan and carry out the allowed actions once, printing what was done.
 //! (The daemon, `remedy serve`, does the same continuously and records history.)
+//!
+//! Exit 0 only when everything the manifests ask for is done: anything denied, held, blocked, not
+//! found (or ambiguous, or on a provider that cannot be reached), failed or skipped, or an invalid
+//! manifest, makes it 1.
 
 use std::collections::BTreeMap;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use chrono::Utc;
-use remedy_policies::plan::{plan, PlanInput};
+use remedy_policies::plan::{plan, Disposition, IdentityStatus, Plan, PlanInput};
 use serde::Serialize;
 
 use super::output::{print_structured, Format};
@@ -15,6 +20,9 @@ use super::plan::{print_plan, read_inputs};
 use crate::execute::{execute, ActionReport, Outcome};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 when every action the manifests ask for was done; 1 when anything \
+was denied, held for approval, blocked, not found (or ambiguous, or its provider unreachable), failed or \
+skipped, or a manifest is invalid; 2 when the command could not run (configuration, directory unreachable).")]
 pub struct ApplyArgs {
     #[arg(long, default_value = "remedy.yaml")]
     config: PathBuf,
@@ -58,9 +66,11 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
         let reports = execute(&plan, &observed, ad.as_ref(), entra.as_ref(), concurrency, now, &Utc::now).await;
         anyhow::Ok((plan, reports))
     })?;
+    let unfinished = unfinished(&plan, &reports);
     if !print_structured(args.format, &Report { plan: &plan, actions: &reports })? {
-        print_plan(&plan);
-        println!();
+        let mut out = io::stdout().lock();
+        print_plan(&mut out, &plan)?;
+        writeln!(out)?;
         for report in &reports {
             let outcome = match report.outcome {
                 Outcome::Succeeded => format!(
@@ -75,11 +85,37 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
                 ),
                 Outcome::Skipped => format!("skipped: {}", report.error.as_deref().unwrap_or("")),
             };
-            println!("{} {}: {outcome}", report.identity, report.action);
+            writeln!(out, "{} {}: {outcome}", report.identity, report.action)?;
         }
         let failed = reports.iter().filter(|r| r.outcome != Outcome::Succeeded).count();
-        println!("{} action(s) applied, {failed} not", reports.len() - failed);
+        writeln!(out, "{} action(s) applied, {failed} not", reports.len() - failed)?;
+        if !unfinished.is_empty() {
+            writeln!(out, "not done: {}", unfinished.join(", "))?;
+        }
     }
-    let all_done = reports.iter().all(|r| r.outcome == Outcome::Succeeded) && inputs.set.is_valid();
-    Ok(if all_done { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if unfinished.is_empty() && inputs.set.is_valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// What keeps the manifests from being in force after this run, counted (`1 denied`, `2 failed`):
+/// empty when everything planned was done. Any of it makes the exit code 1.
+fn unfinished(plan: &Plan, reports: &[ActionReport]) -> Vec<String> {
+    let denied = plan.actions().filter(|(_, a)| matches!(a.disposition, Disposition::Denied { .. })).count();
+    let held = plan.actions().filter(|(_, a)| matches!(a.disposition, Disposition::Held { .. })).count();
+    let blocked: usize = plan.identities.iter().map(|i| i.blocked.len()).sum();
+    let identities = |status: IdentityStatus| plan.identities.iter().filter(|i| i.status == status).count();
+    let outcomes = |outcome: Outcome| reports.iter().filter(|r| r.outcome == outcome).count();
+    [
+        (denied, "denied"),
+        (held, "held for approval"),
+        (blocked, "blocked"),
+        (identities(IdentityStatus::NotFound), "not found"),
+        (identities(IdentityStatus::Ambiguous), "ambiguous"),
+        (identities(IdentityStatus::ProviderUnavailable), "provider unavailable"),
+        (outcomes(Outcome::Failed), "failed"),
+        (outcomes(Outcome::Skipped), "skipped"),
+    ]
+    .into_iter()
+    .filter(|(count, _)| *count > 0)
+    .map(|(count, what)| format!("{count} {what}"))
+    .collect()
 }

@@ -2,6 +2,7 @@
 //! filtered and paged through `GET /v1/history`; `--follow` keeps printing new records.
 //! `remedy history verify`: checks the chain (`GET /v1/history/verify`).
 
+use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::client::{block_on, Client, ClientArgs, ClientError};
-use super::output::{print_structured, ListFormat, Table};
+use super::output::{print_structured, Layout, ListFormat, Render, Table};
 use super::status::word;
 use crate::store::{ActionOutcome, Event, HistoryRecord, ManifestRef, RecordId};
 
@@ -62,8 +63,9 @@ struct ListArgs {
     /// At most N records, oldest first (default: every record that matches).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "follow")]
     limit: Option<u64>,
-    /// Table, or the records as the API returns them (with --follow: JSON one record a line, YAML
-    /// one document a record).
+    /// A table fitted to the width (BY/ERROR whole below each row), a wide table (every column
+    /// whole on one line), or the records as the API returns them (with --follow: JSON one record
+    /// a line, YAML one document a record).
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     format: ListFormat,
     /// After the records so far, print new ones as they are recorded (read every 2 s) until
@@ -173,64 +175,78 @@ async fn read(
     Ok((records, last))
 }
 
-/// Prints records as they come: the whole answer, or (`--follow`) batch after batch.
+/// Prints records as they come: the whole answer, or (`--follow`) batch after batch, in the column
+/// widths of the first batch.
 struct Printer {
     format: ListFormat,
     follow: bool,
-    header_done: bool,
+    /// The table's layout, once its header is out.
+    layout: Option<Layout>,
 }
 
 impl Printer {
     fn new(format: ListFormat, follow: bool) -> Printer {
-        Printer { format, follow, header_done: false }
+        Printer { format, follow, layout: None }
     }
 
     fn print(&mut self, records: &[HistoryRecord]) -> Result<()> {
-        use std::io::Write;
-        match (self.format, self.follow) {
-            (ListFormat::Table, _) => {
-                if records.is_empty() && (self.header_done || !self.follow) {
-                    if !self.follow {
-                        eprintln!("no history record matches");
-                    }
-                    return Ok(());
+        let mut out = std::io::stdout().lock();
+        if let Some(render) = self.format.render() {
+            if records.is_empty() && (self.layout.is_some() || !self.follow) {
+                if !self.follow {
+                    eprintln!("no history record matches");
                 }
-                let mut table = table();
-                for record in records {
-                    table.row(row(record));
-                }
-                if self.header_done {
-                    table.print_rows()?;
-                } else {
-                    table.print()?;
-                }
-                self.header_done = true;
+                return Ok(());
             }
+            self.print_table(&mut out, records, &render)?;
+            return Ok(());
+        }
+        match (self.format, self.follow) {
             (ListFormat::Json, true) => {
-                let mut out = std::io::stdout().lock();
                 for record in records {
                     writeln!(out, "{}", serde_json::to_string(record)?)?;
                 }
                 out.flush()?;
             }
             (ListFormat::Yaml, true) => {
-                let mut out = std::io::stdout().lock();
                 for record in records {
                     write!(out, "---\n{}", serde_yaml::to_string(record)?)?;
                 }
                 out.flush()?;
             }
-            (format, false) => {
+            (format, _) => {
+                drop(out);
                 print_structured(format.into(), &records)?;
             }
         }
         Ok(())
     }
+
+    /// The first batch decides the columns' widths (and prints the header); later ones keep them.
+    fn print_table(&mut self, out: &mut impl Write, records: &[HistoryRecord], render: &Render) -> io::Result<()> {
+        let mut table = table();
+        for record in records {
+            table.row(row(record));
+        }
+        match &self.layout {
+            Some(layout) => table.write(out, layout, render, false),
+            None => {
+                let layout = table.layout(render);
+                table.write(out, &layout, render, true)?;
+                self.layout = Some(layout);
+                Ok(())
+            }
+        }
+    }
 }
 
+/// Columns that are shortened to fit: the account, the action, before→after and the manifests.
+/// BY/ERROR (the reason a record matters) is printed whole below its row.
 fn table() -> Table {
     Table::new(vec!["ID", "TIME", "IDENTITY", "ACTION", "OUTCOME", "BEFORE→AFTER", "MANIFEST(S)", "BY/ERROR"])
         .min_widths(&[3, 20, 20, 12, 9, 12, 11])
+        .flexible(&[2, 3, 5, 6])
+        .detail(7)
 }
 
 /// One record as a table row; approvals and reconcile requests say who asked.
@@ -256,9 +272,10 @@ fn row(record: &HistoryRecord) -> Vec<String> {
             "approved".to_owned(),
             format!("plan {}", approval.plan_id),
             "-".to_owned(),
+            // The plan id again: BEFORE→AFTER may be shortened to fit, the detail never is.
             match &approval.comment {
-                Some(comment) => format!("by {}: {comment}", approval.by),
-                None => format!("by {}", approval.by),
+                Some(comment) => format!("by {} of plan {}: {comment}", approval.by, approval.plan_id),
+                None => format!("by {} of plan {}", approval.by, approval.plan_id),
             },
         ],
         Event::ReconcileRequest(request) => vec![
@@ -294,7 +311,7 @@ fn run_verify(args: &VerifyArgs) -> Result<ExitCode> {
     let client = Client::new(&args.client)?;
     // A broken chain is the API's 409 chain-broken: an error with exit code 1.
     let verified: Verified = block_on(client.get(&["v1", "history", "verify"], &[]))??;
-    println!("verified {} records, head {}", verified.records, verified.head_hash);
+    writeln!(io::stdout(), "verified {} records, head {}", verified.records, verified.head_hash)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -370,5 +387,78 @@ mod tests {
             ]
         );
         assert!(parse_kebab::<Action>("nuke-everything").is_err());
+    }
+
+    /// A failed action record with this account and error, as the API returns it.
+    fn failed(id: u64, upn: &str, error: &str) -> HistoryRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": id,
+            "at": "2026-11-30T10:00:00Z",
+            "event": {
+                "kind": "action",
+                "manifests": [{"name": "inc-4711-alice", "generation": "0".repeat(64)}],
+                "reason": "INC-4711",
+                "identity": format!("upn:{upn}"),
+                "provider": "entra-id",
+                "action": "suspend-user",
+                "cause": {"kind": "desired"},
+                "before": "enabled",
+                "after": "disabled",
+                "outcome": "failed",
+                "error": error,
+                "durationMs": 12
+            },
+            "prevHash": "0".repeat(64),
+            "hash": "1".repeat(64)
+        }))
+        .expect("a history record")
+    }
+
+    const ERROR: &str = "Graph 403 Authorization_RequestDenied: Insufficient privileges to complete the \
+                         operation; the application needs User.EnableDisableAccount.All (request id \
+                         5f1c0e0a-1b2c-4d5e-8f90-a1b2c3d4e5f6)";
+
+    fn printed(printer: &mut Printer, records: &[HistoryRecord], render: &Render) -> String {
+        let mut out = Vec::new();
+        printer.print_table(&mut out, records, render).expect("printed");
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    #[test]
+    fn the_error_of_a_row_is_whole_at_80_and_120_columns() {
+        for width in [80, 120] {
+            let render = Render { width, wide: false, colour: false };
+            let mut printer = Printer::new(ListFormat::Table, false);
+            let text = printed(&mut printer, &[failed(1, "alice.longname@contoso.example.com", ERROR)], &render);
+            for line in text.lines() {
+                assert!(line.chars().count() <= width, "{width} columns: {line:?} is wider");
+            }
+            let below: Vec<&str> = text.lines().skip(3).flat_map(str::split_whitespace).collect();
+            assert_eq!(below.join(" "), ERROR, "{width} columns:\n{text}");
+            assert!(text.lines().nth(2).expect("the row").contains("failed"), "{text}");
+        }
+        let wide = Render { width: 80, wide: true, colour: false };
+        let text = printed(&mut Printer::new(ListFormat::Wide, false), &[failed(1, "a@contoso.com", ERROR)], &wide);
+        assert_eq!(text.lines().count(), 2, "one line a record:\n{text}");
+        assert!(text.contains(ERROR) && text.contains("upn:a@contoso.com") && text.contains("inc-4711-alice"));
+    }
+
+    #[test]
+    fn follow_keeps_the_first_batch_column_widths() {
+        let render = Render { width: 120, wide: false, colour: false };
+        let mut printer = Printer::new(ListFormat::Table, true);
+        let first = printed(&mut printer, &[failed(1, "a@contoso.com", "x")], &render);
+        let second =
+            printed(&mut printer, &[failed(2, "a-much-longer-name.of.someone@contoso.example.com", "x")], &render);
+        let column = |line: &str, word: &str| {
+            let byte = line.find(word).unwrap_or_else(|| panic!("{word} in {line:?}"));
+            line[..byte].chars().count()
+        };
+        let header = first.lines().next().expect("header");
+        let row = second.lines().next().expect("row");
+        assert!(!second.contains("IDENTITY"), "no second header:\n{second}");
+        for (title, cell) in [("ACTION", "suspend-user"), ("OUTCOME", "failed"), ("MANIFEST(S)", "inc-4711")] {
+            assert_eq!(column(header, title), column(row, cell), "{title} moved:\n{first}{second}");
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! `remedy plan`: what remedy would do, without doing it.
 //!
-//! Offline, against an observed-state snapshot file (`--observed`), which may also carry the other
-//! inputs the daemon normally takes from its store: when each manifest was first seen, departed
-//! manifests, remedy's earlier changes, and approvals.
+//! Against the live directories (read only), or offline against an observed-state snapshot file
+//! (`--observed`), which may also carry the other inputs the daemon normally takes from its store:
+//! when each manifest was first seen, departed manifests, remedy's earlier changes, and approvals.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -17,7 +18,7 @@ use remedy_policies::load;
 use remedy_policies::manifest::{ManifestName, Target};
 use remedy_policies::observed::{AdGroup, Observation, ObservedState};
 use remedy_policies::plan::{
-    plan, ActiveManifest, DepartedManifest, Disposition, Plan, PlanId, PlanInput, RecordedChange,
+    plan, ActiveManifest, DepartedManifest, Disposition, IdentityStatus, Plan, PlanId, PlanInput, RecordedChange,
 };
 use serde::Deserialize;
 
@@ -32,7 +33,8 @@ pub struct PlanArgs {
     /// The manifest directory; default: `manifests.path` from the configuration.
     #[arg(long)]
     manifests: Option<PathBuf>,
-    /// An observed-state snapshot (YAML) to plan against instead of the live directories.
+    /// An observed-state snapshot (YAML) to plan against offline, instead of reading the live
+    /// directories.
     #[arg(long)]
     observed: Option<PathBuf>,
     /// The time to plan at (RFC 3339); default: now.
@@ -172,7 +174,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     };
     let plan = plan(&input);
     if !print_structured(args.format, &plan)? {
-        print_plan(&plan);
+        print_plan(&mut io::stdout().lock(), &plan)?;
     }
     Ok(if inputs.set.is_valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -193,49 +195,78 @@ fn read_snapshot(path: &Path, inputs: &Inputs) -> Result<Snapshot> {
     Ok(snapshot)
 }
 
-/// The human-readable form: one block per identity, one line per action.
-pub fn print_plan(plan: &Plan) {
-    let allowed = plan.allowed_actions().count();
-    let blocked: usize = plan.identities.iter().map(|i| i.blocked.len()).sum();
-    println!(
-        "plan {}: {} identities, {} action(s) to apply, {} blocked",
-        plan.id,
-        plan.identities.len(),
-        allowed,
-        blocked
-    );
+/// The human-readable form: a header counting what is to be done and what stands in the way, then
+/// one block per identity, one line per action.
+pub fn print_plan(out: &mut impl Write, plan: &Plan) -> io::Result<()> {
+    writeln!(out, "{}", header(plan))?;
     for conflict in &plan.conflicts {
-        println!("conflict: {conflict}");
+        writeln!(out, "conflict: {conflict}")?;
     }
     for warning in &plan.warnings {
-        println!("warning: {warning}");
+        writeln!(out, "warning: {warning}")?;
     }
     for identity in &plan.identities {
         let names: Vec<&str> = identity.manifests.iter().map(ManifestName::as_str).collect();
-        println!();
-        println!("{}  {}  [{}]", identity.identity, kebab(&identity.status), names.join(", "));
+        writeln!(out)?;
+        writeln!(out, "{}  {}  [{}]", identity.identity, kebab(&identity.status), names.join(", "))?;
+        // A GUID or a SID says nothing to a reader: name the account it resolved to.
+        if matches!(identity.identity, Identity::ObjectGuid(_) | Identity::ObjectSid(_)) {
+            match &identity.resolved.ad_dn {
+                Some(dn) => writeln!(out, "  account: {dn}")?,
+                None => writeln!(out, "  account: none resolved")?,
+            }
+        }
         for action in &identity.actions {
             let disposition = match &action.disposition {
                 Disposition::Allowed => "allowed".to_owned(),
                 Disposition::Denied { guardrail, detail } => format!("DENIED ({}: {detail})", kebab(guardrail)),
                 Disposition::Held { plan_id } => format!("held (approve plan {plan_id})"),
             };
-            println!(
+            writeln!(
+                out,
                 "  {:<30} {} {} -> {}  {}",
                 action.action.to_string(),
                 action.action.attribute(),
                 action.before,
                 action.after,
                 disposition
-            );
+            )?;
         }
         for item in &identity.blocked {
-            println!("  blocked {}: {}: {}", item.action, kebab(&item.reason), item.message);
+            writeln!(out, "  blocked {}: {}: {}", item.action, kebab(&item.reason), item.message)?;
         }
         for note in &identity.notes {
-            println!("  note: {note}");
+            writeln!(out, "  note: {note}")?;
         }
     }
+    out.flush()
+}
+
+/// What a plan holds, counted: `plan ID: 4 identities, 2 action(s) to apply, 1 held, 1 denied,
+/// 1 blocked, 1 not found` (and ambiguous or unavailable identities when there are any).
+fn header(plan: &Plan) -> String {
+    let dispositions =
+        |wanted: fn(&Disposition) -> bool| plan.actions().filter(|(_, a)| wanted(&a.disposition)).count();
+    let allowed = dispositions(|d| matches!(d, Disposition::Allowed));
+    let held = dispositions(|d| matches!(d, Disposition::Held { .. }));
+    let denied = dispositions(|d| matches!(d, Disposition::Denied { .. }));
+    let blocked: usize = plan.identities.iter().map(|i| i.blocked.len()).sum();
+    let with_status = |status: IdentityStatus| plan.identities.iter().filter(|i| i.status == status).count();
+    let mut text = format!(
+        "plan {}: {} identities, {allowed} action(s) to apply, {held} held, {denied} denied, {blocked} blocked, {} not found",
+        plan.id,
+        plan.identities.len(),
+        with_status(IdentityStatus::NotFound),
+    );
+    for (status, word) in
+        [(IdentityStatus::Ambiguous, "ambiguous"), (IdentityStatus::ProviderUnavailable, "unavailable")]
+    {
+        let count = with_status(status);
+        if count > 0 {
+            text.push_str(&format!(", {count} {word}"));
+        }
+    }
+    text
 }
 
 /// An enum's serialised (kebab-case) name, as the JSON output spells it.

@@ -14,14 +14,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::client::{block_on, Client, ClientArgs, ClientError};
-use super::output::{print_structured, ListFormat, Progress, Table};
+use super::output::{print_structured, ListFormat, Progress, Render, Table};
 use crate::store::{ConditionStatus, ConditionType, Event, HistoryRecord, ManifestStatus};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// One manifest (default: all).
     name: Option<String>,
-    /// A table, or the status as the API returns it (one object for NAME, else an array).
+    /// A table fitted to the width (COLUMNS, else the terminal's, else 120: MESSAGE is shortened), a
+    /// wide table (every column whole), or the status as the API returns it (one object for NAME,
+    /// else an array).
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     format: ListFormat,
     /// Wait until the manifest (or every manifest) is Ready; exit 1 if one is Stalled or at the timeout.
@@ -84,7 +86,7 @@ pub fn print(format: ListFormat, statuses: &[ManifestStatus], name_given: bool) 
         return Ok(());
     }
     let now = Utc::now();
-    let mut table = Table::new(vec!["NAME", "READY", "REASON", "MESSAGE", "AGE"]).flexible(3);
+    let mut table = Table::new(vec!["NAME", "READY", "REASON", "MESSAGE", "AGE"]).flexible(&[3]);
     for status in statuses {
         let ready = status.condition(ConditionType::Ready);
         table.row(vec![
@@ -95,7 +97,7 @@ pub fn print(format: ListFormat, statuses: &[ManifestStatus], name_given: bool) 
             status.last_reconcile_time.map_or_else(|| "-".to_owned(), |t| age(now, t)),
         ]);
     }
-    table.print()?;
+    table.print(&format.render().unwrap_or_else(|| Render::stdout(false)))?;
     Ok(())
 }
 

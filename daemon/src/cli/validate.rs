@@ -1,5 +1,6 @@
 //! `remedy validate PATH...`
 
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -47,10 +48,12 @@ pub fn run(args: &ValidateArgs) -> Result<ExitCode> {
         diagnostics: set.diagnostics().collect(),
     };
     if !print_structured(args.format, &report)? {
+        let mut out = io::stdout().lock();
         for diagnostic in &report.diagnostics {
-            println!("{diagnostic}");
+            writeln!(out, "{diagnostic}")?;
         }
-        println!("{} valid manifest(s), {} rejected document(s)", set.manifests.len(), set.rejected.len());
+        writeln!(out, "{} valid manifest(s), {} rejected document(s)", set.manifests.len(), set.rejected.len())?;
+        out.flush()?;
     }
     Ok(if set.is_valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

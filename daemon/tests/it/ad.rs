@@ -473,17 +473,45 @@ async fn a_wrong_ca_or_host_name_fails_with_a_certificate_verification_error() {
         assert!(!error.is_transient(), "{case}: a CA mismatch does not heal by waiting");
         assert!(error.to_string().contains("certificate verification failed"), "{case}: {error}");
     }
-    // A trusted CA but a certificate for another name: the test DC's certificate names
-    // localhost too, so this uses a server whose certificate names only 127.0.0.1.
-    let (port, ca) = silent_tls_server(dir.path());
-    let config =
-        ActiveDirectoryConfig { url: format!("ldaps://localhost:{port}"), ca_file: Some(ca), ..action_config() };
-    let error = LdapDirectory::connect(&config, Path::new("/")).await.expect_err("name mismatch");
-    assert!(matches!(error, AdError::Tls { .. }), "{error:?}");
-    assert!(
-        error.to_string().contains("certificate verification failed") && error.to_string().contains("NotValidForName"),
-        "{error}"
-    );
+}
+
+/// A trusted CA but a certificate for another name: the error says which names it has, in a
+/// sentence. The test DC's certificate names every loopback name (localhost, 127.0.0.1, ::1), so
+/// these are servers whose certificates name only 127.0.0.1, or only a CN.
+#[tokio::test]
+async fn a_certificate_for_another_name_is_explained_with_the_names_it_has() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            tls_server(dir.path(), &["127.0.0.1"], None),
+            "the DC's certificate has no subjectAltName for localhost (it names only IP:127.0.0.1)",
+        ),
+        (
+            tls_server(dir.path(), &[], Some("dc1")),
+            "the DC's certificate has no subjectAltName for localhost (it has no subjectAltName at all and names \
+             only CN=dc1)",
+        ),
+    ];
+    for ((port, ca), sentence) in cases {
+        let config =
+            ActiveDirectoryConfig { url: format!("ldaps://localhost:{port}"), ca_file: Some(ca), ..action_config() };
+        let error = LdapDirectory::connect(&config, Path::new("/")).await.expect_err("name mismatch");
+        assert!(matches!(error, AdError::Tls { .. }), "{error:?}");
+        let text = error.to_string();
+        assert!(text.contains(sentence), "{text}");
+        assert!(!text.contains('{') && !text.contains("NotValidForName"), "a debug dump: {text}");
+    }
+}
+
+/// ldaps:// pointed at the DC's plain LDAP port: a hint about the scheme, not a parser's complaint.
+#[tokio::test]
+async fn ldaps_on_the_plain_ldap_port_says_so() {
+    let plain = env().ldap_url.replace("ldap://", "ldaps://");
+    let config = ActiveDirectoryConfig { url: plain, connect_timeout: Duration::from_secs(5), ..action_config() };
+    let error = LdapDirectory::connect(&config, Path::new("/")).await.expect_err("no TLS on 389");
+    let text = error.to_string();
+    assert!(text.contains("is this an ldap:// port (389) rather than an ldaps:// one (636)?"), "{text}: {error:?}");
+    assert!(!text.contains('{'), "a debug dump: {text}");
 }
 
 #[tokio::test]
@@ -591,17 +619,25 @@ async fn passwords_never_appear_in_logs_debug_output_or_errors() {
 /// A TLS server that completes handshakes (its certificate is signed by a CA the client trusts)
 /// and then never answers: what a hung DC looks like.
 fn silent_tls_server(dir: &Path) -> (u16, String) {
+    tls_server(dir, &["127.0.0.1"], None)
+}
+
+/// As [`silent_tls_server`], with a certificate whose subjectAltNames are `names` (none: no
+/// extension) and whose subject is `CN=common_name`.
+fn tls_server(dir: &Path, names: &[&str], common_name: Option<&str>) -> (u16, String) {
     let ca_key = rcgen::KeyPair::generate().expect("key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).expect("CA");
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .expect("params")
-        .signed_by(&key, &issuer)
-        .expect("cert");
-    let ca_path = dir.join("silent-ca.pem");
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).expect("params");
+    if let Some(cn) = common_name {
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    }
+    let cert = params.signed_by(&key, &issuer).expect("cert");
+    let ca_path = dir.join(format!("ca-{}.pem", fastrand::u64(..)));
     std::fs::write(&ca_path, ca.pem()).expect("write");
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());

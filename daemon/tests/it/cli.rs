@@ -136,3 +136,155 @@ fn plan_reports_an_invalid_config_with_its_location() {
         .stderr(predicate::str::contains("remedy.yaml:4:3"))
         .stderr(predicate::str::contains("maxChanges"));
 }
+
+/// Runs `remedy ARGS` with stdout a pipe whose reader takes `lines` lines and then closes it
+/// (`remedy ARGS | head -n LINES`); returns the exit code and stderr.
+fn into_closed_pipe(args: &[&std::ffi::OsStr], lines: usize) -> (Option<i32>, String) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(args)
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("remedy runs");
+    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    for _ in 0..lines {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a line");
+    }
+    drop(reader);
+    let output = child.wait_with_output().expect("remedy ends");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn a_closed_pipe_ends_validate_and_plan_quietly_with_0() {
+    // Far more than a pipe holds (64 KiB): remedy is still writing when the reader goes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = VALID.replace("disabled: true", "disabled: yes please");
+    for n in 0..1500 {
+        fs::write(dir.path().join(format!("inc-{n:04}.yaml")), bad.replace("inc-1-alice", &format!("inc-{n}")))
+            .expect("write");
+    }
+    let validate = [std::ffi::OsStr::new("validate"), dir.path().as_os_str()];
+    let (code, stderr) = into_closed_pipe(&validate, 1);
+    assert_eq!((code, stderr.as_str()), (Some(0), ""), "remedy validate | head -n 1");
+    let plan: Vec<&std::ffi::OsStr> = plan_args().into_iter().map(std::ffi::OsStr::new).collect();
+    for lines in [0, 1] {
+        let (code, stderr) = into_closed_pipe(&plan, lines);
+        assert_eq!((code, stderr.as_str()), (Some(0), ""), "remedy plan | head -n {lines}");
+    }
+}
+
+/// A manifest disabling the AD account `target` names (`objectGuid: ...`, `samAccountName: ...`).
+fn disable(name: &str, target: &str) -> String {
+    format!(
+        "apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: {name}\nspec:\n  reason: {name}\n  target:\n    \
+         {target}\n  activeDirectory:\n    disabled: true\n"
+    )
+}
+
+fn ad_account(cn: &str, ou: &str, rid: u32, guid: &str) -> String {
+    format!(
+        "    activeDirectory:\n      dn: CN={cn},{ou},OU=Remedy,DC=remedy,DC=test\n      objectGuid: {guid}\n      \
+         objectSid: S-1-5-21-1111111111-2222222222-3333333333-{rid}\n      samAccountName: {cn}\n      \
+         userAccountControl: 512\n      pwdLastSet: 2026-10-01T08:00:00Z\n"
+    )
+}
+
+#[test]
+fn the_text_plan_names_guid_targets_and_counts_denied_and_not_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifests = dir.path().join("manifests");
+    fs::create_dir(&manifests).expect("mkdir");
+    let guid = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+    for (name, target) in [
+        ("inc-1-by-guid", format!("objectGuid: {guid}")),
+        ("inc-2-ghost", "samAccountName: ghost".to_owned()),
+        ("inc-3-outsider", "samAccountName: outsider".to_owned()),
+    ] {
+        fs::write(manifests.join(format!("{name}.yaml")), disable(name, &target)).expect("write");
+    }
+    let observed = dir.path().join("observed.yaml");
+    let accounts = format!(
+        "accounts:\n  \"guid:{guid}\":\n{}  \"sam:ghost\":\n    activeDirectory: {{notFound: true}}\n  \"sam:outsider\":\n{}",
+        ad_account("staff0007", "OU=Staff", 1107, guid),
+        ad_account("outsider", "OU=Elsewhere", 1300, "2c3d4e5f-6071-4283-94a5-b6c7d8e9f0a1"),
+    );
+    fs::write(&observed, accounts).expect("write");
+    let output = remedy()
+        .args(["plan", "--config", "examples/remedy.yaml", "--now", "2026-11-25T09:00:00Z", "--manifests"])
+        .arg(&manifests)
+        .arg("--observed")
+        .arg(&observed)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let header = stdout.lines().next().expect("a header");
+    assert!(
+        header.ends_with(": 3 identities, 1 action(s) to apply, 0 held, 1 denied, 0 blocked, 1 not found"),
+        "{stdout}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with(&format!("guid:{guid}"))).expect("the GUID's block");
+    assert_eq!(lines[at + 1], "  account: CN=staff0007,OU=Staff,OU=Remedy,DC=remedy,DC=test", "{stdout}");
+}
+
+/// `remedy apply` against the DC with nothing it can do: one account that does not exist, one the
+/// guardrails protect. Nothing is written; the run is not a success.
+#[test]
+fn apply_exits_1_when_something_is_denied_or_not_found() {
+    let dc = crate::dc::env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifests = dir.path().join("manifests");
+    fs::create_dir(&manifests).expect("mkdir");
+    fs::write(manifests.join("inc-1-ghost.yaml"), disable("inc-1-ghost", "samAccountName: no-such-user-7q"))
+        .expect("write");
+    fs::write(manifests.join("inc-2-admin.yaml"), disable("inc-2-admin", "samAccountName: Administrator"))
+        .expect("write");
+    let config = dir.path().join("remedy.yaml");
+    fs::write(
+        &config,
+        format!(
+            "manifests:\n  path: manifests\nguardrails:\n  allowedScopes: [\"{staff}\"]\n  protectedAccounts: [Administrator]\n  \
+             maxChangesPerReconcile: 25\nstore:\n  path: store\nactiveDirectory:\n  url: {url}\n  caFile: {ca}\n  \
+             bindUser: {bind}\n  passwordFile: {password}\n  baseDn: {base}\n",
+            staff = dc.staff_ou,
+            url = dc.ldaps_url,
+            ca = dc.ca_file.display(),
+            bind = dc.action_bind,
+            password = dc.action_password_file.display(),
+            base = dc.base_dn,
+        ),
+    )
+    .expect("write");
+    let output = remedy().arg("apply").arg("--config").arg(&config).output().expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .expect("a header")
+            .ends_with(": 2 identities, 0 action(s) to apply, 0 held, 1 denied, 0 blocked, 1 not found"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 action(s) applied, 0 not\nnot done: 1 denied, 1 not found\n"), "{stdout}");
+}
+
+#[test]
+fn plan_help_says_offline_only_of_observed() {
+    for args in [&["plan", "--help"][..], &["--help"]] {
+        let output = remedy().args(args).output().expect("run");
+        let help = String::from_utf8_lossy(&output.stdout);
+        let offline: Vec<&str> = help.lines().filter(|l| l.contains("offline")).collect();
+        assert!(!offline.is_empty(), "{help}");
+        for line in offline {
+            assert!(line.contains("--observed") || !line.contains("plan"), "{line:?} in remedy {}", args.join(" "));
+        }
+    }
+}
