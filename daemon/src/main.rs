@@ -65,7 +65,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    quiet_on_closed_stdout();
     let args = Args::parse();
     // The daemon says what it does; one-shot commands print their answer and only warn.
     let default_level = if matches!(args.command, Command::Serve(_)) { "info" } else { "warn" };
@@ -115,23 +114,4 @@ fn main() -> ExitCode {
 /// 1 for the API's refusals, 2 for everything else that went wrong (see the header).
 fn exit_code(error: &anyhow::Error) -> u8 {
     error.chain().find_map(|e| e.downcast_ref::<cli::client::ClientError>()).map_or(2, |e| e.exit_code())
-}
-
-/// The commands write through `io::Write` and end with 0 on a closed pipe (see the header); a
-/// `println!` left anywhere would panic on one instead (Rust ignores SIGPIPE): this ends such a
-/// panic as quietly and with the same code.
-fn quiet_on_closed_stdout() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let message = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(0);
-        }
-        default(info);
-    }));
 }

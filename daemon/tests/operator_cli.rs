@@ -525,6 +525,17 @@ fn a_held_plan_is_approved_and_every_manifest_converges() {
         .map(|rest| rest.chars().take_while(char::is_ascii_hexdigit).collect())
         .unwrap_or_else(|| panic!("no plan id in {message:?}"));
     assert_eq!(plan_id.len(), 32, "{message}");
+    // An operator alerting on logs sees the hold: one WARN line for the plan, with its fields.
+    let log = daemon.log();
+    let held_lines: Vec<&str> = log.lines().filter(|l| l.contains("plan held for approval")).collect();
+    assert!(
+        held_lines.len() == 1
+            && held_lines[0].contains(" WARN ")
+            && held_lines[0].contains(&format!("plan={plan_id}"))
+            && held_lines[0].contains("changes=3")
+            && held_lines[0].contains("limit=2"),
+        "{log}"
+    );
     let held = daemon.expect(Who::Reader, &["history", "--outcome", "held", "-o", "json"], 0).json();
     assert_eq!(held.as_array().map(Vec::len), Some(3), "{held}");
     assert!(users.iter().all(|u| daemon.sim.user(u).expect("user").account_enabled), "nothing applied yet");

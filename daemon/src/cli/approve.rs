@@ -4,6 +4,7 @@
 //! `--wait`, waits for the reconcile the approval starts, then as `remedy status --wait` does for
 //! the manifests that held the plan.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -56,7 +57,7 @@ pub fn run(args: &ApproveArgs) -> Result<ExitCode> {
         };
         let started = Instant::now();
         let answer: Answer<Accepted> = client.post(&["v1", "approvals", plan_id], body).await?;
-        println!("plan {plan_id} approved by {}", answer.body.by);
+        writeln!(std::io::stdout(), "plan {plan_id} approved by {}", answer.body.by)?;
         if !args.wait {
             return anyhow::Ok(ExitCode::SUCCESS);
         }

@@ -2,6 +2,7 @@
 //! which also retries the manifest's accounts whose actions failed for good. With `--wait`, waits
 //! for a reconcile that ended after the request, then as `remedy status NAME --wait` does.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ pub fn run(args: &ReconcileArgs) -> Result<ExitCode> {
     let client = Client::new(&args.client)?;
     block_on(async {
         let answer: Answer<Accepted> = client.post(&["v1", "manifests", &args.name, "reconcile"], None).await?;
-        println!("reconcile of {} requested by {}", args.name, answer.body.by);
+        writeln!(std::io::stdout(), "reconcile of {} requested by {}", args.name, answer.body.by)?;
         if !args.wait {
             return Ok(ExitCode::SUCCESS);
         }

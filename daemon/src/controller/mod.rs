@@ -725,7 +725,14 @@ impl Controller {
             Approval::Required { plan_id, .. } => Some(plan_id.clone()),
             _ => None,
         };
-        if let Some(plan_id) = &held {
+        if let (Some(plan_id), Approval::Required { changes, limit, .. }) = (&held, &result.plan.approval) {
+            if self.progress.borrow().held_plan.as_ref() != Some(plan_id) {
+                tracing::warn!(
+                    plan = %plan_id, changes, limit,
+                    "plan held for approval: more changes than maxChangesPerReconcile; nothing of it is applied \
+                     until `remedy approve {plan_id}`"
+                );
+            }
             self.progress.send_modify(|p| p.held_plan = Some(plan_id.clone()));
         }
         let generations = statuses.iter().map(|s| (s.name.clone(), s.observed_generation.clone())).collect();

@@ -512,6 +512,20 @@ fn unsent_records(
             let prefix = format!("{}\0", identity.identity);
             seen.extend(recorded_before.range(prefix.clone()..).take_while(|k| k.starts_with(&prefix)).cloned());
         }
+        if identity.status == IdentityStatus::NotFound {
+            // No record (nothing was planned), but an operator alerting on logs must see it, once
+            // while it lasts.
+            let key = notice_key(&identity.identity, "not-found");
+            if !recorded_before.contains(&key) {
+                tracing::warn!(
+                    identity = %identity.identity,
+                    manifests = ?identity.manifests,
+                    reason = %identity.notes.join("; "),
+                    "not found: no account matches the manifest's target"
+                );
+            }
+            seen.insert(key);
+        }
         for planned in &identity.actions {
             let Some(record) = ActionRecord::unsent(
                 &identity.identity,
@@ -529,6 +543,16 @@ fn unsent_records(
             };
             let key = notice_key(&identity.identity, &format!("{}\0{:?}\0{detail}", planned.action, record.outcome));
             if !recorded_before.contains(&key) {
+                // A held plan is logged once for the whole plan (by the controller), not per action.
+                if record.outcome == ActionOutcome::Denied {
+                    tracing::warn!(
+                        identity = %identity.identity,
+                        action = %planned.action,
+                        manifests = ?planned.provenance,
+                        reason = record.error.as_deref().unwrap_or_default(),
+                        "denied by a guardrail: not sent"
+                    );
+                }
                 events.push((key.clone(), (decided_at, Event::Action(record))));
             }
             seen.insert(key);
@@ -537,6 +561,14 @@ fn unsent_records(
         for blocked in &identity.blocked {
             let key = notice_key(&identity.identity, &format!("{}\0blocked\0{}", blocked.action, blocked.message));
             if !recorded_before.contains(&key) {
+                tracing::warn!(
+                    identity = %identity.identity,
+                    action = %blocked.action,
+                    block = ?blocked.reason,
+                    manifests = ?blocked.provenance,
+                    reason = %blocked.message,
+                    "blocked: the change cannot take effect as things are"
+                );
                 // The value now, and what the action would write: the operator sees what waits.
                 let (before, after) = match account.filter(|_| blocked.action.provider() == Provider::ActiveDirectory) {
                     Some(account) => {
