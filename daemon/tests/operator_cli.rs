@@ -324,6 +324,15 @@ fn status_history_reconcile_and_refusals_against_a_running_daemon() {
     assert_eq!(alice["identities"][0]["identity"], "upn:alice@remedy.test");
     let one = daemon.expect(Who::Reader, &["status", "inc-2-ghost", "-o", "json"], 0).json();
     assert_eq!(condition(&one, "Stalled")["reason"], "NotFound");
+    // An operator alerting on logs sees it: one WARN line when it begins, naming the target.
+    let log = daemon.log();
+    let not_found: Vec<&str> = log.lines().filter(|l| l.contains("not found: no account matches")).collect();
+    assert!(
+        not_found.len() == 1
+            && not_found[0].contains(" WARN ")
+            && not_found[0].contains("identity=upn:ghost@remedy.test"),
+        "{log}"
+    );
     let yaml = daemon.expect(Who::Reader, &["status", "inc-1-alice", "-o", "yaml"], 0);
     assert!(yaml.stdout.contains("name: inc-1-alice"), "{}", yaml.stdout);
 
