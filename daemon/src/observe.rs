@@ -157,7 +157,8 @@ mod tests {
     async fn accounts_whose_protection_cannot_be_decided_are_not_observed() {
         let target = Target { identity: "sam:eve".parse().expect("identity"), entra_object_id: None };
         let state =
-            observe(&[target.clone()], &BTreeSet::new(), Some(&GroupsUnreadable), None::<&GraphDirectory>).await;
+            observe(std::slice::from_ref(&target), &BTreeSet::new(), Some(&GroupsUnreadable), None::<&GraphDirectory>)
+                .await;
         match &state.get(&target.identity).expect("observed").active_directory {
             ProviderView::Unavailable { error } => {
                 assert!(error.starts_with("cannot tell who is privileged"), "{error}")
