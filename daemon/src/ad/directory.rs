@@ -229,37 +229,32 @@ impl Inner {
                 None => tracing::debug!(page_size, "more entries than fit in one page: searching again with paging"),
             }
         }
-        let pages = self.pages.clone();
-        let entries = lease
-            .run("search", Some(base), |mut ldap| async move {
-                let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> =
-                    vec![Box::new(PagedResults::new(page_size as i32)), Box::new(PageCounter(pages))];
-                let mut stream = ldap
-                    .with_timeout(timeout)
-                    .streaming_search_with(adapters, base, Scope::Subtree, &filter, ATTRIBUTES.to_vec())
-                    .await?;
-                let mut entries = Vec::new();
-                while let Some(entry) = stream.next().await? {
-                    // Continuation references (other partitions below a domain root) are skipped.
-                    if !entry.is_ref() && !entry.is_intermediate() {
-                        entries.push(entry);
-                    }
-                }
-                stream.finish().await.success()?;
-                Ok(entries)
-            })
-            .await?;
+        let entries = self.paged_on(&mut lease, base, &filter, &ATTRIBUTES).await?;
         self.decode(entries)
     }
 
     /// A paged subtree search of any objects (entries only; continuation references skipped).
     async fn search_paged(&self, base: &str, filter: &str, attributes: &[&str]) -> Result<Vec<SearchEntry>, AdError> {
+        let mut lease = self.pool.lease().await?;
+        self.pool.counters.searches.fetch_add(1, Ordering::Relaxed);
+        let entries = self.paged_on(&mut lease, base, filter, attributes).await?;
+        self.pool.counters.entries.fetch_add(entries.len() as u64, Ordering::Relaxed);
+        Ok(entries.into_iter().map(SearchEntry::construct).collect())
+    }
+
+    /// A subtree search with the paged-results control on a leased connection, every page read;
+    /// continuation references (other partitions below a domain root) are skipped.
+    async fn paged_on(
+        &self,
+        lease: &mut Lease<'_>,
+        base: &str,
+        filter: &str,
+        attributes: &[&str],
+    ) -> Result<Vec<ResultEntry>, AdError> {
         let page_size = self.page_size;
         let timeout = self.pool.target.operation_timeout;
         let pages = self.pages.clone();
-        let mut lease = self.pool.lease().await?;
-        self.pool.counters.searches.fetch_add(1, Ordering::Relaxed);
-        let entries = lease
+        lease
             .run("search", Some(base), |mut ldap| async move {
                 let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> =
                     vec![Box::new(PagedResults::new(page_size as i32)), Box::new(PageCounter(pages))];
@@ -270,15 +265,13 @@ impl Inner {
                 let mut entries = Vec::new();
                 while let Some(entry) = stream.next().await? {
                     if !entry.is_ref() && !entry.is_intermediate() {
-                        entries.push(SearchEntry::construct(entry));
+                        entries.push(entry);
                     }
                 }
                 stream.finish().await.success()?;
                 Ok(entries)
             })
-            .await?;
-        self.pool.counters.entries.fetch_add(entries.len() as u64, Ordering::Relaxed);
-        Ok(entries)
+            .await
     }
 
     /// The domain's root DN, from the rootDSE's `defaultNamingContext` (read once).
