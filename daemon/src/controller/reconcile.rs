@@ -293,9 +293,7 @@ pub async fn run_pass(
     blocking(store, move |store| store.settle_all(&settlements)).await?;
     blocking(store, move |store| store.mark_unconfirmed(&unconfirmed)).await?;
 
-    let reasons = |provenance: &[ManifestName]| reasons_of(input.manifests, provenance);
-    let (unsent, now_unsent) =
-        unsent_records(&plan, &observed, &deferred, input.clock.now(), &refs, &reasons, &memory.recorded_unsent);
+    let (unsent, now_unsent) = unsent_records(&plan, &deferred, input.clock.now(), &refs, &memory.recorded_unsent);
     let unsent_outcomes: Vec<(Provider, ActionOutcome)> = unsent
         .iter()
         .filter_map(|(_, (_, event))| match event {
@@ -478,17 +476,6 @@ fn notice_key(identity: &Identity, what: &str) -> String {
     format!("{identity}\0{}", &hex::encode(Sha256::digest(what.as_bytes()))[..16])
 }
 
-/// The manifests' `spec.reason`s, as the plan joins them.
-fn reasons_of(manifests: &BTreeMap<ManifestName, Manifest>, provenance: &[ManifestName]) -> String {
-    let mut seen = BTreeSet::new();
-    provenance
-        .iter()
-        .filter_map(|name| manifests.get(name).map(|m| m.spec.reason.as_str()))
-        .filter(|reason| seen.insert(*reason))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// Records of planned actions that were not sent (denied, held) and of blocked items, each once
 /// while it lasts: a resync that finds the same denial records nothing new. Each new record comes
 /// with its key; the set is every key of this plan, new or recorded before, and the keys of
@@ -496,11 +483,9 @@ fn reasons_of(manifests: &BTreeMap<ManifestName, Manifest>, provenance: &[Manife
 /// was not looked at has not ended.
 fn unsent_records(
     plan: &Plan,
-    observed: &ObservedState,
     deferred: &BTreeSet<Identity>,
     decided_at: DateTime<Utc>,
     refs: &impl Fn(&[ManifestName], &Cause) -> Vec<ManifestRef>,
-    reasons: &impl Fn(&[ManifestName]) -> String,
     recorded_before: &BTreeSet<String>,
 ) -> (Vec<KeyedEvent>, BTreeSet<String>) {
     let mut seen = BTreeSet::new();
@@ -557,7 +542,6 @@ fn unsent_records(
             }
             seen.insert(key);
         }
-        let account = observed.get(&identity.identity).and_then(|o| o.active_directory.found());
         for blocked in &identity.blocked {
             let key = notice_key(&identity.identity, &format!("{}\0blocked\0{}", blocked.action, blocked.message));
             if !recorded_before.contains(&key) {
@@ -569,29 +553,17 @@ fn unsent_records(
                     reason = %blocked.message,
                     "blocked: the change cannot take effect as things are"
                 );
-                // The value now, and what the action would write: the operator sees what waits.
-                let (before, after) = match account.filter(|_| blocked.action.provider() == Provider::ActiveDirectory) {
-                    Some(account) => {
-                        let mut then = account.clone();
-                        blocked.action.apply_to_ad(&mut then, plan.computed_at);
-                        (
-                            crate::execute::shown_value(blocked.action, account),
-                            crate::execute::shown_value(blocked.action, &then),
-                        )
-                    }
-                    None => ("?".to_owned(), "?".to_owned()),
-                };
                 let record = ActionRecord {
                     intent: None,
                     manifests: refs(&blocked.provenance, &Cause::Desired),
-                    reason: reasons(&blocked.provenance),
+                    reason: blocked.spec_reason.clone(),
                     identity: identity.identity.clone(),
                     resolved: identity.resolved.clone(),
                     provider: blocked.action.provider(),
                     action: blocked.action,
                     cause: Cause::Desired,
-                    before,
-                    after,
+                    before: blocked.before.clone(),
+                    after: blocked.after.clone(),
                     outcome: ActionOutcome::Blocked,
                     error: Some(blocked.message.clone()),
                     note: None,

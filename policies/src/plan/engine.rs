@@ -88,6 +88,17 @@ impl Work {
             planned.before = before;
             planned.after = after;
         }
+        // A blocked item against the account as the planned actions leave it.
+        for blocked in &mut self.blocked {
+            (blocked.before, blocked.after) = match (blocked.action.provider(), ad.as_ref()) {
+                (Provider::ActiveDirectory, Some(account)) => {
+                    let mut then = account.clone();
+                    blocked.action.apply_to_ad(&mut then, now);
+                    (show_ad(blocked.action, account), show_ad(blocked.action, &then))
+                }
+                _ => ("?".to_owned(), "?".to_owned()),
+            };
+        }
         let status = self.status(group);
         IdentityPlan {
             identity: group.identity.clone(),
@@ -186,7 +197,9 @@ pub(super) fn plan_group(
     if desired.has_ad_items() {
         match &group.ad {
             ProviderView::Found(account) => plan_ad(account, desired, input.now, &mut work),
-            ProviderView::NotConfigured => not_configured(Provider::ActiveDirectory, ad_items(desired), &mut work),
+            ProviderView::NotConfigured => {
+                not_configured(Provider::ActiveDirectory, ad_items(desired), desired, &mut work)
+            }
             view => work.provider_trouble(
                 Provider::ActiveDirectory,
                 group,
@@ -198,7 +211,7 @@ pub(super) fn plan_group(
     if desired.has_entra_items() {
         match &group.entra {
             ProviderView::Found(user) => plan_entra(group, user, desired, input, &mut work),
-            ProviderView::NotConfigured => not_configured(Provider::EntraId, entra_items(desired), &mut work),
+            ProviderView::NotConfigured => not_configured(Provider::EntraId, entra_items(desired), desired, &mut work),
             view => work.provider_trouble(Provider::EntraId, group, view, "the entraId items are not planned"),
         }
     }
@@ -234,16 +247,24 @@ fn entra_items(desired: &Desired) -> Vec<(&'static str, Action, Vec<ManifestName
     items
 }
 
-fn not_configured(provider: Provider, items: Vec<(&'static str, Action, Vec<ManifestName>)>, work: &mut Work) {
+fn not_configured(
+    provider: Provider,
+    items: Vec<(&'static str, Action, Vec<ManifestName>)>,
+    desired: &Desired,
+    work: &mut Work,
+) {
     for (field, action, provenance) in items {
         work.blocked.push(BlockedItem {
             action,
             reason: BlockReason::ProviderNotConfigured,
+            spec_reason: desired.reason(&provenance),
             provenance,
             message: format!(
                 "{field}: provider not configured: {provider} is not configured in remedy.yaml, \
                  so this item is neither checked nor applied"
             ),
+            before: String::new(),
+            after: String::new(),
         });
     }
 }
@@ -289,6 +310,9 @@ fn plan_ad(account: &AdAccount, desired: &Desired, now: DateTime<Utc>, work: &mu
             action: Action::ForcePasswordChange,
             reason: BlockReason::PasswordNeverExpires,
             provenance: shot.provenance.clone(),
+            spec_reason: desired.reason(&shot.provenance),
+            before: String::new(),
+            after: String::new(),
             message: format!(
                 "the account has \"password never expires\" (userAccountControl 0x{:x} includes \
                  DONT_EXPIRE_PASSWORD 0x10000): a DC accepts pwdLastSet=0 and ignores it, so the user \

@@ -313,7 +313,13 @@ pub struct BlockedItem {
     pub action: Action,
     pub reason: BlockReason,
     pub provenance: Vec<ManifestName>,
+    /// The manifests' `spec.reason`s, joined with "; " (as a planned action's `reason`).
+    pub spec_reason: String,
     pub message: String,
+    /// The attribute's value now and what the action would write, as a human reads it (as a
+    /// planned action's); `?` where the account was not observed.
+    pub before: String,
+    pub after: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
