@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use chrono::Utc;
-use remedy_policies::plan::{plan, Disposition, IdentityStatus, Plan, PlanInput};
+use remedy_policies::plan::{plan, Plan, PlanInput};
 use serde::Serialize;
 
 use super::output::{print_structured, Format};
@@ -99,18 +99,15 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
 /// What keeps the manifests from being in force after this run, counted (`1 denied`, `2 failed`):
 /// empty when everything planned was done. Any of it makes the exit code 1.
 fn unfinished(plan: &Plan, reports: &[ActionReport]) -> Vec<String> {
-    let denied = plan.actions().filter(|(_, a)| matches!(a.disposition, Disposition::Denied { .. })).count();
-    let held = plan.actions().filter(|(_, a)| matches!(a.disposition, Disposition::Held { .. })).count();
-    let blocked: usize = plan.identities.iter().map(|i| i.blocked.len()).sum();
-    let identities = |status: IdentityStatus| plan.identities.iter().filter(|i| i.status == status).count();
+    let tally = plan.tally();
     let outcomes = |outcome: Outcome| reports.iter().filter(|r| r.outcome == outcome).count();
     [
-        (denied, "denied"),
-        (held, "held for approval"),
-        (blocked, "blocked"),
-        (identities(IdentityStatus::NotFound), "not found"),
-        (identities(IdentityStatus::Ambiguous), "ambiguous"),
-        (identities(IdentityStatus::ProviderUnavailable), "provider unavailable"),
+        (tally.denied, "denied"),
+        (tally.held, "held for approval"),
+        (tally.blocked, "blocked"),
+        (tally.not_found, "not found"),
+        (tally.ambiguous, "ambiguous"),
+        (tally.unavailable, "provider unavailable"),
         (outcomes(Outcome::Failed), "failed"),
         (outcomes(Outcome::Skipped), "skipped"),
     ]

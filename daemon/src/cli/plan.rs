@@ -18,7 +18,7 @@ use remedy_policies::load;
 use remedy_policies::manifest::{ManifestName, Target};
 use remedy_policies::observed::{AdGroup, Observation, ObservedState};
 use remedy_policies::plan::{
-    plan, ActiveManifest, DepartedManifest, Disposition, IdentityStatus, Plan, PlanId, PlanInput, RecordedChange,
+    plan, ActiveManifest, DepartedManifest, Disposition, Plan, PlanId, PlanInput, RecordedChange,
 };
 use serde::Deserialize;
 
@@ -245,23 +245,18 @@ pub fn print_plan(out: &mut impl Write, plan: &Plan) -> io::Result<()> {
 /// What a plan holds, counted: `plan ID: 4 identities, 2 action(s) to apply, 1 held, 1 denied,
 /// 1 blocked, 1 not found` (and ambiguous or unavailable identities when there are any).
 fn header(plan: &Plan) -> String {
-    let dispositions =
-        |wanted: fn(&Disposition) -> bool| plan.actions().filter(|(_, a)| wanted(&a.disposition)).count();
-    let allowed = dispositions(|d| matches!(d, Disposition::Allowed));
-    let held = dispositions(|d| matches!(d, Disposition::Held { .. }));
-    let denied = dispositions(|d| matches!(d, Disposition::Denied { .. }));
-    let blocked: usize = plan.identities.iter().map(|i| i.blocked.len()).sum();
-    let with_status = |status: IdentityStatus| plan.identities.iter().filter(|i| i.status == status).count();
+    let tally = plan.tally();
     let mut text = format!(
-        "plan {}: {} identities, {allowed} action(s) to apply, {held} held, {denied} denied, {blocked} blocked, {} not found",
+        "plan {}: {} identities, {} action(s) to apply, {} held, {} denied, {} blocked, {} not found",
         plan.id,
         plan.identities.len(),
-        with_status(IdentityStatus::NotFound),
+        tally.allowed,
+        tally.held,
+        tally.denied,
+        tally.blocked,
+        tally.not_found,
     );
-    for (status, word) in
-        [(IdentityStatus::Ambiguous, "ambiguous"), (IdentityStatus::ProviderUnavailable, "unavailable")]
-    {
-        let count = with_status(status);
+    for (count, word) in [(tally.ambiguous, "ambiguous"), (tally.unavailable, "unavailable")] {
         if count > 0 {
             text.push_str(&format!(", {count} {word}"));
         }

@@ -183,6 +183,41 @@ impl Plan {
     pub fn is_converged(&self) -> bool {
         self.identities.iter().all(|identity| identity.actions.is_empty() && identity.blocked.is_empty())
     }
+
+    /// The plan counted: what is to be done and what stands in the way.
+    pub fn tally(&self) -> Tally {
+        let mut tally = Tally::default();
+        for identity in &self.identities {
+            tally.blocked += identity.blocked.len();
+            match identity.status {
+                IdentityStatus::NotFound => tally.not_found += 1,
+                IdentityStatus::Ambiguous => tally.ambiguous += 1,
+                IdentityStatus::ProviderUnavailable => tally.unavailable += 1,
+                _ => {}
+            }
+            for action in &identity.actions {
+                match action.disposition {
+                    Disposition::Allowed => tally.allowed += 1,
+                    Disposition::Held { .. } => tally.held += 1,
+                    Disposition::Denied { .. } => tally.denied += 1,
+                }
+            }
+        }
+        tally
+    }
+}
+
+/// [`Plan::tally`]: actions by disposition, blocked items, and identities by the statuses that
+/// keep them from being planned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub allowed: usize,
+    pub held: usize,
+    pub denied: usize,
+    pub blocked: usize,
+    pub not_found: usize,
+    pub ambiguous: usize,
+    pub unavailable: usize,
 }
 
 /// What the providers resolved the declared identity to.
