@@ -14,7 +14,7 @@ use super::client::{block_on, Answer, Client, ClientArgs};
 use super::output::ListFormat;
 use super::reconcile::Accepted;
 use super::status::{self, parse_timeout, WaitEnd, Waited, Wanted};
-use crate::store::{Event, ManifestStatus};
+use crate::store::Event;
 
 #[derive(Debug, clap::Args)]
 pub struct ApproveArgs {
@@ -34,11 +34,6 @@ pub struct ApproveArgs {
     client: ClientArgs,
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct ManifestList {
-    manifests: Vec<ManifestStatus>,
-}
-
 pub fn run(args: &ApproveArgs) -> Result<ExitCode> {
     let client = Client::new(&args.client)?;
     let plan_id = args.plan_id.trim();
@@ -46,8 +41,8 @@ pub fn run(args: &ApproveArgs) -> Result<ExitCode> {
     block_on(async {
         // Which manifests hold the plan, read before the approval changes them.
         let holding: Vec<String> = if args.wait {
-            let list: ManifestList = client.get(&["v1", "manifests"], &[]).await?;
-            list.manifests
+            status::fetch(&client, None)
+                .await?
                 .into_iter()
                 .filter(|s| s.held_plan_id.as_ref().is_some_and(|id| id.as_str() == plan_id))
                 .map(|s| s.name.to_string())

@@ -61,7 +61,7 @@ struct ManifestList {
 }
 
 /// One manifest's status (an error if it has none), or every manifest's.
-async fn fetch(client: &Client, name: Option<&str>) -> Result<Vec<ManifestStatus>, ClientError> {
+pub async fn fetch(client: &Client, name: Option<&str>) -> Result<Vec<ManifestStatus>, ClientError> {
     match name {
         Some(name) => Ok(vec![client.get::<ManifestStatus>(&["v1", "manifests", name], &[]).await?]),
         None => Ok(client.get::<ManifestList>(&["v1", "manifests"], &[]).await?.manifests),
