@@ -45,6 +45,8 @@ pub struct AdStats {
 #[derive(Debug)]
 pub struct LdapDirectory {
     inner: Arc<Inner>,
+    /// `guardrails.protectedGroups`: looked up with the AdminSDHolder set.
+    protected_groups: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -59,8 +61,6 @@ struct Inner {
     /// The DC's default naming context (the domain's root DN), read once: protected groups live
     /// there (CN=Users, CN=Builtin), whatever `baseDn` narrows the user search to.
     naming_context: tokio::sync::OnceCell<String>,
-    /// `guardrails.protectedGroups`: looked up with the AdminSDHolder set.
-    protected_groups: Vec<String>,
 }
 
 /// Accounts waiting to be read back after a write; see [`Inner::read_back`].
@@ -154,24 +154,19 @@ impl LdapDirectory {
             pages: Arc::new(AtomicU64::new(0)),
             read_backs: Mutex::new(ReadBacks::default()),
             naming_context: tokio::sync::OnceCell::new(),
-            protected_groups: Vec::new(),
         };
         // The first connection alone: a wrong password fails once, not once per connection.
         drop(inner.pool.lease().await?);
         let others = (1..inner.connections).map(|_| inner.pool.lease());
         drop(futures::future::try_join_all(others).await?);
         tracing::info!(url = %url, bind_user = %config.bind_user, base_dn = %config.base_dn, connections = inner.connections, "connected to Active Directory");
-        Ok(LdapDirectory { inner: Arc::new(inner) })
+        Ok(LdapDirectory { inner: Arc::new(inner), protected_groups: Vec::new() })
     }
 
     /// Also protects the members of these groups (`guardrails.protectedGroups`: SIDs, DNs or
     /// names), beside the AdminSDHolder set, which is always read.
-    pub fn with_protected_groups(mut self, groups: &[String]) -> Self {
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => inner.protected_groups = groups.to_vec(),
-            None => unreachable!("with_protected_groups is called on a directory no one shares yet"),
-        }
-        self
+    pub fn with_protected_groups(self, groups: &[String]) -> Self {
+        LdapDirectory { protected_groups: groups.to_vec(), ..self }
     }
 
     /// Identities per search (default [`CHUNK_SIZE`]); for tests and benchmarks.
@@ -307,7 +302,7 @@ impl Inner {
     /// The protected groups of the accounts' domains (the AdminSDHolder set by SID, and the
     /// configured ones) and every group nested in them at any depth, each with its direct
     /// `memberOf`: two searches, whatever the number of accounts. None for no account.
-    async fn privileged_groups(&self, accounts: &[&AdAccount]) -> Result<Vec<AdGroup>, AdError> {
+    async fn privileged_groups(&self, accounts: &[&AdAccount], configured: &[String]) -> Result<Vec<AdGroup>, AdError> {
         let mut domains: Vec<&str> = accounts.iter().filter_map(|a| privilege::domain_sid(&a.object_sid)).collect();
         domains.sort_unstable();
         domains.dedup();
@@ -315,9 +310,7 @@ impl Inner {
             return Ok(Vec::new());
         }
         let base = self.naming_context().await?.to_owned();
-        let roots = self
-            .search_paged(&base, &protected_groups_filter(&domains, &self.protected_groups), &GROUP_ATTRIBUTES)
-            .await?;
+        let roots = self.search_paged(&base, &protected_groups_filter(&domains, configured), &GROUP_ATTRIBUTES).await?;
         let mut groups = roots.iter().map(group_from_entry).collect::<Result<Vec<_>, _>>()?;
         if !groups.is_empty() {
             let nested: String =
@@ -552,7 +545,7 @@ impl AdDirectory for LdapDirectory {
 
     async fn privileged_groups(&self, accounts: &[&AdAccount]) -> Result<Vec<AdGroup>, AdError> {
         self.inner
-            .privileged_groups(accounts)
+            .privileged_groups(accounts, &self.protected_groups)
             .await
             .inspect_err(|error| tracing::warn!(error = %error, "cannot read the protected groups"))
     }
