@@ -979,7 +979,7 @@ def record(name, result, args):
     binary = getattr(args, "remedy", None)
     if binary:
         # The exact binary the figure measured; the cargo benches run their own executables.
-        result["remedy"] = remedy_binary(args)
+        result["remedyBinary"] = remedy_binary(args)
         # With --no-build the binary may be older than the commit recorded above.
         result["machine"]["remedyBuilt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.path.getmtime(binary)))
     result["smoke"] = bool(getattr(args, "smoke", False))
@@ -989,9 +989,9 @@ def record(name, result, args):
         json.dump(data, f, indent=1)
     print()
     print("\n".join(figure_markdown(name, result)))
-    if "remedy" in result:
+    if "remedyBinary" in result:
         print()
-        print(f"remedy binary: {result['remedy']['path']}, sha256 {result['remedy']['sha256']}")
+        print(f"remedy binary: {result['remedyBinary']['path']}, sha256 {result['remedyBinary']['sha256']}")
     print()
     write_report(args.out)
 
@@ -1016,7 +1016,7 @@ def write_report(out):
     # The end-to-end figures name the binary they ran (results files from before the pin do not).
     binaries = {}
     for name, *_ in FIGURES:
-        ran = data["figures"].get(name, {}).get("remedy")
+        ran = data["figures"].get(name, {}).get("remedyBinary")
         if ran:
             binaries.setdefault((ran["sha256"], ran["path"]), []).append(name)
     for (sha, path), names in binaries.items():
@@ -1027,7 +1027,7 @@ def write_report(out):
         result = data["figures"].get(name)
         if result:
             lines += figure_markdown(name, result)
-            ran = result.get("remedy")
+            ran = result.get("remedyBinary")
             binary = f", remedy sha256 {ran['sha256'][:16]}" if ran else ""
             lines += ["", f"_ran {result['machine']['date']} at {result['machine']['commit'][:12]}{binary}_", ""]
     with open(os.path.join(out, "results.md"), "w") as f:
