@@ -5,6 +5,7 @@
 //! `&str`, time comes in as a parameter, and every failure is a typed value or a [`Diagnostic`].
 
 pub mod action;
+pub mod admission;
 pub mod config;
 pub mod diagnostic;
 pub mod identity;
