@@ -9,6 +9,7 @@
 //! (20 per `$batch`, several in flight). An identity's Entra actions touch independent properties
 //! (accountEnabled, sessions, risk), so none waits for another.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -69,6 +70,27 @@ mod millis {
 /// Reads the wall clock: each report's `at` is the moment of its attempt, not the pass's start.
 pub type Stamp<'a> = &'a (dyn Fn() -> DateTime<Utc> + Sync);
 
+/// What is to be sent: the allowed actions of these accounts, less those withheld (an account
+/// whose interrupted action is unchecked, an action parked after a permanent failure).
+#[derive(Debug, Clone, Copy)]
+pub struct Work<'a> {
+    pub identities: &'a [IdentityPlan],
+    pub withheld: &'a BTreeSet<(Identity, Action)>,
+}
+
+static NOTHING_WITHHELD: BTreeSet<(Identity, Action)> = BTreeSet::new();
+
+impl<'a> Work<'a> {
+    /// Every allowed action of `plan`.
+    pub fn whole(plan: &'a Plan) -> Work<'a> {
+        Work { identities: &plan.identities, withheld: &NOTHING_WITHHELD }
+    }
+
+    fn sends(&self, identity: &IdentityPlan, action: &PlannedAction, provider: Provider) -> bool {
+        is_allowed_on(action, provider) && !self.withheld.contains(&(identity.identity.clone(), action.action))
+    }
+}
+
 /// Applies every allowed action of `plan`. `observed` must be the state the plan was made from;
 /// `now` is the plan's time (what the actions are judged against), `stamp` dates each attempt.
 pub async fn execute<A, E>(
@@ -84,28 +106,45 @@ where
     A: AdDirectory + Sync,
     E: EntraDirectory + Sync,
 {
-    let work: Vec<&IdentityPlan> = plan
+    execute_work(Work::whole(plan), observed, ad, entra, concurrency, now, stamp).await
+}
+
+/// Applies the actions `work` names (see [`execute`]).
+pub async fn execute_work<A, E>(
+    work: Work<'_>,
+    observed: &ObservedState,
+    ad: Option<&A>,
+    entra: Option<&E>,
+    concurrency: usize,
+    now: DateTime<Utc>,
+    stamp: Stamp<'_>,
+) -> Vec<ActionReport>
+where
+    A: AdDirectory + Sync,
+    E: EntraDirectory + Sync,
+{
+    let accounts: Vec<&IdentityPlan> = work
         .identities
         .iter()
-        .filter(|identity| identity.actions.iter().any(|a| is_allowed_on(a, Provider::ActiveDirectory)))
+        .filter(|identity| identity.actions.iter().any(|a| work.sends(identity, a, Provider::ActiveDirectory)))
         .collect();
     // At most `concurrency` accounts in flight, and only their futures made: one future is about
     // 10 KB, and making all of them first held 100 MB at 10,000 accounts. A loop, not a stream
     // with a closure, which would make this future !Send for higher-ranked lifetime reasons
     // (rust-lang/rust#102211).
-    let mut waiting = work.into_iter();
+    let mut waiting = accounts.into_iter();
     let mut running = FuturesUnordered::new();
     for identity in waiting.by_ref().take(concurrency.max(1)) {
-        running.push(execute_identity(identity, observed, ad, now, stamp));
+        running.push(execute_identity(work, identity, observed, ad, now, stamp));
     }
     let mut reports: Vec<ActionReport> = Vec::new();
     while let Some(done) = running.next().await {
         reports.extend(done);
         if let Some(identity) = waiting.next() {
-            running.push(execute_identity(identity, observed, ad, now, stamp));
+            running.push(execute_identity(work, identity, observed, ad, now, stamp));
         }
     }
-    reports.extend(execute_entra(plan, observed, entra, now, stamp).await);
+    reports.extend(execute_entra(work, observed, entra, now, stamp).await);
     reports.sort_by(|a, b| (&a.identity, a.action).cmp(&(&b.identity, b.action)));
     reports
 }
@@ -123,7 +162,7 @@ fn is_allowed_on(action: &PlannedAction, provider: Provider) -> bool {
 }
 
 async fn execute_entra<E: EntraDirectory + Sync>(
-    plan: &Plan,
+    work: Work<'_>,
     observed: &ObservedState,
     entra: Option<&E>,
     now: DateTime<Utc>,
@@ -132,9 +171,9 @@ async fn execute_entra<E: EntraDirectory + Sync>(
     let mut items = Vec::new();
     let mut owners = Vec::new();
     let mut reports = Vec::new();
-    for identity in &plan.identities {
+    for identity in work.identities {
         let user = observed.get(&identity.identity).and_then(|o| o.entra_id.found());
-        for planned in identity.actions.iter().filter(|a| is_allowed_on(a, Provider::EntraId)) {
+        for planned in identity.actions.iter().filter(|a| work.sends(identity, a, Provider::EntraId)) {
             match (entra, user) {
                 (Some(_), Some(user)) => {
                     items.push((user.clone(), planned.action));
@@ -224,6 +263,7 @@ fn kebab_or_camel<T: Serialize>(value: &T) -> String {
 }
 
 async fn execute_identity<D: AdDirectory + Sync>(
+    work: Work<'_>,
     identity: &IdentityPlan,
     observed: &ObservedState,
     ad: Option<&D>,
@@ -234,7 +274,7 @@ async fn execute_identity<D: AdDirectory + Sync>(
         observed.get(&identity.identity).and_then(|o| o.active_directory.found()).cloned();
     let mut failed_provider: Vec<Provider> = Vec::new();
     let mut reports = Vec::new();
-    for planned in identity.actions.iter().filter(|a| is_allowed_on(a, Provider::ActiveDirectory)) {
+    for planned in identity.actions.iter().filter(|a| work.sends(identity, a, Provider::ActiveDirectory)) {
         let started = Instant::now();
         let attempted_at = stamp();
         let report = |outcome, observed_after, error: Option<String>, transient, nothing_sent| ActionReport {

@@ -13,11 +13,109 @@ use remedy_policies::manifest::Generation;
 use remedy_policies::plan::{Approval, Disposition, IdentityPlan, IdentityStatus};
 use remedy_policies::{Action, Identity, ManifestName, Provider};
 
-use super::reconcile::{provider_error, PassResult};
+use remedy_policies::admission::Admission;
+
+use super::decide::{names_of, provider_error};
+use super::reconcile::PassResult;
+use super::store_call::blocking;
 use crate::execute::Outcome;
 use crate::store::{
     ConditionReason, ConditionStatus, ConditionType, IdentityState, ManifestStatus, ProviderHealth, ProviderState,
+    Store, StoreError,
 };
+
+/// The generation each stored status is about, as this process last wrote it.
+pub type Written = BTreeMap<ManifestName, Option<Generation>>;
+
+/// Before a pass: a manifest without a status, or with one about another generation, says it is
+/// being reconciled (`Reconciling`, `Ready` unknown), so that a status never shows an old
+/// generation's verdict as the new one's, nor is missing, while a long pass runs. A manifest whose
+/// generation `written` already shows needs no mark, and the store is not read to tell (a status
+/// read per manifest per pass, 10,000 of them at scale).
+pub async fn mark_progressing(
+    store: &Store,
+    admission: &Admission,
+    written: &Written,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let current: Vec<(ManifestName, Generation)> = admission
+        .in_force()
+        .iter()
+        .filter(|(name, _)| !admission.invalid().contains_key(*name))
+        .filter(|(name, m)| written.get(*name) != Some(&Some(m.generation.clone())))
+        .map(|(name, m)| (name.clone(), m.generation.clone()))
+        .collect();
+    if current.is_empty() {
+        return Ok(());
+    }
+    blocking(store, move |store| {
+        for (name, generation) in current {
+            let previous = store.get_status(&name)?;
+            if previous.as_ref().is_some_and(|s| s.observed_generation.as_ref() == Some(&generation)) {
+                continue;
+            }
+            let mut status = previous.unwrap_or_else(|| ManifestStatus::new(name.clone()));
+            let message = format!("generation {generation} is being reconciled");
+            let progressing = ConditionReason::Progressing;
+            status.set_condition(ConditionType::Ready, ConditionStatus::Unknown, progressing, &message, now);
+            status.set_condition(ConditionType::Reconciling, ConditionStatus::True, progressing, &message, now);
+            status.set_condition(ConditionType::Stalled, ConditionStatus::False, progressing, "", now);
+            status.held_plan_id = None;
+            store.put_status(&status)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// After a pass: every manifest's status (in force, rejected, or departed and not yet forgotten)
+/// is written; a status nobody writes any more goes. Returns the generations written.
+pub async fn write_after_pass(
+    store: &Store,
+    admission: &Admission,
+    pass: &PassResult,
+    configured: impl Fn(Provider) -> bool,
+    retry_at: impl Fn(&Identity) -> Option<DateTime<Utc>>,
+    started: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Written, StoreError> {
+    let mut names: BTreeSet<&ManifestName> = admission.in_force().keys().collect();
+    names.extend(admission.invalid().keys());
+    names.extend(pass.departed.iter().map(|d| &d.name));
+    let identities_of = pass.identities_by_manifest();
+    let mut statuses = Vec::with_capacity(names.len());
+    for name in names.into_iter().filter(|name| !pass.forgotten.contains(name)) {
+        let in_force = admission.in_force().get(name);
+        let subject = Subject {
+            name,
+            generation: in_force.map(|m| &m.generation).or_else(|| pass.generations.get(name)),
+            invalid: admission.invalid().get(name).map(Vec::as_slice),
+            identities: identities_of.get(name).map_or(&[], Vec::as_slice),
+            released: match in_force {
+                Some(manifest) => manifest.is_expired(started),
+                None => pass.departed.iter().any(|gone| gone.name == *name),
+            },
+        };
+        let mut status = status_of(subject, pass, &configured, &retry_at, now);
+        // The time the pass observed from: a reconcile asked for during a pass is answered by the
+        // next one (what `remedy reconcile --wait` waits for), not by this one.
+        status.last_reconcile_time = Some(started);
+        statuses.push(status);
+    }
+    let written = statuses.iter().map(|s| (s.name.clone(), s.observed_generation.clone())).collect();
+    blocking(store, move |store| {
+        // A status nobody writes any more (a manifest that never loaded, then was deleted) goes:
+        // what is not in force, not rejected and not remembered for a release has no status.
+        for stale in store.put_statuses(&statuses)? {
+            if store.known_manifest(&stale)?.is_none() {
+                store.remove_status(&stale)?;
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(written)
+}
 
 /// The manifest a status is made for.
 pub struct Subject<'a> {
@@ -37,8 +135,8 @@ pub struct Subject<'a> {
 pub fn status_of(
     subject: Subject<'_>,
     pass: &PassResult,
-    configured: impl Fn(Provider) -> bool,
-    retry_at: impl Fn(&Identity) -> Option<DateTime<Utc>>,
+    configured: &impl Fn(Provider) -> bool,
+    retry_at: &impl Fn(&Identity) -> Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> ManifestStatus {
     let Subject { name, generation, invalid, identities, released } = subject;
@@ -56,7 +154,7 @@ pub fn status_of(
     }
     for identity in identities {
         let state = identity_state(identity, pass);
-        findings.extend(identity_findings(identity, pass, &retry_at));
+        findings.extend(identity_findings(identity, pass, retry_at));
         status.identities.push(state);
     }
     for conflict in pass.plan.conflicts.iter().filter(|c| c.overruled.manifests.contains(name)) {
@@ -186,7 +284,7 @@ fn identity_findings(
         }
         _ => {}
     }
-    if super::reconcile::names_of(identity).iter().any(|name| pass.deferred.contains(name)) {
+    if names_of(identity).iter().any(|name| pass.deferred.contains(name)) {
         findings.push(Finding::progressing(
             ConditionReason::ProviderUnavailable,
             format!("{who}: an action interrupted by a restart cannot be checked yet{}", retry()),
@@ -200,10 +298,10 @@ fn identity_findings(
             ));
         }
     }
-    for report in pass.reports_of(who).iter().filter(|r| r.outcome == Outcome::Failed) {
+    for report in pass.sent_to(who).iter().filter(|r| r.outcome == Outcome::Failed) {
         let error = report.error.as_deref().unwrap_or("");
         let finding = match pass.verdicts.get(who) {
-            Some(verdict) if verdict.park.contains(&report.action) => Finding::stalled(
+            Some(verdict) if verdict.parks(report.action) => Finding::stalled(
                 ConditionReason::Failed,
                 format!("{} {who} failed (not retried until the manifest changes): {error}", report.action),
             ),
@@ -234,7 +332,7 @@ fn non_empty(notes: &[String], otherwise: &str) -> String {
 fn identity_state(identity: &IdentityPlan, pass: &PassResult) -> IdentityState {
     let mut status = identity.status;
     let mut notes = identity.notes.clone();
-    let sent: Vec<_> = pass.reports_of(&identity.identity).iter().collect();
+    let sent = pass.sent_to(&identity.identity);
     if status == IdentityStatus::Pending {
         let allowed: BTreeSet<Action> = identity
             .actions
@@ -250,12 +348,7 @@ fn identity_state(identity: &IdentityPlan, pass: &PassResult) -> IdentityState {
     }
     for report in sent {
         match report.outcome {
-            Outcome::Succeeded => notes.push(format!(
-                "{}: {} → {}",
-                report.action,
-                report.planned.before,
-                report.observed_after.as_deref().unwrap_or(&report.planned.after)
-            )),
+            Outcome::Succeeded => notes.push(format!("{}: {} → {}", report.action, report.before, report.after)),
             Outcome::Failed | Outcome::Skipped => {
                 notes.push(format!("{} failed: {}", report.action, report.error.as_deref().unwrap_or("")))
             }

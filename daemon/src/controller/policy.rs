@@ -50,8 +50,9 @@ impl Backoff {
 pub struct Verdict {
     /// Something failed in a way that waiting may fix: retry after a backoff.
     pub retry: bool,
-    /// These actions failed in a way that waiting will not fix: park them.
-    pub park: Vec<Action>,
+    /// These actions failed in a way that waiting will not fix, with the error each had: park
+    /// them.
+    pub park: Vec<(Action, String)>,
     /// The manifests (and generations) that asked for them: they stay parked while it is the same.
     pub fingerprint: String,
 }
@@ -66,13 +67,25 @@ impl Verdict {
         Verdict { retry: true, ..Verdict::default() }
     }
 
-    pub fn permanent(actions: Vec<Action>, fingerprint: impl Into<String>) -> Verdict {
+    pub fn permanent(actions: Vec<(Action, String)>, fingerprint: impl Into<String>) -> Verdict {
         Verdict { retry: false, park: actions, fingerprint: fingerprint.into() }
     }
 
     pub fn is_permanent(&self) -> bool {
         !self.park.is_empty()
     }
+
+    /// Whether `action` is parked by this verdict.
+    pub fn parks(&self, action: Action) -> bool {
+        self.park.iter().any(|(parked, _)| *parked == action)
+    }
+}
+
+/// A parked action: the manifests that asked for it, and the error it failed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Parked {
+    fingerprint: String,
+    error: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,12 +94,13 @@ struct Retry {
     due: DateTime<Utc>,
 }
 
-/// The per-account retry and parking state (see the module documentation).
+/// The per-account retry and parking state (see the module documentation): the one place a
+/// failure's parked state is kept.
 #[derive(Debug, Default)]
 pub struct WorkQueue {
     backoff: Backoff,
     retries: BTreeMap<Identity, Retry>,
-    parked: BTreeMap<(Identity, Action), String>,
+    parked: BTreeMap<(Identity, Action), Parked>,
 }
 
 impl WorkQueue {
@@ -96,8 +110,9 @@ impl WorkQueue {
 
     /// Applies the error policy to one account's verdict; `jitter` in [0, 1].
     pub fn settle(&mut self, identity: &Identity, verdict: Verdict, now: DateTime<Utc>, jitter: f64) {
-        for action in verdict.park {
-            self.parked.insert((identity.clone(), action), verdict.fingerprint.clone());
+        for (action, error) in verdict.park {
+            let parked = Parked { fingerprint: verdict.fingerprint.clone(), error };
+            self.parked.insert((identity.clone(), action), parked);
         }
         if verdict.retry {
             let attempts = self.retries.get(identity).map_or(0, |r| r.attempts) + 1;
@@ -116,18 +131,12 @@ impl WorkQueue {
         self.retries.retain(|identity, _| planned.contains(identity));
     }
 
-    /// Whether `action` on `identity` failed permanently for the same manifests and must not be
-    /// sent again. A different fingerprint (the manifests changed) unparks it.
-    pub fn is_parked(&mut self, identity: &Identity, action: Action, fingerprint: &str) -> bool {
-        let key = (identity.clone(), action);
-        match self.parked.get(&key) {
-            Some(parked) if parked == fingerprint => true,
-            Some(_) => {
-                self.parked.remove(&key);
-                false
-            }
-            None => false,
-        }
+    /// The error `action` on `identity` failed with, when it failed permanently for the same
+    /// manifests (`fingerprint`) and must not be sent again. A different fingerprint (the
+    /// manifests changed) does not count: [`WorkQueue::retain_parked`] then forgets the entry.
+    pub fn parked(&self, identity: &Identity, action: Action, fingerprint: &str) -> Option<&str> {
+        let parked = self.parked.get(&(identity.clone(), action))?;
+        (parked.fingerprint == fingerprint).then_some(parked.error.as_str())
     }
 
     /// Forgets parked failures: all of them, or those of the given accounts (an operator asked
@@ -139,9 +148,10 @@ impl WorkQueue {
         }
     }
 
-    /// Keeps parked entries only for accounts still planned (the rest were fixed or dropped).
-    pub fn retain_parked(&mut self, planned: &BTreeSet<(Identity, Action)>) {
-        self.parked.retain(|key, _| planned.contains(key));
+    /// Keeps parked entries only for actions still planned for the same manifests (the rest were
+    /// fixed, dropped, or asked for anew): `planned` maps each planned action to its fingerprint.
+    pub fn retain_parked(&mut self, planned: &BTreeMap<(Identity, Action), String>) {
+        self.parked.retain(|key, parked| planned.get(key) == Some(&parked.fingerprint));
     }
 
     /// When the earliest retry is due.
@@ -202,24 +212,34 @@ mod tests {
         assert_eq!(queue.retry_of(&alice()).map(|r| r.1), Some(1), "attempts start again after a success");
     }
 
+    fn planned(fingerprint: &str) -> BTreeMap<(Identity, Action), String> {
+        BTreeMap::from([((alice(), Action::DisableAccount), fingerprint.to_owned())])
+    }
+
     #[test]
     fn a_permanent_failure_parks_the_action_until_the_manifests_change() {
         let mut queue = WorkQueue::default();
-        let verdict = Verdict::permanent(vec![Action::DisableAccount], "inc-1@abc");
+        let verdict = Verdict::permanent(vec![(Action::DisableAccount, "access denied".into())], "inc-1@abc");
         queue.settle(&alice(), verdict, t0(), 0.5);
         assert_eq!(queue.next_retry(), None, "a permanent failure is not retried on a timer");
-        assert!(queue.is_parked(&alice(), Action::DisableAccount, "inc-1@abc"));
-        assert!(!queue.is_parked(&alice(), Action::SuspendUser, "inc-1@abc"), "only the failed action");
-        assert!(!queue.is_parked(&alice(), Action::DisableAccount, "inc-1@def"), "a new generation unparks");
-        assert!(!queue.is_parked(&alice(), Action::DisableAccount, "inc-1@abc"), "and stays unparked");
+        assert_eq!(queue.parked(&alice(), Action::DisableAccount, "inc-1@abc"), Some("access denied"));
+        assert_eq!(queue.parked(&alice(), Action::SuspendUser, "inc-1@abc"), None, "only the failed action");
+        assert_eq!(queue.parked(&alice(), Action::DisableAccount, "inc-1@def"), None, "a new generation unparks");
+        queue.retain_parked(&planned("inc-1@def"));
+        assert_eq!(
+            queue.parked(&alice(), Action::DisableAccount, "inc-1@abc"),
+            None,
+            "and once the new generation was planned, going back to the old one does not park it again"
+        );
     }
 
     #[test]
     fn a_permanent_failure_is_parked_even_while_the_account_is_retried_for_another() {
         let mut queue = WorkQueue::default();
-        let verdict = Verdict { retry: true, park: vec![Action::DisableAccount], fingerprint: "f".into() };
+        let verdict =
+            Verdict { retry: true, park: vec![(Action::DisableAccount, "e".into())], fingerprint: "f".into() };
         queue.settle(&alice(), verdict, t0(), 1.0);
-        assert!(queue.is_parked(&alice(), Action::DisableAccount, "f"), "the refused AD action is not resent");
+        assert!(queue.parked(&alice(), Action::DisableAccount, "f").is_some(), "the refused AD action is not resent");
         assert!(queue.next_retry().is_some(), "the account is still retried for the provider that was down");
     }
 
@@ -234,14 +254,19 @@ mod tests {
     #[test]
     fn an_operator_reconcile_unparks() {
         let mut queue = WorkQueue::default();
-        let verdict = Verdict::permanent(vec![Action::DisableAccount], "f");
+        let verdict = Verdict::permanent(vec![(Action::DisableAccount, "e".into())], "f");
         queue.settle(&alice(), verdict.clone(), t0(), 0.5);
         queue.unpark(Some(&BTreeSet::from([Identity::sam_account_name("bob").unwrap()])));
-        assert!(queue.is_parked(&alice(), Action::DisableAccount, "f"), "another account's reconcile");
+        assert!(queue.parked(&alice(), Action::DisableAccount, "f").is_some(), "another account's reconcile");
         queue.unpark(Some(&BTreeSet::from([alice()])));
-        assert!(!queue.is_parked(&alice(), Action::DisableAccount, "f"));
+        assert!(queue.parked(&alice(), Action::DisableAccount, "f").is_none());
+        queue.settle(&alice(), verdict.clone(), t0(), 0.5);
+        queue.retain_parked(&planned("f"));
+        assert!(queue.parked(&alice(), Action::DisableAccount, "f").is_some(), "still planned alike: kept");
+        queue.retain_parked(&BTreeMap::new());
+        assert!(queue.parked(&alice(), Action::DisableAccount, "f").is_none(), "no longer planned: forgotten");
         queue.settle(&alice(), verdict, t0(), 0.5);
-        queue.retain_parked(&BTreeSet::new());
-        assert!(!queue.is_parked(&alice(), Action::DisableAccount, "f"), "no longer planned: forgotten");
+        queue.unpark(None);
+        assert!(queue.parked(&alice(), Action::DisableAccount, "f").is_none(), "a reconcile of everything");
     }
 }

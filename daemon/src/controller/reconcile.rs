@@ -1,31 +1,43 @@
-//! One reconcile pass over the whole manifest set: observe (batched, both providers) → settle
-//! interrupted intents → plan (guardrails and blast radius included) → journal → apply (read-back
-//! verified) → settle and record → judge each account for the error policy.
+//! One reconcile pass over the whole manifest set, in phases: read what the store knows →
+//! observe (batched, both providers) → settle interrupted intents → plan (guardrails and blast
+//! radius included) → sort what is sent from what is held back → journal, send (read-back
+//! verified) and settle, a slice of accounts at a time → record what was not sent → release
+//! what is done with. The pass decides nothing about retries: it returns each account's
+//! [`Verdict`] and the controller applies the error policy.
 //!
 //! A pass always covers the whole set. The plan merges every manifest naming an account (also
 //! under another of its names) and counts the blast radius over everything, so a pass over part of
 //! the set could plan what the whole set would not; observation is batched, so a pass costs
 //! O(accounts / page size) requests.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use chrono::{DateTime, Utc};
 use remedy_policies::config::Guardrails;
 use remedy_policies::manifest::{Generation, Target};
-use remedy_policies::observed::{ObservedState, ProviderView};
+use remedy_policies::observed::ObservedState;
 use remedy_policies::plan::{
-    plan, ActiveManifest, Cause, DepartedManifest, Disposition, IdentityPlan, IdentityStatus, Plan, PlanId, PlanInput,
-    PlannedAction,
+    plan, ActiveManifest, Cause, DepartedManifest, Disposition, IdentityPlan, Plan, PlanId, PlanInput,
 };
 use remedy_policies::{Action, Identity, Manifest, ManifestName, Provider};
 
 use super::clock::Clock;
+use super::decide::{self, sent_to, Sent};
+use super::notices::Notices;
 use super::policy::{Verdict, WorkQueue};
 use super::providers::Providers;
+use super::records::{drift_note, failed_record, manifest_refs};
 use super::recovery;
-use crate::execute::{execute, reports_of, ActionReport, Outcome};
-use crate::store::{ActionOutcome, ActionRecord, Event, IntendedChange, ManifestRef, Store, StoreError, WRITE_CHUNK};
+use super::store_call::blocking;
+use crate::execute::{execute_work, Outcome, Work};
+use crate::store::{
+    ActionOutcome, ActionRecord, IntendedChange, Intent, KnownManifest, ManifestRef, Store, StoreError,
+};
+
+/// How many actions are journaled, sent and settled at a time. What a slice sends is held in
+/// memory until it is settled; the plan and the observed state are held for the whole pass.
+const SLICE_ACTIONS: usize = 500;
 
 /// What a pass is given.
 pub struct PassInput<'a> {
@@ -39,6 +51,8 @@ pub struct PassInput<'a> {
     pub commit: Option<&'a str>,
     pub guardrails: &'a Guardrails,
     pub approvals: &'a BTreeSet<PlanId>,
+    /// What is parked after a permanent failure (read only: the controller applies the verdicts).
+    pub queue: &'a WorkQueue,
     /// When the pass started: what the plan judges against.
     pub now: DateTime<Utc>,
     /// The wall clock: records are dated when their attempt, read-back or decision happened.
@@ -50,9 +64,12 @@ pub struct PassInput<'a> {
 pub struct PassResult {
     pub plan: Plan,
     pub observed: ObservedState,
-    pub reports: Vec<ActionReport>,
+    /// What became of each action sent, sorted by account.
+    pub sent: Vec<Sent>,
     /// Each account's verdict for the error policy.
     pub verdicts: BTreeMap<Identity, Verdict>,
+    /// Every allowed action with the fingerprint it was planned under (what stays parked).
+    pub planned: BTreeMap<(Identity, Action), String>,
     /// Allowed actions not sent: parked after a permanent failure, with the error it had.
     pub parked: BTreeMap<(Identity, Action), String>,
     /// Accounts with interrupted actions that could not be checked: nothing was sent to them.
@@ -81,91 +98,36 @@ impl PassResult {
         by_manifest
     }
 
-    /// The reports about `identity`.
-    pub fn reports_of(&self, identity: &Identity) -> &[ActionReport] {
-        reports_of(&self.reports, identity)
+    /// What was sent to `identity`.
+    pub fn sent_to(&self, identity: &Identity) -> &[Sent] {
+        sent_to(&self.sent, identity)
+    }
+
+    /// How many actions sent failed.
+    pub fn failed(&self) -> usize {
+        self.sent.iter().filter(|s| s.outcome != Outcome::Succeeded).count()
     }
 }
 
-/// The pass's memory between passes: which not-sent outcomes were already recorded (a denied
-/// action is recorded when it starts being denied, not at every resync), and the last error of
-/// each parked action.
-#[derive(Debug, Default)]
-pub struct Memory {
-    /// Also in the store (`Store::open_notices`), read at the first pass: a restart records
-    /// nothing again either.
-    recorded_unsent: BTreeSet<String>,
-    recorded_unsent_loaded: bool,
-    parked_errors: BTreeMap<(Identity, Action), String>,
+/// What the store knows at the start of a pass.
+struct Known {
+    active: Vec<ActiveManifest>,
+    departed: Vec<DepartedManifest>,
+    generations: BTreeMap<ManifestName, Generation>,
+    /// Intents journaled and never settled (a crash, a failure after sending).
+    unsettled: Vec<Intent>,
 }
 
 pub async fn run_pass(
     input: &PassInput<'_>,
     store: &Store,
     providers: &mut Providers,
-    queue: &mut WorkQueue,
-    memory: &mut Memory,
+    notices: &mut Notices,
 ) -> Result<PassResult, StoreError> {
-    let now = input.now;
-    if !memory.recorded_unsent_loaded {
-        memory.recorded_unsent = blocking(store, |store| store.open_notices()).await?;
-        memory.recorded_unsent_loaded = true;
-    }
-    let manifests: Vec<Manifest> = input.manifests.values().cloned().collect();
-    let (active, departed, known, unsettled) = {
-        let keep: BTreeSet<ManifestName> = input.manifests.keys().chain(input.rejected_names.iter()).cloned().collect();
-        let may_release = input.may_release;
-        blocking(store, move |store| {
-            let since = store.remember_manifests(&manifests, now)?;
-            let active: Vec<ActiveManifest> = manifests
-                .into_iter()
-                .zip(since)
-                .map(|(manifest, effective_since)| ActiveManifest { manifest, effective_since })
-                .collect();
-            let departed = if may_release {
-                store.departed_manifests(&keep, "deleted from the manifest directory")?
-            } else {
-                Vec::new()
-            };
-            let known: Vec<_> = departed
-                .iter()
-                .filter_map(|gone| store.known_manifest(&gone.name).transpose())
-                .collect::<Result<_, _>>()?;
-            Ok((active, departed, known, store.unsettled()?))
-        })
-        .await?
-    };
-    let mut generations: BTreeMap<ManifestName, Generation> =
-        active.iter().map(|a| (a.manifest.name.clone(), a.manifest.generation.clone())).collect();
-    generations.extend(known.into_iter().map(|k: crate::store::KnownManifest| (k.name, k.generation)));
+    let known = read_known(input, store).await?;
+    let observed = observe(&known, providers).await;
 
-    let mut targets: Vec<Target> = active
-        .iter()
-        .map(|a| a.manifest.spec.target.clone())
-        .chain(departed.iter().map(|d| d.target.clone()))
-        .collect();
-    targets.extend(unsettled.iter().map(|intent| Target {
-        identity: intent.change.identity.clone(),
-        entra_object_id: intent.change.resolved.entra_id.as_deref().and_then(|id| id.parse().ok()),
-    }));
-    let risk_for: BTreeSet<Identity> = active
-        .iter()
-        .filter(|a| a.manifest.spec.entra_id.confirm_compromised)
-        .map(|a| a.manifest.spec.target.identity.clone())
-        .collect();
-    // An interrupted confirmation is re-checked by reading the risk state, whatever the manifests
-    // say now.
-    let mut risk_for = risk_for;
-    risk_for.extend(
-        unsettled
-            .iter()
-            .filter(|intent| intent.change.action == Action::ConfirmCompromised)
-            .map(|intent| intent.change.identity.clone()),
-    );
-    let observed = providers.observe(&targets, &risk_for).await;
-
-    let observed_at = input.clock.now();
-    let recovery = recovery::recheck(&unsettled, &observed, observed_at, |p| providers.acting_account(p));
+    let recovery = recovery::recheck(&known.unsettled, &observed, input.clock.now(), |p| providers.acting_account(p));
     let recovered = recovery.settlements.len();
     let mut recorded: Vec<(Provider, ActionOutcome)> =
         recovery.settlements.iter().map(|(_, _, r)| (r.provider, r.outcome)).collect();
@@ -174,78 +136,176 @@ pub async fn run_pass(
 
     let remedy_changes = blocking(store, |store| store.all_recorded_changes()).await?;
     let plan = plan(&PlanInput {
-        manifests: &active,
-        departed: &departed,
+        manifests: &known.active,
+        departed: &known.departed,
         remedy_changes: &remedy_changes,
         observed: &observed,
         guardrails: input.guardrails,
         approvals: input.approvals,
-        now,
+        now: input.now,
     });
+    drop(remedy_changes);
 
-    // What is sent: the allowed actions, less those of accounts with an unchecked interrupted
-    // action and those parked after a permanent failure.
-    // The plan itself when nothing is held back (the usual case): a copy of a 10,000-account plan
-    // is megabytes.
-    let mut parked = BTreeMap::new();
-    let mut still_planned = BTreeSet::new();
-    let mut withheld = BTreeSet::new();
-    for identity in &plan.identities {
-        let names = names_of(identity);
-        let held_back = names.iter().any(|name| deferred.contains(name));
-        let fingerprint = fingerprint(identity, &generations);
-        let declared = &identity.identity;
-        for planned in identity.actions.iter().filter(|planned| planned.disposition == Disposition::Allowed) {
-            let key = (declared.clone(), planned.action);
-            still_planned.insert(key.clone());
-            if held_back {
-                withheld.insert(key);
-            } else if queue.is_parked(declared, planned.action, &fingerprint) {
-                let error = memory.parked_errors.get(&key).cloned().unwrap_or_default();
-                parked.insert(key.clone(), error);
-                withheld.insert(key);
-            }
+    let sorted = decide::sort_allowed(&plan, &deferred, &known.generations, |who, action, fingerprint| {
+        input.queue.parked(who, action, fingerprint)
+    });
+    let refs =
+        |provenance: &[ManifestName], cause: &Cause| manifest_refs(provenance, cause, &known.generations, input.commit);
+    let mut sent = Vec::new();
+    for slice in slices(&plan.identities, &sorted.withheld) {
+        let work = Work { identities: &plan.identities[slice], withheld: &sorted.withheld };
+        let (done, outcomes) = send_slice(input, work, &observed, providers, store, &refs).await?;
+        sent.extend(done);
+        recorded.extend(outcomes);
+    }
+    sent.sort_by(|a, b| (&a.identity, a.action).cmp(&(&b.identity, b.action)));
+
+    recorded.extend(notices.record(store, &plan, &deferred, input.clock.now(), &refs).await?);
+
+    let verdicts = plan
+        .identities
+        .iter()
+        .map(|identity| (identity.identity.clone(), decide::verdict_of(identity, &sent, &deferred, &known.generations)))
+        .collect();
+    let releasable = decide::releasable(&known.departed, &plan, &sent, &deferred);
+    let forgotten = release(input, store, releasable).await?;
+    Ok(PassResult {
+        plan,
+        observed,
+        sent,
+        verdicts,
+        planned: sorted.planned,
+        parked: sorted.parked,
+        deferred,
+        recovered,
+        departed: known.departed,
+        forgotten,
+        generations: known.generations,
+        recorded,
+    })
+}
+
+/// The manifests in force (remembered, with the time each took effect), the departed ones that
+/// may be released, and the unsettled intents.
+async fn read_known(input: &PassInput<'_>, store: &Store) -> Result<Known, StoreError> {
+    let manifests: Vec<Manifest> = input.manifests.values().cloned().collect();
+    let keep: BTreeSet<ManifestName> = input.manifests.keys().chain(input.rejected_names.iter()).cloned().collect();
+    let may_release = input.may_release;
+    let now = input.now;
+    let (active, departed, known, unsettled) = blocking(store, move |store| {
+        let since = store.remember_manifests(&manifests, now)?;
+        let active: Vec<ActiveManifest> = manifests
+            .into_iter()
+            .zip(since)
+            .map(|(manifest, effective_since)| ActiveManifest { manifest, effective_since })
+            .collect();
+        let departed = if may_release {
+            store.departed_manifests(&keep, "deleted from the manifest directory")?
+        } else {
+            Vec::new()
+        };
+        let known: Vec<KnownManifest> = departed
+            .iter()
+            .filter_map(|gone| store.known_manifest(&gone.name).transpose())
+            .collect::<Result<_, _>>()?;
+        Ok((active, departed, known, store.unsettled()?))
+    })
+    .await?;
+    let mut generations: BTreeMap<ManifestName, Generation> =
+        active.iter().map(|a| (a.manifest.name.clone(), a.manifest.generation.clone())).collect();
+    generations.extend(known.into_iter().map(|k| (k.name, k.generation)));
+    Ok(Known { active, departed, generations, unsettled })
+}
+
+/// Observes every account the pass may touch: the targets of the manifests in force and departed,
+/// and those of unsettled intents; the risk state where a confirmation is asked for or was
+/// interrupted (it is re-checked by reading, whatever the manifests say now).
+async fn observe(known: &Known, providers: &mut Providers) -> ObservedState {
+    let mut targets: Vec<Target> = known
+        .active
+        .iter()
+        .map(|a| a.manifest.spec.target.clone())
+        .chain(known.departed.iter().map(|d| d.target.clone()))
+        .collect();
+    targets.extend(known.unsettled.iter().map(|intent| Target {
+        identity: intent.change.identity.clone(),
+        entra_object_id: intent.change.resolved.entra_id.as_deref().and_then(|id| id.parse().ok()),
+    }));
+    let mut risk_for: BTreeSet<Identity> = known
+        .active
+        .iter()
+        .filter(|a| a.manifest.spec.entra_id.confirm_compromised)
+        .map(|a| a.manifest.spec.target.identity.clone())
+        .collect();
+    risk_for.extend(
+        known
+            .unsettled
+            .iter()
+            .filter(|intent| intent.change.action == Action::ConfirmCompromised)
+            .map(|intent| intent.change.identity.clone()),
+    );
+    providers.observe(&targets, &risk_for).await
+}
+
+/// The plan's accounts cut into ranges of about [`SLICE_ACTIONS`] actions to send each (an
+/// account's actions stay together); ranges with nothing to send are left out.
+fn slices(identities: &[IdentityPlan], withheld: &BTreeSet<(Identity, Action)>) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let (mut start, mut count) = (None, 0);
+    for (index, identity) in identities.iter().enumerate() {
+        let sendable = sendable(identity, withheld).count();
+        if sendable == 0 {
+            continue;
+        }
+        start.get_or_insert(index);
+        count += sendable;
+        if count >= SLICE_ACTIONS {
+            ranges.extend(start.take().map(|s| s..index + 1));
+            count = 0;
         }
     }
-    let sendable: Cow<'_, Plan> = if withheld.is_empty() {
-        Cow::Borrowed(&plan)
-    } else {
-        let mut sendable = plan.clone();
-        for identity in &mut sendable.identities {
-            let declared = identity.identity.clone();
-            identity.actions.retain(|planned| {
-                planned.disposition != Disposition::Allowed || !withheld.contains(&(declared.clone(), planned.action))
-            });
-        }
-        Cow::Owned(sendable)
-    };
-    queue.retain_parked(&still_planned);
-    memory.parked_errors.retain(|key, _| still_planned.contains(key));
+    ranges.extend(start.map(|s| s..identities.len()));
+    ranges
+}
 
-    let refs =
-        |provenance: &[ManifestName], cause: &Cause| manifest_refs(provenance, cause, &generations, input.commit);
+fn sendable<'a>(
+    identity: &'a IdentityPlan,
+    withheld: &'a BTreeSet<(Identity, Action)>,
+) -> impl Iterator<Item = &'a remedy_policies::plan::PlannedAction> + 'a {
+    identity.actions.iter().filter(move |planned| {
+        planned.disposition == Disposition::Allowed && !withheld.contains(&(identity.identity.clone(), planned.action))
+    })
+}
+
+/// Journals the slice's intents, sends them, and settles each from its report: what became of it
+/// and the provider and outcome of each record appended.
+async fn send_slice(
+    input: &PassInput<'_>,
+    work: Work<'_>,
+    observed: &ObservedState,
+    providers: &Providers,
+    store: &Store,
+    refs: &impl Fn(&[ManifestName], &Cause) -> Vec<ManifestRef>,
+) -> Result<(Vec<Sent>, Vec<(Provider, ActionOutcome)>), StoreError> {
     // The changes go to the store and are dropped once journaled: only their keys are kept.
-    let (intended, changes): (Vec<(Identity, Action)>, Vec<IntendedChange>) = sendable
-        .allowed_actions()
+    let (keys, changes): (Vec<(Identity, Action)>, Vec<IntendedChange>) = work
+        .identities
+        .iter()
+        .flat_map(|identity| sendable(identity, work.withheld).map(move |planned| (identity, planned)))
         .map(|(identity, planned)| {
-            let change = IntendedChange::planned(
-                &identity.identity,
-                identity.resolved.clone(),
-                planned,
-                refs(&planned.provenance, &planned.cause),
-                now,
-            );
+            let refs = refs(&planned.provenance, &planned.cause);
+            let change =
+                IntendedChange::planned(&identity.identity, identity.resolved.clone(), planned, refs, input.now);
             ((identity.identity.clone(), planned.action), change)
         })
         .unzip();
     let ids = blocking(store, move |store| store.journal_intents(&changes)).await?;
-    let mut intent_of: BTreeMap<(Identity, Action), _> = intended.into_iter().zip(ids.iter().copied()).collect();
+    let mut intent_of: BTreeMap<(Identity, Action), _> = keys.into_iter().zip(ids).collect();
 
     let stamp = || input.clock.now();
-    let reports =
-        execute(&sendable, &observed, providers.ad(), providers.entra(), providers.concurrency(), now, &stamp).await;
+    let (ad, entra) = (providers.ad(), providers.entra());
+    let reports = execute_work(work, observed, ad, entra, providers.concurrency(), input.now, &stamp).await;
 
-    let by_identity: BTreeMap<&Identity, &IdentityPlan> = plan.identities.iter().map(|i| (&i.identity, i)).collect();
     let mut settlements = Vec::new();
     let mut unconfirmed = Vec::new();
     for report in &reports {
@@ -261,23 +321,22 @@ pub async fn run_pass(
             unconfirmed.push((intent, report.error.clone().unwrap_or_default()));
             continue;
         }
-        let identity = by_identity.get(&report.identity);
-        let resolved = identity.map(|i| i.resolved.clone()).unwrap_or_default();
+        let resolved = work.identities.iter().find(|i| i.identity == report.identity).map(|i| i.resolved.clone());
         let mut record = ActionRecord::from_report(
             report,
-            resolved,
+            resolved.unwrap_or_default(),
             refs(&report.planned.provenance, &report.planned.cause),
             providers.acting_account(report.provider),
         );
         if report.outcome == Outcome::Succeeded && report.planned.cause == Cause::DriftCorrection {
-            record.note = Some(drift_note(report, &observed));
+            record.note = Some(drift_note(report, observed));
         }
         settlements.push((intent, report.at, record));
     }
-    // Every journaled intent is settled in this pass; one the executor did not report on (it
-    // cannot happen, but a record must never be lost) is settled as not attempted.
+    // Every journaled intent is settled; one the executor did not report on (it cannot happen,
+    // but a record must never be lost) is settled as not attempted.
     for ((identity, action), intent) in intent_of {
-        let planned = sendable
+        let planned = work
             .identities
             .iter()
             .filter(|i| i.identity == identity)
@@ -289,57 +348,23 @@ pub async fn run_pass(
             settlements.push((intent, input.clock.now(), record));
         }
     }
-    recorded.extend(settlements.iter().map(|(_, _, r)| (r.provider, r.outcome)));
+    let outcomes = settlements.iter().map(|(_, _, r)| (r.provider, r.outcome)).collect();
     blocking(store, move |store| store.settle_all(&settlements)).await?;
     blocking(store, move |store| store.mark_unconfirmed(&unconfirmed)).await?;
+    Ok((reports.iter().map(Sent::of).collect(), outcomes))
+}
 
-    let (unsent, now_unsent) = unsent_records(&plan, &deferred, input.clock.now(), &refs, &memory.recorded_unsent);
-    let unsent_outcomes: Vec<(Provider, ActionOutcome)> = unsent
-        .iter()
-        .filter_map(|(_, (_, event))| match event {
-            Event::Action(record) => Some((record.provider, record.outcome)),
-            _ => None,
-        })
-        .collect();
-    // In chunks, each one transaction (see `store::WRITE_CHUNK`), and remembered only once
-    // written: a pass that failed to write some writes those again, and only those.
-    for (index, chunk) in unsent.chunks(WRITE_CHUNK).enumerate() {
-        let events: Vec<(DateTime<Utc>, Event)> = chunk.iter().map(|(_, event)| event.clone()).collect();
-        if let Err(error) = blocking(store, move |store| store.append_all(&events)).await {
-            let unwritten: BTreeSet<&String> = unsent[index * WRITE_CHUNK..].iter().map(|(key, _)| key).collect();
-            memory.recorded_unsent = now_unsent.into_iter().filter(|key| !unwritten.contains(key)).collect();
-            return Err(error);
-        }
-    }
-    if now_unsent != memory.recorded_unsent {
-        let keys = now_unsent.clone();
-        blocking(store, move |store| store.set_open_notices(&keys)).await?;
-    }
-    memory.recorded_unsent = now_unsent;
-    recorded.extend(unsent_outcomes);
-
-    let mut verdicts = BTreeMap::new();
-    for identity in &plan.identities {
-        let verdict = verdict_of(identity, &reports, &deferred, &generations);
-        for report in reports_of(&reports, &identity.identity).iter().filter(|r| r.outcome == Outcome::Failed) {
-            if !report.transient {
-                memory
-                    .parked_errors
-                    .insert((report.identity.clone(), report.action), report.error.clone().unwrap_or_default());
-            }
-        }
-        queue.settle(&identity.identity, verdict.clone(), now, fastrand::f64());
-        verdicts.insert(identity.identity.clone(), verdict);
-    }
-    queue.retain_retries(&plan.identities.iter().map(|i| i.identity.clone()).collect());
-
-    let forgettable = releasable(&departed, &plan, &reports, &deferred);
+/// Forgets the departed manifests that are done with (a retargeted one: only its old target).
+async fn release(
+    input: &PassInput<'_>,
+    store: &Store,
+    releasable: Vec<DepartedManifest>,
+) -> Result<Vec<ManifestName>, StoreError> {
     let present: BTreeSet<ManifestName> = input.manifests.keys().cloned().collect();
-    let forgotten = blocking(store, move |store| {
+    blocking(store, move |store| {
         let mut forgotten = Vec::new();
-        for gone in &forgettable {
+        for gone in &releasable {
             if present.contains(&gone.name) {
-                // A retargeted manifest: only its old target is done with.
                 store.forget_retired(&gone.name, &gone.target)?;
                 tracing::info!(manifest = %gone.name, target = %gone.target.identity, "old target released");
             } else {
@@ -351,296 +376,58 @@ pub async fn run_pass(
         }
         Ok(forgotten)
     })
-    .await?;
-    Ok(PassResult {
-        plan,
-        observed,
-        reports,
-        verdicts,
-        parked,
-        deferred,
-        recovered,
-        departed,
-        forgotten,
-        generations,
-        recorded,
-    })
+    .await
 }
 
-/// Runs a store call off the async threads (sled flushes block).
-async fn blocking<T: Send + 'static>(
-    store: &Store,
-    call: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || call(store)).await {
-        Ok(result) => result,
-        Err(join) => std::panic::resume_unwind(join.into_panic()),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use remedy_policies::plan::{IdentityStatus, PlannedAction};
 
-pub(super) fn names_of(identity: &IdentityPlan) -> Vec<Identity> {
-    std::iter::once(identity.identity.clone()).chain(identity.also_declared_as.iter().cloned()).collect()
-}
+    use super::*;
 
-/// The manifests (with generations) an account's plan comes from: a parked failure stays parked
-/// while this is the same.
-fn fingerprint(identity: &IdentityPlan, generations: &BTreeMap<ManifestName, Generation>) -> String {
-    identity
-        .manifests
-        .iter()
-        .map(|name| format!("{name}@{}", generations.get(name).map_or("?", Generation::as_str)))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn manifest_refs(
-    provenance: &[ManifestName],
-    cause: &Cause,
-    generations: &BTreeMap<ManifestName, Generation>,
-    commit: Option<&str>,
-) -> Vec<ManifestRef> {
-    let mut names: BTreeSet<&ManifestName> = provenance.iter().collect();
-    if let Cause::Release { manifest } = cause {
-        names.insert(manifest);
-    }
-    names
-        .into_iter()
-        .filter_map(|name| {
-            generations.get(name).map(|generation| ManifestRef {
-                name: name.clone(),
-                generation: generation.clone(),
-                commit: commit.map(str::to_owned),
-            })
-        })
-        .collect()
-}
-
-/// What a drift correction found: the value someone else set, and when the account was last
-/// changed where the directory tells (AD's whenChanged; Graph: a directory-sync revert).
-fn drift_note(report: &ActionReport, observed: &ObservedState) -> String {
-    let found = format!("found {} where remedy had left {}", report.planned.before, report.planned.after);
-    let observation = observed.get(&report.identity);
-    match report.provider {
-        Provider::ActiveDirectory => match observation.and_then(|o| o.active_directory.found()) {
-            Some(account) => match account.when_changed {
-                Some(at) => format!(
-                    "{found}; the account was last changed at {} (whenChanged; the DC does not record by whom — see \
-                     its security log, event 4722 'account enabled')",
-                    at.to_rfc3339()
-                ),
-                None => format!("{found}; the DC does not say when or by whom"),
-            },
-            None => found,
-        },
-        Provider::EntraId => match observation.and_then(|o| o.entra_id.found()) {
-            Some(user) if user.on_premises_sync_enabled => format!(
-                "{found}; {} is synced from on-premises AD, so directory sync may have re-enabled it (AD is the \
-                 source of authority; see the Entra audit log for who changed it)",
-                user.user_principal_name
-            ),
-            Some(_) => format!("{found}; see the Entra audit log for who changed it"),
-            None => found,
-        },
-    }
-}
-
-fn failed_record(identity: &Identity, planned: &PlannedAction) -> ActionRecord {
-    ActionRecord {
-        intent: None,
-        manifests: Vec::new(),
-        reason: planned.reason.clone(),
-        identity: identity.clone(),
-        resolved: Default::default(),
-        provider: planned.provider,
-        action: planned.action,
-        cause: planned.cause.clone(),
-        before: planned.before.clone(),
-        after: planned.before.clone(),
-        outcome: ActionOutcome::Failed,
-        error: Some("not attempted".to_owned()),
-        note: None,
-        duration_ms: 0,
-        acting_account: None,
-    }
-}
-
-/// A history event with the key [`Memory`] remembers it by.
-type KeyedEvent = (String, (DateTime<Utc>, Event));
-
-/// The key a not-sent record is remembered by: the account, then a digest of what makes it a
-/// different notice (action, outcome, guardrail verdict or block message), so that the set kept in
-/// the store stays small.
-fn notice_key(identity: &Identity, what: &str) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{identity}\0{}", &hex::encode(Sha256::digest(what.as_bytes()))[..16])
-}
-
-/// Records of planned actions that were not sent (denied, held) and of blocked items, each once
-/// while it lasts: a resync that finds the same denial records nothing new. Each new record comes
-/// with its key; the set is every key of this plan, new or recorded before, and the keys of
-/// accounts this pass could not observe (a provider down, an interrupted action unchecked): what
-/// was not looked at has not ended.
-fn unsent_records(
-    plan: &Plan,
-    deferred: &BTreeSet<Identity>,
-    decided_at: DateTime<Utc>,
-    refs: &impl Fn(&[ManifestName], &Cause) -> Vec<ManifestRef>,
-    recorded_before: &BTreeSet<String>,
-) -> (Vec<KeyedEvent>, BTreeSet<String>) {
-    let mut seen = BTreeSet::new();
-    let mut events = Vec::new();
-    for identity in &plan.identities {
-        let unobserved = identity.status == IdentityStatus::ProviderUnavailable
-            || names_of(identity).iter().any(|name| deferred.contains(name));
-        if unobserved {
-            let prefix = format!("{}\0", identity.identity);
-            seen.extend(recorded_before.range(prefix.clone()..).take_while(|k| k.starts_with(&prefix)).cloned());
-        }
-        if identity.status == IdentityStatus::NotFound {
-            // No record (nothing was planned), but an operator alerting on logs must see it, once
-            // while it lasts.
-            let key = notice_key(&identity.identity, "not-found");
-            if !recorded_before.contains(&key) {
-                tracing::warn!(
-                    identity = %identity.identity,
-                    manifests = ?identity.manifests,
-                    reason = %identity.notes.join("; "),
-                    "not found: no account matches the manifest's target"
-                );
-            }
-            seen.insert(key);
-        }
-        for planned in &identity.actions {
-            let Some(record) = ActionRecord::unsent(
-                &identity.identity,
-                identity.resolved.clone(),
-                planned,
-                refs(&planned.provenance, &planned.cause),
-            ) else {
-                continue;
-            };
-            // Held: once per action while it is held, whatever plan holds it; denied: once per
-            // guardrail verdict.
-            let detail = match &planned.disposition {
-                Disposition::Denied { detail, .. } => detail.as_str(),
-                _ => "",
-            };
-            let key = notice_key(&identity.identity, &format!("{}\0{:?}\0{detail}", planned.action, record.outcome));
-            if !recorded_before.contains(&key) {
-                // A held plan is logged once for the whole plan (by the controller), not per action.
-                if record.outcome == ActionOutcome::Denied {
-                    tracing::warn!(
-                        identity = %identity.identity,
-                        action = %planned.action,
-                        manifests = ?planned.provenance,
-                        reason = record.error.as_deref().unwrap_or_default(),
-                        "denied by a guardrail: not sent"
-                    );
-                }
-                events.push((key.clone(), (decided_at, Event::Action(record))));
-            }
-            seen.insert(key);
-        }
-        for blocked in &identity.blocked {
-            let key = notice_key(&identity.identity, &format!("{}\0blocked\0{}", blocked.action, blocked.message));
-            if !recorded_before.contains(&key) {
-                tracing::warn!(
-                    identity = %identity.identity,
-                    action = %blocked.action,
-                    block = ?blocked.reason,
-                    manifests = ?blocked.provenance,
-                    reason = %blocked.message,
-                    "blocked: the change cannot take effect as things are"
-                );
-                let record = ActionRecord {
-                    intent: None,
-                    manifests: refs(&blocked.provenance, &Cause::Desired),
-                    reason: blocked.spec_reason.clone(),
-                    identity: identity.identity.clone(),
-                    resolved: identity.resolved.clone(),
-                    provider: blocked.action.provider(),
-                    action: blocked.action,
-                    cause: Cause::Desired,
-                    before: blocked.before.clone(),
-                    after: blocked.after.clone(),
-                    outcome: ActionOutcome::Blocked,
-                    error: Some(blocked.message.clone()),
-                    note: None,
-                    duration_ms: 0,
-                    acting_account: None,
-                };
-                events.push((key.clone(), (decided_at, Event::Action(record))));
-            }
-            seen.insert(key);
+    fn account(who: &str, actions: usize) -> IdentityPlan {
+        let action = PlannedAction {
+            action: Action::DisableAccount,
+            provider: Provider::ActiveDirectory,
+            provenance: Vec::new(),
+            reason: String::new(),
+            cause: Cause::Desired,
+            before: String::new(),
+            after: String::new(),
+            disposition: Disposition::Allowed,
+        };
+        let kinds = [Action::DisableAccount, Action::ForcePasswordChange, Action::ClearPasswordNeverExpires];
+        IdentityPlan {
+            identity: Identity::sam_account_name(who).expect("identity"),
+            also_declared_as: Vec::new(),
+            resolved: Default::default(),
+            manifests: Vec::new(),
+            status: IdentityStatus::Pending,
+            actions: kinds.iter().take(actions).map(|kind| PlannedAction { action: *kind, ..action.clone() }).collect(),
+            blocked: Vec::new(),
+            notes: Vec::new(),
         }
     }
-    (events, seen)
-}
 
-/// The error policy's input for one account: transient trouble (a provider that could not be
-/// asked, a failure that may pass) is retried; a permanent failure parks its actions.
-fn verdict_of(
-    identity: &IdentityPlan,
-    reports: &[ActionReport],
-    deferred: &BTreeSet<Identity>,
-    generations: &BTreeMap<ManifestName, Generation>,
-) -> Verdict {
-    let failed: Vec<&ActionReport> =
-        reports_of(reports, &identity.identity).iter().filter(|r| r.outcome == Outcome::Failed).collect();
-    let unavailable = identity.status == IdentityStatus::ProviderUnavailable;
-    let held_back = names_of(identity).iter().any(|name| deferred.contains(name));
-    // Skipped actions were not sent (an earlier one failed): they are neither parked nor retried
-    // for themselves; they follow the failure that stopped them.
-    let permanent: Vec<Action> = failed.iter().filter(|r| !r.transient).map(|r| r.action).collect();
-    Verdict {
-        retry: unavailable || held_back || failed.iter().any(|r| r.transient),
-        fingerprint: if permanent.is_empty() { String::new() } else { fingerprint(identity, generations) },
-        park: permanent,
+    #[test]
+    fn a_large_pass_is_sent_in_slices_that_keep_each_account_whole() {
+        let mut identities: Vec<IdentityPlan> = (0..1_200).map(|n| account(&format!("u{n:05}"), 1)).collect();
+        identities[499] = account("u00499", 2);
+        let ranges = slices(&identities, &BTreeSet::new());
+        assert_eq!(ranges, [0..500, 500..1000, 1000..1200], "500 actions each, the account with 2 not cut");
+        let covered: usize = ranges.iter().map(|r| r.len()).sum();
+        assert_eq!(covered, identities.len());
     }
-}
 
-/// The departed manifests that have nothing left to restore: every account they named was
-/// observed and every restore for them succeeded. They are forgotten, status included; the
-/// history keeps what was done.
-fn releasable(
-    departed: &[DepartedManifest],
-    plan: &Plan,
-    reports: &[ActionReport],
-    deferred: &BTreeSet<Identity>,
-) -> Vec<DepartedManifest> {
-    let mut done_with = Vec::new();
-    for gone in departed {
-        let mut done = true;
-        for identity in plan.identities.iter().filter(|i| i.manifests.contains(&gone.name)) {
-            let unobserved = identity.status == IdentityStatus::ProviderUnavailable
-                || names_of(identity).iter().any(|name| deferred.contains(name));
-            let restore_left = identity.actions.iter().any(|planned| {
-                matches!(&planned.cause, Cause::Release { manifest } if *manifest == gone.name)
-                    && !reports_of(reports, &identity.identity)
-                        .iter()
-                        .any(|r| r.action == planned.action && r.outcome == Outcome::Succeeded)
-            });
-            done &= !unobserved && !restore_left;
-        }
-        if done {
-            done_with.push(gone.clone());
-        }
-    }
-    done_with
-}
-
-/// Whether the observation could ask `provider` about `identity`.
-pub fn provider_error(observed: &ObservedState, identity: &Identity, provider: Provider) -> Option<String> {
-    let observation = observed.get(identity)?;
-    match provider {
-        Provider::ActiveDirectory => match &observation.active_directory {
-            ProviderView::Unavailable { error } => Some(error.clone()),
-            _ => None,
-        },
-        Provider::EntraId => match &observation.entra_id {
-            ProviderView::Unavailable { error } => Some(error.clone()),
-            _ => None,
-        },
+    #[test]
+    fn slices_leave_out_what_sends_nothing() {
+        let mut identities: Vec<IdentityPlan> = (0..10).map(|n| account(&format!("u{n:02}"), 0)).collect();
+        identities[3] = account("u03", 1);
+        identities[7] = account("u07", 1);
+        let withheld = BTreeSet::from([(identities[7].identity.clone(), Action::DisableAccount)]);
+        let bounds = |ranges: Vec<Range<usize>>| ranges.into_iter().map(|r| (r.start, r.end)).collect::<Vec<_>>();
+        assert_eq!(bounds(slices(&identities, &BTreeSet::new())), [(3, 10)]);
+        assert_eq!(bounds(slices(&identities, &withheld)), [(3, 10)], "what follows the last sendable is harmless");
+        assert!(slices(&identities[..3], &BTreeSet::new()).is_empty(), "a converged pass sends nothing");
     }
 }

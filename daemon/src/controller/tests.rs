@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use remedy_policies::config::Config;
+use remedy_policies::load::ManifestSet;
 use remedy_policies::load::{assemble, load_file};
 use tokio::sync::{mpsc, watch};
 
