@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
-use remedy_policies::observed::{AdAccount, EntraUser, ObservedState};
+use remedy_policies::observed::{AdAccount, ObservedState};
 use remedy_policies::plan::{Disposition, IdentityPlan, Plan, PlannedAction};
 use remedy_policies::{Action, Identity, Provider};
 use serde::Serialize;
@@ -43,8 +43,8 @@ pub struct ActionReport {
     pub provider: Provider,
     pub planned: PlannedAction,
     pub outcome: Outcome,
-    /// The attribute's value as read back after the action (for AD: userAccountControl or
-    /// pwdLastSet), when it succeeded.
+    /// The attribute's value as read back after the action, when it succeeded (as
+    /// [`Action::value_on_ad`] and [`Action::value_on_entra`] show it, like the plan's before/after).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed_after: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -207,7 +207,7 @@ async fn execute_entra<E: EntraDirectory + Sync>(
                 provider: planned.provider,
                 planned: planned.clone(),
                 outcome: Outcome::Succeeded,
-                observed_after: Some(entra_value(planned.action, &change.after)),
+                observed_after: Some(planned.action.value_on_entra(&change.after)),
                 error: None,
                 transient: false,
                 nothing_sent: false,
@@ -245,21 +245,6 @@ fn failed(
         duration: Duration::ZERO,
         at,
     }
-}
-
-/// The written Graph property as read back, in the plan's notation.
-fn entra_value(action: Action, user: &EntraUser) -> String {
-    match action {
-        Action::SuspendUser | Action::UnsuspendUser => user.account_enabled.to_string(),
-        Action::RevokeSessions => {
-            user.sign_in_sessions_valid_from.map_or_else(|| "(not set)".to_owned(), |t| t.to_rfc3339())
-        }
-        _ => kebab_or_camel(&user.risk_state),
-    }
-}
-
-fn kebab_or_camel<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 async fn execute_identity<D: AdDirectory + Sync>(
@@ -304,7 +289,7 @@ async fn execute_identity<D: AdDirectory + Sync>(
             Provider::ActiveDirectory => match (ad, account.as_ref()) {
                 (Some(ad), Some(current)) => match ad.apply(current, planned.action, now).await {
                     Ok(change) => {
-                        let shown = shown_value(planned.action, &change.after);
+                        let shown = planned.action.value_on_ad(&change.after);
                         account = Some(change.after);
                         Ok(shown)
                     }
@@ -335,16 +320,4 @@ async fn execute_identity<D: AdDirectory + Sync>(
         }
     }
     reports
-}
-
-/// The written attribute as read back, in the plan's notation.
-/// The attribute `action` writes, as read on `account`, in the plan's notation.
-pub(crate) fn shown_value(action: Action, account: &AdAccount) -> String {
-    match action.attribute() {
-        "pwdLastSet" => match account.pwd_last_set {
-            remedy_policies::observed::PasswordLastSet::Zero => "0".to_owned(),
-            remedy_policies::observed::PasswordLastSet::At(at) => at.to_rfc3339(),
-        },
-        _ => format!("{:#x}", account.user_account_control),
-    }
 }

@@ -4,6 +4,7 @@
 //! --observed`), so the plan engine can be exercised without a directory.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -158,6 +159,21 @@ pub enum RiskState {
     ConfirmedCompromised,
     #[serde(other)]
     UnknownFutureValue,
+}
+
+impl fmt::Display for RiskState {
+    /// As Graph spells it (the serde name).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RiskState::None => "none",
+            RiskState::ConfirmedSafe => "confirmedSafe",
+            RiskState::Remediated => "remediated",
+            RiskState::Dismissed => "dismissed",
+            RiskState::AtRisk => "atRisk",
+            RiskState::ConfirmedCompromised => "confirmedCompromised",
+            RiskState::UnknownFutureValue => "unknownFutureValue",
+        })
+    }
 }
 
 /// An Entra ID user as observed over Microsoft Graph.
@@ -327,6 +343,21 @@ accounts:
         let bob = state.get(&"sam:bob".parse().unwrap()).unwrap();
         assert!(matches!(bob.active_directory, ProviderView::Unavailable { .. }));
         assert_eq!(bob.entra_id, ProviderView::NotConfigured);
+    }
+
+    #[test]
+    fn risk_state_displays_as_graph_spells_it() {
+        for state in [
+            RiskState::None,
+            RiskState::ConfirmedSafe,
+            RiskState::Remediated,
+            RiskState::Dismissed,
+            RiskState::AtRisk,
+            RiskState::ConfirmedCompromised,
+            RiskState::UnknownFutureValue,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.to_string(), "{state:?}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use remedy_policies::observed::{AdAccount, EntraUser, ObservedState, ProviderView, RiskState};
+use remedy_policies::observed::{AdAccount, EntraUser, ObservedState, ProviderView};
 use remedy_policies::{Action, Identity, Provider};
 
 use crate::store::{ActionOutcome, ActionRecord, Intent, IntentId};
@@ -124,24 +124,10 @@ fn judge<T>(view: Option<&ProviderView<T>>, holds: impl Fn(&T) -> (bool, String)
 
 /// Whether the account shows `action`'s effect, and the attribute as observed.
 fn ad_effect_holds(action: Action, account: &AdAccount) -> (bool, String) {
-    (action.shows_on_ad(account), crate::execute::shown_value(action, account))
+    (action.shows_on_ad(account), action.value_on_ad(account))
 }
 
+/// As [`ad_effect_holds`]; a revocation counts from the intent's time, less the clock skew.
 fn entra_effect_holds(action: Action, user: &EntraUser, intended_at: DateTime<Utc>) -> (bool, String) {
-    match action {
-        Action::SuspendUser => (!user.account_enabled, user.account_enabled.to_string()),
-        Action::UnsuspendUser => (user.account_enabled, user.account_enabled.to_string()),
-        Action::RevokeSessions => match user.sign_in_sessions_valid_from {
-            Some(from) => (from >= intended_at - CLOCK_SKEW, from.to_rfc3339()),
-            None => (false, "(not set)".to_owned()),
-        },
-        Action::ConfirmCompromised => {
-            let value = serde_json::to_value(user.risk_state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            (user.risk_state == RiskState::ConfirmedCompromised, value)
-        }
-        _ => (false, String::new()),
-    }
+    (action.shows_on_entra(user, intended_at - CLOCK_SKEW), action.value_on_entra(user))
 }

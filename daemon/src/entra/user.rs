@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use remedy_policies::observed::{EntraUser, RiskState};
-use remedy_policies::Action;
+use remedy_policies::{Action, Provider};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -87,33 +87,23 @@ pub fn verify(
     sent_at: DateTime<Utc>,
     clock_skew: chrono::Duration,
 ) -> Result<(), EntraError> {
-    let reason = match action {
-        Action::SuspendUser if after.account_enabled => Some("accountEnabled reads back true, expected false".to_owned()),
-        Action::UnsuspendUser if !after.account_enabled => Some("accountEnabled reads back false, expected true".to_owned()),
-        Action::RevokeSessions => match after.sign_in_sessions_valid_from {
-            Some(at) if at >= sent_at - clock_skew => None,
-            Some(at) => Some(format!(
-                "signInSessionsValidFromDateTime reads back {}, before the revocation was sent at {} (allowing {}s of clock skew)",
-                at.to_rfc3339(),
-                sent_at.to_rfc3339(),
-                clock_skew.num_seconds()
-            )),
-            None => Some("signInSessionsValidFromDateTime reads back empty".to_owned()),
-        },
-        Action::ConfirmCompromised if after.risk_state != RiskState::ConfirmedCompromised => {
-            Some(format!("riskState reads back {:?}, expected confirmedCompromised", after.risk_state))
-        }
-        _ => None,
-    };
-    match reason {
-        None => Ok(()),
-        Some(reason) => Err(EntraError::NotEffective {
-            id: after.id.clone(),
-            upn: after.user_principal_name.clone(),
-            action,
-            reason,
-        }),
+    if action.provider() != Provider::EntraId || action.shows_on_entra(after, sent_at - clock_skew) {
+        return Ok(());
     }
+    let shown = action.value_on_entra(after);
+    let reason = match action {
+        Action::RevokeSessions => format!(
+            "signInSessionsValidFromDateTime reads back {shown}, not at or after the revocation sent at {} (allowing {}s of clock skew)",
+            sent_at.to_rfc3339(),
+            clock_skew.num_seconds()
+        ),
+        _ => {
+            let mut expected = after.clone();
+            action.apply_to_entra(&mut expected, sent_at);
+            format!("{} reads back {shown}, expected {}", action.attribute(), action.value_on_entra(&expected))
+        }
+    };
+    Err(EntraError::NotEffective { id: after.id.clone(), upn: after.user_principal_name.clone(), action, reason })
 }
 
 #[cfg(test)]
@@ -161,6 +151,7 @@ mod tests {
         assert!(verify(Action::RevokeSessions, &user, sent, skew).is_err(), "an old revocation is not this one");
         user.sign_in_sessions_valid_from = Some(sent - chrono::Duration::seconds(30));
         assert!(verify(Action::RevokeSessions, &user, sent, skew).is_ok(), "within the clock skew");
-        assert!(verify(Action::ConfirmCompromised, &user, sent, skew).is_err());
+        let error = verify(Action::ConfirmCompromised, &user, sent, skew).unwrap_err();
+        assert!(error.to_string().contains("riskState reads back none, expected confirmedCompromised"), "{error}");
     }
 }

@@ -519,3 +519,35 @@ async fn a_blocked_change_is_recorded_once_with_its_reason_and_values() {
     assert_eq!(blocked_records(&daemon).len(), 1, "still one blocked record: {:#?}", blocked_records(&daemon));
     daemon.stop().await;
 }
+
+/// A record's `before` comes from the plan and its `after` from the directory's read-back: both
+/// are written alike for each attribute, as `remedy plan` writes them (pwdLastSet and
+/// signInSessionsValidFromDateTime were once read back as `0` and `...T10:41:47.123+00:00`
+/// against the plan's `0 (change pending)` and `...T10:41:47Z`).
+#[tokio::test]
+async fn a_records_before_and_after_are_written_as_the_plan_writes_them() {
+    let ou = TestOu::create("serve-values").await;
+    let user = ou.add_user("values", 0x200).await;
+    let options = Options { entra_users: vec![SimUser::new(&user.upn)], ..Options::default() };
+    let daemon = Daemon::start(options).await;
+    let spec = "  activeDirectory:\n    mustChangePassword: true\n  entraId:\n    revokeSessions: true\n";
+    daemon.save("inc-values.yaml", &manifest("inc-values", &user.sam, spec));
+    daemon.wait_status("inc-values", Duration::from_secs(15), is_ready).await;
+
+    // UTC, whole seconds: 2026-11-30T10:41:47Z.
+    let plan_time = |value: &str| {
+        chrono::DateTime::parse_from_rfc3339(value).is_ok() && value.len() == "2026-11-30T10:41:47Z".len()
+    };
+    let history = actions(&daemon.history(&sam(&user)));
+    match history.as_slice() {
+        [(Action::ForcePasswordChange, ActionOutcome::Succeeded, pwd_before, pwd_after), (Action::RevokeSessions, ActionOutcome::Succeeded, sessions_before, sessions_after)] =>
+        {
+            assert!(plan_time(pwd_before), "pwdLastSet before: {pwd_before}");
+            assert_eq!(pwd_after, "0 (change pending)");
+            assert_eq!(sessions_before, "(not set)");
+            assert!(plan_time(sessions_after), "signInSessionsValidFromDateTime after: {sessions_after}");
+        }
+        other => panic!("a forced password change and a revocation, each recorded once: {other:#?}"),
+    }
+    daemon.stop().await;
+}

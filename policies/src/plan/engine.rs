@@ -71,33 +71,16 @@ impl Work {
         let mut ad = group.ad_account().cloned();
         let mut entra = group.entra_user().cloned();
         for planned in &mut self.actions {
-            let action = planned.action;
-            let (before, after) = match (action.provider(), ad.as_mut(), entra.as_mut()) {
-                (Provider::ActiveDirectory, Some(account), _) => {
-                    let before = show_ad(action, account);
-                    action.apply_to_ad(account, now);
-                    (before, show_ad(action, account))
-                }
-                (Provider::EntraId, _, Some(user)) => {
-                    let before = show_entra(action, user);
-                    action.apply_to_entra(user, now);
-                    (before, show_entra(action, user))
-                }
-                _ => ("?".to_owned(), "?".to_owned()),
-            };
-            planned.before = before;
-            planned.after = after;
+            planned.before = planned.action.value_on(ad.as_ref(), entra.as_ref());
+            simulate(planned.action, &mut ad, &mut entra, now);
+            planned.after = planned.action.value_on(ad.as_ref(), entra.as_ref());
         }
         // A blocked item against the account as the planned actions leave it.
         for blocked in &mut self.blocked {
-            (blocked.before, blocked.after) = match (blocked.action.provider(), ad.as_ref()) {
-                (Provider::ActiveDirectory, Some(account)) => {
-                    let mut then = account.clone();
-                    blocked.action.apply_to_ad(&mut then, now);
-                    (show_ad(blocked.action, account), show_ad(blocked.action, &then))
-                }
-                _ => ("?".to_owned(), "?".to_owned()),
-            };
+            let (mut ad_then, mut entra_then) = (ad.clone(), entra.clone());
+            simulate(blocked.action, &mut ad_then, &mut entra_then, now);
+            blocked.before = blocked.action.value_on(ad.as_ref(), entra.as_ref());
+            blocked.after = blocked.action.value_on(ad_then.as_ref(), entra_then.as_ref());
         }
         let status = self.status(group);
         IdentityPlan {
@@ -151,33 +134,14 @@ fn declared(group: &Group<'_>) -> String {
         .join(", ")
 }
 
-fn show_ad(action: Action, account: &AdAccount) -> String {
-    match action {
-        Action::ForcePasswordChange | Action::CancelForcedPasswordChange => {
-            let value = match account.pwd_last_set {
-                PasswordLastSet::Zero => "0".to_owned(),
-                PasswordLastSet::At(at) => time(at),
-            };
-            if account.password_change_pending() {
-                format!("{value} (change pending)")
-            } else {
-                value
-            }
-        }
-        _ => format!("0x{:x}", account.user_account_control),
+/// What `action` does to the observed accounts, as the directory would do it.
+fn simulate(action: Action, ad: &mut Option<AdAccount>, entra: &mut Option<EntraUser>, now: DateTime<Utc>) {
+    if let Some(account) = ad {
+        action.apply_to_ad(account, now);
     }
-}
-
-fn show_entra(action: Action, user: &EntraUser) -> String {
-    match action {
-        Action::RevokeSessions => user.sign_in_sessions_valid_from.map(time).unwrap_or_else(|| "(not set)".to_owned()),
-        Action::ConfirmCompromised => risk_state(user.risk_state),
-        _ => user.account_enabled.to_string(),
+    if let Some(user) = entra {
+        action.apply_to_entra(user, now);
     }
-}
-
-fn risk_state(state: RiskState) -> String {
-    serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "?".to_owned())
 }
 
 /// Plans what the group's active manifests want. Suspended manifests only get a note.
@@ -368,18 +332,14 @@ fn plan_entra(group: &Group<'_>, user: &EntraUser, desired: &Desired, input: &Pl
         }
     }
     if let Some(shot) = &desired.revoke_sessions {
-        match user.sign_in_sessions_valid_from {
-            Some(at) if at >= graph_precision(shot.since) => work.notes.push(format!(
+        if Action::RevokeSessions.shows_on_entra(user, graph_precision(shot.since)) {
+            work.notes.push(format!(
                 "revokeSessions is satisfied: sessions were revoked at {}, after the manifest took effect at {}",
-                time(at),
+                Action::RevokeSessions.value_on_entra(user),
                 time(shot.since)
-            )),
-            _ => work.add(
-                Action::RevokeSessions,
-                shot.provenance.clone(),
-                desired.reason(&shot.provenance),
-                Cause::Desired,
-            ),
+            ));
+        } else {
+            work.add(Action::RevokeSessions, shot.provenance.clone(), desired.reason(&shot.provenance), Cause::Desired);
         }
     }
     if let Some(shot) = &desired.confirm_compromised {
@@ -407,19 +367,18 @@ fn graph_precision(since: DateTime<Utc>) -> DateTime<Utc> {
 /// Why confirming the compromise is not (or no longer) needed, if it is not.
 fn compromise_confirmed(group: &Group<'_>, user: &EntraUser, shot: &OneShot, input: &PlanInput<'_>) -> Option<String> {
     let updated = user.risk_last_updated;
-    match user.risk_state {
-        RiskState::ConfirmedCompromised => return Some("the user is confirmed compromised".to_owned()),
-        RiskState::Remediated | RiskState::Dismissed => {
-            if let Some(at) = updated.filter(|at| *at >= graph_precision(shot.since)) {
-                return Some(format!(
-                    "the risk was {} at {}, after the manifest took effect at {}: the user complied",
-                    risk_state(user.risk_state),
-                    time(at),
-                    time(shot.since)
-                ));
-            }
+    if Action::ConfirmCompromised.shows_on_entra(user, shot.since) {
+        return Some("the user is confirmed compromised".to_owned());
+    }
+    if matches!(user.risk_state, RiskState::Remediated | RiskState::Dismissed) {
+        if let Some(at) = updated.filter(|at| *at >= graph_precision(shot.since)) {
+            return Some(format!(
+                "the risk was {} at {}, after the manifest took effect at {}: the user complied",
+                user.risk_state,
+                time(at),
+                time(shot.since)
+            ));
         }
-        _ => {}
     }
     // remedy confirmed it for this generation already and Identity Protection has moved on since
     // (a new detection, or an administrator's verdict): confirming is one-shot, not a state.
@@ -438,7 +397,7 @@ fn compromise_confirmed(group: &Group<'_>, user: &EntraUser, shot: &OneShot, inp
     Some(format!(
         "remedy confirmed the compromise at {} and the risk state changed since ({} at {}): it is not confirmed again",
         time(confirmed_at),
-        risk_state(user.risk_state),
+        user.risk_state,
         time(moved_at)
     ))
 }

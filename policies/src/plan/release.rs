@@ -11,7 +11,7 @@ use super::merge::{time, wanted_by, Group, Release};
 use super::{Cause, PlanInput, RecordedChange};
 use crate::action::{Action, Provider};
 use crate::manifest::OnRelease;
-use crate::observed::{EntraUser, PasswordLastSet, ProviderView};
+use crate::observed::ProviderView;
 
 pub(super) fn plan_releases(group: &Group<'_>, input: &PlanInput<'_>, work: &mut Work) {
     for release in &group.released {
@@ -33,28 +33,6 @@ fn attribute_key(action: Action) -> Action {
 /// The order of history records: by time, ties broken so that the order is total.
 fn order(change: &RecordedChange) -> impl Ord + '_ {
     (change.at, change.action, &change.manifest, &change.identity)
-}
-
-fn still_holds_entra(done: Action, user: &EntraUser) -> bool {
-    match done {
-        Action::SuspendUser => !user.account_enabled,
-        Action::UnsuspendUser => user.account_enabled,
-        _ => false,
-    }
-}
-
-fn current_value(done: Action, group: &Group<'_>) -> String {
-    match (group.ad_account(), group.entra_user()) {
-        (Some(account), _) if done.provider() == Provider::ActiveDirectory => match done {
-            Action::ForcePasswordChange | Action::CancelForcedPasswordChange => match account.pwd_last_set {
-                PasswordLastSet::Zero => "0".to_owned(),
-                PasswordLastSet::At(at) => time(at),
-            },
-            _ => format!("0x{:x}", account.user_account_control),
-        },
-        (_, Some(user)) => user.account_enabled.to_string(),
-        _ => "?".to_owned(),
-    }
 }
 
 fn restore(group: &Group<'_>, release: &Release, input: &PlanInput<'_>, work: &mut Work) {
@@ -117,7 +95,7 @@ fn restore(group: &Group<'_>, release: &Release, input: &PlanInput<'_>, work: &m
         }
         let holds = match done.provider() {
             Provider::ActiveDirectory => observed(&group.ad, |a| done.shows_on_ad(a)),
-            Provider::EntraId => observed(&group.entra, |u| still_holds_entra(done, u)),
+            Provider::EntraId => observed(&group.entra, |u| done.shows_on_entra(u, last.at)),
         };
         let holds = match holds {
             Ok(holds) => holds,
@@ -135,7 +113,7 @@ fn restore(group: &Group<'_>, release: &Release, input: &PlanInput<'_>, work: &m
                  (now {}), so it is left as it is",
                 done.attribute(),
                 time(last.at),
-                current_value(done, group)
+                done.value_on(group.ad_account(), group.entra_user())
             ));
             continue;
         }
