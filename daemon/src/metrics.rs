@@ -1,17 +1,31 @@
-//! The daemon's metrics, rendered in the Prometheus text exposition format (version 0.0.4) for
-//! `GET /metrics`. Counters only grow; the controller updates them after every pass.
+//! The daemon's metrics for `GET /metrics`, in the Prometheus text exposition format (version
+//! 0.0.4), made by the Prometheus client's registry and encoder (`prometheus-client`). Counters
+//! only grow; the controller updates them after every pass.
+//!
+//! The names, types, labels and HELP texts are the ones docs/api.md documents. The client names a
+//! counter's family without its `_total` (it adds the suffix) and ends each HELP text with a period
+//! of its own, so the names and texts registered here have neither.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use remedy_policies::Provider;
 
 use crate::ad::AdStats;
 use crate::entra::GraphStats;
 use crate::store::ActionOutcome;
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the reconcile duration histogram's buckets.
 const DURATION_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
@@ -32,6 +46,9 @@ pub enum PassOutcome {
 }
 
 impl PassOutcome {
+    const ALL: [PassOutcome; 5] =
+        [PassOutcome::Converged, PassOutcome::Progressing, PassOutcome::Failed, PassOutcome::Held, PassOutcome::Error];
+
     fn label(self) -> &'static str {
         match self {
             PassOutcome::Converged => "converged",
@@ -43,174 +60,205 @@ impl PassOutcome {
     }
 }
 
-#[derive(Debug, Default)]
-struct Values {
-    reconciles: BTreeMap<PassOutcome, u64>,
-    actions: BTreeMap<(Provider, ActionOutcome), u64>,
-    provider_errors: BTreeMap<Provider, u64>,
-    duration_buckets: [u64; DURATION_BUCKETS.len()],
-    duration_sum: f64,
-    duration_count: u64,
-    queue_depth: u64,
-    manifests: u64,
-    last_successful_resync: Option<DateTime<Utc>>,
-    /// The AD provider's counters, once it has connected.
-    ldap: Option<AdStats>,
-    /// The Graph client's counters, when Entra ID is configured.
-    graph: Option<GraphStats>,
-}
+type Labels<const N: usize> = [(&'static str, String); N];
 
 /// Shared between the controller (writes) and the API (renders).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    values: Mutex<Values>,
+    registry: Registry,
+    reconciles: Family<Labels<1>, Counter>,
+    actions: Family<Labels<2>, Counter>,
+    provider_errors: Family<Labels<1>, Counter>,
+    duration: Histogram,
+    queue_depth: Gauge,
+    manifests: Gauge,
+    last_successful_resync: Gauge<f64, std::sync::atomic::AtomicU64>,
+    providers: Arc<ProviderCounters>,
+    /// Held while a pass is recorded and while the text is made, so that a scrape never sees a
+    /// pass counted in `remedy_reconciles_total` but not yet in the histogram.
+    pass: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::<Labels<1>, Counter>::default();
+        // Every outcome is shown from the start, at 0.
+        for outcome in PassOutcome::ALL {
+            let _ = reconciles.get_or_create(&[("outcome", outcome.label().to_owned())]);
+        }
+        registry.register("remedy_reconciles", "Reconcile passes, by how they ended", reconciles.clone());
+        let actions = Family::<Labels<2>, Counter>::default();
+        registry.register("remedy_actions", "Actions recorded, by provider and outcome", actions.clone());
+        let provider_errors = Family::<Labels<1>, Counter>::default();
+        for provider in [Provider::ActiveDirectory, Provider::EntraId] {
+            let _ = provider_errors.get_or_create(&[("provider", provider.to_string())]);
+        }
+        registry.register(
+            "remedy_provider_errors",
+            "Passes in which a provider could not be asked or an action of it failed",
+            provider_errors.clone(),
+        );
+        let duration = Histogram::new(DURATION_BUCKETS);
+        registry.register("remedy_reconcile_duration_seconds", "How long reconcile passes took", duration.clone());
+        let queue_depth = Gauge::default();
+        registry.register("remedy_queue_depth", "Accounts waiting for a retry", queue_depth.clone());
+        let manifests = Gauge::default();
+        registry.register("remedy_manifests", "Manifests in force", manifests.clone());
+        let last_successful_resync = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "remedy_last_successful_resync_timestamp_seconds",
+            "When the last scheduled resync ended without a failure (Unix time; 0: none yet)",
+            last_successful_resync.clone(),
+        );
+        let providers = Arc::new(ProviderCounters::default());
+        registry.register_collector(Box::new(Arc::clone(&providers)));
+        Metrics {
+            registry,
+            reconciles,
+            actions,
+            provider_errors,
+            duration,
+            queue_depth,
+            manifests,
+            last_successful_resync,
+            providers,
+            pass: Mutex::new(()),
+        }
+    }
 }
 
 impl Metrics {
-    fn with<T>(&self, f: impl FnOnce(&mut Values) -> T) -> T {
-        f(&mut self.values.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
     pub fn record_pass(&self, outcome: PassOutcome, duration: Duration) {
-        self.with(|v| {
-            *v.reconciles.entry(outcome).or_default() += 1;
-            let seconds = duration.as_secs_f64();
-            for (bucket, bound) in v.duration_buckets.iter_mut().zip(DURATION_BUCKETS) {
-                if seconds <= bound {
-                    *bucket += 1;
-                }
-            }
-            v.duration_sum += seconds;
-            v.duration_count += 1;
-        });
+        let _pass = self.pass.lock().unwrap_or_else(PoisonError::into_inner);
+        self.reconciles.get_or_create(&[("outcome", outcome.label().to_owned())]).inc();
+        self.duration.observe(duration.as_secs_f64());
     }
 
     pub fn record_action(&self, provider: Provider, outcome: ActionOutcome) {
-        self.with(|v| *v.actions.entry((provider, outcome)).or_default() += 1);
+        let outcome = serde_json::to_value(outcome).ok().and_then(|o| o.as_str().map(str::to_owned));
+        self.actions
+            .get_or_create(&[("provider", provider.to_string()), ("outcome", outcome.unwrap_or_default())])
+            .inc();
     }
 
     pub fn record_provider_error(&self, provider: Provider) {
-        self.with(|v| *v.provider_errors.entry(provider).or_default() += 1);
+        self.provider_errors.get_or_create(&[("provider", provider.to_string())]).inc();
     }
 
     pub fn set_queue_depth(&self, depth: usize) {
-        self.with(|v| v.queue_depth = depth as u64);
+        self.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     pub fn set_manifests(&self, count: usize) {
-        self.with(|v| v.manifests = count as u64);
+        self.manifests.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn resync_succeeded(&self, at: DateTime<Utc>) {
-        self.with(|v| v.last_successful_resync = Some(at));
+        self.last_successful_resync.set(at.timestamp_millis() as f64 / 1000.0);
     }
 
     /// The AD provider's request counters (they count from the provider's first connection,
     /// which lasts as long as the daemon).
     pub fn set_ldap(&self, stats: AdStats) {
-        self.with(|v| v.ldap = Some(stats));
+        self.providers.with(|p| p.ldap = Some(stats));
     }
 
     /// The Graph client's request counters.
     pub fn set_graph(&self, stats: GraphStats) {
-        self.with(|v| v.graph = Some(stats));
+        self.providers.with(|p| p.graph = Some(stats));
     }
 
-    /// The Prometheus text format.
+    /// The Prometheus text format ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        self.with(|v| {
-            let mut out = String::new();
-            let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            };
-            family(&mut out, "remedy_reconciles_total", "counter", "Reconcile passes, by how they ended.");
-            for outcome in [
-                PassOutcome::Converged,
-                PassOutcome::Progressing,
-                PassOutcome::Failed,
-                PassOutcome::Held,
-                PassOutcome::Error,
-            ] {
-                let count = v.reconciles.get(&outcome).copied().unwrap_or(0);
-                let _ = writeln!(out, "remedy_reconciles_total{{outcome=\"{}\"}} {count}", outcome.label());
-            }
-            family(&mut out, "remedy_actions_total", "counter", "Actions recorded, by provider and outcome.");
-            for ((provider, outcome), count) in &v.actions {
-                let outcome = serde_json::to_value(outcome).ok().and_then(|o| o.as_str().map(str::to_owned));
-                let _ = writeln!(
-                    out,
-                    "remedy_actions_total{{provider=\"{provider}\",outcome=\"{}\"}} {count}",
-                    outcome.unwrap_or_default()
-                );
-            }
-            family(
-                &mut out,
-                "remedy_provider_errors_total",
-                "counter",
-                "Passes in which a provider could not be asked or an action of it failed.",
-            );
-            for provider in [Provider::ActiveDirectory, Provider::EntraId] {
-                let count = v.provider_errors.get(&provider).copied().unwrap_or(0);
-                let _ = writeln!(out, "remedy_provider_errors_total{{provider=\"{provider}\"}} {count}");
-            }
-            family(&mut out, "remedy_reconcile_duration_seconds", "histogram", "How long reconcile passes took.");
-            for (bound, count) in DURATION_BUCKETS.iter().zip(v.duration_buckets) {
-                let _ = writeln!(out, "remedy_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {count}");
-            }
-            let _ = writeln!(out, "remedy_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}", v.duration_count);
-            let _ = writeln!(out, "remedy_reconcile_duration_seconds_sum {}", v.duration_sum);
-            let _ = writeln!(out, "remedy_reconcile_duration_seconds_count {}", v.duration_count);
-            family(&mut out, "remedy_queue_depth", "gauge", "Accounts waiting for a retry.");
-            let _ = writeln!(out, "remedy_queue_depth {}", v.queue_depth);
-            family(&mut out, "remedy_manifests", "gauge", "Manifests in force.");
-            let _ = writeln!(out, "remedy_manifests {}", v.manifests);
-            family(
-                &mut out,
-                "remedy_last_successful_resync_timestamp_seconds",
-                "gauge",
-                "When the last scheduled resync ended without a failure (Unix time; 0: none yet).",
-            );
-            let at = v.last_successful_resync.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0);
-            let _ = writeln!(out, "remedy_last_successful_resync_timestamp_seconds {at}");
-            if let Some(ldap) = v.ldap {
-                family(
-                    &mut out,
-                    "remedy_ldap_operations_total",
-                    "counter",
-                    "LDAP requests sent to Active Directory: connections opened and bound, search requests (one per result page), modifies.",
-                );
-                for (operation, count) in [("connect", ldap.connects), ("search", ldap.pages), ("modify", ldap.modifies)] {
-                    let _ = writeln!(out, "remedy_ldap_operations_total{{operation=\"{operation}\"}} {count}");
-                }
-                family(&mut out, "remedy_ldap_entries_total", "counter", "Entries Active Directory's searches returned.");
-                let _ = writeln!(out, "remedy_ldap_entries_total {}", ldap.entries);
-            }
-            if let Some(graph) = v.graph {
-                family(
-                    &mut out,
-                    "remedy_graph_requests_total",
-                    "counter",
-                    "HTTP requests sent to Microsoft Graph and its token endpoint, re-sends included.",
-                );
-                for (kind, count) in
-                    [("token", graph.token_requests), ("batch", graph.batches), ("single", graph.single_requests)]
-                {
-                    let _ = writeln!(out, "remedy_graph_requests_total{{kind=\"{kind}\"}} {count}");
-                }
-                family(
-                    &mut out,
-                    "remedy_graph_batched_requests_total",
-                    "counter",
-                    "Requests sent inside $batch requests, re-sends included.",
-                );
-                let _ = writeln!(out, "remedy_graph_batched_requests_total {}", graph.sub_requests);
-                family(&mut out, "remedy_graph_throttled_total", "counter", "429 answers from Graph, top-level or per sub-request.");
-                let _ = writeln!(out, "remedy_graph_throttled_total {}", graph.throttled);
-                family(&mut out, "remedy_graph_retries_total", "counter", "Re-sends of a request or of a sub-request.");
-                let _ = writeln!(out, "remedy_graph_retries_total {}", graph.retries);
-            }
-            out
-        })
+        let _pass = self.pass.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = String::new();
+        // Writing into a String cannot fail, and every metric here encodes in this format.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The providers' own request counters, copied from them after each pass: shown only once the
+/// provider has reported (AD after its first connection, Graph when Entra ID is configured).
+#[derive(Debug, Default)]
+struct ProviderCounters {
+    latest: Mutex<ProviderStats>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ProviderStats {
+    ldap: Option<AdStats>,
+    graph: Option<GraphStats>,
+}
+
+impl ProviderCounters {
+    fn with<T>(&self, f: impl FnOnce(&mut ProviderStats) -> T) -> T {
+        f(&mut self.latest.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Writes a counter family of one sample without labels.
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
+    ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+/// Writes a counter family of one sample per value of `label`.
+fn labelled_counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: &[(&str, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, count) in samples {
+        ConstCounter::new(*count).encode(family.encode_family(&[(label, *value)])?)?;
+    }
+    Ok(())
+}
+
+impl Collector for ProviderCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let ProviderStats { ldap, graph } = self.with(|p| *p);
+        if let Some(ldap) = ldap {
+            labelled_counters(
+                &mut encoder,
+                "remedy_ldap_operations",
+                "LDAP requests sent to Active Directory: connections opened and bound, search requests (one per result page), modifies.",
+                "operation",
+                &[("connect", ldap.connects), ("search", ldap.pages), ("modify", ldap.modifies)],
+            )?;
+            counter(
+                &mut encoder,
+                "remedy_ldap_entries",
+                "Entries Active Directory's searches returned.",
+                ldap.entries,
+            )?;
+        }
+        if let Some(graph) = graph {
+            labelled_counters(
+                &mut encoder,
+                "remedy_graph_requests",
+                "HTTP requests sent to Microsoft Graph and its token endpoint, re-sends included.",
+                "kind",
+                &[("token", graph.token_requests), ("batch", graph.batches), ("single", graph.single_requests)],
+            )?;
+            counter(
+                &mut encoder,
+                "remedy_graph_batched_requests",
+                "Requests sent inside $batch requests, re-sends included.",
+                graph.sub_requests,
+            )?;
+            counter(
+                &mut encoder,
+                "remedy_graph_throttled",
+                "429 answers from Graph, top-level or per sub-request.",
+                graph.throttled,
+            )?;
+            counter(&mut encoder, "remedy_graph_retries", "Re-sends of a request or of a sub-request.", graph.retries)?;
+        }
+        Ok(())
     }
 }
 
@@ -262,7 +310,34 @@ mod tests {
             "remedy_graph_batched_requests_total 100",
             "remedy_graph_throttled_total 3",
         ] {
+            // The same series with the same value (the encoder writes a float gauge's 0 as `0.0`).
+            let (series, value) = line.rsplit_once(' ').unwrap_or_default();
+            let value: f64 = value.parse().unwrap_or(f64::NAN);
+            assert!(
+                text.lines().any(|l| l.rsplit_once(' ').is_some_and(|(s, v)| s == series && v.parse() == Ok(value))),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // What a scraper reads besides the samples: the families' names (with `_total`), types and
+        // HELP texts as docs/api.md has them, in the 0.0.4 format (no OpenMetrics `# EOF`).
+        for line in [
+            "# HELP remedy_reconciles_total Reconcile passes, by how they ended.",
+            "# TYPE remedy_reconciles_total counter",
+            "# HELP remedy_actions_total Actions recorded, by provider and outcome.",
+            "# TYPE remedy_actions_total counter",
+            "# TYPE remedy_provider_errors_total counter",
+            "# HELP remedy_reconcile_duration_seconds How long reconcile passes took.",
+            "# TYPE remedy_reconcile_duration_seconds histogram",
+            "# TYPE remedy_queue_depth gauge",
+            "# TYPE remedy_last_successful_resync_timestamp_seconds gauge",
+            "# HELP remedy_ldap_entries_total Entries Active Directory's searches returned.",
+            "# TYPE remedy_ldap_operations_total counter",
+            "# HELP remedy_graph_batched_requests_total Requests sent inside $batch requests, re-sends included.",
+            "# TYPE remedy_graph_retries_total counter",
+        ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+        assert!(!text.contains("..\n") && !text.contains("# EOF") && !text.contains("_total_total"), "{text}");
+        assert!(CONTENT_TYPE.starts_with("text/plain; version=0.0.4"), "{CONTENT_TYPE}");
     }
 }

@@ -157,8 +157,7 @@ async fn openapi_document() -> Json<utoipa::openapi::OpenApi> {
     (status = 401, response = Unauthorized),
 ))]
 async fn metrics(State(state): State<ApiState>, _caller: Caller) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.handle.metrics().render())
-        .into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.handle.metrics().render()).into_response()
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -1,5 +1,13 @@
 //! Output formats shared by the subcommands: a readable table or text by default, stable JSON and
 //! YAML for pipelines.
+//!
+//! The tables are drawn here, not by a table crate: comfy-table (7.x; 8.x needs a newer Rust) and
+//! tabled fit a table to a width by wrapping cells onto more lines or by sharing the width among
+//! all columns, while these tables cut only their flexible columns, widest first, to a `…`, keep
+//! every row on one line, print a record's BY/ERROR whole on indented lines below it, and keep
+//! the first batch's widths for `--follow` (docs/quickstart.md, the tests below). With fixed
+//! widths forced on them the crates would only pad cells: the layout, the detail lines and the
+//! colour rules would stay here.
 
 use std::io::{IsTerminal, Write};
 
