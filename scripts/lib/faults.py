@@ -13,7 +13,7 @@ Shared layout of DIR (made by scripts/reliability):
     manifests/          what remedy serve watches (a plain directory)
     remedy.yaml         remedy's configuration; operator.token the API token
     remedy.pid          the pid of the running `remedy serve` (the shell's trap stops it)
-    run-NN.log          one log per start of remedy serve
+    run-NN.log          one log per start of remedy serve (--log-format json: remedy_lab.Log)
 Everything the checks find goes to DIR/check.json (and rounds.json / outage.json), the history to
 DIR/history.json; the shell copies them to target/reliability/<check>/.
 """
