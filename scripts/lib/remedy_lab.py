@@ -203,7 +203,9 @@ class Log:
         return [e for e in self.refresh().events if event_message(e).startswith(prefix)]
 
     def panics(self):
-        return [line for line in self.refresh().other if "panicked" in line]
+        """Rust's panic messages (`thread '...' panicked at ...`), the unfinished last line too."""
+        lines = self.refresh().other + [self.partial.decode(errors="replace")]
+        return [line for line in lines if "panicked" in line]
 
     def interrupted_intents(self):
         """The intents the start found unsettled (0 when it found none)."""
@@ -217,7 +219,6 @@ class Log:
 
     def tail(self, lines=15):
         """The last lines, events shown as `time LEVEL message key=value...`."""
-        self.refresh()
         shown = []
         with open(self.path, errors="replace") as f:
             for line in f.read().splitlines()[-lines:]:
