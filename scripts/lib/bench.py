@@ -26,20 +26,19 @@ import os
 import platform
 import random
 import re
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+from remedy_lab import (  # noqa: E402
+    UF_ACCOUNTDISABLE, Daemon, Failure, Ou, by_label, ldap, metrics, request_reconcile, say, statuses, write_config,
+)
 
 # What remedy's AD provider asks for (remedy::ad::ATTRIBUTES, daemon/src/ad/entry.rs): the baseline
 # ldapsearch asks for the same.
@@ -48,92 +47,10 @@ AD_ATTRIBUTES = ["objectGUID", "objectSid", "sAMAccountName", "userPrincipalName
                  "uSNChanged"]
 # A resync that never fires during a run (1 January, 00:00:00 UTC): every pass measured is asked for.
 NO_RESYNC = "0 0 0 1 1 *"
-UF_ACCOUNTDISABLE = 0x2
-
-
-class Failure(Exception):
-    pass
-
-
-def say(text):
-    print(f"  {text}", flush=True)
-
-
-def tail(text, lines=15):
-    return "\n".join(text.splitlines()[-lines:])
 
 
 # ---------------------------------------------------------------------------------------------
-# the DC, as the administrator and as the action account
-
-
-def ldap_env():
-    return dict(os.environ, LDAPTLS_CACERT=os.environ["REMEDY_TEST_CA_FILE"])
-
-
-def ldap_tool(tool, *args, stdin=None, who="admin", check=True):
-    bind, password = ((os.environ["REMEDY_TEST_ADMIN_BIND"], os.environ["REMEDY_TEST_ADMIN_PASSWORD_FILE"])
-                      if who == "admin" else
-                      (os.environ["REMEDY_TEST_ACTION_BIND"], os.environ["REMEDY_TEST_ACTION_PASSWORD_FILE"]))
-    result = subprocess.run([tool, "-x", "-H", os.environ["REMEDY_TEST_LDAPS_URL"], "-D", bind, "-y", password, *args],
-                            env=ldap_env(), text=True, input=stdin, capture_output=True)
-    if check and result.returncode != 0:
-        raise Failure(f"{tool} {' '.join(args[:6])}: exit {result.returncode}: {result.stderr.strip()[:500]}")
-    return result
-
-
-class Ou:
-    """A private OU under OU=Tests with users made by one ldapadd; deleted leaves first at the end."""
-
-    def __init__(self, kind):
-        self.suffix = secrets.token_hex(3)
-        self.dn = f"OU=bench-{kind}-{self.suffix},{os.environ['REMEDY_TEST_TESTS_OU']}"
-        self.created = False
-
-    def user_dn(self, sam):
-        return f"CN={sam},{self.dn}"
-
-    def create(self, sams):
-        lines = [f"dn: {self.dn}\nobjectClass: organizationalUnit\n"]
-        for sam in sams:
-            lines.append(f"dn: CN={sam},{self.dn}\nobjectClass: user\nsAMAccountName: {sam}\n"
-                         f"userPrincipalName: {sam}@remedy.test\nuserAccountControl: 512\n")
-        t0 = time.monotonic()
-        self.created = True
-        ldap_tool("ldapadd", stdin="\n".join(lines))
-        seconds = time.monotonic() - t0
-        say(f"{self.dn}: {len(sams)} enabled users created by one ldapadd in {seconds:.1f} s")
-        return seconds
-
-    def disabled(self, prefix=None):
-        """sAMAccountName (lower case) -> disabled, as the administrator reads the OU."""
-        out = ldap_tool("ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-E", "pr=1000/noprompt", "-b", self.dn, "-s", "one",
-                        f"(&(objectClass=user)(sAMAccountName={prefix or ''}*))", "sAMAccountName",
-                        "userAccountControl").stdout
-        users, sam, uac = {}, None, 0
-        for line in out.splitlines() + [""]:
-            if line.startswith("sAMAccountName: "):
-                sam = line.split(": ", 1)[1].lower()
-            elif line.startswith("userAccountControl: "):
-                uac = int(line.split(": ", 1)[1])
-            elif not line.strip() and sam:
-                users[sam] = bool(uac & UF_ACCOUNTDISABLE)
-                sam = None
-        return users
-
-    def delete(self):
-        if not self.created:
-            return
-        t0 = time.monotonic()
-        out = ldap_tool("ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-E", "pr=1000/noprompt", "-b", self.dn, "dn",
-                        check=False).stdout
-        dns = [line[4:] for line in out.splitlines() if line.startswith("dn: ")]
-        dns.sort(key=lambda dn: dn.count(","), reverse=True)
-        if dns:
-            result = ldap_tool("ldapdelete", "-c", stdin="\n".join(dns) + "\n", check=False)
-            if result.returncode != 0:
-                print(f"warning: could not delete everything in {self.dn}: {result.stderr.strip()[:300]}", file=sys.stderr)
-        say(f"deleted {self.dn} ({len(dns)} entries) in {time.monotonic() - t0:.1f} s")
+# the DC, polled from a persistent connection
 
 
 class DcWatch:
@@ -213,142 +130,7 @@ def dcwatch_main():
 
 
 # ---------------------------------------------------------------------------------------------
-# remedy serve
-
-
-class Daemon:
-    """`remedy serve` (the release binary) on a work directory's remedy.yaml, its log followed."""
-
-    def __init__(self, work, remedy):
-        self.work, self.remedy = work, remedy
-        self.process = None
-        self.runs = 0
-
-    def start(self):
-        self.runs += 1
-        self.log_path = os.path.join(self.work, f"run-{self.runs:02d}.log")
-        self.offset, self.partial, self.lines = 0, "", []
-        log = open(self.log_path, "w")
-        env = dict(os.environ, NO_COLOR="1", REMEDY_LOG="info")
-        self.started = time.monotonic()
-        self.process = subprocess.Popen([self.remedy, "serve", "--config", os.path.join(self.work, "remedy.yaml")],
-                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
-        log.close()
-        with open(os.path.join(self.work, "remedy.pid"), "w") as f:
-            f.write(str(self.process.pid))
-        return self.started
-
-    def alive(self):
-        return self.process is not None and self.process.poll() is None
-
-    def check_alive(self):
-        if not self.alive():
-            raise Failure(f"remedy serve exited ({self.process.returncode}); {self.log_path}:\n{tail(self.log())}")
-
-    def log(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def passes(self):
-        """The "reconciled" lines of this run so far, read incrementally: dicts of the log's fields."""
-        with open(self.log_path) as f:
-            f.seek(self.offset)
-            chunk = f.read()
-            self.offset = f.tell()
-        text = self.partial + chunk
-        complete, _, self.partial = text.rpartition("\n")
-        for line in complete.splitlines():
-            if " reconciled" in line and "duration_ms=" in line:
-                fields = dict(re.findall(r"(\w+)=(\S+)", line))
-                self.lines.append({k: int(v) for k, v in fields.items() if v.isdigit()})
-        return self.lines
-
-    def wait_pass(self, count, timeout, poll=0.005):
-        """Until the run has logged `count` passes; (monotonic time seen, that pass)."""
-        deadline = time.monotonic() + timeout
-        while len(self.passes()) < count:
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise Failure(f"no reconcile pass #{count} within {timeout} s; {self.log_path}:\n{tail(self.log())}")
-            time.sleep(poll)
-        return time.monotonic(), self.lines[count - 1]
-
-    def wait_ready(self, timeout, poll=0.005):
-        """Until GET /readyz answers 200; the monotonic time it did."""
-        deadline = time.monotonic() + timeout
-        url = f"{os.environ['REMEDY_SERVER']}/readyz"
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return time.monotonic()
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise Failure(f"remedy serve not ready within {timeout} s; {self.log_path}:\n{tail(self.log())}")
-            time.sleep(poll)
-
-    def memory(self):
-        """VmHWM (peak RSS) and VmRSS in MiB, from /proc/PID/status."""
-        values = {}
-        with open(f"/proc/{self.process.pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmHWM", "VmRSS"):
-                    values[key] = int(value.split()[0]) / 1024
-        return values
-
-    def terminate(self, timeout=60):
-        t0 = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise Failure(f"remedy serve did not stop within {timeout} s of SIGTERM")
-        os.remove(os.path.join(self.work, "remedy.pid"))
-        if code != 0:
-            raise Failure(f"remedy serve exited {code} on SIGTERM; {self.log_path}:\n{tail(self.log())}")
-        return time.monotonic() - t0
-
-    def stop_quietly(self):
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def api(method, path, timeout=30):
-    with open(os.environ["REMEDY_TOKEN_FILE"]) as f:
-        token = f.read().strip()
-    request = urllib.request.Request(f"{os.environ['REMEDY_SERVER']}{path}", method=method,
-                                     headers={"Authorization": f"Bearer {token}"}, data=b"" if method == "POST" else None)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode(errors="replace")
-
-
-def metrics():
-    """/metrics as {series: value} (series with their labels, as written)."""
-    status, text = api("GET", "/metrics")
-    if status != 200:
-        raise Failure(f"GET /metrics: {status} {text[:200]}")
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            series, _, value = line.rpartition(" ")
-            try:
-                values[series] = float(value)
-            except ValueError:
-                pass
-    return values
+# what a scenario measures of remedy serve, and its setup
 
 
 LDAP_COUNTER = "remedy_ldap_operations_total"
@@ -369,7 +151,7 @@ def dc_pid():
 
 
 def passes_counted(values):
-    return sum(v for k, v in values.items() if k.startswith("remedy_reconciles_total{"))
+    return sum(by_label(values, "remedy_reconciles_total", "outcome").values())
 
 
 def metrics_after_pass(before, timeout=10):
@@ -397,29 +179,13 @@ def ldap_counters(before, after):
     return out
 
 
-def statuses(remedy):
-    result = subprocess.run([remedy, "status", "-o", "json"], text=True, capture_output=True)
-    if result.returncode != 0:
-        raise Failure(f"remedy status: {result.stderr.strip()[:300]}")
-    data = json.loads(result.stdout)
-    if isinstance(data, dict):
-        data = data.get("manifests", [])
-    return data
-
-
 def not_ready(remedy):
     out = []
-    for s in statuses(remedy):
+    for s in statuses(remedy).values():
         ready = next((c for c in s.get("conditions", []) if c["type"] == "Ready"), {})
         if ready.get("status") != "True":
             out.append(f"{s['name']}: Ready={ready.get('status')}/{ready.get('reason')}")
     return out
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def manifest(name, sam, reason):
@@ -441,7 +207,7 @@ class Scenario:
     def __init__(self, name, args, debounce=None, resync=NO_RESYNC):
         self.name, self.args = name, args
         self.work = tempfile.mkdtemp(prefix=f"remedy-bench-{name}.")
-        self.ou = Ou(name)
+        self.ou = Ou.private(f"bench-{name}")
         self.watched = os.path.join(self.work, "watched")
         self.daemon = Daemon(self.work, args.remedy)
         self.debounce, self.resync = debounce, resync
@@ -457,38 +223,8 @@ class Scenario:
             f.write("remediation manifests (scripts/bench)\n")
         git(self.watched, "add", "README.md")
         git(self.watched, "commit", "-q", "-m", "empty manifest repository")
-        port = free_port()
-        token = secrets.token_hex(32)
-        token_file = os.path.join(self.work, "operator.token")
-        with open(token_file, "w") as f:
-            f.write(token)
-        os.chmod(token_file, 0o600)
-        debounce = f"\n  debounce: {self.debounce}" if self.debounce else ""
-        env = os.environ
-        with open(os.path.join(self.work, "remedy.yaml"), "w") as f:
-            f.write(f"""manifests:
-  path: {self.watched}{debounce}
-guardrails:
-  allowedScopes: ["{self.ou.dn}"]
-  maxChangesPerReconcile: 1000000
-activeDirectory:
-  url: {env['REMEDY_TEST_LDAPS_URL']}
-  caFile: {env['REMEDY_TEST_CA_FILE']}
-  bindUser: {env['REMEDY_TEST_ACTION_BIND']}
-  passwordFile: {env['REMEDY_TEST_ACTION_PASSWORD_FILE']}
-  baseDn: {env['REMEDY_TEST_BASE_DN']}
-resync: "{self.resync}"
-store:
-  path: {self.work}/store
-api:
-  listen: 127.0.0.1:{port}
-  tokens:
-    - name: bench-operator
-      role: security-operator
-      sha256: {hashlib.sha256(token.encode()).hexdigest()}
-""")
-        os.environ["REMEDY_SERVER"] = f"http://127.0.0.1:{port}"
-        os.environ["REMEDY_TOKEN_FILE"] = token_file
+        write_config(self.work, self.watched, self.ou.dn, "bench-operator", debounce=self.debounce,
+                     resync=self.resync, max_changes=1000000)
         return self
 
     def commit(self, files, message):
@@ -528,8 +264,8 @@ def paged_ldapsearch(ou):
     """One paged search of the OU's users, as the action account over LDAPS, the attributes remedy
     asks for: (seconds, entries, pages)."""
     t0 = time.monotonic()
-    out = ldap_tool("ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-E", "pr=500/noprompt", "-b", ou,
-                    "(&(objectCategory=person)(objectClass=user))", *AD_ATTRIBUTES, who="action").stdout
+    out = ldap("ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-E", "pr=500/noprompt", "-b", ou,
+               "(&(objectCategory=person)(objectClass=user))", *AD_ATTRIBUTES, who="action").stdout
     seconds = time.monotonic() - t0
     entries = sum(1 for line in out.splitlines() if line.startswith("dn: "))
     return seconds, entries, max(1, math.ceil(entries / 500))
@@ -551,7 +287,7 @@ def cmd_scale(args):
 
         d = sc.daemon
         started = d.start()
-        ready = d.wait_ready(120)
+        ready = d.wait_http("/readyz", 120)
         say(f"remedy serve pid {d.process.pid}: /readyz 200 after {ready - started:.2f} s (empty store, {n} manifests)")
         # The first pass sends every disable; wait for the DC to show them all, and for every status.
         deadline = time.monotonic() + max(300, n / 5)
@@ -565,10 +301,10 @@ def cmd_scale(args):
                 raise Failure(f"remedy sent {sent} of {n} disables within the time allowed")
             time.sleep(0.2)
         applied_at = time.monotonic()
-        first = d.lines[0]
+        first = d.passes()[0]
         result["initialApply"] = {"seconds": round(applied_at - started, 2),
-                                  "passes": len(d.lines), "firstPassMs": first.get("duration_ms"),
-                                  "sent": sent, "failed": sum(p.get("failed", 0) for p in d.lines)}
+                                  "passes": len(d.passes()), "firstPassMs": first.get("duration_ms"),
+                                  "sent": sent, "failed": sum(p.get("failed", 0) for p in d.passes())}
         say(f"the first pass sent {first.get('sent')} disables in {first.get('duration_ms', 0) / 1000:.1f} s; "
             f"{sent} sent in all, {result['initialApply']['failed']} failed, {applied_at - started:.1f} s after start")
         dc = sc.ou.disabled()
@@ -603,9 +339,7 @@ def cmd_scale(args):
                     remedy_cpu = cpu_seconds(d.process.pid)
                     before = metrics()
                     t0 = time.monotonic()
-                    status, body = api("POST", "/v1/reconcile")
-                    if status != 202:
-                        raise Failure(f"POST /v1/reconcile: {status} {body[:200]}")
+                    request_reconcile(accept=(202,))
                     seen, p = d.wait_pass(count + 1, 300)
                     after = metrics_after_pass(before)
                     if p.get("sent", 0) or p.get("failed", 0):
@@ -632,12 +366,12 @@ def cmd_scale(args):
                             "ldapsearchPages": rounds[0]["ldapsearch"]["pages"],
                             "ratio": round(best_remedy["seconds"] / best_search, 2)}
         result["afterResync"] = {k: round(v, 1) for k, v in d.memory().items()}
-        result["stopSeconds"] = round(d.terminate(), 2)
+        result["stopSeconds"] = round(d.stop(), 2)
         say(f"stopped by SIGTERM in {result['stopSeconds']:.2f} s (exit 0)")
 
         # A restart on the same store: start to ready, start to the first pass's end, and memory.
         started = d.start()
-        ready = d.wait_ready(120)
+        ready = d.wait_http("/readyz", 120)
         done, p = d.wait_pass(1, 300)
         if p.get("sent", 0) or p.get("failed", 0):
             raise Failure(f"the first pass after a restart on a converged store sent {p.get('sent')} actions: {p}")
@@ -646,7 +380,7 @@ def cmd_scale(args):
                              "memory": {k: round(v, 1) for k, v in d.memory().items()}}
         say(f"restart on the same store: /readyz 200 after {ready - started:.2f} s, first pass (converged) done after "
             f"{done - started:.2f} s; VmHWM {result['restart']['memory']['VmHWM']:.1f} MiB")
-        d.terminate()
+        d.stop()
     record("scale", result, args)
 
 
@@ -714,7 +448,7 @@ def cmd_latency(args):
         sc.ou.create(remedy_users + direct_users)
         d = sc.daemon
         started = d.start()
-        ready = d.wait_ready(60)
+        ready = d.wait_http("/readyz", 60)
         say(f"remedy serve pid {d.process.pid} watching a git checkout, default debounce (500ms); ready after "
             f"{ready - started:.2f} s")
         sc.watch = DcWatch()
@@ -732,8 +466,8 @@ def cmd_latency(args):
             # The baseline: the same change by ldapmodify, as the action account over LDAPS.
             other = direct_users[i]
             t1 = time.monotonic()
-            ldap_tool("ldapmodify", who="action", stdin=(f"dn: {sc.ou.user_dn(other)}\nchangetype: modify\n"
-                                                         f"replace: userAccountControl\nuserAccountControl: 514\n-\n"))
+            ldap("ldapmodify", who="action", stdin=(f"dn: {sc.ou.user_dn(other)}\nchangetype: modify\n"
+                                                    f"replace: userAccountControl\nuserAccountControl: 514\n-\n"))
             returned = time.monotonic()
             seen_direct, _ = sc.watch.disabled(sc.ou.user_dn(other), 30)
             samples.append({"user": sam, "commitSeconds": round(committed - t0, 4), "remedy": round(seen - t0, 4),
@@ -752,7 +486,7 @@ def cmd_latency(args):
         touched = [u for u in remedy_users + direct_users if not dc.get(u.lower())]
         if touched:
             raise Failure(f"{len(touched)} accounts not disabled at the end, e.g. {touched[:5]}")
-        d.terminate()
+        d.stop()
     result = {"commits": n, "debounce": "500ms, the default",
               "remedy": summary([s["remedy"] for s in samples]),
               "remedyFromCommitReturn": summary([s["remedyFromCommitReturn"] for s in samples]),
@@ -801,7 +535,7 @@ def cmd_samba_tool(args):
         sc.ou.create(tool_users + remedy_users)
         d = sc.daemon
         d.start()
-        d.wait_ready(60)
+        d.wait_http("/readyz", 60)
         sc.watch = DcWatch()
 
         # Baseline: the administrator's shell loop (samba-tool has no scoped-account setup here:
@@ -841,7 +575,7 @@ def cmd_samba_tool(args):
             waiting = not_ready(args.remedy)
         if waiting:
             raise Failure(f"{len(waiting)} manifests not Ready, e.g. {waiting[:5]}")
-        d.terminate()
+        d.stop()
     result = {"users": n, "sambaToolSeconds": round(tool_seconds, 2), "remedySeconds": round(remedy_seconds, 2),
               "commitSeconds": round(committed - t0, 2), "ratio": round(tool_seconds / remedy_seconds, 1)}
     record("samba-tool", result, args)

@@ -35,6 +35,11 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from remedy_lab import (  # noqa: E402
+    CommandFailed, condition, disabled_accounts, identity_sam, remedy_json, report_findings, statuses,
+)
+
 # ---------------------------------------------------------------------------------------------
 # manifests
 
@@ -505,24 +510,6 @@ def flaw_at(m, commit):
     return flaw
 
 
-def remedy_json(remedy, *args):
-    result = subprocess.run([remedy, *args, "-o", "json"], text=True, capture_output=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"remedy {' '.join(args)}: {result.stderr.strip()}")
-    return json.loads(result.stdout)
-
-
-def statuses(remedy):
-    data = remedy_json(remedy, "status")
-    if isinstance(data, dict):
-        data = data.get("manifests", [])
-    return {s["name"]: s for s in data}
-
-
-def condition(status, kind):
-    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
-
-
 def overruled(final):
     """The final manifests that ask an account enabled while another asks it disabled: the safer
     state wins, and their status is Stalled/Conflict."""
@@ -564,7 +551,7 @@ def cmd_settle(args):
     while True:
         try:
             waiting = unsettled(model, statuses(args.remedy))
-        except RuntimeError as error:
+        except CommandFailed as error:
             waiting = [str(error)]
         if not waiting:
             seconds = time.time() - model["lastCommitAt"]
@@ -586,38 +573,6 @@ def cmd_settle(args):
 
 # ---------------------------------------------------------------------------------------------
 # check
-
-
-def dc_users(ou):
-    """sAMAccountName (lower case) -> disabled, as the administrator reads the OU."""
-    env = dict(os.environ, LDAPTLS_CACERT=os.environ["REMEDY_TEST_CA_FILE"])
-    out = subprocess.run(
-        ["ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-x", "-H", os.environ["REMEDY_TEST_LDAPS_URL"],
-         "-D", os.environ["REMEDY_TEST_ADMIN_BIND"], "-y", os.environ["REMEDY_TEST_ADMIN_PASSWORD_FILE"],
-         "-b", ou, "-s", "one", "(objectClass=user)", "sAMAccountName", "userAccountControl"],
-        env=env, text=True, capture_output=True, check=True,
-    ).stdout
-    users, sam = {}, None
-    for line in out.splitlines():
-        if line.startswith("sAMAccountName: "):
-            sam = line.split(": ", 1)[1].lower()
-        elif line.startswith("userAccountControl: "):
-            uac = int(line.split(": ", 1)[1])
-        elif not line.strip() and sam:
-            users[sam] = bool(uac & 2)
-            sam = None
-    if sam:
-        users[sam] = bool(uac & 2)
-    return users
-
-
-def identity_user(event):
-    """The sAMAccountName an action record is about (all manifests here name sam:...)."""
-    identity = event.get("identity", "")
-    if isinstance(identity, dict):
-        identity = json.dumps(identity)
-    identity = str(identity)
-    return identity.split(":", 1)[1].lower() if identity.startswith("sam:") else identity.lower()
 
 
 def cmd_check(args):
@@ -656,7 +611,7 @@ def cmd_check(args):
     attribution = collections.Counter()
     for record, event in actions:
         rid = record["id"]
-        user = identity_user(event)
+        user = identity_sam(event)
         dn = str(event.get("resolved", {}).get("adDn", "")).lower()
         if user in bait_users or any(f"cn={b}," in dn for b in bait_users):
             fail(f"record {rid}: {event['action']} {event['outcome']} on bait account {user}, which only manifests "
@@ -715,7 +670,7 @@ def cmd_check(args):
     # drift-corrected record here says someone else undid remedy's change, which is not so.
     previous = {}
     for record, event in actions:
-        user = identity_user(event)
+        user = identity_sam(event)
         if event["outcome"] == "drift-corrected":
             before = previous.get(user)
             fail(f"record {record['id']}: {event['action']} recorded as drift-corrected on {user} for "
@@ -726,12 +681,12 @@ def cmd_check(args):
             previous[user] = (record["id"], event["action"], event["outcome"], [m["name"] for m in event["manifests"]])
 
     # 2. The directory against the final commit, and against the history.
-    dc = dc_users(args.ldap_ou)
+    dc = disabled_accounts(args.ldap_ou)
     last_change = {}
     for record, event in actions:
         if event["outcome"] in ("succeeded", "restored", "drift-corrected") and event["action"] in (
                 "disable-account", "enable-account"):
-            last_change[identity_user(event)] = (record["id"], event["action"] == "disable-account")
+            last_change[identity_sam(event)] = (record["id"], event["action"] == "disable-account")
     wanted = collections.defaultdict(list)
     for name, (_, m) in final.items():
         wanted[m["user"].lower()].append((name, m["versions"][-1]["disabled"]))
@@ -813,19 +768,6 @@ def cmd_check(args):
     for key, value in sorted(attribution.items()):
         print(f"  note: {value} record(s) {key}")
     return report_findings(failures, notes)
-
-
-def report_findings(failures, notes=()):
-    """Prints the first notes and failures of a check (the failures to stderr); returns the exit
-    code: 1 when anything failed."""
-    for note in list(notes)[:10]:
-        print(f"  note: {note}")
-    if failures:
-        print(f"\n  {len(failures)} FAILURE(S):", file=sys.stderr)
-        for line in failures[:40]:
-            print(f"    {line}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def main():

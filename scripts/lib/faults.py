@@ -13,7 +13,7 @@ Shared layout of DIR (made by scripts/reliability):
     manifests/          what remedy serve watches (a plain directory)
     remedy.yaml         remedy's configuration; operator.token the API token
     remedy.pid          the pid of the running `remedy serve` (the shell's trap stops it)
-    run-NN.log          one log per start of remedy serve
+    run-NN.log          one log per start of remedy serve (--log-format json: remedy_lab.Log)
 Everything the checks find goes to DIR/check.json (and rounds.json / outage.json), the history to
 DIR/history.json; the shell copies them to target/reliability/<check>/.
 """
@@ -24,35 +24,24 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from churn import condition, dc_users, remedy_json, report_findings, statuses  # noqa: E402
+from remedy_lab import (  # noqa: E402
+    CLIENT_ID, INTERRUPTED, PASS, SETTLED, TENANT, CommandFailed, Daemon, Failure, Log, Ou, action_records, condition,
+    disabled_accounts, event_time, http, identity_sam, read_lines, readyz, remedy_json, report_findings,
+    request_reconcile, say, statuses, verify_history,
+)
 
-TENANT = "6f1c2a34-0000-4000-8000-00000000d3e0"
-CLIENT_ID = "0b7d9e51-0000-4000-8000-0000000a9901"
 SECRET = "reliability-secret-not-a-real-one"
 SUCCESS = ("succeeded", "drift-corrected")
 
 
-def say(text):
-    print(f"  {text}", flush=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # setup
-
-
-def read_lines(path):
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip()]
 
 
 def user_id(sam):
@@ -95,47 +84,6 @@ def cmd_seed(args):
 # the directories
 
 
-def ldap_env():
-    return dict(os.environ, LDAPTLS_CACERT=os.environ["REMEDY_TEST_CA_FILE"])
-
-
-def ldap_admin(tool, *args, stdin=None):
-    return subprocess.run(
-        [tool, "-x", "-H", os.environ["REMEDY_TEST_LDAPS_URL"], "-D", os.environ["REMEDY_TEST_ADMIN_BIND"],
-         "-y", os.environ["REMEDY_TEST_ADMIN_PASSWORD_FILE"], *args],
-        env=ldap_env(), text=True, input=stdin, capture_output=True, check=True,
-    ).stdout
-
-
-def re_enable_ad(ou, sams):
-    """As the administrator: userAccountControl back to 512 (a normal, enabled account)."""
-    ldif = "".join(f"dn: CN={sam},{ou}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 512\n-\n\n"
-                   for sam in sams)
-    ldap_admin("ldapmodify", stdin=ldif)
-
-
-def http(method, url, body=None, headers=None, form=None, timeout=10):
-    data = None
-    headers = dict(headers or {})
-    if form is not None:
-        data = urllib.parse.urlencode(form).encode()
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-    elif body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            return response.status, (json.loads(raw) if raw else None)
-    except urllib.error.HTTPError as error:
-        raw = error.read()
-        try:
-            return error.code, json.loads(raw) if raw else None
-        except ValueError:
-            return error.code, raw.decode(errors="replace")
-
-
 class Graph:
     """graph-sim as an administrator sees it: /_sim/state, and Graph itself with the app's token."""
 
@@ -176,118 +124,12 @@ class Graph:
 
 
 # ---------------------------------------------------------------------------------------------
-# remedy serve
-
-
-class Daemon:
-    def __init__(self, work, remedy):
-        self.work, self.remedy = work, remedy
-        self.process = None
-        self.runs = 0
-        self.log_path = None
-
-    def start(self):
-        self.runs += 1
-        self.log_path = os.path.join(self.work, f"run-{self.runs:02d}.log")
-        log = open(self.log_path, "w")
-        env = dict(os.environ, NO_COLOR="1", REMEDY_LOG="info")
-        self.process = subprocess.Popen([self.remedy, "serve", "--config", os.path.join(self.work, "remedy.yaml")],
-                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
-        log.close()
-        with open(os.path.join(self.work, "remedy.pid"), "w") as f:
-            f.write(str(self.process.pid))
-        self.started = time.monotonic()
-        return self.process.pid
-
-    def alive(self):
-        return self.process is not None and self.process.poll() is None
-
-    def log(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def wait_log(self, text, timeout):
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            if not self.alive():
-                raise Failure(f"remedy serve exited ({self.process.returncode}) before logging {text!r}; "
-                              f"{self.log_path}:\n{tail(self.log())}")
-            if time.monotonic() > deadline:
-                raise Failure(f"no {text!r} in {self.log_path} within {timeout} s:\n{tail(self.log())}")
-            time.sleep(0.05)
-
-    def kill_9(self):
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        os.remove(os.path.join(self.work, "remedy.pid"))
-
-    def terminate(self, timeout=30):
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise Failure(f"remedy serve did not stop within {timeout} s of SIGTERM")
-        os.remove(os.path.join(self.work, "remedy.pid"))
-        return code
-
-    def passes(self):
-        """The "reconciled" lines of the current run: dicts of sent, failed, recovered, duration_ms."""
-        out = []
-        for line in self.log().splitlines():
-            if line.rstrip().endswith("reconciled") or " reconciled" in line and "sent=" in line:
-                fields = dict(re.findall(r"(\w+)=(\S+)", line))
-                out.append({k: int(fields[k]) for k in ("sent", "failed", "recovered", "duration_ms") if k in fields})
-        return out
-
-
-def interrupted_intents(log):
-    line = next((l for l in log.splitlines() if "actions were interrupted by the last stop" in l), "")
-    match = re.search(r"intents=(\d+)", line)
-    return int(match.group(1)) if match else 0
-
-
-class Failure(Exception):
-    pass
-
-
-def tail(text, lines=15):
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def request_reconcile():
-    server = os.environ["REMEDY_SERVER"]
-    with open(os.environ["REMEDY_TOKEN_FILE"]) as f:
-        token = f.read().strip()
-    status, body = http("POST", f"{server}/v1/reconcile", headers={"Authorization": f"Bearer {token}"})
-    if status not in (200, 202):
-        raise Failure(f"POST /v1/reconcile: {status} {body}")
-
-
-def wait_ready_api(daemon, timeout=30):
-    server = os.environ["REMEDY_SERVER"]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{server}/healthz", timeout=2):
-                return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        if not daemon.alive():
-            raise Failure(f"remedy serve exited ({daemon.process.returncode}):\n{tail(daemon.log())}")
-        if time.monotonic() > deadline:
-            raise Failure(f"remedy serve's API did not answer within {timeout} s")
-        time.sleep(0.05)
-
-
-# ---------------------------------------------------------------------------------------------
 # crashloop
 
 
 def converged(ou, users, entra, graph):
     """(AD accounts not disabled, Entra subset users not suspended, others touched in Entra)."""
-    dc = dc_users(ou)
+    dc = disabled_accounts(ou)
     state = graph.state()
     ad_left = [u for u in users if not dc.get(u.lower(), False)]
     entra_left = [u for u in entra if state[u.lower()]["accountEnabled"]]
@@ -301,8 +143,7 @@ def wait_quiet(daemon, ou, users, entra, graph, timeout):
     deadline = started + timeout
     converged_at = None
     while True:
-        if not daemon.alive():
-            raise Failure(f"remedy serve exited ({daemon.process.returncode}):\n{tail(daemon.log())}")
+        daemon.check_alive()
         ad_left, entra_left, touched = converged(ou, users, entra, graph)
         if touched:
             raise Failure(f"remedy suspended users in Entra ID no manifest asks for: {touched[:10]}")
@@ -351,7 +192,7 @@ def cmd_crashloop(args):
                 pending_ad = set(rng.sample(users, k_ad))
                 pending_entra = set(rng.sample(entra, k_en))
                 now = time.time()
-                re_enable_ad(args.ldap_ou, sorted(pending_ad))
+                Ou(args.ldap_ou).re_enable(sorted(pending_ad))
                 graph.re_enable(sorted(pending_entra))
                 for u in pending_ad:
                     changes_ad[u] += 1
@@ -370,8 +211,8 @@ def cmd_crashloop(args):
             while True:
                 if not daemon.alive():
                     raise Failure(f"round {r}: remedy serve exited by itself ({daemon.process.returncode}):\n"
-                                  f"{tail(daemon.log())}")
-                dc = dc_users(args.ldap_ou)
+                                  f"{daemon.log.tail()}")
+                dc = disabled_accounts(args.ldap_ou)
                 state = graph.state() if pending_entra else {}
                 done = sum(1 for u in pending_ad if dc.get(u.lower())) + \
                     sum(1 for u in pending_entra if not state[u.lower()]["accountEnabled"])
@@ -391,21 +232,21 @@ def cmd_crashloop(args):
                         doneAfterKill=done_after, killedAfter=round(killed_after, 2), where=where)
             # Restart on the same store, and wait until all is done and quiet again.
             daemon.start()
-            wait_ready_api(daemon)
-            info["interruptedIntents"] = interrupted_intents(daemon.log())
+            daemon.wait_http("/healthz", 30, poll=0.05)
+            info["interruptedIntents"] = daemon.log.interrupted_intents()
             if info["interruptedIntents"] and rng.random() < 0.25:
                 # A second SIGKILL during the restart's first pass: the one that settles the interrupted
                 # actions and sends again what they did not do.
-                daemon.wait_log("settled an interrupted action", 30)
+                daemon.wait_event(SETTLED, 30)
                 time.sleep(rng.uniform(0.0, 1.5))
                 daemon.kill_9()
-                settled_before = len(re.findall("settled an interrupted action", daemon.log()))
+                settled_before = len(daemon.log.find(SETTLED))
                 daemon.start()
-                wait_ready_api(daemon)
+                daemon.wait_http("/healthz", 30, poll=0.05)
                 info["killedDuringRecovery"] = {"settledBefore": settled_before,
-                                                "interruptedIntents": interrupted_intents(daemon.log())}
+                                                "interruptedIntents": daemon.log.interrupted_intents()}
             converged_in, quiet_in = wait_quiet(daemon, args.ldap_ou, users, entra, graph, timeout=180)
-            info["settled"] = len(re.findall("settled an interrupted action", daemon.log())) + \
+            info["settled"] = len(daemon.log.find(SETTLED)) + \
                 info.get("killedDuringRecovery", {}).get("settledBefore", 0)
             info["convergedAfterRestart"] = round(converged_in, 2)
             info["quietAfterRestart"] = round(quiet_in, 2)
@@ -427,21 +268,6 @@ def cmd_crashloop(args):
     return 0 if not summary["history"]["failures"] else 1
 
 
-def action_records(history):
-    return [r for r in history if r["event"].get("kind") == "action"]
-
-
-def identity_sam(event):
-    identity = str(event.get("identity", ""))
-    return identity.split(":", 1)[1].lower() if identity.startswith("sam:") else identity.lower()
-
-
-def verify_history(remedy):
-    result = subprocess.run([remedy, "history", "verify"], text=True, capture_output=True)
-    print("  remedy history verify: " + (result.stdout.strip() or result.stderr.strip()).replace("\n", "; "))
-    return result.returncode == 0
-
-
 def checked_history(args, failures):
     """The whole history, kept in DIR/history.json and verified (`remedy history verify`; a failure
     is added to `failures`); returns it, its action records and their (action, outcome) counts."""
@@ -460,25 +286,23 @@ def restart_finds_nothing_to_do(args, daemon, failures, idle):
     interrupted action and whose `idle` counters (of the pass's log line) are 0, a final SIGTERM,
     and no panic in any run's log. Returns whether that start found interrupted actions, and its
     first pass."""
-    code = daemon.terminate()
+    code = daemon.terminate(30)
     if code != 0:
         failures.append(f"remedy serve exited {code} on SIGTERM")
     daemon.start()
-    wait_ready_api(daemon)
-    daemon.wait_log(" reconciled", 120)
-    log = daemon.log()
-    interrupted = "actions were interrupted by the last stop" in log
+    daemon.wait_http("/healthz", 30, poll=0.05)
+    _, first = daemon.wait_pass(1, 120, poll=0.05)
+    found = daemon.log.find(INTERRUPTED)
+    interrupted = bool(found)
     if interrupted:
-        failures.append("after the SIGTERM, the next start found interrupted actions: "
-                        + next(line for line in log.splitlines() if "interrupted by the last stop" in line))
-    first = daemon.passes()[0]
+        failures.append(f"after the SIGTERM, the next start found interrupted actions: {json.dumps(found[0]['fields'])}")
     if any(first.get(counter) != 0 for counter in idle):
         failures.append(f"the start after the SIGTERM still had work: {first}")
-    code = daemon.terminate()
+    code = daemon.terminate(30)
     if code != 0:
         failures.append(f"remedy serve exited {code} on the final SIGTERM")
     for path in sorted(os.listdir(args.work)):
-        if path.startswith("run-") and "panicked" in open(os.path.join(args.work, path)).read():
+        if path.startswith("run-") and Log(os.path.join(args.work, path)).panics():
             failures.append(f"{path}: remedy panicked")
     return interrupted, first
 
@@ -609,13 +433,9 @@ class Outage:
 
 
 def first_pass_end(daemon, began):
-    """Seconds from `began` (unix time) to the first "reconciled" log line, if any."""
-    from datetime import datetime
-    for line in daemon.log().splitlines():
-        if " reconciled " in line:
-            stamp = line.split()[0]
-            return round(datetime.fromisoformat(stamp.replace("Z", "+00:00")[:26] + "+00:00").timestamp() - began, 1)
-    return None
+    """Seconds from `began` (unix time) to the first pass logged, if any."""
+    passes = daemon.log.find(PASS)
+    return round(event_time(passes[0]) - began, 1) if passes else None
 
 
 def cmd_outage(args):
@@ -630,7 +450,7 @@ def cmd_outage(args):
     staging, watched = os.path.join(args.work, "staging"), os.path.join(args.work, "manifests")
     try:
         daemon.start()
-        wait_ready_api(daemon)
+        daemon.wait_http("/healthz", 30, poll=0.05)
         graph.get_token()
         outage = Outage(graph, args.fault, args.retry_after)
         outage.top_up()
@@ -648,10 +468,10 @@ def cmd_outage(args):
         while time.monotonic() - t0 < args.seconds:
             consumed = outage.top_up()
             if not daemon.alive():
-                raise Failure(f"remedy serve exited during the outage:\n{tail(daemon.log())}")
+                raise Failure(f"remedy serve exited during the outage:\n{daemon.log.tail()}")
             try:
                 current = statuses(args.remedy)
-            except RuntimeError as error:
+            except CommandFailed as error:
                 current = {}
                 notes.append(f"remedy status failed during the outage: {error}")
             names = [f"rel-{u}" for u in entra]
@@ -677,7 +497,7 @@ def cmd_outage(args):
             if suspended:
                 failures.append(f"{time.monotonic() - t0:.1f} s into the outage: graph-sim shows {len(suspended)} users "
                                 f"suspended ({suspended[:5]}): a request got through the outage (a harness leak)")
-            dc = dc_users(args.ldap_ou)
+            dc = disabled_accounts(args.ldap_ou)
             if ad_first_at is None and any(dc.get(u.lower()) for u in users):
                 ad_first_at = time.monotonic() - t0
             if ad_done_at is None and all(dc.get(u.lower()) for u in users):
@@ -699,7 +519,7 @@ def cmd_outage(args):
             "notSayingSo": dict(dishonest),
             "firstPassEndedAfter": first_pass_end(daemon, began),
             "faultedRequests": outage.faulted(graph.log()),
-            "readyz": http("GET", f"{os.environ['REMEDY_SERVER']}/readyz")[1],
+            "readyz": readyz(timeout=10)[1],
         }
         messages = sorted({condition(s, 'Reconciling').get('message', '')[:200] for s in current.values()})
         result["duringOutage"]["statusMessages"] = messages[:5]
@@ -734,7 +554,7 @@ def cmd_outage(args):
                               f"{[condition(s, 'Reconciling').get('message') for s in list(statuses(args.remedy).values())[:2]]}")
             time.sleep(0.2)
         converged_after = time.monotonic() - t0 - ended
-        dc = dc_users(args.ldap_ou)
+        dc = disabled_accounts(args.ldap_ou)
         enabled = [u for u in users if not dc.get(u.lower())]
         if enabled:
             failures.append(f"{len(enabled)} AD accounts still enabled once Entra ID converged: {enabled[:5]}")
@@ -787,10 +607,10 @@ def cmd_outage(args):
             say(f"  failed record error, e.g.: {e}")
         if args.drift_phase:
             drift_outage(args, daemon, graph, entra, result, failures)
-        code = daemon.terminate()
+        code = daemon.terminate(30)
         if code != 0:
             failures.append(f"remedy serve exited {code} on SIGTERM")
-        if "panicked" in daemon.log():
+        if daemon.log.panics():
             failures.append("remedy panicked")
         result["passes"] = daemon.passes()
     except Failure as failure:
@@ -835,10 +655,10 @@ def drift_outage(args, daemon, graph, entra, result, failures):
     history = remedy_json(args.remedy, "history")
     corrected = [r for r in action_records(history) if r["id"] > last_id and r["event"]["action"] == "suspend-user"
                  and r["event"]["outcome"] in SUCCESS and identity_sam(r["event"]) in {u.lower() for u in drifted}]
-    readyz = http("GET", f"{os.environ['REMEDY_SERVER']}/readyz")[1]
+    readyz_body = readyz(timeout=10)[1]
     drained = outage.drain()
     ended = time.monotonic() - t0
-    say(f"  statuses of the drifted users during it: {dict(seen)}; /readyz {readyz}")
+    say(f"  statuses of the drifted users during it: {dict(seen)}; /readyz {readyz_body}")
     if stale:
         failures.append(f"phase 2: with Graph down and {len(drifted)} users re-enabled in Entra ID, their manifests "
                         f"still said Ready 10 s and more into the outage (samples every 0.5 s): {dict(stale)}")
@@ -863,7 +683,7 @@ def drift_outage(args, daemon, graph, entra, result, failures):
     if not verify_history(args.remedy):
         failures.append("phase 2: remedy history verify failed")
     result["phase2"] = {"drifted": len(drifted), "statusSamples": dict(seen), "staleReady": dict(stale),
-                        "readyz": readyz, "outageEndedAfter": round(ended, 1), "drained": drained,
+                        "readyz": readyz_body, "outageEndedAfter": round(ended, 1), "drained": drained,
                         "correctedAfter": round(corrected_after, 1)}
     say(f"  outage ended after {ended:.1f} s; drift corrected {corrected_after:.1f} s later")
 
@@ -903,36 +723,6 @@ def converge_bound(down_for):
     2 * down_for + 2 s (and 300 s). Then the pool's reconnect spacing (5 s) if that retry is
     refused once more, and 20 s for a pass of the whole batch and its statuses."""
     return min(RETRY_CAP, 2 * down_for + RETRY_BASE) + POOL_BACKOFF_MAX + 20.0
-
-
-def dc_snapshot(ou, timeout=3):
-    """sAMAccountName (lower case) -> disabled, as the administrator reads the OU; None when the DC
-    does not answer (within `timeout` s)."""
-    try:
-        out = subprocess.run(
-            ["ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-o", f"nettimeout={timeout}", "-l", str(timeout), "-x",
-             "-H", os.environ["REMEDY_TEST_LDAPS_URL"], "-D", os.environ["REMEDY_TEST_ADMIN_BIND"],
-             "-y", os.environ["REMEDY_TEST_ADMIN_PASSWORD_FILE"], "-b", ou, "-s", "one", "(objectClass=user)",
-             "sAMAccountName", "userAccountControl"],
-            env=ldap_env(), text=True, capture_output=True, timeout=timeout + 2)
-    except subprocess.TimeoutExpired:
-        return None
-    if out.returncode != 0:
-        return None
-    users, sam = {}, None
-    for line in out.stdout.splitlines() + [""]:
-        if line.startswith("sAMAccountName: "):
-            sam = line.split(": ", 1)[1].lower()
-        elif line.startswith("userAccountControl: "):
-            uac = int(line.split(": ", 1)[1])
-        elif not line.strip() and sam:
-            users[sam] = bool(uac & 2)
-            sam = None
-    return users
-
-
-def readyz():
-    return http("GET", f"{os.environ['REMEDY_SERVER']}/readyz", timeout=5)
 
 
 def samba_dc(script, command, marker):
@@ -984,7 +774,7 @@ def cmd_dc_outage(args):
     dc_is_down = False
     try:
         daemon.start()
-        wait_ready_api(daemon)
+        daemon.wait_http("/healthz", 30, poll=0.05)
         time.sleep(1.0)  # the start's first pass (nothing to do) before the batch
         # The batch arrives: one rename.
         t_batch = time.monotonic()
@@ -995,8 +785,8 @@ def cmd_dc_outage(args):
         polls = []
         while True:
             if not daemon.alive():
-                raise Failure(f"remedy serve exited before the stop ({daemon.process.returncode}):\n{tail(daemon.log())}")
-            snap = dc_snapshot(args.ldap_ou)
+                raise Failure(f"remedy serve exited before the stop ({daemon.process.returncode}):\n{daemon.log.tail()}")
+            snap = disabled_accounts(args.ldap_ou, timeout=3)
             if snap is None:
                 raise Failure("the DC did not answer before the stop (someone else stopped it?)")
             done = sum(1 for u in users if snap.get(u.lower()))
@@ -1004,7 +794,7 @@ def cmd_dc_outage(args):
             if done >= target:
                 break
             if time.monotonic() - t_batch > 120:
-                raise Failure(f"only {done} of {n} disables showed within 120 s of the batch; remedy's log:\n{tail(daemon.log())}")
+                raise Failure(f"only {done} of {n} disables showed within 120 s of the batch; remedy's log:\n{daemon.log.tail()}")
         t_trigger = time.monotonic()
         # Stop the DC; meanwhile read it as fast as it answers, so that "last seen" is as late as can be.
         stop_result = {}
@@ -1021,7 +811,7 @@ def cmd_dc_outage(args):
         stopper.start()
         last_seen, last_seen_at = snap, t_trigger
         while stopper.is_alive():
-            s = dc_snapshot(args.ldap_ou, timeout=1)
+            s = disabled_accounts(args.ldap_ou, timeout=1)
             if s is None or len(s) < n:
                 break
             last_seen, last_seen_at = s, time.monotonic()
@@ -1055,10 +845,10 @@ def cmd_dc_outage(args):
             t = now - t_trigger
             late = t_down is not None and now - t_down > bound
             if not daemon.alive():
-                raise Failure(f"remedy serve exited during the outage ({daemon.process.returncode}):\n{tail(daemon.log())}")
+                raise Failure(f"remedy serve exited during the outage ({daemon.process.returncode}):\n{daemon.log.tail()}")
             try:
                 current = statuses(args.remedy)
-            except RuntimeError as error:
+            except CommandFailed as error:
                 notes.append(f"{t:.1f} s: remedy status failed: {error}")
                 time.sleep(0.5)
                 continue
@@ -1136,7 +926,7 @@ def cmd_dc_outage(args):
         t_up = time.monotonic()
         at_death = None
         for _ in range(50):
-            at_death = dc_snapshot(args.ldap_ou)
+            at_death = disabled_accounts(args.ldap_ou, timeout=3)
             if at_death is not None and len(at_death) >= n:
                 break
             time.sleep(0.1)
@@ -1183,9 +973,9 @@ def cmd_dc_outage(args):
         while True:
             elapsed = time.monotonic() - t_up
             if not daemon.alive():
-                raise Failure(f"remedy serve exited after the DC came back ({daemon.process.returncode}):\n{tail(daemon.log())}")
+                raise Failure(f"remedy serve exited after the DC came back ({daemon.process.returncode}):\n{daemon.log.tail()}")
             if disabled_at is None:
-                snap = dc_snapshot(args.ldap_ou)
+                snap = disabled_accounts(args.ldap_ou, timeout=3)
                 if snap is not None and all(snap.get(u.lower()) for u in users):
                     disabled_at = elapsed
             if disabled_at is not None:
