@@ -3,6 +3,7 @@
 
 pub mod ad;
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod controller;
 pub mod entra;

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::error::AdError;
 use super::tls;
+use crate::backoff::Backoff;
 use crate::secret::Secret;
 
 /// First reconnect delay after a failure; doubles per further failure up to [`BACKOFF_MAX`].
@@ -279,9 +280,7 @@ fn static_operation(operation: &str) -> &'static str {
 /// Delay before reconnect attempt `failures + 1`: exponential, capped, with jitter (a random
 /// 50 to 100 % of the step) so that many daemons do not reconnect in lockstep.
 pub fn backoff(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(16);
-    let step = BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX);
-    step.mul_f64(0.5 + fastrand::f64() / 2.0)
+    Backoff { base: BACKOFF_BASE, cap: BACKOFF_MAX }.delay(failures, fastrand::f64())
 }
 
 /// One leased connection. Returned to the pool on drop; dropped instead when marked broken.

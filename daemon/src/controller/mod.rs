@@ -42,9 +42,10 @@ use remedy_policies::{Identity, ManifestName};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+pub use crate::backoff::Backoff;
 pub use clock::Clock;
 pub use handle::{CommandError, ControllerHandle};
-pub use policy::{Backoff, Verdict, WorkQueue};
+pub use policy::{Verdict, WorkQueue};
 pub use progress::{PassSummary, Progress};
 pub use providers::Providers;
 

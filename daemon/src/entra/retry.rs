@@ -13,6 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
+
 /// How hard the provider tries before it hands a transient error to the controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -42,10 +44,7 @@ impl RetryPolicy {
     /// "equal jitter" (between half and all of the exponential value), so that many clients
     /// failing together do not come back together.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(20);
-        let full = self.base_backoff.saturating_mul(1u32 << exponent).min(self.max_backoff);
-        let half = full / 2;
-        half + jitter(full - half)
+        Backoff { base: self.base_backoff, cap: self.max_backoff }.delay(attempt, fastrand::f64())
     }
 
     /// The wait before the next attempt after a server-given `Retry-After`: at least that long
