@@ -7,6 +7,7 @@
 pub mod action;
 pub mod config;
 pub mod diagnostic;
+mod dn;
 pub mod identity;
 pub mod load;
 pub mod manifest;
