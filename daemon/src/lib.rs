@@ -10,6 +10,7 @@ pub mod execute;
 pub mod manifest_dir;
 pub mod metrics;
 pub mod observe;
+pub mod providers;
 pub mod schedule;
 pub mod secret;
 pub mod store;

@@ -17,7 +17,6 @@
 mod clock;
 mod conditions;
 mod policy;
-mod providers;
 mod reconcile;
 mod recovery;
 
@@ -37,9 +36,9 @@ use tracing::Instrument;
 
 pub use clock::Clock;
 pub use policy::{Backoff, Verdict, WorkQueue};
-pub use providers::Providers;
 
 use crate::metrics::{Metrics, PassOutcome};
+use crate::providers::Providers;
 use crate::schedule::ResyncSchedule;
 use crate::store::{
     ApprovalEvent, ConditionReason, ConditionStatus, ConditionType, Event, ReconcileRequestEvent, Store, StoreError,

@@ -22,9 +22,9 @@ use remedy_policies::{Action, Identity, Manifest, ManifestName, Provider};
 
 use super::clock::Clock;
 use super::policy::{Verdict, WorkQueue};
-use super::providers::Providers;
 use super::recovery;
 use crate::execute::{execute, reports_of, ActionReport, Outcome};
+use crate::providers::Providers;
 use crate::store::{ActionOutcome, ActionRecord, Event, IntendedChange, ManifestRef, Store, StoreError, WRITE_CHUNK};
 
 /// What a pass is given.

@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use remedy::controller::{Backoff, Clock, Controller, ControllerHandle, Progress, Providers, Settings, Trigger};
+use remedy::controller::{Backoff, Clock, Controller, ControllerHandle, Progress, Settings, Trigger};
+use remedy::providers::Providers;
 use remedy::schedule::ResyncSchedule;
 use remedy::store::{
     ActionOutcome, ConditionReason, ConditionStatus, ConditionType, Event, HistoryQuery, HistoryRecord, ManifestStatus,
