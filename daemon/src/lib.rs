@@ -9,6 +9,7 @@ pub mod entra;
 pub mod execute;
 pub mod manifest_dir;
 pub mod metrics;
+pub mod model;
 pub mod observe;
 pub mod providers;
 pub mod schedule;

@@ -11,7 +11,7 @@ use remedy_policies::Provider;
 
 use crate::ad::AdStats;
 use crate::entra::GraphStats;
-use crate::store::ActionOutcome;
+use crate::model::ActionOutcome;
 
 /// Upper bounds (seconds) of the reconcile duration histogram's buckets.
 const DURATION_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];

@@ -15,7 +15,7 @@ use remedy_policies::{Action, Identity, ManifestName, Provider};
 
 use super::reconcile::{provider_error, PassResult};
 use crate::execute::Outcome;
-use crate::store::{
+use crate::model::{
     ConditionReason, ConditionStatus, ConditionType, IdentityState, ManifestStatus, ProviderHealth, ProviderState,
 };
 

@@ -38,11 +38,10 @@ pub use clock::Clock;
 pub use policy::{Backoff, Verdict, WorkQueue};
 
 use crate::metrics::{Metrics, PassOutcome};
+use crate::model::{ApprovalEvent, ConditionReason, ConditionStatus, ConditionType, Event, ReconcileRequestEvent};
 use crate::providers::Providers;
 use crate::schedule::ResyncSchedule;
-use crate::store::{
-    ApprovalEvent, ConditionReason, ConditionStatus, ConditionType, Event, ReconcileRequestEvent, Store, StoreError,
-};
+use crate::store::{Store, StoreError};
 use crate::watch::WatchEvent;
 
 /// How long a pass in flight at shutdown may take to finish before it is abandoned (its
@@ -490,7 +489,7 @@ impl Controller {
                 if previous.as_ref().is_some_and(|s| s.observed_generation.as_ref() == Some(&generation)) {
                     continue;
                 }
-                let mut status = previous.unwrap_or_else(|| crate::store::ManifestStatus::new(name.clone()));
+                let mut status = previous.unwrap_or_else(|| crate::model::ManifestStatus::new(name.clone()));
                 let message = format!("generation {generation} is being reconciled");
                 status.set_condition(
                     ConditionType::Ready,

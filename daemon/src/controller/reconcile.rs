@@ -24,8 +24,9 @@ use super::clock::Clock;
 use super::policy::{Verdict, WorkQueue};
 use super::recovery;
 use crate::execute::{execute, reports_of, ActionReport, Outcome};
+use crate::model::{ActionOutcome, ActionRecord, Event, IntendedChange, ManifestRef};
 use crate::providers::Providers;
-use crate::store::{ActionOutcome, ActionRecord, Event, IntendedChange, ManifestRef, Store, StoreError, WRITE_CHUNK};
+use crate::store::{Store, StoreError, WRITE_CHUNK};
 
 /// What a pass is given.
 pub struct PassInput<'a> {
@@ -263,8 +264,7 @@ pub async fn run_pass(
         }
         let identity = by_identity.get(&report.identity);
         let resolved = identity.map(|i| i.resolved.clone()).unwrap_or_default();
-        let mut record = ActionRecord::from_report(
-            report,
+        let mut record = report.record(
             resolved,
             refs(&report.planned.provenance, &report.planned.cause),
             providers.acting_account(report.provider),
