@@ -21,7 +21,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use chrono::{DateTime, TimeZone, Utc};
-use remedy::store::{layout, sled_config, ActionOutcome, ActionRecord, IntendedChange, IntentId, ManifestRef, Store};
+use remedy::model::{ActionOutcome, ActionRecord, IntendedChange, IntentId, ManifestRef};
+use remedy::store::{layout, sled_config, Store};
 use remedy_policies::manifest::Generation;
 use remedy_policies::plan::{Cause, Resolved};
 use remedy_policies::{Action, Identity, ManifestName, Provider};
@@ -191,7 +192,7 @@ fn record(change: &IntendedChange) -> ActionRecord {
     ActionRecord {
         duration_ms: 7,
         acting_account: Some("CN=svc-remedy,OU=Service,DC=remedy,DC=test".into()),
-        ..ActionRecord::settling(change, ActionOutcome::Succeeded, change.after.clone(), None)
+        ..change.settled(ActionOutcome::Succeeded, change.after.clone(), None)
     }
 }
 

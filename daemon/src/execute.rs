@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
 use remedy_policies::observed::{AdAccount, ObservedState};
-use remedy_policies::plan::{Disposition, IdentityPlan, Plan, PlannedAction};
+use remedy_policies::plan::{Disposition, IdentityPlan, Plan, PlannedAction, Resolved};
 use remedy_policies::{Action, Identity, Provider};
 use serde::Serialize;
 
 use crate::ad::{AdDirectory, AdError};
 use crate::entra::EntraDirectory;
+use crate::model::{ActionOutcome, ActionRecord, ManifestRef};
 
 /// What became of one action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,6 +58,39 @@ pub struct ActionReport {
     #[serde(with = "millis")]
     pub duration: Duration,
     pub at: DateTime<Utc>,
+}
+
+impl ActionReport {
+    /// The history record of this attempt. No intent: the store sets it when it settles one.
+    pub fn record(
+        &self,
+        resolved: Resolved,
+        manifests: Vec<ManifestRef>,
+        acting_account: Option<String>,
+    ) -> ActionRecord {
+        let outcome = match self.outcome {
+            Outcome::Succeeded => ActionOutcome::confirmed(&self.planned.cause),
+            Outcome::Failed => ActionOutcome::Failed,
+            Outcome::Skipped => ActionOutcome::Skipped,
+        };
+        ActionRecord {
+            intent: None,
+            manifests,
+            reason: self.planned.reason.clone(),
+            identity: self.identity.clone(),
+            resolved,
+            provider: self.provider,
+            action: self.action,
+            cause: self.planned.cause.clone(),
+            before: self.planned.before.clone(),
+            after: self.observed_after.clone().unwrap_or_else(|| self.planned.after.clone()),
+            outcome,
+            error: self.error.clone(),
+            note: None,
+            duration_ms: u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
+            acting_account,
+        }
+    }
 }
 
 mod millis {

@@ -22,7 +22,7 @@ use remedy_policies::Provider;
 
 use crate::ad::AdStats;
 use crate::entra::GraphStats;
-use crate::store::ActionOutcome;
+use crate::model::ActionOutcome;
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;

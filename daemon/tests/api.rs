@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use remedy::api::{ApiState, Tokens};
-use remedy::controller::{Backoff, Clock, Controller, ControllerHandle, Providers, Settings};
+use remedy::controller::{Backoff, Clock, Controller, ControllerHandle, Settings};
 use remedy::entra::{GraphOptions, RetryPolicy};
+use remedy::providers::Providers;
 use remedy::schedule::ResyncSchedule;
 use remedy::store::Store;
 use remedy::watch::ManifestWatcher;

@@ -18,7 +18,7 @@ use chrono::Utc;
 use harness::{actions, condition, is_ready, manifest, sam, Daemon, Options, DISABLE};
 use remedy::ad::{AdDirectory, LdapDirectory};
 use remedy::controller::Trigger;
-use remedy::store::{ActionOutcome, ConditionReason, ConditionStatus, ConditionType, ManifestStatus};
+use remedy::model::{ActionOutcome, ConditionReason, ConditionStatus, ConditionType, ManifestStatus};
 use remedy_policies::config::ActiveDirectoryConfig;
 use remedy_policies::observed::ProviderView;
 use remedy_policies::{Action, Identity};

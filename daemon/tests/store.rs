@@ -9,11 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use remedy::store::{
-    layout, ActionOutcome, ActionRecord, ApprovalEvent, ChainFault, ConditionReason, ConditionStatus, ConditionType,
-    Event, HistoryQuery, HistoryRecord, IntendedChange, IntentId, ManifestRef, ManifestStatus, ReconcileRequestEvent,
-    RecordId, Store, StoreError, FORMAT_VERSION, WRITE_CHUNK,
+use remedy::model::{
+    ActionOutcome, ActionRecord, ApprovalEvent, ConditionReason, ConditionStatus, ConditionType, Event, HistoryRecord,
+    IntendedChange, IntentId, ManifestRef, ManifestStatus, ReconcileRequestEvent, RecordId,
 };
+use remedy::store::{layout, ChainFault, HistoryQuery, Store, StoreError, FORMAT_VERSION, WRITE_CHUNK};
 use remedy_policies::manifest::{
     ActiveDirectoryIntent, EntraIntent, Generation, OnRelease, Origin, RemediationSpec, Target,
 };

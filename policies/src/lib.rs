@@ -8,6 +8,7 @@ pub mod action;
 pub mod admission;
 pub mod config;
 pub mod diagnostic;
+mod dn;
 pub mod identity;
 pub mod load;
 pub mod manifest;

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dn::rdns;
 use crate::observed::AdAccount;
-use crate::plan::rdns;
 
 /// The domain-relative RIDs of the groups AdminSDHolder protects (SDProp restamps their members),
 /// with their English names.

@@ -39,7 +39,8 @@ pub use openapi::openapi;
 use openapi::{BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized, Unavailable};
 
 use crate::controller::{CommandError, ControllerHandle};
-use crate::store::{ActionOutcome, HistoryQuery, HistoryRecord, ManifestStatus, RecordId, Store};
+use crate::model::{ActionOutcome, HistoryRecord, ManifestStatus, RecordId};
+use crate::store::{HistoryQuery, Store};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]

@@ -15,8 +15,9 @@ use chrono::Utc;
 use remedy_policies::plan::{plan, Plan, PlanInput};
 use serde::Serialize;
 
+use super::inputs::read_inputs;
 use super::output::{print_structured, Format};
-use super::plan::{print_plan, read_inputs};
+use super::plan::print_plan;
 use crate::execute::{execute, ActionReport, Outcome};
 
 #[derive(Debug, clap::Args)]
@@ -46,11 +47,9 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
     let inputs = read_inputs(&args.config, args.manifests.as_deref())?;
     let approvals = args.approve.iter().cloned().collect();
     let (plan, reports) = super::live::runtime()?.block_on(async {
-        let ad = super::live::connect_ad(&inputs).await?;
-        let entra = super::live::connect_entra(&inputs)?;
+        let mut providers = super::live::connect(&inputs).await?;
         let now = Utc::now();
-        let observed =
-            crate::observe::observe(&inputs.targets(&[]), &inputs.risk_for(), ad.as_ref(), entra.as_ref()).await;
+        let observed = providers.observe(&inputs.targets(&[]), &inputs.risk_for()).await;
         let active = inputs.active(&BTreeMap::new(), now);
         let input = PlanInput {
             manifests: &active,
@@ -62,8 +61,8 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
             now,
         };
         let plan = plan(&input);
-        let concurrency = inputs.config.active_directory.as_ref().map_or(1, |c| c.connections);
-        let reports = execute(&plan, &observed, ad.as_ref(), entra.as_ref(), concurrency, now, &Utc::now).await;
+        let reports =
+            execute(&plan, &observed, providers.ad(), providers.entra(), providers.concurrency(), now, &Utc::now).await;
         anyhow::Ok((plan, reports))
     })?;
     let unfinished = unfinished(&plan, &reports);

@@ -14,7 +14,7 @@ use super::client::{block_on, Answer, Client, ClientArgs};
 use super::output::ListFormat;
 use super::reconcile::Accepted;
 use super::status::{self, parse_timeout, WaitEnd, Waited, Wanted};
-use crate::store::Event;
+use crate::model::Event;
 
 #[derive(Debug, clap::Args)]
 pub struct ApproveArgs {

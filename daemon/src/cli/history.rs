@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::client::{block_on, Client, ClientArgs, ClientError};
 use super::output::{print_structured, Layout, ListFormat, Render, Table};
 use super::status::word;
-use crate::store::{ActionOutcome, Event, HistoryRecord, ManifestRef, RecordId};
+use crate::model::{ActionOutcome, Event, HistoryRecord, ManifestRef, RecordId};
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]

@@ -1,17 +1,18 @@
-//! The live directories for the one-shot commands (`plan` without a snapshot, `apply`).
+//! The live directories for the one-shot commands (`plan` without a snapshot, `apply`): the
+//! daemon's [`Providers`], with the Graph client's default retry budget (a command waits out a
+//! throttle rather than reporting it), and AD connected at once.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use remedy_policies::observed::ObservedState;
-use std::collections::BTreeSet;
-
 use remedy_policies::manifest::Target;
+use remedy_policies::observed::ObservedState;
 use remedy_policies::Identity;
 
-use super::plan::Inputs;
-use crate::ad::LdapDirectory;
-use crate::entra::GraphDirectory;
+use super::inputs::Inputs;
+use crate::entra::GraphOptions;
+use crate::providers::Providers;
 
 /// A runtime for one command: small, since one command talks to one or two servers.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -22,38 +23,19 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Connects to the configured AD, if any. A connection failure is returned (the command cannot do
-/// what it was asked), with the DC's answer.
-pub async fn connect_ad(inputs: &Inputs) -> Result<Option<LdapDirectory>> {
-    let Some(config) = &inputs.config.active_directory else {
-        return Ok(None);
-    };
-    if config.is_insecure() {
-        tracing::warn!(url = %config.url, "allowInsecure is set: the action account's password may travel unencrypted or to an unverified server");
-    }
+/// Sets up the configured providers and connects to AD, if it is configured. A connection failure
+/// is returned (the command cannot do what it was asked), with the DC's answer.
+pub async fn connect(inputs: &Inputs) -> Result<Providers> {
     let config_dir = inputs.config_path.parent().unwrap_or(Path::new("."));
-    let directory = LdapDirectory::connect(config, config_dir)
-        .await
-        .with_context(|| format!("cannot connect to Active Directory at {}", config.url))?;
-    Ok(Some(directory.with_protected_groups(&inputs.config.guardrails.protected_groups)))
-}
-
-/// Builds the Graph client, if Entra ID is configured (no request is sent yet).
-pub fn connect_entra(inputs: &Inputs) -> Result<Option<GraphDirectory>> {
-    let Some(config) = &inputs.config.entra_id else {
-        return Ok(None);
-    };
-    let config_dir = inputs.config_path.parent().unwrap_or(Path::new("."));
-    let directory = GraphDirectory::new(config, config_dir)
-        .with_context(|| format!("cannot set up the Microsoft Graph client for tenant {}", config.tenant_id))?;
-    Ok(Some(directory))
+    let mut providers = Providers::with_graph_options(&inputs.config, config_dir, GraphOptions::default())?;
+    providers.connect_ad().await?;
+    Ok(providers)
 }
 
 /// Observes the targets in every configured provider.
 pub fn observe(inputs: &Inputs, targets: &[Target], risk_for: &BTreeSet<Identity>) -> Result<ObservedState> {
     runtime()?.block_on(async {
-        let ad = connect_ad(inputs).await?;
-        let entra = connect_entra(inputs)?;
-        Ok(crate::observe::observe(targets, risk_for, ad.as_ref(), entra.as_ref()).await)
+        let mut providers = connect(inputs).await?;
+        Ok(providers.observe(targets, risk_for).await)
     })
 }

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod approve;
 pub mod client;
 pub mod history;
+pub mod inputs;
 pub mod live;
 pub mod openapi;
 pub mod output;

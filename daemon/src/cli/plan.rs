@@ -12,18 +12,14 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
-use remedy_policies::config::Config;
 use remedy_policies::identity::Identity;
-use remedy_policies::load;
-use remedy_policies::manifest::{ManifestName, Target};
+use remedy_policies::manifest::ManifestName;
 use remedy_policies::observed::{AdGroup, Observation, ObservedState};
-use remedy_policies::plan::{
-    plan, ActiveManifest, DepartedManifest, Disposition, Plan, PlanId, PlanInput, RecordedChange,
-};
+use remedy_policies::plan::{plan, DepartedManifest, Disposition, Plan, PlanId, PlanInput, RecordedChange};
 use serde::Deserialize;
 
+use super::inputs::{read_inputs, Inputs};
 use super::output::{print_structured, Format};
-use crate::manifest_dir;
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -64,87 +60,6 @@ pub struct Snapshot {
     pub remedy_changes: Vec<RecordedChange>,
     #[serde(default)]
     pub approvals: BTreeSet<PlanId>,
-}
-
-/// Reads and checks `remedy.yaml`, reporting every problem with its location. A file larger than
-/// the configuration may be is refused without being read whole.
-pub fn read_config(path: &Path) -> Result<Config> {
-    let text = manifest_dir::read_bounded(path, load::MAX_FILE_BYTES)
-        .map_err(|message| anyhow::anyhow!("cannot read the configuration {}: {message}", path.display()))?;
-    Config::from_yaml(&path.display().to_string(), &text).map_err(|problems| {
-        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("invalid configuration:\n{}", lines.join("\n"))
-    })
-}
-
-/// A path from the configuration, relative to the configuration file's directory.
-pub fn config_relative(config_path: &Path, value: &str) -> PathBuf {
-    let dir = config_path.parent().unwrap_or(Path::new("."));
-    dir.join(value)
-}
-
-/// The manifest set and configuration a plan is made from.
-#[derive(Debug)]
-pub struct Inputs {
-    pub config: Config,
-    pub config_path: PathBuf,
-    pub set: remedy_policies::load::ManifestSet,
-    pub manifest_dir: PathBuf,
-}
-
-/// Reads the configuration and the manifest set; prints the set's diagnostics to stderr.
-pub fn read_inputs(config_path: &Path, manifests: Option<&Path>) -> Result<Inputs> {
-    let config = read_config(config_path)?;
-    let manifest_dir =
-        manifests.map(Path::to_path_buf).unwrap_or_else(|| config_relative(config_path, &config.manifests.path));
-    let set = manifest_dir::load_set(std::slice::from_ref(&manifest_dir))?;
-    for diagnostic in set.diagnostics() {
-        eprintln!("{diagnostic}");
-    }
-    Ok(Inputs { config, config_path: config_path.to_path_buf(), set, manifest_dir })
-}
-
-impl Inputs {
-    /// The active manifests with their effective times: from `overrides` where given, else the
-    /// time the manifest's file was last modified (without the daemon's store, that is the best
-    /// evidence of when the manifest was written; a later password change then satisfies it).
-    pub fn active(&self, overrides: &BTreeMap<ManifestName, DateTime<Utc>>, now: DateTime<Utc>) -> Vec<ActiveManifest> {
-        self.set
-            .manifests
-            .iter()
-            .map(|m| {
-                let written = fs::metadata(self.manifest_dir.join(&m.origin.file))
-                    .or_else(|_| fs::metadata(&self.manifest_dir))
-                    .and_then(|meta| meta.modified())
-                    .map(DateTime::<Utc>::from)
-                    .unwrap_or(now);
-                ActiveManifest {
-                    manifest: m.clone(),
-                    effective_since: overrides.get(&m.name).copied().unwrap_or(written.min(now)),
-                }
-            })
-            .collect()
-    }
-
-    /// The identities whose risk state must be read (their manifests ask for confirmCompromised).
-    pub fn risk_for(&self) -> BTreeSet<Identity> {
-        self.set
-            .manifests
-            .iter()
-            .filter(|m| m.spec.entra_id.confirm_compromised)
-            .map(|m| m.spec.target.identity.clone())
-            .collect()
-    }
-
-    /// Every target the set names (observations are made for these).
-    pub fn targets(&self, departed: &[DepartedManifest]) -> Vec<Target> {
-        self.set
-            .manifests
-            .iter()
-            .map(|m| m.spec.target.clone())
-            .chain(departed.iter().map(|d| d.target.clone()))
-            .collect()
-    }
 }
 
 pub fn run(args: &PlanArgs) -> Result<ExitCode> {

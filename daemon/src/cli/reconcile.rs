@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::client::{block_on, Answer, Client, ClientArgs};
 use super::output::ListFormat;
 use super::status::{self, parse_timeout, Wanted};
-use crate::store::Event;
+use crate::model::Event;
 
 #[derive(Debug, clap::Args)]
 pub struct ReconcileArgs {

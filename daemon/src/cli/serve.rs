@@ -8,9 +8,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 
-use super::plan::{config_relative, read_config};
+use super::inputs::{config_relative, read_config};
 use crate::api::{ApiState, Tokens};
-use crate::controller::{Backoff, Clock, Controller, Providers, Settings};
+use crate::controller::{Backoff, Clock, Controller, Settings};
+use crate::providers::Providers;
 use crate::schedule::ResyncSchedule;
 use crate::store::Store;
 use crate::watch::ManifestWatcher;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{block_on, Client, ClientArgs, ClientError};
 use super::output::{print_structured, ListFormat, Progress, Render, Table};
-use crate::store::{ConditionStatus, ConditionType, Event, HistoryRecord, ManifestStatus};
+use crate::model::{ConditionStatus, ConditionType, Event, HistoryRecord, ManifestStatus};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -301,12 +301,12 @@ pub fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ConditionReason;
+    use crate::model::ConditionReason;
     use remedy_policies::ManifestName;
 
     fn record(at: i64, event: Event) -> HistoryRecord {
         HistoryRecord {
-            id: crate::store::RecordId(1),
+            id: crate::model::RecordId(1),
             at: DateTime::from_timestamp(at, 0).unwrap(),
             event,
             prev_hash: String::new(),
@@ -322,13 +322,13 @@ mod tests {
         let approval = |at| {
             record(
                 at,
-                Event::Approval(crate::store::ApprovalEvent { plan_id: plan.clone(), by: "op".into(), comment: None }),
+                Event::Approval(crate::model::ApprovalEvent { plan_id: plan.clone(), by: "op".into(), comment: None }),
             )
         };
         let request = |at, manifest: Option<&str>| {
             record(
                 at,
-                Event::ReconcileRequest(crate::store::ReconcileRequestEvent {
+                Event::ReconcileRequest(crate::model::ReconcileRequestEvent {
                     by: "op".into(),
                     manifest: manifest.map(|m| ManifestName::new(m).unwrap()),
                     comment: None,

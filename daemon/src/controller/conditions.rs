@@ -19,10 +19,10 @@ use super::decide::{names_of, provider_error};
 use super::reconcile::PassResult;
 use super::store_call::blocking;
 use crate::execute::Outcome;
-use crate::store::{
+use crate::model::{
     ConditionReason, ConditionStatus, ConditionType, IdentityState, ManifestStatus, ProviderHealth, ProviderState,
-    Store, StoreError,
 };
+use crate::store::{Store, StoreError};
 
 /// The generation each stored status is about, as this process last wrote it.
 pub type Written = BTreeMap<ManifestName, Option<Generation>>;

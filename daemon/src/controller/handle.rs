@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use super::clock::Clock;
 use super::progress::Progress;
 use crate::metrics::Metrics;
-use crate::store::{ApprovalEvent, Event, ReconcileRequestEvent, Store};
+use crate::model::{ApprovalEvent, Event, ReconcileRequestEvent};
+use crate::store::Store;
 
 /// Requests from the operator surface, already checked and recorded by [`ControllerHandle`],
 /// waiting for the loop to act on them. Shared rather than queued: the API answers at once, even

@@ -8,11 +8,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use remedy_policies::Provider;
 
-use super::providers::Providers;
 use super::reconcile::PassResult;
 use super::Trigger;
 use crate::execute::Outcome;
 use crate::metrics::{Metrics, PassOutcome};
+use crate::providers::Providers;
 
 /// What else the controller knows about a pass.
 #[derive(Debug)]

@@ -23,7 +23,6 @@ mod notices;
 mod pass;
 mod policy;
 mod progress;
-mod providers;
 mod reconcile;
 mod records;
 mod recovery;
@@ -43,17 +42,16 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 pub use crate::backoff::Backoff;
-pub use clock::Clock;
-pub use handle::{CommandError, ControllerHandle};
-pub use policy::{Verdict, WorkQueue};
-pub use progress::{PassSummary, Progress};
-pub use providers::Providers;
-
-use crate::metrics::{Metrics, PassOutcome};
+pub use crate::metrics::{Metrics, PassOutcome};
+pub use crate::providers::Providers;
 use crate::schedule::ResyncSchedule;
 use crate::store::{Store, StoreError};
 use crate::watch::WatchEvent;
+pub use clock::Clock;
 use handle::Requests;
+pub use handle::{CommandError, ControllerHandle};
+pub use policy::{Verdict, WorkQueue};
+pub use progress::{PassSummary, Progress};
 
 /// How long a pass in flight at shutdown may take to finish before it is abandoned (its
 /// journaled intents are then settled by the next start).

@@ -11,7 +11,8 @@ use remedy_policies::{Identity, ManifestName, Provider};
 
 use super::decide::unobserved;
 use super::store_call::blocking;
-use crate::store::{ActionOutcome, ActionRecord, Event, ManifestRef, Store, StoreError, WRITE_CHUNK};
+use crate::model::{ActionOutcome, ActionRecord, Event, ManifestRef};
+use crate::store::{Store, StoreError, WRITE_CHUNK};
 
 /// The notices open after the last pass (read from the store at the first).
 #[derive(Debug, Default)]

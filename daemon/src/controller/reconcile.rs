@@ -26,14 +26,13 @@ use super::clock::Clock;
 use super::decide::{self, sent_to, Sent};
 use super::notices::Notices;
 use super::policy::{Verdict, WorkQueue};
-use super::providers::Providers;
 use super::records::{drift_note, failed_record, manifest_refs};
 use super::recovery;
 use super::store_call::blocking;
 use crate::execute::{execute_work, Outcome, Work};
-use crate::store::{
-    ActionOutcome, ActionRecord, IntendedChange, Intent, KnownManifest, ManifestRef, Store, StoreError,
-};
+use crate::model::{ActionOutcome, IntendedChange, Intent, ManifestRef};
+use crate::providers::Providers;
+use crate::store::{KnownManifest, Store, StoreError};
 
 /// How many actions are journaled, sent and settled at a time. What a slice sends is held in
 /// memory until it is settled; the plan and the observed state are held for the whole pass.
@@ -322,8 +321,7 @@ async fn send_slice(
             continue;
         }
         let resolved = work.identities.iter().find(|i| i.identity == report.identity).map(|i| i.resolved.clone());
-        let mut record = ActionRecord::from_report(
-            report,
+        let mut record = report.record(
             resolved.unwrap_or_default(),
             refs(&report.planned.provenance, &report.planned.cause),
             providers.acting_account(report.provider),

@@ -9,7 +9,7 @@ use remedy_policies::plan::{Cause, PlannedAction};
 use remedy_policies::{Identity, ManifestName, Provider};
 
 use crate::execute::ActionReport;
-use crate::store::{ActionOutcome, ActionRecord, ManifestRef};
+use crate::model::{ActionOutcome, ActionRecord, ManifestRef};
 
 pub fn manifest_refs(
     provenance: &[ManifestName],

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use remedy_policies::observed::{AdAccount, EntraUser, ObservedState, ProviderView};
 use remedy_policies::{Action, Identity, Provider};
 
-use crate::store::{ActionOutcome, ActionRecord, Intent, IntentId};
+use crate::model::{ActionOutcome, ActionRecord, Intent, IntentId};
 
 /// How much earlier than the intent Graph's `signInSessionsValidFrom` may read and still count as
 /// remedy's revocation (the two clocks differ a little).
@@ -81,7 +81,7 @@ pub fn recheck(
             acting_account: acting_account(change.provider),
             before,
             note,
-            ..ActionRecord::settling(change, outcome, after, error)
+            ..change.settled(outcome, after, error)
         };
         // Dated when the directory was read again: that is when the outcome became known.
         recovery.settlements.push((intent.id, observed_at, record));
@@ -90,7 +90,7 @@ pub fn recheck(
 }
 
 /// What happened to the action before it was re-checked.
-fn interrupted(change: &crate::store::IntendedChange) -> String {
+fn interrupted(change: &crate::model::IntendedChange) -> String {
     match &change.unconfirmed {
         Some(error) => format!("sent and not confirmed ({error})"),
         None => "interrupted by a restart before it was confirmed".to_owned(),

@@ -64,7 +64,7 @@ impl Loop {
         self.handle.progress().borrow().passes_by_trigger.get(&trigger).copied().unwrap_or(0)
     }
 
-    fn status(&self) -> crate::store::ManifestStatus {
+    fn status(&self) -> crate::model::ManifestStatus {
         let name = ManifestName::new("inc-1").expect("name");
         self.store.get_status(&name).expect("readable").expect("a status")
     }
@@ -87,10 +87,10 @@ async fn an_expiry_wakes_the_loop_on_time_and_releases_the_manifest() {
     assert!(running.handle.wait_for(|p| p.passes == 1).await);
     let (_, reason, _) = {
         let status = running.status();
-        let c = status.condition(crate::store::ConditionType::Stalled).cloned().expect("stalled");
+        let c = status.condition(crate::model::ConditionType::Stalled).cloned().expect("stalled");
         (c.status, c.reason, c.message)
     };
-    assert_eq!(reason, crate::store::ConditionReason::Blocked, "AD is not configured: blocked until it expires");
+    assert_eq!(reason, crate::model::ConditionReason::Blocked, "AD is not configured: blocked until it expires");
 
     // Nothing wakes the loop before the expiry (the next resync is at midnight)...
     tokio::time::sleep(Duration::from_secs(2 * 3600 - 60)).await;
@@ -101,10 +101,10 @@ async fn an_expiry_wakes_the_loop_on_time_and_releases_the_manifest() {
     let started = running.handle.progress().borrow().last_pass.as_ref().map(|p| p.started).expect("a pass");
     let expiry = DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z").expect("time").with_timezone(&Utc);
     assert!(started >= expiry && started < expiry + chrono::Duration::seconds(1), "woke at {started}");
-    let ready = status.condition(crate::store::ConditionType::Ready).expect("ready");
+    let ready = status.condition(crate::model::ConditionType::Ready).expect("ready");
     assert_eq!(
         (ready.status, ready.reason),
-        (crate::store::ConditionStatus::True, crate::store::ConditionReason::Released),
+        (crate::model::ConditionStatus::True, crate::model::ConditionReason::Released),
         "{status:#?}"
     );
     assert_eq!(running.passes(Trigger::Expiry), 1);
@@ -127,10 +127,10 @@ async fn an_unreachable_dc_is_retried_with_growing_capped_delays() {
         starts.push(last.started);
     }
     let status = running.status();
-    let reconciling = status.condition(crate::store::ConditionType::Reconciling).expect("reconciling");
+    let reconciling = status.condition(crate::model::ConditionType::Reconciling).expect("reconciling");
     assert_eq!(
         (reconciling.status, reconciling.reason),
-        (crate::store::ConditionStatus::True, crate::store::ConditionReason::ProviderUnavailable),
+        (crate::model::ConditionStatus::True, crate::model::ConditionReason::ProviderUnavailable),
         "{status:#?}"
     );
     assert!(reconciling.message.contains("127.0.0.1:9"), "names the DC: {}", reconciling.message);
@@ -184,7 +184,7 @@ async fn an_empty_manifest_directory_releases_nothing() {
     let error = running.handle.progress().borrow().load_error.clone().expect("an error");
     assert!(error.contains("is empty") && error.contains("unmounted"), "{error}");
     assert_eq!(running.passes(Trigger::ManifestsChanged), 1, "no pass for the empty set");
-    assert!(running.status().condition(crate::store::ConditionType::Ready).is_some(), "inc-1 is still in force");
+    assert!(running.status().condition(crate::model::ConditionType::Ready).is_some(), "inc-1 is still in force");
     assert!(running.store.known_manifest(&ManifestName::new("inc-1").expect("name")).expect("read").is_some());
     running.stop().await;
 }
@@ -228,8 +228,8 @@ async fn a_duplicate_does_not_take_a_name_whose_own_file_became_unreadable() {
     events.send(WatchEvent::Changed(broken)).await.expect("sent");
     assert!(handle.wait_for(|p| p.passes == 2).await);
     let status = store.get_status(&ManifestName::new("inc-1").expect("name")).expect("read").expect("a status");
-    let stalled = status.condition(crate::store::ConditionType::Stalled).expect("stalled");
-    assert_eq!(stalled.reason, crate::store::ConditionReason::Invalid, "{status:#?}");
+    let stalled = status.condition(crate::model::ConditionType::Stalled).expect("stalled");
+    assert_eq!(stalled.reason, crate::model::ConditionReason::Invalid, "{status:#?}");
     assert!(stalled.message.contains("inc-1.yaml") && stalled.message.contains("waits"), "{}", stalled.message);
     assert!(status.identities.is_empty(), "bait is not planned: {status:#?}");
 

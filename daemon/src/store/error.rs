@@ -3,8 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::journal::IntentId;
-use super::record::RecordId;
+use crate::model::{IntentId, RecordId};
 
 /// What went wrong in the store. Nothing here is swallowed: every method that can fail returns it.
 #[derive(Debug, thiserror::Error)]

@@ -20,9 +20,8 @@ use sled::transaction::{ConflictableTransactionError, ConflictableTransactionRes
 use sled::Transactional;
 
 use super::error::{ChainBroken, ChainFault, StoreError};
-use super::journal::IntentId;
-use super::record::{ActionOutcome, Event, HistoryRecord, RecordId};
 use super::{decode, encode, id_key, key_id, layout, show_id_key, transaction_result, Store};
+use crate::model::{ActionOutcome, Event, HistoryRecord, IntentId, RecordId};
 
 /// The hash that record 1 links to.
 const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";

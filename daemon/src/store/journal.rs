@@ -31,94 +31,15 @@
 //!   (its state is unknown) until it can.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use chrono::{DateTime, Utc};
-use remedy_policies::plan::{Cause, PlannedAction, Resolved};
-use remedy_policies::{Action, Identity, Provider};
-use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
 use super::error::StoreError;
 use super::history::append_in;
-use super::record::{ActionRecord, Event, HistoryRecord, ManifestRef, RecordId};
 use super::{decode, encode, id_key, layout, show_id_key, transaction_result, Store, WRITE_CHUNK};
-
-/// An intent's id: 1, 2, 3... never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(transparent)]
-pub struct IntentId(pub u64);
-
-impl fmt::Display for IntentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A change about to be sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IntendedChange {
-    /// When it was journaled.
-    pub at: DateTime<Utc>,
-    /// The account as declared, and as resolved (what recovery observes).
-    pub identity: Identity,
-    #[serde(default)]
-    pub resolved: Resolved,
-    pub provider: Provider,
-    pub action: Action,
-    pub manifests: Vec<ManifestRef>,
-    /// The attribute's value as planned, before and after.
-    pub before: String,
-    pub after: String,
-    /// Why it was planned, and the manifests' reasons: what the record settling it says.
-    #[serde(default = "desired")]
-    pub cause: Cause,
-    #[serde(default)]
-    pub reason: String,
-    /// Sent, and not confirmed: the error it had. Such an intent stays unsettled until the account
-    /// is read again (the write may have reached the directory before the connection broke).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unconfirmed: Option<String>,
-}
-
-fn desired() -> Cause {
-    Cause::Desired
-}
-
-impl IntendedChange {
-    /// The intent of sending a planned action.
-    pub fn planned(
-        identity: &Identity,
-        resolved: Resolved,
-        planned: &PlannedAction,
-        manifests: Vec<ManifestRef>,
-        at: DateTime<Utc>,
-    ) -> IntendedChange {
-        IntendedChange {
-            at,
-            identity: identity.clone(),
-            resolved,
-            provider: planned.provider,
-            action: planned.action,
-            manifests,
-            before: planned.before.clone(),
-            after: planned.after.clone(),
-            cause: planned.cause.clone(),
-            reason: planned.reason.clone(),
-            unconfirmed: None,
-        }
-    }
-}
-
-/// A journaled, not yet settled change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Intent {
-    pub id: IntentId,
-    pub change: IntendedChange,
-}
+use crate::model::{ActionRecord, Event, HistoryRecord, IntendedChange, Intent, IntentId, RecordId};
 
 impl Store {
     /// Journals a change before it is sent; durable when it returns.

@@ -45,7 +45,6 @@ mod error;
 mod history;
 mod journal;
 mod manifests;
-mod record;
 mod status;
 mod watermark;
 
@@ -63,15 +62,9 @@ use serde::Serialize;
 
 pub use error::{ChainBroken, ChainFault, StoreError};
 pub use history::{HistoryPage, HistoryQuery, VerifyReport};
-pub use journal::{IntendedChange, Intent, IntentId};
 pub use manifests::KnownManifest;
-pub use record::{
-    ActionOutcome, ActionRecord, ApprovalEvent, Event, HistoryRecord, ManifestRef, ReconcileRequestEvent, RecordId,
-};
-pub use status::{
-    Condition, ConditionReason, ConditionStatus, ConditionType, IdentityState, ManifestStatus, ProviderHealth,
-    ProviderState,
-};
+
+use crate::model::{HistoryRecord, Intent};
 
 /// The value format this remedy writes (`meta` tree, key `format_version`).
 pub const FORMAT_VERSION: u64 = 1;

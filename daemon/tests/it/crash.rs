@@ -9,7 +9,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, Scope, SearchEntry};
-use remedy::store::{ActionOutcome, Event, Store};
+use remedy::model::{ActionOutcome, Event};
+use remedy::store::Store;
 use remedy_policies::{Action, Identity};
 
 use crate::dc::{self, TestOu};

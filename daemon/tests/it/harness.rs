@@ -7,12 +7,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use remedy::controller::{Backoff, Clock, Controller, ControllerHandle, Progress, Providers, Settings, Trigger};
-use remedy::schedule::ResyncSchedule;
-use remedy::store::{
-    ActionOutcome, ConditionReason, ConditionStatus, ConditionType, Event, HistoryQuery, HistoryRecord, ManifestStatus,
-    Store,
+use remedy::controller::{Backoff, Clock, Controller, ControllerHandle, Progress, Settings, Trigger};
+use remedy::model::{
+    ActionOutcome, ConditionReason, ConditionStatus, ConditionType, Event, HistoryRecord, ManifestStatus,
 };
+use remedy::providers::Providers;
+use remedy::schedule::ResyncSchedule;
+use remedy::store::{HistoryQuery, Store};
 use remedy::watch::ManifestWatcher;
 use remedy_graph_sim::{Sim, SimConfig, SimUser};
 use remedy_policies::config::Config;

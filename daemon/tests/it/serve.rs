@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use remedy::controller::Trigger;
-use remedy::store::{ActionOutcome, ConditionReason, ConditionStatus, ConditionType, Event, HistoryQuery};
+use remedy::model::{ActionOutcome, ConditionReason, ConditionStatus, ConditionType, Event};
+use remedy::store::HistoryQuery;
 use remedy_graph_sim::SimUser;
 use remedy_policies::{Action, ManifestName};
 
@@ -407,7 +408,7 @@ async fn nested_primary_group_and_renamed_admins_are_denied_with_the_chain_and_n
         let name = format!("inc-{}", user.sam);
         daemon.save(&format!("{name}.yaml"), &manifest(&name, &user.sam, DISABLE));
     }
-    let denied = |status: &remedy::store::ManifestStatus| {
+    let denied = |status: &remedy::model::ManifestStatus| {
         status.condition(ConditionType::Ready).is_some_and(|c| c.reason == ConditionReason::Denied)
     };
     let mut messages = Vec::new();
@@ -489,11 +490,11 @@ async fn a_blocked_change_is_recorded_once_with_its_reason_and_values() {
     let options = || Options { with_entra: false, ..Options::default() };
     let daemon = Daemon::start(options()).await;
     daemon.save("inc-nx.yaml", &manifest("inc-nx", &user.sam, "  activeDirectory:\n    mustChangePassword: true\n"));
-    let blocked = |s: &remedy::store::ManifestStatus| {
+    let blocked = |s: &remedy::model::ManifestStatus| {
         s.condition(ConditionType::Ready).is_some_and(|c| c.reason == ConditionReason::Blocked)
     };
     daemon.wait_status("inc-nx", Duration::from_secs(15), blocked).await;
-    let blocked_records = |daemon: &Daemon| -> Vec<remedy::store::ActionRecord> {
+    let blocked_records = |daemon: &Daemon| -> Vec<remedy::model::ActionRecord> {
         daemon
             .history(&sam(&user))
             .into_iter()

@@ -12,6 +12,7 @@ use super::merge::Group;
 use super::{Disposition, Guardrail};
 use crate::action::Provider;
 use crate::config::Guardrails;
+use crate::dn::{in_scope, rdns};
 use crate::identity::Identity;
 use crate::observed::{AdGroup, ObservedState, ProviderView};
 use crate::privilege;
@@ -211,66 +212,9 @@ impl Names {
     }
 }
 
-/// A DN as its RDNs, each `type=value` lower-cased with whitespace around `=` and `,` removed
-/// and runs of whitespace inside values collapsed. Escaped commas (`\,`) do not split.
-pub(crate) fn rdns(dn: &str) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut current = String::new();
-    let mut escaped = false;
-    for c in dn.chars() {
-        if escaped {
-            current.push(c);
-            escaped = false;
-        } else if c == '\\' {
-            current.push(c);
-            escaped = true;
-        } else if c == ',' {
-            parts.push(std::mem::take(&mut current));
-        } else {
-            current.push(c);
-        }
-    }
-    parts.push(current);
-    parts
-        .iter()
-        .map(|part| match part.split_once('=') {
-            Some((kind, value)) => format!("{}={}", collapse(kind), collapse(value)),
-            None => collapse(part),
-        })
-        .filter(|rdn| !rdn.is_empty())
-        .collect()
-}
-
-fn collapse(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
-}
-
-/// Whether `dn` is at or below one of the base DNs, compared RDN by RDN: `OU=Staff,DC=x` does not
-/// cover `OU=XStaff,DC=x`.
-pub(super) fn in_scope(dn: &str, scopes: &[String]) -> bool {
-    let dn = rdns(dn);
-    scopes.iter().any(|scope| {
-        let scope = rdns(scope);
-        !scope.is_empty() && dn.ends_with(&scope)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scope_is_compared_rdn_by_rdn() {
-        let scopes = vec!["OU=Staff, DC=remedy,DC=test".to_owned()];
-        assert!(in_scope("CN=a,OU=Staff,DC=remedy,DC=test", &scopes));
-        assert!(in_scope("cn=a , ou=staff,dc=REMEDY, dc=test", &scopes));
-        assert!(!in_scope("CN=a,OU=XStaff,DC=remedy,DC=test", &scopes));
-        assert!(!in_scope("CN=a,OU=Staff,DC=remedy,DC=test,DC=evil", &scopes));
-        // A CN crafted to look like the OU is one RDN, not two.
-        assert!(!in_scope("CN=x\\,OU=Staff,DC=remedy,DC=test", &scopes));
-        assert_eq!(rdns("CN=x\\,OU=Staff,DC=remedy,DC=test").len(), 3);
-        assert!(!in_scope("CN=a,OU=Staff,DC=remedy,DC=test", &["".to_owned()]));
-    }
 
     fn group_of(account: crate::observed::AdAccount) -> Group<'static> {
         Group {
@@ -321,10 +265,5 @@ mod tests {
         with_upn.user_principal_name = Some("remedy.bot@corp.example".into());
         let names = Names::of(&group_of(with_upn));
         assert!(names.matches("remedy.bot@corp.example") && names.matches("svc-remedy@remedy.test"));
-    }
-
-    #[test]
-    fn escaped_commas_do_not_split() {
-        assert_eq!(rdns("CN=Smith\\, John,OU=Staff"), vec!["cn=smith\\, john", "ou=staff"]);
     }
 }

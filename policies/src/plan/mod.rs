@@ -18,8 +18,6 @@ mod guardrails;
 mod merge;
 mod release;
 
-pub(crate) use guardrails::rdns;
-
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;

@@ -1,5 +1,7 @@
-//! The daemon's live directories: AD connected lazily (a DC that is down when remedy starts, or
-//! goes down later, is a provider state, not a reason to exit), and the Graph client.
+//! The live directories, set up from the configuration in one place for `remedy serve` and the
+//! one-shot commands (`plan`, `apply`): the Graph client, and AD connected lazily by the daemon (a
+//! DC that is down when remedy starts, or goes down later, is a provider state, not a reason to
+//! exit) or at once by a command ([`Providers::connect_ad`]: it cannot do its work without it).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -115,6 +117,21 @@ impl Providers {
                 });
             }
         }
+    }
+
+    /// Connects to AD now, if it is configured and not connected yet. For a one-shot command, which
+    /// cannot do what it was asked without it: a DC that cannot be reached is an error, with the
+    /// DC's answer (the daemon instead shows AD as unavailable and tries again).
+    pub async fn connect_ad(&mut self) -> Result<()> {
+        let Some(config) = &self.ad_config else { return Ok(()) };
+        if self.ad.is_some() {
+            return Ok(());
+        }
+        let directory = LdapDirectory::connect(config, &self.config_dir)
+            .await
+            .with_context(|| format!("cannot connect to Active Directory at {}", config.url))?;
+        self.ad = Some(directory.with_protected_groups(&self.protected_groups));
+        Ok(())
     }
 
     /// Observes the targets in every configured provider (see [`crate::observe::observe`]).

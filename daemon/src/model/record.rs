@@ -1,8 +1,6 @@
 //! What a history record is: the closed set of events remedy records, as the HTTP API returns
 //! them (camelCase, actions and outcomes in kebab-case, times in RFC 3339).
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use remedy_policies::manifest::Generation;
 use remedy_policies::plan::{Cause, Disposition, PlanId, PlannedAction, RecordedChange, Resolved};
@@ -10,33 +8,7 @@ use remedy_policies::{Action, Identity, ManifestName, Provider};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::journal::{IntendedChange, IntentId};
-use crate::execute::{ActionReport, Outcome};
-
-/// A history record's id: 1, 2, 3... in the order of appending, without gaps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RecordId(pub u64);
-
-// By hand: a derive would say `int64`, which stops at 2^63 - 1 where the API reads any u64.
-impl utoipa::PartialSchema for RecordId {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::Integer)
-            .description(Some("A history record's id: 1, 2, 3... in the order of appending, without gaps."))
-            .minimum(Some(0_u64))
-            .maximum(Some(u64::MAX))
-            .into()
-    }
-}
-
-impl ToSchema for RecordId {}
-
-impl fmt::Display for RecordId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+use super::ids::{IntentId, RecordId};
 
 /// One entry of the history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -161,67 +133,8 @@ pub struct ActionRecord {
 }
 
 impl ActionRecord {
-    /// The record of an executed action, from its report.
-    pub fn from_report(
-        report: &ActionReport,
-        resolved: Resolved,
-        manifests: Vec<ManifestRef>,
-        acting_account: Option<String>,
-    ) -> ActionRecord {
-        let outcome = match report.outcome {
-            Outcome::Succeeded => ActionOutcome::confirmed(&report.planned.cause),
-            Outcome::Failed => ActionOutcome::Failed,
-            Outcome::Skipped => ActionOutcome::Skipped,
-        };
-        ActionRecord {
-            intent: None,
-            manifests,
-            reason: report.planned.reason.clone(),
-            identity: report.identity.clone(),
-            resolved,
-            provider: report.provider,
-            action: report.action,
-            cause: report.planned.cause.clone(),
-            before: report.planned.before.clone(),
-            after: report.observed_after.clone().unwrap_or_else(|| report.planned.after.clone()),
-            outcome,
-            error: report.error.clone(),
-            note: None,
-            duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
-            acting_account,
-        }
-    }
-
-    /// The record that settles a journaled change: what the intent knows (account, action,
-    /// manifests, reason, before), with the outcome, the value the account shows after, and the
-    /// error. No acting account, no duration: the caller sets what it knows.
-    pub fn settling(
-        change: &IntendedChange,
-        outcome: ActionOutcome,
-        after: String,
-        error: Option<String>,
-    ) -> ActionRecord {
-        ActionRecord {
-            intent: None,
-            manifests: change.manifests.clone(),
-            reason: change.reason.clone(),
-            identity: change.identity.clone(),
-            resolved: change.resolved.clone(),
-            provider: change.provider,
-            action: change.action,
-            cause: change.cause.clone(),
-            before: change.before.clone(),
-            after,
-            outcome,
-            error,
-            note: None,
-            duration_ms: 0,
-            acting_account: None,
-        }
-    }
-
     /// The record of a planned action that was not sent (denied or held). `None` for an allowed
-    /// action: those are recorded from their report.
+    /// action: those are recorded from their report (`ActionReport::record`).
     pub fn unsent(
         identity: &Identity,
         resolved: Resolved,
