@@ -1,8 +1,8 @@
 //! The Active Directory provider against the real Samba AD DC.
 //!
-//! Every test that changes accounts does it in its own OU under OU=Tests (see `support::dc::TestOu`), as
-//! the scoped action account svc-remedy, and checks the outcome with the administrator's own
-//! connection, not with the code under test.
+//! Every test that changes accounts does it in its own OU under OU=Tests (see
+//! `support::dc::TestOu`), as the scoped action account svc-remedy, and checks the outcome with
+//! the administrator's own connection, not with the code under test.
 
 use std::collections::HashSet;
 use std::io::Write;

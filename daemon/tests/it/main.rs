@@ -1,11 +1,12 @@
 //! remedy's integration tests: one binary, one module per area, the helpers they share in
 //! `support/`. They talk to the real things (the Samba AD DC of `scripts/samba-dc`, the real
-//! `remedy` binary, real HTTP, real directories and sled stores; Entra ID is graph-sim over
-//! loopback), never to in-process fakes of remedy's own parts. `scripts/test` starts the DC and
-//! runs them; by hand: `scripts/samba-dc start && eval "$(scripts/samba-dc env)"`.
+//! `remedy` binary, real HTTP, real directories and sled stores; Entra ID is the graph-sim test
+//! double over loopback HTTP), never to an in-process fake of LDAP. `scripts/test` starts the DC
+//! and runs them; by hand: `scripts/samba-dc start && eval "$(scripts/samba-dc env)"`.
 //!
 //! The modules whose tests need the DC: `ad`, `serve`, `crash`, `secrets` and `dc_outage` (which
-//! stops it: see `support::dc::Dc` for how that is kept from the others).
+//! stops it: see `support::dc::Dc` for how that is kept from the others); in `cli`, the one test
+//! of `remedy apply`.
 
 mod support;
 
