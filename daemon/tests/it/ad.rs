@@ -1,8 +1,8 @@
 //! The Active Directory provider against the real Samba AD DC.
 //!
-//! Every test that changes accounts does it in its own OU under OU=Tests (see `dc::TestOu`), as
-//! the scoped action account svc-remedy, and checks the outcome with the administrator's own
-//! connection, not with the code under test.
+//! Every test that changes accounts does it in its own OU under OU=Tests (see
+//! `support::dc::TestOu`), as the scoped action account svc-remedy, and checks the outcome with
+//! the administrator's own connection, not with the code under test.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -17,14 +17,14 @@ use remedy_policies::config::ActiveDirectoryConfig;
 use remedy_policies::observed::{uac, AdAccount, PasswordLastSet, ProviderView};
 use remedy_policies::{Action, Identity};
 
-use crate::dc::{self, action_config, admin, env, read_user, set_uac, TestOu};
+use crate::support::dc::{self, read_user, set_uac, Dc};
 
 fn id(text: &str) -> Identity {
     text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
-async fn provider() -> LdapDirectory {
-    connect(&action_config()).await
+async fn provider(dc: &Dc) -> LdapDirectory {
+    connect(&dc.action_config()).await
 }
 
 async fn connect(config: &ActiveDirectoryConfig) -> LdapDirectory {
@@ -42,10 +42,11 @@ async fn observe_one(directory: &LdapDirectory, identity: &str) -> AdAccount {
 
 #[tokio::test]
 async fn disable_and_enable_are_conditional_and_verified_by_read_back() {
-    let ou = TestOu::create("disable_enable").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("disable_enable").await;
     let user = ou.add_user("de", 512).await;
-    let directory = provider().await;
-    let mut admin = admin().await;
+    let directory = provider(&dc).await;
+    let mut admin = dc.admin().await;
 
     let account = observe_one(&directory, &format!("sam:{}", user.sam)).await;
     assert_eq!(account.user_account_control, 512);
@@ -69,10 +70,11 @@ async fn disable_and_enable_are_conditional_and_verified_by_read_back() {
 
 #[tokio::test]
 async fn forced_password_change_counts_only_with_password_expired_in_the_computed_flags() {
-    let ou = TestOu::create("force_change").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("force_change").await;
     let user = ou.add_user("fc", 512).await;
-    let directory = provider().await;
-    let mut admin = admin().await;
+    let directory = provider(&dc).await;
+    let mut admin = dc.admin().await;
 
     let account = observe_one(&directory, &format!("sam:{}", user.sam)).await;
     assert!(matches!(account.pwd_last_set, PasswordLastSet::At(_)), "a fresh password is set: {account:?}");
@@ -93,10 +95,11 @@ async fn forced_password_change_counts_only_with_password_expired_in_the_compute
 
 #[tokio::test]
 async fn never_expires_makes_a_forced_change_not_effective_until_cleared() {
-    let ou = TestOu::create("never_expires").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("never_expires").await;
     let user = ou.add_user("ne", 66048).await;
-    let directory = provider().await;
-    let mut admin = admin().await;
+    let directory = provider(&dc).await;
+    let mut admin = dc.admin().await;
 
     let account = observe_one(&directory, &format!("sam:{}", user.sam)).await;
     assert!(account.password_never_expires());
@@ -130,10 +133,11 @@ async fn never_expires_makes_a_forced_change_not_effective_until_cleared() {
 
 #[tokio::test]
 async fn a_concurrent_change_is_refused_and_nothing_is_overwritten() {
-    let ou = TestOu::create("concurrent").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("concurrent").await;
     let user = ou.add_user("cc", 512).await;
-    let directory = provider().await;
-    let mut admin = admin().await;
+    let directory = provider(&dc).await;
+    let mut admin = dc.admin().await;
 
     let account = observe_one(&directory, &format!("sam:{}", user.sam)).await;
     // Someone else sets password-never-expires between our observation and our action.
@@ -163,10 +167,11 @@ async fn a_concurrent_change_is_refused_and_nothing_is_overwritten() {
 
 #[tokio::test]
 async fn the_action_account_is_refused_outside_its_scope_with_the_dcs_words() {
-    let directory = provider().await;
-    let mut admin = admin().await;
+    let dc = Dc::shared().await;
+    let directory = provider(&dc).await;
+    let mut admin = dc.admin().await;
     let other = observe_one(&directory, "sam:other01").await;
-    assert!(other.dn.ends_with(&env().other_ou), "{}", other.dn);
+    assert!(other.dn.ends_with(&dc.env().other_ou), "{}", other.dn);
     let administrator = observe_one(&directory, "sam:administrator").await;
     assert_eq!(administrator.rid(), Some(500));
 
@@ -190,15 +195,16 @@ async fn the_action_account_is_refused_outside_its_scope_with_the_dcs_words() {
 
     // And for the record: the same account may act in its own scope (OU=Staff, read-only here).
     let staff = observe_one(&directory, "sam:staff0001").await;
-    assert!(staff.dn.ends_with(&env().staff_ou));
+    assert!(staff.dn.ends_with(&dc.env().staff_ou));
 }
 
 #[tokio::test]
 async fn every_identity_kind_resolves_to_the_same_account_and_misses_are_not_found() {
-    let ou = TestOu::create("identity_kinds").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("identity_kinds").await;
     let user = ou.add_user("ik", 512).await;
-    let directory = provider().await;
-    let state = read_user(&mut admin().await, &user.dn).await;
+    let directory = provider(&dc).await;
+    let state = read_user(&mut dc.admin().await, &user.dn).await;
 
     let kinds = [
         id(&format!("upn:{}", user.upn.to_uppercase())),
@@ -233,15 +239,16 @@ async fn every_identity_kind_resolves_to_the_same_account_and_misses_are_not_fou
 
 #[tokio::test]
 async fn observation_reads_states_computed_flags_and_groups() {
-    let ou = TestOu::create("states").await;
-    let mut admin = admin().await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("states").await;
+    let mut admin = dc.admin().await;
     let enabled = ou.add_user("en", 512).await;
     let never_expires = ou.add_user("ne", 66048).await;
     let disabled = ou.add_user("di", 514).await;
     let both = ou.add_user("nd", 66050).await;
     // No password yet: the DC computes UF_PASSWORD_EXPIRED itself.
     let fresh = ou.add_user_with(&mut admin, "np", 512, false).await;
-    let directory = provider().await;
+    let directory = provider(&dc).await;
     let users = [&enabled, &never_expires, &disabled, &both, &fresh];
     let mut ids: Vec<Identity> = users.iter().map(|u| id(&format!("sam:{}", u.sam))).collect();
     ids.push(id("sam:admin-alice"));
@@ -272,8 +279,9 @@ async fn observation_reads_states_computed_flags_and_groups() {
 
 #[tokio::test]
 async fn computers_and_contacts_are_never_taken_for_user_accounts() {
-    let ou = TestOu::create("not_users").await;
-    let mut admin = admin().await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("not_users").await;
+    let mut admin = dc.admin().await;
     let computer = format!("pc-{}", ou.suffix);
     admin
         .add(
@@ -286,7 +294,7 @@ async fn computers_and_contacts_are_never_taken_for_user_accounts() {
         .await
         .and_then(|r| r.success())
         .expect("add computer");
-    let directory = provider().await;
+    let directory = provider(&dc).await;
     let computer_id = id(&format!("sam:{computer}$"));
     let views = directory.observe(std::slice::from_ref(&computer_id)).await.expect("observe");
     assert_eq!(views[&computer_id], ProviderView::NotFound, "a computer object is not a person");
@@ -294,8 +302,9 @@ async fn computers_and_contacts_are_never_taken_for_user_accounts() {
 
 #[tokio::test]
 async fn filter_values_are_escaped_so_wildcards_match_nothing_extra() {
-    let ou = TestOu::create("escaping").await;
-    let mut admin = admin().await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("escaping").await;
+    let mut admin = dc.admin().await;
     let plain = ou.add_user_with(&mut admin, "ab", 512, false).await;
     // A UPN with the filter's special characters; unescaped, `a*` would also match `ab-...`.
     let tricky_upn = format!("a*(x)\\y-{}@remedy.test", ou.suffix);
@@ -312,7 +321,7 @@ async fn filter_values_are_escaped_so_wildcards_match_nothing_extra() {
         .await
         .and_then(|r| r.success())
         .expect("add tricky user");
-    let directory = provider().await;
+    let directory = provider(&dc).await;
     let ids = [
         id(&format!("upn:{tricky_upn}")),
         id(&format!("sam:t(x)-{}", ou.suffix)),
@@ -330,8 +339,9 @@ async fn filter_values_are_escaped_so_wildcards_match_nothing_extra() {
 /// two entries matching one identity); this test pins down the DC behaviour that makes it so.
 #[tokio::test]
 async fn the_dc_refuses_duplicate_upns_so_ambiguity_is_tested_on_the_mapping() {
-    let ou = TestOu::create("ambiguity").await;
-    let mut admin = admin().await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("ambiguity").await;
+    let mut admin = dc.admin().await;
     let first = ou.add_user_with(&mut admin, "d1", 512, false).await;
     let result = admin
         .add(
@@ -349,16 +359,17 @@ async fn the_dc_refuses_duplicate_upns_so_ambiguity_is_tested_on_the_mapping() {
         "Samba refused a duplicate UPN until now; if it accepts one, test Ambiguous here: {result:?}"
     );
     assert!(result.text.contains("already in use"), "{result:?}");
-    let directory = provider().await;
+    let directory = provider(&dc).await;
     let views = directory.observe(&[id(&format!("upn:{}", first.upn))]).await.expect("observe");
     assert!(matches!(views.values().next(), Some(ProviderView::Found(_))));
 }
 
 #[tokio::test]
 async fn a_batch_of_300_resolves_with_small_pages_in_few_searches() {
+    let dc = Dc::shared().await;
     // The seeded staff0001..staff0300, named by every kind in turn. Page size 7 makes paging
     // real: Samba has no 1,000-entry cap that would catch a client which forgot to page.
-    let mut admin = admin().await;
+    let mut admin = dc.admin().await;
     let mut ids = Vec::new();
     for n in 1..=300 {
         let sam = format!("staff{n:04}");
@@ -366,7 +377,7 @@ async fn a_batch_of_300_resolves_with_small_pages_in_few_searches() {
             0 => id(&format!("sam:{sam}")),
             1 => id(&format!("upn:{sam}@remedy.test")),
             _ => {
-                let state = read_user(&mut admin, &format!("CN={sam},{}", env().staff_ou)).await;
+                let state = read_user(&mut admin, &format!("CN={sam},{}", dc.env().staff_ou)).await;
                 if n % 4 == 2 {
                     id(&format!("guid:{}", state.guid))
                 } else {
@@ -375,7 +386,7 @@ async fn a_batch_of_300_resolves_with_small_pages_in_few_searches() {
             }
         });
     }
-    let directory = connect(&ActiveDirectoryConfig { page_size: 7, ..action_config() }).await;
+    let directory = connect(&ActiveDirectoryConfig { page_size: 7, ..dc.action_config() }).await;
     let started = std::time::Instant::now();
     let views = directory.observe(&ids).await.expect("observe");
     let elapsed = started.elapsed();
@@ -394,13 +405,14 @@ async fn a_batch_of_300_resolves_with_small_pages_in_few_searches() {
 
 #[tokio::test]
 async fn concurrent_applies_share_a_small_pool() {
-    let ou = TestOu::create("pool").await;
-    let mut admin = admin().await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("pool").await;
+    let mut admin = dc.admin().await;
     let mut users = Vec::new();
     for n in 0..12 {
         users.push(ou.add_user_with(&mut admin, &format!("p{n}"), 512, false).await);
     }
-    let directory = provider().await;
+    let directory = provider(&dc).await;
     let ids: Vec<Identity> = users.iter().map(|u| id(&format!("sam:{}", u.sam))).collect();
     let views = directory.observe(&ids).await.expect("observe");
     let accounts: Vec<AdAccount> = ids.iter().map(|i| views[i].found().cloned().expect("found")).collect();
@@ -418,7 +430,8 @@ async fn concurrent_applies_share_a_small_pool() {
 
 #[tokio::test]
 async fn ldaps_is_verified_against_ca_file_and_relative_paths_follow_the_config_dir() {
-    let env = env();
+    let dc = Dc::shared().await;
+    let env = dc.env();
     let config_dir = env.ca_file.parent().expect("CA folder").to_owned();
     let password_dir = env.action_password_file.parent().expect("secrets folder");
     let relative_password = Path::new("..")
@@ -427,7 +440,7 @@ async fn ldaps_is_verified_against_ca_file_and_relative_paths_follow_the_config_
     let config = ActiveDirectoryConfig {
         ca_file: Some(env.ca_file.file_name().expect("name").to_string_lossy().into_owned()),
         password_file: relative_password.display().to_string(),
-        ..action_config()
+        ..dc.action_config()
     };
     let directory = LdapDirectory::connect(&config, &config_dir).await.expect("ldaps with the test CA");
     observe_one(&directory, "sam:staff0002").await;
@@ -435,7 +448,8 @@ async fn ldaps_is_verified_against_ca_file_and_relative_paths_follow_the_config_
 
 #[tokio::test]
 async fn starttls_is_verified_against_ca_file() {
-    let config = ActiveDirectoryConfig { url: env().ldap_url.clone(), start_tls: true, ..action_config() };
+    let dc = Dc::shared().await;
+    let config = ActiveDirectoryConfig { url: dc.env().ldap_url.clone(), start_tls: true, ..dc.action_config() };
     let directory = connect(&config).await;
     observe_one(&directory, "sam:staff0003").await;
 }
@@ -453,17 +467,18 @@ fn throwaway_ca(dir: &Path) -> String {
 
 #[tokio::test]
 async fn a_wrong_ca_or_host_name_fails_with_a_certificate_verification_error() {
+    let dc = Dc::shared().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let wrong_ca = throwaway_ca(dir.path());
     let cases = [
-        ("ldaps, wrong CA", ActiveDirectoryConfig { ca_file: Some(wrong_ca.clone()), ..action_config() }),
+        ("ldaps, wrong CA", ActiveDirectoryConfig { ca_file: Some(wrong_ca.clone()), ..dc.action_config() }),
         (
             "StartTLS, wrong CA",
             ActiveDirectoryConfig {
-                url: env().ldap_url.clone(),
+                url: dc.env().ldap_url.clone(),
                 start_tls: true,
                 ca_file: Some(wrong_ca.clone()),
-                ..action_config()
+                ..dc.action_config()
             },
         ),
     ];
@@ -480,6 +495,7 @@ async fn a_wrong_ca_or_host_name_fails_with_a_certificate_verification_error() {
 /// these are servers whose certificates name only 127.0.0.1, or only a CN.
 #[tokio::test]
 async fn a_certificate_for_another_name_is_explained_with_the_names_it_has() {
+    let dc = Dc::shared().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
         (
@@ -494,7 +510,7 @@ async fn a_certificate_for_another_name_is_explained_with_the_names_it_has() {
     ];
     for ((port, ca), sentence) in cases {
         let config =
-            ActiveDirectoryConfig { url: format!("ldaps://localhost:{port}"), ca_file: Some(ca), ..action_config() };
+            ActiveDirectoryConfig { url: format!("ldaps://localhost:{port}"), ca_file: Some(ca), ..dc.action_config() };
         let error = LdapDirectory::connect(&config, Path::new("/")).await.expect_err("name mismatch");
         assert!(matches!(error, AdError::Tls { .. }), "{error:?}");
         let text = error.to_string();
@@ -506,8 +522,9 @@ async fn a_certificate_for_another_name_is_explained_with_the_names_it_has() {
 /// ldaps:// pointed at the DC's plain LDAP port: a hint about the scheme, not a parser's complaint.
 #[tokio::test]
 async fn ldaps_on_the_plain_ldap_port_says_so() {
-    let plain = env().ldap_url.replace("ldap://", "ldaps://");
-    let config = ActiveDirectoryConfig { url: plain, connect_timeout: Duration::from_secs(5), ..action_config() };
+    let dc = Dc::shared().await;
+    let plain = dc.env().ldap_url.replace("ldap://", "ldaps://");
+    let config = ActiveDirectoryConfig { url: plain, connect_timeout: Duration::from_secs(5), ..dc.action_config() };
     let error = LdapDirectory::connect(&config, Path::new("/")).await.expect_err("no TLS on 389");
     let text = error.to_string();
     assert!(text.contains("is this an ldap:// port (389) rather than an ldaps:// one (636)?"), "{text}: {error:?}");
@@ -516,7 +533,8 @@ async fn ldaps_on_the_plain_ldap_port_says_so() {
 
 #[tokio::test]
 async fn plain_ldap_works_only_with_allow_insecure() {
-    let plain = ActiveDirectoryConfig { url: env().ldap_url.clone(), ..action_config() };
+    let dc = Dc::shared().await;
+    let plain = ActiveDirectoryConfig { url: dc.env().ldap_url.clone(), ..dc.action_config() };
     let error = LdapDirectory::connect(&plain, Path::new("/")).await.expect_err("plain LDAP without consent");
     assert!(matches!(error, AdError::Config(_)) && error.to_string().contains("allowInsecure"), "{error}");
     // The one test that sends a bind in clear (on loopback), because an operator may say so.
@@ -527,12 +545,14 @@ async fn plain_ldap_works_only_with_allow_insecure() {
 
 #[tokio::test]
 async fn wrong_credentials_are_permanent_and_keep_the_dcs_words() {
-    let ou = TestOu::create("credentials").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("credentials").await;
     let user = ou.add_user("cr", 512).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let wrong = format!("Wrong-{}-Pw9", ou.suffix);
     std::fs::write(dir.path().join("pw"), &wrong).expect("write");
-    let config = ActiveDirectoryConfig { bind_user: user.upn.clone(), password_file: "pw".into(), ..action_config() };
+    let config =
+        ActiveDirectoryConfig { bind_user: user.upn.clone(), password_file: "pw".into(), ..dc.action_config() };
     let error = LdapDirectory::connect(&config, dir.path()).await.expect_err("wrong password");
     assert_eq!(error.result_code(), Some(49), "{error:?}");
     assert!(!error.is_transient());
@@ -560,6 +580,7 @@ impl Write for LogBuffer {
 
 #[tokio::test]
 async fn passwords_never_appear_in_logs_debug_output_or_errors() {
+    let dc = Dc::shared().await;
     let logs = LogBuffer::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -575,24 +596,25 @@ async fn passwords_never_appear_in_logs_debug_output_or_errors() {
     // The test runs on one thread (current-thread runtime), so a thread-local default sees all.
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let ou = TestOu::create("secrets").await;
+    let ou = dc.ou("secrets").await;
     let user = ou.add_user("sc", 66048).await;
     // And a call site registered by another thread in the instant of that registration may
     // still hold a stale "never": those registrations are over by now, recompute once more.
     tracing::callsite::rebuild_interest_cache();
     let dir = tempfile::tempdir().expect("tempdir");
-    let action_password = dc::read_password(&env().action_password_file);
+    let action_password = dc::read_password(&dc.env().action_password_file);
     std::fs::write(dir.path().join("wrong"), format!("{}-Wrong1", user.password)).expect("write");
 
-    let config = action_config();
+    let config = dc.action_config();
     let directory = connect(&config).await;
     let account = observe_one(&directory, &format!("sam:{}", user.sam)).await;
     let not_effective =
         directory.apply(&account, Action::ForcePasswordChange, Utc::now()).await.expect_err("never expires");
     let disabled = directory.apply(&account, Action::DisableAccount, Utc::now()).await.expect("disable");
-    let wrong = ActiveDirectoryConfig { bind_user: user.upn.clone(), password_file: "wrong".into(), ..action_config() };
+    let wrong =
+        ActiveDirectoryConfig { bind_user: user.upn.clone(), password_file: "wrong".into(), ..dc.action_config() };
     let bind_error = LdapDirectory::connect(&wrong, dir.path()).await.expect_err("wrong password");
-    let secret = remedy::secret::Secret::from_file(&env().action_password_file).expect("secret");
+    let secret = remedy::secret::Secret::from_file(&dc.env().action_password_file).expect("secret");
 
     let texts = [
         format!("{directory:?}"),
@@ -667,13 +689,14 @@ fn tls_server(dir: &Path, names: &[&str], common_name: Option<&str>) -> (u16, St
 
 #[tokio::test]
 async fn connect_and_operation_timeouts_are_transient_errors() {
+    let dc = Dc::shared().await;
     // Nothing answers: the TCP handshake completes (kernel backlog), TLS never starts.
     let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("addr").port();
     let config = ActiveDirectoryConfig {
         url: format!("ldaps://127.0.0.1:{port}"),
         connect_timeout: Duration::from_millis(300),
-        ..action_config()
+        ..dc.action_config()
     };
     let started = std::time::Instant::now();
     let error = LdapDirectory::connect(&config, Path::new("/")).await.expect_err("no TLS answer");
@@ -691,7 +714,7 @@ async fn connect_and_operation_timeouts_are_transient_errors() {
         ca_file: Some(ca),
         password_file: dir.path().join("pw").display().to_string(),
         operation_timeout: Duration::from_millis(300),
-        ..action_config()
+        ..dc.action_config()
     };
     let error = LdapDirectory::connect(&config, Path::new("/")).await.expect_err("no LDAP answer");
     assert!(matches!(&error, AdError::Timeout { operation, .. } if operation.starts_with("bind")), "{error:?}");

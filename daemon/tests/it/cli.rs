@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use predicates::prelude::*;
 
+use crate::support::dc::Dc;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
@@ -236,9 +238,10 @@ fn the_text_plan_names_guid_targets_and_counts_denied_and_not_found() {
 
 /// `remedy apply` against the DC with nothing it can do: one account that does not exist, one the
 /// guardrails protect. Nothing is written; the run is not a success.
-#[test]
-fn apply_exits_1_when_something_is_denied_or_not_found() {
-    let dc = crate::dc::env();
+#[tokio::test]
+async fn apply_exits_1_when_something_is_denied_or_not_found() {
+    let dc = Dc::shared().await;
+    let env = dc.env();
     let dir = tempfile::tempdir().expect("tempdir");
     let manifests = dir.path().join("manifests");
     fs::create_dir(&manifests).expect("mkdir");
@@ -253,12 +256,12 @@ fn apply_exits_1_when_something_is_denied_or_not_found() {
             "manifests:\n  path: manifests\nguardrails:\n  allowedScopes: [\"{staff}\"]\n  protectedAccounts: [Administrator]\n  \
              maxChangesPerReconcile: 25\nstore:\n  path: store\nactiveDirectory:\n  url: {url}\n  caFile: {ca}\n  \
              bindUser: {bind}\n  passwordFile: {password}\n  baseDn: {base}\n",
-            staff = dc.staff_ou,
-            url = dc.ldaps_url,
-            ca = dc.ca_file.display(),
-            bind = dc.action_bind,
-            password = dc.action_password_file.display(),
-            base = dc.base_dn,
+            staff = env.staff_ou,
+            url = env.ldaps_url,
+            ca = env.ca_file.display(),
+            bind = env.action_bind,
+            password = env.action_password_file.display(),
+            base = env.base_dn,
         ),
     )
     .expect("write");

@@ -3,9 +3,6 @@
 //! protocol of `store::journal`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, Scope, SearchEntry};
@@ -13,8 +10,9 @@ use remedy::model::{ActionOutcome, Event};
 use remedy::store::Store;
 use remedy_policies::{Action, Identity};
 
-use crate::dc::{self, TestOu};
-use crate::harness::{all_history, config_yaml, manifest, Options, DISABLE, HOURLY};
+use crate::support::daemon::{all_history, config_yaml, manifest, Options, DISABLE, HOURLY};
+use crate::support::dc::Dc;
+use crate::support::serve::Serve;
 
 const USERS: usize = 500;
 /// Run 1 is killed once this many accounts show disabled: a fifth of the way, so that recovery has
@@ -25,92 +23,6 @@ const KILL_AT: usize = 100;
 /// What the error text of a record settled by recovery starts with.
 const INTERRUPTED: &str = "interrupted by a restart";
 const CONFIRMED: &str = "confirmed when read again";
-
-/// `remedy serve --config <config>` with its output in `log`; killed if the test ends (or panics)
-/// without stopping it.
-struct Serve {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn start(config: &Path, log: PathBuf) -> Serve {
-        let file = File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_remedy"))
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env("REMEDY_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .expect("remedy serve starts");
-        Serve { child: Some(child), log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.child.as_mut().expect("the daemon was not stopped yet")
-    }
-
-    /// Panics (with the log) if the daemon exited by itself.
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child().try_wait().expect("try_wait") {
-            panic!("remedy serve exited by itself ({status}); its log:\n{}", self.log());
-        }
-    }
-
-    /// SIGKILL, and reap it.
-    fn kill_9(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        child.kill().expect("SIGKILL");
-        child.wait().expect("wait")
-    }
-
-    /// SIGTERM, and wait (up to `timeout`) for it to exit.
-    async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let pid = self.child().id();
-        let sent = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill runs");
-        assert!(sent.success(), "kill -TERM {pid}");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child().try_wait().expect("try_wait") {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "remedy serve did not stop within {timeout:?} of SIGTERM:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits until the log has a line containing `text`.
-    async fn wait_for_log(&mut self, text: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log().contains(text) {
-            self.assert_running();
-            assert!(Instant::now() < deadline, "no {text:?} in the log within {timeout:?}:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// The users of the OU that are disabled (their sAMAccountNames), as the administrator reads it.
 async fn disabled(ldap: &mut Ldap, ou: &str) -> BTreeSet<String> {
@@ -137,9 +49,10 @@ fn field(line: &str, name: &str) -> Option<usize> {
 
 #[tokio::test]
 async fn kill_9_during_a_500_identity_reconcile_then_restart_converges_with_one_success_per_change() {
+    let dc = Dc::shared().await;
     let started = Instant::now();
-    let ou = TestOu::create("crash").await;
-    let mut ldap = dc::admin().await;
+    let ou = dc.ou("crash").await;
+    let mut ldap = dc.admin().await;
     let mut users = Vec::with_capacity(USERS);
     for i in 0..USERS {
         users.push(ou.add_user_with(&mut ldap, &format!("k{i:03}"), 512, false).await);
@@ -151,7 +64,7 @@ async fn kill_9_during_a_500_identity_reconcile_then_restart_converges_with_one_
     std::fs::create_dir(&manifests).expect("manifest directory");
     let options = Options { resync: HOURLY, max_changes: 1000, with_entra: false, ..Options::default() };
     let config = dir.path().join("remedy.yaml");
-    std::fs::write(&config, config_yaml(dir.path(), &manifests, &options, None)).expect("remedy.yaml");
+    std::fs::write(&config, config_yaml(&dc, dir.path(), &manifests, &options, None)).expect("remedy.yaml");
     let staging = dir.path().join("staging");
     std::fs::create_dir(&staging).expect("staging");
     for (i, user) in users.iter().enumerate() {
@@ -160,7 +73,7 @@ async fn kill_9_during_a_500_identity_reconcile_then_restart_converges_with_one_
     }
 
     // Run 1: the 500 manifests arrive at once; SIGKILL once KILL_AT accounts show disabled.
-    let mut first = Serve::start(&config, dir.path().join("run-1.log"));
+    let mut first = Serve::start(&config, dir.path().join("run-1.log"), "info", false);
     std::fs::rename(&staging, manifests.join("incident")).expect("one commit's worth, at once");
     let deadline = Instant::now() + Duration::from_secs(60);
     let at_kill = loop {
@@ -183,7 +96,7 @@ async fn kill_9_during_a_500_identity_reconcile_then_restart_converges_with_one_
     );
 
     // Run 2: the same command, on the same store.
-    let mut second = Serve::start(&config, dir.path().join("run-2.log"));
+    let mut second = Serve::start(&config, dir.path().join("run-2.log"), "info", false);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if disabled(&mut ldap, &ou.dn).await.len() == USERS {

@@ -1,11 +1,23 @@
-//! remedy's integration tests: one binary, one module per area. They talk to the real things
-//! (the Samba AD DC of `scripts/samba-dc`), never to in-process fakes. `scripts/test` starts the
-//! DC and runs them; by hand: `scripts/samba-dc start && eval "$(scripts/samba-dc env)"`.
+//! remedy's integration tests: one binary, one module per area, the helpers they share in
+//! `support/`. They talk to the real things (the Samba AD DC of `scripts/samba-dc`, the real
+//! `remedy` binary, real HTTP, real directories and sled stores; Entra ID is the graph-sim test
+//! double over loopback HTTP), never to an in-process fake of LDAP. `scripts/test` starts the DC
+//! and runs them; by hand: `scripts/samba-dc start && eval "$(scripts/samba-dc env)"`.
+//!
+//! The modules whose tests need the DC: `ad`, `serve`, `crash`, `secrets` and `dc_outage` (which
+//! stops it: see `support::dc::Dc` for how that is kept from the others); in `cli`, the one test
+//! of `remedy apply`.
+
+mod support;
 
 mod ad;
+mod api;
 mod cli;
 mod crash;
-mod dc;
-mod harness;
+mod dc_outage;
+mod entra;
+mod operator_cli;
 mod secrets;
 mod serve;
+mod store;
+mod watch;

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use remedy::store::Store;
 use remedy_graph_sim::{Sim, SimConfig, SimUser};
-use sha2::{Digest, Sha256};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-use crate::dc::{self, TestOu, TestUser};
+use crate::support::dc::{self, Dc, TestUser};
+use crate::support::serve::{Serve, Tokens, Who};
+use crate::support::{entra_yaml, free_port, write_private};
 
 const TENANT: &str = "5ec2e75a-0000-4000-8000-00000000c0de";
 const CLIENT_ID: &str = "5ec2e75a-0000-4000-8000-0000000a9902";
@@ -33,21 +34,6 @@ const EVERYTHING: &str = "  activeDirectory:\n    disabled: true\n    mustChange
 /// A secret nobody could mistake for anything else.
 fn distinctive(prefix: &str) -> String {
     format!("{prefix}-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
-}
-
-fn sha256(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-fn write_private(path: &Path, text: &str) {
-    std::fs::write(path, text).expect("write");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").port()
 }
 
 fn manifest(name: &str, target: &str) -> String {
@@ -88,45 +74,22 @@ fn has_access_token(bytes: &[u8]) -> bool {
     })
 }
 
-/// One run of `remedy serve`; killed if the test ends without stopping it.
-struct Serve {
-    child: Option<Child>,
-    log: PathBuf,
+/// One run of `remedy serve` at trace level, its API on `port`; killed if the test ends without
+/// stopping it.
+struct Run {
+    serve: Serve,
     port: u16,
 }
 
-impl Serve {
-    async fn start(config: &Path, log: PathBuf, port: u16, json: bool) -> Serve {
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_remedy"));
-        if json {
-            command.args(["--log-format", "json"]);
-        }
-        let child = command
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env("REMEDY_LOG", "trace")
-            .env("NO_COLOR", "1")
-            .env_remove("REMEDY_LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("remedy serve starts");
-        let mut serve = Serve { child: Some(child), log, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            serve.assert_running();
-            assert!(Instant::now() < deadline, "the API did not listen within 20 s:\n{}", serve.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        serve
+impl Run {
+    async fn start(config: &Path, log: PathBuf, port: u16, json: bool) -> Run {
+        let mut serve = Serve::start(config, log, "trace", json);
+        serve.wait_for_port(port, Duration::from_secs(20)).await;
+        Run { serve, port }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.serve.log()
     }
 
     /// The log without others' trace and debug lines (for messages).
@@ -141,32 +104,13 @@ impl Serve {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn assert_running(&mut self) {
-        let child = self.child.as_mut().expect("running");
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("remedy serve exited by itself ({status}); its log:\n{}", self.log());
-        }
-    }
-
     async fn wait_for_log(&mut self, text: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log().contains(text) {
-            self.assert_running();
-            assert!(Instant::now() < deadline, "no {text:?} in the log within {timeout:?}:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.serve.wait_for_log(text, timeout).await;
     }
 
     /// SIGTERM; waits for a clean exit and returns the log.
     async fn stop(mut self) -> String {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().expect("a pid").to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill runs");
-        assert!(sent.success(), "kill -TERM {pid}");
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("remedy serve did not stop within 20 s of SIGTERM:\n{}", self.log()))
-            .expect("wait");
+        let status = self.serve.terminate(Duration::from_secs(20)).await;
         assert!(status.success(), "remedy serve exits 0 on SIGTERM ({status}):\n{}", self.log());
         // Under REMEDY_LOG=trace too: sled's debug and trace records could abort it on exit.
         let log = self.log();
@@ -177,55 +121,12 @@ impl Serve {
     }
 }
 
-/// Who runs a command, and how the token reaches it.
-#[derive(Debug, Clone, Copy)]
-enum Who {
-    /// The operator's token in a file (`--token-file`).
-    Operator,
-    /// The operator's token in REMEDY_TOKEN.
-    OperatorEnv,
-    /// The reader's token in a file named by REMEDY_TOKEN_FILE.
-    Reader,
-    /// A token the daemon does not know, in REMEDY_TOKEN.
-    Stranger,
-}
-
-struct Tokens {
-    operator: String,
-    reader: String,
-    wrong: String,
-    operator_file: PathBuf,
-    reader_file: PathBuf,
-}
-
 /// `remedy ARGS` as `who` against `serve` (also at trace level); what it printed goes into `seen`.
-async fn remedy(seen: &mut Seen, serve: &Serve, tokens: &Tokens, who: Who, args: &[&str], code: i32) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_remedy"));
-    command
-        .args(args)
-        .env("REMEDY_SERVER", serve.server())
-        .env("REMEDY_LOG", "trace")
-        .env("NO_COLOR", "1")
-        .env_remove("REMEDY_TOKEN")
-        .env_remove("REMEDY_TOKEN_FILE")
-        .env_remove("REMEDY_CA_FILE")
-        .env_remove("REMEDY_LOG_FORMAT")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    match who {
-        Who::Operator => {
-            command.arg("--token-file").arg(&tokens.operator_file);
-        }
-        Who::OperatorEnv => {
-            command.env("REMEDY_TOKEN", &tokens.operator);
-        }
-        Who::Reader => {
-            command.env("REMEDY_TOKEN_FILE", &tokens.reader_file);
-        }
-        Who::Stranger => {
-            command.env("REMEDY_TOKEN", &tokens.wrong);
-        }
-    }
+async fn remedy(seen: &mut Seen, serve: &Run, tokens: &Tokens, who: Who, args: &[&str], code: i32) -> String {
+    let mut command = tokens.command(&serve.server(), who, args);
+    command.env("REMEDY_LOG", "trace").stdin(Stdio::null());
+    let mut command = Command::from(command);
+    command.kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(60), command.output())
         .await
         .unwrap_or_else(|_| panic!("remedy {} did not finish within 60 s", args.join(" ")))
@@ -258,7 +159,7 @@ fn http_client() -> reqwest::Client {
 }
 
 /// `METHOD path` with `token` (if any); the status line, headers and body go into `seen`.
-async fn call(seen: &mut Seen, serve: &Serve, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+async fn call(seen: &mut Seen, serve: &Run, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let method_value = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
     let mut request = http_client().request(method_value, format!("{}{path}", serve.server()));
     if let Some(token) = token {
@@ -288,6 +189,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 struct Setup<'a> {
+    dc: &'a Dc,
     dir: &'a Path,
     sim_url: &'a str,
     tokens: &'a Tokens,
@@ -297,26 +199,14 @@ impl Setup<'_> {
     /// `remedy.yaml` for one run: the action account's password and the client secret from the
     /// files given, the API on `port`.
     fn config(&self, name: &str, password_file: &Path, secret_file: &Path, port: u16) -> PathBuf {
-        let env = dc::env();
         let yaml = format!(
             "manifests:\n  path: manifests\n  debounce: 100ms\nguardrails:\n  allowedScopes: [\"{tests_ou}\"]\n  \
-             maxChangesPerReconcile: 100\nresync: \"0 0 * * * *\"\nstore:\n  path: store\nactiveDirectory:\n  \
-             url: {url}\n  caFile: {ca}\n  bindUser: {bind}\n  passwordFile: {password}\n  baseDn: {base}\n  \
-             connections: 2\n  connectTimeout: 2s\n  operationTimeout: 10s\nentraId:\n  tenantId: {TENANT}\n  \
-             clientId: {CLIENT_ID}\n  clientSecretFile: {secret}\n  authorityHost: {sim}\n  graphUrl: {sim}\n  \
-             requestTimeout: 5s\napi:\n  listen: 127.0.0.1:{port}\n  tokens:\n    \
-             - {{name: {OPERATOR}, role: security-operator, sha256: {op}}}\n    \
-             - {{name: {READER}, role: security-reader, sha256: {rd}}}\n",
-            tests_ou = env.tests_ou,
-            url = env.ldaps_url,
-            ca = env.ca_file.display(),
-            bind = env.action_bind,
-            password = password_file.display(),
-            base = env.base_dn,
-            secret = secret_file.display(),
-            sim = self.sim_url,
-            op = sha256(&self.tokens.operator),
-            rd = sha256(&self.tokens.reader),
+             maxChangesPerReconcile: 100\nresync: \"0 0 * * * *\"\nstore:\n  path: store\n{ad}{entra}api:\n  \
+             listen: 127.0.0.1:{port}\n  tokens:\n{tokens}",
+            tests_ou = self.dc.env().tests_ou,
+            ad = self.dc.active_directory_yaml(password_file, 2),
+            entra = entra_yaml(TENANT, CLIENT_ID, secret_file.display(), self.sim_url, Some("5s")),
+            tokens = self.tokens.yaml(),
         );
         let path = self.dir.join(name);
         std::fs::write(&path, yaml).expect("remedy.yaml");
@@ -326,9 +216,10 @@ impl Setup<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_password_secret_or_token_appears_in_logs_output_answers_or_the_store() {
+    let dc = Dc::shared().await;
     let started = Instant::now();
-    let env = dc::env();
-    let ou = TestOu::create("secrets").await;
+    let env = dc.env();
+    let ou = dc.ou("secrets").await;
     let mut users: Vec<TestUser> = Vec::new();
     for name in ["s1", "s2", "s3", "s4", "s5"] {
         users.push(ou.add_user(name, 0x200).await);
@@ -348,15 +239,12 @@ async fn no_password_secret_or_token_appears_in_logs_output_answers_or_the_store
     // about a log file written there would be written to that log file, and so on.
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("log directory");
-    let tokens = Tokens {
-        operator: distinctive("op-token"),
-        reader: distinctive("rd-token"),
-        wrong: distinctive("unknown-token"),
-        operator_file: dir.path().join("operator.token"),
-        reader_file: dir.path().join("reader.token"),
-    };
-    write_private(&tokens.operator_file, &format!("{}\n", tokens.operator));
-    write_private(&tokens.reader_file, &tokens.reader);
+    let tokens = Tokens::write(
+        dir.path(),
+        (OPERATOR, &distinctive("op-token")),
+        (READER, &distinctive("rd-token")),
+        &distinctive("unknown-token"),
+    );
     let secret_file = dir.path().join("client.secret");
     write_private(&secret_file, &format!("{client_secret}\n"));
     let wrong_secret_file = dir.path().join("wrong-client.secret");
@@ -370,7 +258,7 @@ async fn no_password_secret_or_token_appears_in_logs_output_answers_or_the_store
     };
     let sim: Sim = remedy_graph_sim::spawn(sim_config).await.expect("graph-sim starts");
     let sim_url = sim.url();
-    let setup = Setup { dir: dir.path(), sim_url: &sim_url, tokens: &tokens };
+    let setup = Setup { dc: &dc, dir: dir.path(), sim_url: &sim_url, tokens: &tokens };
 
     // Accounts named both ways (by sAMAccountName: Entra ID is found through AD's UPN), one that
     // does not exist, and a file that is not a valid manifest.
@@ -395,7 +283,7 @@ async fn no_password_secret_or_token_appears_in_logs_output_answers_or_the_store
     // Run 1: text logs at trace level, the right secrets; every command and endpoint.
     let port = free_port();
     let config = setup.config("run-1.yaml", &env.action_password_file, &secret_file, port);
-    let serve = Serve::start(&config, logs.join("run-1.log"), port, false).await;
+    let serve = Run::start(&config, logs.join("run-1.log"), port, false).await;
     for name in ["inc-1-s1", "inc-2-s2", "inc-3-s3"] {
         let out =
             remedy(&mut seen, &serve, &tokens, Who::Operator, &["status", name, "--wait", "--timeout", "30s"], 0).await;
@@ -455,7 +343,7 @@ async fn no_password_secret_or_token_appears_in_logs_output_answers_or_the_store
     let (status, _) = call(&mut seen, &serve, "POST", "/v1/approvals/not-a-plan", Some(&tokens.operator)).await;
     assert_eq!(status, 400);
     let log_1 = serve.stop().await;
-    let mut ldap = dc::admin().await;
+    let mut ldap = dc.admin().await;
     for user in &users[..3] {
         let state = dc::read_user(&mut ldap, &user.dn).await;
         assert_eq!(state.user_account_control & 2, 2, "{} disabled in AD", user.sam);
@@ -467,7 +355,7 @@ async fn no_password_secret_or_token_appears_in_logs_output_answers_or_the_store
     // Run 2: JSON logs, a manifest arrives while it runs.
     let port = free_port();
     let config = setup.config("run-2.yaml", &env.action_password_file, &secret_file, port);
-    let serve = Serve::start(&config, logs.join("run-2.log"), port, true).await;
+    let serve = Run::start(&config, logs.join("run-2.log"), port, true).await;
     write("inc-6-s4", format!("userPrincipalName: {}", users[3].upn));
     remedy(&mut seen, &serve, &tokens, Who::Reader, &["status", "inc-6-s4", "--wait", "--timeout", "30s"], 0).await;
     remedy(&mut seen, &serve, &tokens, Who::Reader, &["history", "--manifest", "inc-6-s4", "-o", "json"], 0).await;
@@ -480,7 +368,7 @@ async fn no_password_secret_or_token_appears_in_logs_output_answers_or_the_store
     let port = free_port();
     let config = setup.config("run-3.yaml", &wrong_password_file, &wrong_secret_file, port);
     write("inc-7-s5", format!("userPrincipalName: {}", users[4].upn));
-    let mut serve = Serve::start(&config, logs.join("run-3.log"), port, false).await;
+    let mut serve = Run::start(&config, logs.join("run-3.log"), port, false).await;
     serve.wait_for_log("cannot connect to Active Directory", Duration::from_secs(20)).await;
     serve.wait_for_log("token request refused", Duration::from_secs(20)).await;
     serve.wait_for_log("reconciled", Duration::from_secs(20)).await;
@@ -500,7 +388,7 @@ async fn no_password_secret_or_token_appears_in_logs_output_answers_or_the_store
     // The store, as the daemon left it: every record and status, and its raw files.
     let store_dir = dir.path().join("store");
     let (store, _) = Store::open(&store_dir).expect("store opens");
-    let records = crate::harness::all_history(&store);
+    let records = crate::support::daemon::all_history(&store);
     let statuses = store.list_status().expect("statuses readable");
     let known = store.known_manifests().expect("known manifests readable");
     let unsettled = store.unsettled().expect("journal readable");

@@ -1,10 +1,9 @@
 //! `remedy serve` end to end: the controller in this process, watching a real manifest directory
 //! (real notify), acting on the real Samba DC as the scoped action account and on graph-sim over
 //! loopback HTTP, recording in a real store. Each test has its own OU, directory and store. The
-//! harness (Daemon, Options, manifests) is in `harness.rs`.
+//! daemon (Daemon, Options, manifests) is in `support/daemon.rs`.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,36 +13,25 @@ use remedy::store::HistoryQuery;
 use remedy_graph_sim::SimUser;
 use remedy_policies::{Action, ManifestName};
 
-use crate::dc::{self, TestOu};
-use crate::harness::{
+use crate::support::daemon::{
     actions, condition, is_ready, manifest, sam, save_atomically, Daemon, Options, DISABLE, DISABLE_AND_SUSPEND,
     FAST_RESYNC,
 };
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=test", "-c", "user.email=test@remedy.test", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?} in {} failed", dir.display());
-}
+use crate::support::dc::{self, Dc};
+use crate::support::git;
 
 #[tokio::test]
 async fn a_new_manifest_disables_in_ad_and_suspends_in_entra_within_seconds() {
-    let ou = TestOu::create("serve-new").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("serve-new").await;
     let user = ou.add_user("new", 0x200).await;
     let options = Options { entra_users: vec![SimUser::new(&user.upn)], ..Options::default() };
-    let daemon = Daemon::start(options).await;
+    let daemon = Daemon::start(&dc, options).await;
 
     daemon.save("inc-1.yaml", &manifest("inc-1", &user.sam, DISABLE_AND_SUSPEND));
     let status = daemon.wait_status("inc-1", Duration::from_secs(15), is_ready).await;
 
-    let mut ldap = dc::admin().await;
+    let mut ldap = dc.admin().await;
     assert_eq!(dc::read_user(&mut ldap, &user.dn).await.user_account_control, 0x202, "disabled in AD");
     let sim = daemon.sim.as_ref().expect("graph-sim");
     assert!(!sim.user(&user.upn).expect("in Entra").account_enabled, "suspended in Entra ID");
@@ -96,15 +84,16 @@ async fn a_new_manifest_disables_in_ad_and_suspends_in_entra_within_seconds() {
 
 #[tokio::test]
 async fn an_account_re_enabled_behind_remedys_back_is_disabled_again_with_a_drift_record() {
-    let ou = TestOu::create("serve-drift").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("serve-drift").await;
     let user = ou.add_user("drift", 0x200).await;
     let options = Options { resync: FAST_RESYNC, with_entra: false, ..Options::default() };
-    let daemon = Daemon::start(options).await;
+    let daemon = Daemon::start(&dc, options).await;
     daemon.save("inc-2.yaml", &manifest("inc-2", &user.sam, DISABLE));
     daemon.wait_status("inc-2", Duration::from_secs(15), is_ready).await;
 
     // Someone re-enables the account with ldapmodify, as an administrator.
-    let env = dc::env();
+    let env = dc.env();
     let ldif = format!("dn: {}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 512\n", user.dn);
     let ldif_file = daemon.dir.path().join("enable.ldif");
     std::fs::write(&ldif_file, ldif).expect("ldif");
@@ -135,18 +124,19 @@ async fn an_account_re_enabled_behind_remedys_back_is_disabled_again_with_a_drif
     assert_eq!((drift.action, drift.before.as_str(), drift.after.as_str()), (Action::DisableAccount, "0x200", "0x202"));
     let note = drift.note.expect("a drift record says what was found");
     assert!(note.contains("found 0x200") && note.contains("whenChanged"), "{note}");
-    let mut ldap = dc::admin().await;
+    let mut ldap = dc.admin().await;
     assert_eq!(dc::read_user(&mut ldap, &user.dn).await.user_account_control, 0x202, "disabled again");
     daemon.stop().await;
 }
 
 #[tokio::test]
 async fn an_invalid_manifest_takes_only_itself_out() {
-    let ou = TestOu::create("serve-invalid").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("serve-invalid").await;
     let good = ou.add_user("good", 0x200).await;
     let bad = ou.add_user("bad", 0x200).await;
     let options = Options { with_entra: false, ..Options::default() };
-    let daemon = Daemon::start(options).await;
+    let daemon = Daemon::start(&dc, options).await;
     // One directory change carrying both (a rename of a prepared folder): one load.
     let staging = daemon.dir.path().join("staging");
     std::fs::create_dir(&staging).expect("staging");
@@ -162,7 +152,7 @@ async fn an_invalid_manifest_takes_only_itself_out() {
     assert!(message.contains("batch/bad.yaml:10:"), "the message names file, line and column: {message}");
     assert_eq!(condition(&status, ConditionType::Ready).0, ConditionStatus::False);
 
-    let mut ldap = dc::admin().await;
+    let mut ldap = dc.admin().await;
     assert_eq!(dc::read_user(&mut ldap, &good.dn).await.user_account_control, 0x202, "the valid one converged");
     assert_eq!(dc::read_user(&mut ldap, &bad.dn).await.user_account_control, 0x200, "the invalid one did nothing");
     daemon.stop().await;
@@ -170,14 +160,15 @@ async fn an_invalid_manifest_takes_only_itself_out() {
 
 #[tokio::test]
 async fn a_commit_larger_than_the_blast_radius_applies_nothing_until_approved() {
-    let ou = TestOu::create("serve-blast").await;
-    let mut ldap = dc::admin().await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("serve-blast").await;
+    let mut ldap = dc.admin().await;
     let mut users = Vec::new();
     for i in 0..40 {
         users.push(ou.add_user_with(&mut ldap, &format!("b{i:02}"), 0x200, false).await);
     }
     let options = Options { with_entra: false, max_changes: 25, ..Options::default() };
-    let daemon = Daemon::start(options).await;
+    let daemon = Daemon::start(&dc, options).await;
     let staging = daemon.dir.path().join("staging");
     std::fs::create_dir(&staging).expect("staging");
     for (i, user) in users.iter().enumerate() {
@@ -223,6 +214,7 @@ async fn a_commit_larger_than_the_blast_radius_applies_nothing_until_approved() 
 
 #[tokio::test]
 async fn atomic_saves_git_pulls_and_symlink_swaps_each_make_exactly_one_reconcile() {
+    let dc = Dc::shared().await;
     let root = tempfile::tempdir().expect("temporary directory");
     // upstream: the repository operators commit to; checkout-a: the daemon's clone of it;
     // live -> checkout-a: what the daemon watches (git-sync style).
@@ -237,7 +229,7 @@ async fn atomic_saves_git_pulls_and_symlink_swaps_each_make_exactly_one_reconcil
     let live = root.path().join("live");
     std::os::unix::fs::symlink(&checkout_a, &live).expect("symlink");
     let options = Options { with_entra: false, ..Options::default() };
-    let daemon = Daemon::start_on(root, live.clone(), options).await;
+    let daemon = Daemon::start_on(&dc, root, live.clone(), options).await;
     daemon.wait("the first reconcile", Duration::from_secs(15), |p| p.passes >= 1).await;
     let settle = Duration::from_millis(1500);
 
@@ -288,10 +280,11 @@ async fn atomic_saves_git_pulls_and_symlink_swaps_each_make_exactly_one_reconcil
 
 #[tokio::test]
 async fn a_deleted_manifest_with_restore_gives_the_account_back_and_records_it() {
-    let ou = TestOu::create("serve-release").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("serve-release").await;
     let user = ou.add_user("rel", 0x200).await;
     let options = Options { with_entra: false, ..Options::default() };
-    let daemon = Daemon::start(options).await;
+    let daemon = Daemon::start(&dc, options).await;
     // The manifest directory is a git checkout: records name the commit.
     git(&daemon.manifests, &["init", "-q"]);
     let text = manifest("inc-rel", &user.sam, &format!("{DISABLE}  onRelease: restore\n"));
@@ -299,7 +292,7 @@ async fn a_deleted_manifest_with_restore_gives_the_account_back_and_records_it()
     git(&daemon.manifests, &["add", "."]);
     git(&daemon.manifests, &["commit", "-q", "-m", "inc-rel"]);
     daemon.wait_status("inc-rel", Duration::from_secs(15), is_ready).await;
-    let mut ldap = dc::admin().await;
+    let mut ldap = dc.admin().await;
     assert_eq!(dc::read_user(&mut ldap, &user.dn).await.user_account_control, 0x202);
     let head = String::from_utf8(
         Command::new("git").arg("-C").arg(&daemon.manifests).args(["rev-parse", "HEAD"]).output().expect("git").stdout,
@@ -324,22 +317,23 @@ async fn a_deleted_manifest_with_restore_gives_the_account_back_and_records_it()
     );
     let Event::Action(first) = &records[0].event else { panic!("an action record") };
     assert_eq!(first.manifests[0].commit.as_deref(), Some(head.trim()), "the record names the commit");
-    assert_eq!(first.acting_account.as_deref(), Some(dc::env().action_bind.as_str()));
+    assert_eq!(first.acting_account.as_deref(), Some(dc.env().action_bind.as_str()));
     assert!(first.resolved.ad_dn.as_deref().is_some_and(|dn| dn.eq_ignore_ascii_case(&user.dn)), "{first:?}");
     daemon.stop().await;
 }
 
 #[tokio::test]
 async fn a_manifest_pointed_at_another_account_releases_the_first() {
-    let ou = TestOu::create("serve-retarget").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("serve-retarget").await;
     let bob = ou.add_user("bob", 0x200).await;
     let carol = ou.add_user("carol", 0x200).await;
     let options = Options { with_entra: false, ..Options::default() };
-    let daemon = Daemon::start(options).await;
+    let daemon = Daemon::start(&dc, options).await;
     let spec = format!("{DISABLE}  onRelease: restore\n");
     daemon.save("inc-7.yaml", &manifest("inc-7", &bob.sam, &spec));
     daemon.wait_status("inc-7", Duration::from_secs(15), is_ready).await;
-    let mut ldap = dc::admin().await;
+    let mut ldap = dc.admin().await;
     assert_eq!(dc::read_user(&mut ldap, &bob.dn).await.user_account_control, 0x202);
 
     // The wrong account: the operator points the manifest at carol.
@@ -376,9 +370,10 @@ async fn a_manifest_pointed_at_another_account_releases_the_first() {
 /// with the chain, and the DC shows nothing written. A plain user of the same OU is disabled.
 #[tokio::test]
 async fn nested_primary_group_and_renamed_admins_are_denied_with_the_chain_and_nothing_is_written() {
-    let ou = TestOu::create("serve-priv").await;
-    let mut ldap = dc::admin().await;
-    let env = dc::env();
+    let dc = Dc::shared().await;
+    let ou = dc.ou("serve-priv").await;
+    let mut ldap = dc.admin().await;
+    let env = dc.env();
     let domain_admins = format!("CN=Domain Admins,CN=Users,{}", env.base_dn);
     let ops = ou.add_group(&mut ldap, "t0ops").await;
     let leads = ou.add_group(&mut ldap, "leads").await;
@@ -403,7 +398,7 @@ async fn nested_primary_group_and_renamed_admins_are_denied_with_the_chain_and_n
     let revert = dc::Revert::set(&mut ldap, &domain_admins, "sAMAccountName", "Domain Admins", &renamed_admins).await;
 
     let options = Options { with_entra: false, protected_groups: vec![vault_sid.clone()], ..Options::default() };
-    let daemon = Daemon::start(options).await;
+    let daemon = Daemon::start(&dc, options).await;
     for user in [&nested, &primary, &vaulted, &plain] {
         let name = format!("inc-{}", user.sam);
         daemon.save(&format!("{name}.yaml"), &manifest(&name, &user.sam, DISABLE));
@@ -459,16 +454,17 @@ async fn nested_primary_group_and_renamed_admins_are_denied_with_the_chain_and_n
 /// account as declared" until the next resync while the account is already enabled again.
 #[tokio::test]
 async fn an_expired_manifest_is_released_in_the_pass_that_restores_the_account() {
-    let ou = TestOu::create("serve-expiry").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("serve-expiry").await;
     let user = ou.add_user("exp", 0x200).await;
     let options = Options { with_entra: false, ..Options::default() };
-    let daemon = Daemon::start(options).await;
+    let daemon = Daemon::start(&dc, options).await;
     let expires =
         (chrono::Utc::now() + chrono::Duration::seconds(4)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let spec = format!("  expires: {expires}\n{DISABLE}  onRelease: restore\n");
     daemon.save("inc-exp.yaml", &manifest("inc-exp", &user.sam, &spec));
     daemon.wait_status("inc-exp", Duration::from_secs(15), is_ready).await;
-    let mut ldap = dc::admin().await;
+    let mut ldap = dc.admin().await;
     assert_eq!(dc::read_user(&mut ldap, &user.dn).await.user_account_control, 0x202, "disabled until it expires");
 
     let expiry = chrono::DateTime::parse_from_rfc3339(&expires).expect("time");
@@ -485,10 +481,11 @@ async fn an_expired_manifest_is_released_in_the_pass_that_restores_the_account()
 /// and the value before and after, and not again on an unrelated reconcile or after a restart.
 #[tokio::test]
 async fn a_blocked_change_is_recorded_once_with_its_reason_and_values() {
-    let ou = TestOu::create("serve-blocked").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("serve-blocked").await;
     let user = ou.add_user("nevexp", 0x10200).await;
     let options = || Options { with_entra: false, ..Options::default() };
-    let daemon = Daemon::start(options()).await;
+    let daemon = Daemon::start(&dc, options()).await;
     daemon.save("inc-nx.yaml", &manifest("inc-nx", &user.sam, "  activeDirectory:\n    mustChangePassword: true\n"));
     let blocked = |s: &remedy::model::ManifestStatus| {
         s.condition(ConditionType::Ready).is_some_and(|c| c.reason == ConditionReason::Blocked)
@@ -527,10 +524,11 @@ async fn a_blocked_change_is_recorded_once_with_its_reason_and_values() {
 /// against the plan's `0 (change pending)` and `...T10:41:47Z`).
 #[tokio::test]
 async fn a_records_before_and_after_are_written_as_the_plan_writes_them() {
-    let ou = TestOu::create("serve-values").await;
+    let dc = Dc::shared().await;
+    let ou = dc.ou("serve-values").await;
     let user = ou.add_user("values", 0x200).await;
     let options = Options { entra_users: vec![SimUser::new(&user.upn)], ..Options::default() };
-    let daemon = Daemon::start(options).await;
+    let daemon = Daemon::start(&dc, options).await;
     let spec = "  activeDirectory:\n    mustChangePassword: true\n  entraId:\n    revokeSessions: true\n";
     daemon.save("inc-values.yaml", &manifest("inc-values", &user.sam, spec));
     daemon.wait_status("inc-values", Duration::from_secs(15), is_ready).await;

@@ -532,7 +532,7 @@ fn a_second_open_fails_while_the_store_is_in_use() {
     assert!(error.to_string().contains("is in use by another remedy process"), "{error}");
     // From another process, as a second daemon would.
     let output = Command::new(std::env::current_exe().expect("this test binary"))
-        .args(["--exact", "lock_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "store::lock_child", "--ignored", "--nocapture", "--test-threads=1"])
         .env(LOCK_CHILD_ENV, dir.path())
         .output()
         .expect("the child runs");
@@ -547,7 +547,7 @@ fn a_second_open_fails_while_the_store_is_in_use() {
     store.verify_history().expect("holds");
     drop(store);
     let output = Command::new(std::env::current_exe().expect("this test binary"))
-        .args(["--exact", "lock_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "store::lock_child", "--ignored", "--nocapture", "--test-threads=1"])
         .env(LOCK_CHILD_ENV, dir.path())
         .output()
         .expect("the child runs");
@@ -639,7 +639,7 @@ fn kill_9_at_any_moment_loses_no_record_and_duplicates_none() {
     drop(open(dir.path()));
     for round in 0..20 {
         let mut child = Command::new(std::env::current_exe().expect("this test binary"))
-            .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "store::crash_child", "--ignored", "--nocapture", "--test-threads=1"])
             .env(CRASH_CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -6,17 +6,17 @@
 //! Every command's output, and the daemon's log, is kept and checked for the tokens at the end.
 
 use std::cell::RefCell;
-use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as StdCommand, Stdio};
+use std::process::{Command as StdCommand, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use remedy_graph_sim::{spawn, Sim, SimConfig, SimUser};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
+use crate::support::serve::{Serve, Tokens, Who};
+use crate::support::{condition, entra_yaml, free_port, write_private};
 
 const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 const CLIENT_ID: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
@@ -26,19 +26,6 @@ const READER_TOKEN: &str = "rd-1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d";
 const WRONG_TOKEN: &str = "wrong-9e8d7c6b5a4f3e2d1c0b9a8f7e6d";
 const OPERATOR: &str = "ops-olivia";
 const READER: &str = "reader-rita";
-
-/// Who runs a command, and how the token reaches it.
-#[derive(Debug, Clone, Copy)]
-enum Who {
-    /// The operator's token in a file (`--token-file`).
-    Operator,
-    /// The operator's token in REMEDY_TOKEN.
-    OperatorEnv,
-    /// The reader's token in a file named by REMEDY_TOKEN_FILE.
-    Reader,
-    /// A token the daemon does not know, in REMEDY_TOKEN.
-    Stranger,
-}
 
 /// What a command did.
 #[derive(Debug)]
@@ -56,13 +43,14 @@ impl Out {
 
 /// The simulator and `remedy serve`, in a directory of their own.
 struct Daemon {
+    // First: `remedy serve` is killed (if the test did not stop it) before its directory goes.
+    serve: Serve,
     sim: Sim,
     // Declared after `sim`: the simulator's server stops before its runtime goes.
-    _runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Runtime,
     dir: tempfile::TempDir,
     server: String,
-    child: Option<Child>,
-    log: PathBuf,
+    tokens: Tokens,
     /// Everything the commands printed.
     outputs: RefCell<Vec<String>>,
 }
@@ -73,24 +61,6 @@ fn manifest(name: &str, upn: &str) -> String {
          sign-ins from an anonymising proxy\"\n  target:\n    userPrincipalName: {upn}\n  entraId:\n    \
          suspended: true\n"
     )
-}
-
-fn write_private(path: &Path, text: &str) {
-    std::fs::write(path, text).expect("write");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
-    }
-}
-
-fn sha256(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").port()
 }
 
 impl Daemon {
@@ -105,8 +75,7 @@ impl Daemon {
         let sim = runtime.block_on(spawn(config)).expect("simulator starts");
         let dir = tempfile::tempdir().expect("temporary directory");
         write_private(&dir.path().join("client-secret"), &format!("{SECRET}\n"));
-        write_private(&dir.path().join("operator.token"), &format!("{OPERATOR_TOKEN}\n"));
-        write_private(&dir.path().join("reader.token"), READER_TOKEN);
+        let tokens = Tokens::write(dir.path(), (OPERATOR, OPERATOR_TOKEN), (READER, READER_TOKEN), WRONG_TOKEN);
         std::fs::create_dir(dir.path().join("manifests")).expect("mkdir");
         for (name, upn) in manifests {
             std::fs::write(dir.path().join("manifests").join(format!("{name}.yaml")), manifest(name, upn))
@@ -115,56 +84,28 @@ impl Daemon {
         let port = free_port();
         let config = format!(
             "manifests:\n  path: manifests\n  debounce: 100ms\nguardrails:\n  allowedScopes: [\"OU=Staff,DC=remedy,DC=test\"]\n  \
-             maxChangesPerReconcile: {max_changes}\nentraId:\n  tenantId: {TENANT}\n  clientId: {CLIENT_ID}\n  \
-             clientSecretFile: client-secret\n  authorityHost: {url}\n  graphUrl: {url}\n  requestTimeout: 10s\n\
-             resync: \"0 0 * * * *\"\nstore:\n  path: store\napi:\n  listen: 127.0.0.1:{port}\n  tokens:\n    \
-             - {{name: {OPERATOR}, role: security-operator, sha256: {op}}}\n    \
-             - {{name: {READER}, role: security-reader, sha256: {rd}}}\n",
-            url = sim.url(),
-            op = sha256(OPERATOR_TOKEN),
-            rd = sha256(READER_TOKEN),
+             maxChangesPerReconcile: {max_changes}\n{entra}resync: \"0 0 * * * *\"\nstore:\n  path: store\napi:\n  \
+             listen: 127.0.0.1:{port}\n  tokens:\n{tokens}",
+            entra = entra_yaml(TENANT, CLIENT_ID, "client-secret", &sim.url(), Some("10s")),
+            tokens = tokens.yaml(),
         );
         let config_path = dir.path().join("remedy.yaml");
         std::fs::write(&config_path, config).expect("remedy.yaml");
-        let log = dir.path().join("serve.log");
-        let file = File::create(&log).expect("log file");
-        let child = StdCommand::new(env!("CARGO_BIN_EXE_remedy"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .env("REMEDY_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .expect("remedy serve starts");
-        let mut daemon = Daemon {
+        let mut serve = Serve::start(&config_path, dir.path().join("serve.log"), "info", false);
+        runtime.block_on(serve.wait_for_port(port, Duration::from_secs(30)));
+        Daemon {
+            serve,
             sim,
-            _runtime: runtime,
+            runtime,
             dir,
             server: format!("http://127.0.0.1:{port}"),
-            child: Some(child),
-            log,
+            tokens,
             outputs: RefCell::new(Vec::new()),
-        };
-        daemon.wait_for_api(port);
-        daemon
+        }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_for_api(&mut self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait")) {
-                panic!("remedy serve exited ({status}):\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "the API did not listen within 30 s:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.serve.log()
     }
 
     /// `remedy ARGS` as `who`, against this daemon.
@@ -175,31 +116,7 @@ impl Daemon {
     }
 
     fn std_command(&self, who: Who, args: &[&str]) -> StdCommand {
-        let mut command = StdCommand::new(env!("CARGO_BIN_EXE_remedy"));
-        command
-            .args(args)
-            .env("REMEDY_SERVER", &self.server)
-            .env("NO_COLOR", "1")
-            .env_remove("REMEDY_TOKEN")
-            .env_remove("REMEDY_TOKEN_FILE")
-            .env_remove("REMEDY_CA_FILE")
-            .env_remove("REMEDY_LOG")
-            .env_remove("REMEDY_LOG_FORMAT");
-        match who {
-            Who::Operator => {
-                command.arg("--token-file").arg(self.dir.path().join("operator.token"));
-            }
-            Who::OperatorEnv => {
-                command.env("REMEDY_TOKEN", OPERATOR_TOKEN);
-            }
-            Who::Reader => {
-                command.env("REMEDY_TOKEN_FILE", self.dir.path().join("reader.token"));
-            }
-            Who::Stranger => {
-                command.env("REMEDY_TOKEN", WRONG_TOKEN);
-            }
-        }
-        command
+        self.tokens.command(&self.server, who, args)
     }
 
     /// Runs `remedy ARGS` as `who` with its standard output a pipe that is closed before it writes
@@ -240,18 +157,7 @@ impl Daemon {
 
     /// Stops the daemon with SIGTERM; asserts no token was ever printed by a command or the daemon.
     fn stop(mut self) {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().to_string();
-        let sent = StdCommand::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
-        assert!(sent.success(), "kill -TERM {pid}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "remedy serve did not stop on SIGTERM:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = self.runtime.block_on(self.serve.terminate(Duration::from_secs(20)));
         assert!(status.success(), "remedy serve exited with {status}:\n{}", self.log());
         let mut everything = self.outputs.borrow().join("\n");
         everything.push_str(&self.log());
@@ -261,26 +167,9 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// The records of `remedy history -o json` that are of `kind`.
 fn of_kind<'a>(records: &'a Value, kind: &str) -> Vec<&'a Value> {
     records.as_array().expect("an array").iter().filter(|r| r["event"]["kind"] == kind).collect()
-}
-
-/// The condition `kind` of a status object.
-fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
-    status["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == kind))
-        .unwrap_or_else(|| panic!("no {kind} condition in {status}"))
 }
 
 #[test]

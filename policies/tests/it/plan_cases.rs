@@ -1,11 +1,11 @@
-//! Data-driven plan cases: every folder under `tests/cases/` is one case.
+//! Data-driven plan cases: every folder under `tests/it/cases/` is one case.
 //!
 //! - `manifests.yaml`: real manifest YAML (one or more documents), loaded with the crate's loader.
 //! - `observed.yaml`: the observed state, in [`ObservedState`]'s snapshot form.
 //! - `input.yaml` (optional): see [`CaseInput`].
 //!
-//! The plan is snapshotted as YAML (`snapshots/plan_cases__<case>.snap`). Run one case with
-//! `CASE=<name> cargo test -p remedy-policies --test plan_cases`.
+//! The plan is snapshotted as YAML (`snapshots/it__plan_cases__<case>.snap`). Run one case with
+//! `CASE=<name> cargo test -p remedy-policies --test it plan_cases`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -17,6 +17,8 @@ use remedy_policies::load::{assemble, load_file};
 use remedy_policies::observed::ObservedState;
 use remedy_policies::plan::{plan, ActiveManifest, DepartedManifest, Plan, PlanId, PlanInput, RecordedChange};
 use serde::Deserialize;
+
+use crate::support::read;
 
 /// Everything a case may set besides manifests and observed state; all optional.
 #[derive(Debug, Default, Deserialize)]
@@ -44,11 +46,7 @@ struct CaseInput {
 }
 
 fn cases_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases")
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/cases")
 }
 
 fn default_guardrails() -> Guardrails {
@@ -109,12 +107,12 @@ fn run_case(dir: &Path) -> (Plan, Option<String>) {
 fn plan_cases() {
     let only = std::env::var("CASE").ok();
     let mut cases: Vec<PathBuf> = fs::read_dir(cases_dir())
-        .expect("tests/cases exists")
+        .expect("tests/it/cases exists")
         .map(|entry| entry.expect("readable entry").path())
         .filter(|path| path.is_dir())
         .collect();
     cases.sort();
-    assert!(!cases.is_empty(), "no cases found under tests/cases");
+    assert!(!cases.is_empty(), "no cases found under tests/it/cases");
 
     let mut failed = Vec::new();
     let mut names = BTreeSet::new();
@@ -137,12 +135,12 @@ fn plan_cases() {
     }
 
     // A snapshot without its case is a case that was renamed or deleted: it must go too.
-    let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/snapshots");
     let orphans: Vec<String> = fs::read_dir(&snapshots)
         .map(|entries| {
             entries
                 .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-                .filter_map(|file| file.strip_prefix("plan_cases__")?.strip_suffix(".snap").map(str::to_owned))
+                .filter_map(|file| file.strip_prefix("it__plan_cases__")?.strip_suffix(".snap").map(str::to_owned))
                 .filter(|case| !names.contains(case))
                 .collect()
         })

@@ -2,19 +2,12 @@
 //! blocks in `docs/*.md` and the README.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
 use remedy_policies::config::Config;
 use remedy_policies::load::{assemble, load_file};
 use remedy_policies::observed::ObservedState;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use crate::support::{read, repo};
 
 /// The fenced blocks of a Markdown file with the given info string, with their starting line.
 fn fenced_blocks(markdown: &str, info: &str) -> Vec<(usize, String)> {

@@ -1,21 +1,12 @@
 //! The DC goes away mid-run and comes back. Stopping the shared test DC would break every other
-//! DC test running at the same time: these tests live in a test binary of their own (cargo runs
-//! test binaries one after another), and each holds [`DC_OUTAGE`] from start to end, because cargo
-//! runs the tests of one binary in parallel threads.
+//! DC test running at the same time: each test here takes the DC exclusively
+//! (`support::dc::Dc::exclusive`) from start to end, which waits for the other DC tests of this
+//! binary to finish and keeps them (and the other test here) out until the DC is up again.
 
-#[allow(dead_code)]
-#[path = "it/dc.rs"]
-mod dc;
-#[allow(dead_code)]
-#[path = "it/harness.rs"]
-mod harness;
-
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use harness::{actions, condition, is_ready, manifest, sam, Daemon, Options, DISABLE};
 use remedy::ad::{AdDirectory, LdapDirectory};
 use remedy::controller::Trigger;
 use remedy::model::{ActionOutcome, ConditionReason, ConditionStatus, ConditionType, ManifestStatus};
@@ -23,42 +14,18 @@ use remedy_policies::config::ActiveDirectoryConfig;
 use remedy_policies::observed::ProviderView;
 use remedy_policies::{Action, Identity};
 
-/// Held by each test for its whole run (DC up again included): no two tests here ever stop the
-/// DC at the same time, or start it under the other's feet. A Tokio mutex: it is held across
-/// awaits, and a test that panics releases it without poisoning it.
-static DC_OUTAGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn samba_dc(command: &str) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/samba-dc");
-    let mut process = Command::new(&script);
-    process.arg(command);
-    // The DC the environment names, whichever checkout this test was built from.
-    if let Ok(dir) = std::env::var("REMEDY_TEST_DC_DIR") {
-        process.env("REMEDY_DC_DIR", dir);
-    }
-    let status = process.status().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(status.success(), "scripts/samba-dc {command} failed: {status}");
-}
-
-/// Starts the DC again however the test ends, so that a failure here does not take the DC away
-/// from everything that runs after it.
-struct RestartOnDrop;
-
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        samba_dc("start");
-    }
-}
+use crate::support::daemon::{actions, condition, is_ready, manifest, sam, Daemon, Options, DISABLE};
+use crate::support::dc::{self, Dc};
 
 #[tokio::test]
 async fn a_dc_outage_gives_transient_errors_and_the_pool_reconnects() {
-    let _outage = DC_OUTAGE.lock().await;
-    let ou = dc::TestOu::create("outage").await;
+    let dc = Dc::exclusive().await;
+    let ou = dc.ou("outage").await;
     let user = ou.add_user("out", 512).await;
     let config = ActiveDirectoryConfig {
         connect_timeout: Duration::from_secs(2),
         operation_timeout: Duration::from_secs(5),
-        ..dc::action_config()
+        ..dc.action_config()
     };
     let directory = LdapDirectory::connect(&config, Path::new("/")).await.expect("connect");
     let identity: Identity = format!("sam:{}", user.sam).parse().expect("identity");
@@ -67,8 +34,7 @@ async fn a_dc_outage_gives_transient_errors_and_the_pool_reconnects() {
     let account = views[&identity].found().cloned().expect("found");
 
     let connects_before = directory.stats().connects;
-    let restart = RestartOnDrop;
-    samba_dc("stop");
+    let stopped = dc.stop();
     for attempt in 0..3 {
         let error = directory.observe(&ids).await.expect_err("the DC is down");
         assert!(error.is_transient(), "attempt {attempt}: {error:?}");
@@ -81,7 +47,7 @@ async fn a_dc_outage_gives_transient_errors_and_the_pool_reconnects() {
     assert!(error.nothing_sent(), "{error:?}");
     assert!(error.to_string().ends_with("nothing was sent"), "{error}");
 
-    samba_dc("start");
+    stopped.start();
     let started = Instant::now();
     let views = loop {
         match directory.observe(&ids).await {
@@ -98,7 +64,6 @@ async fn a_dc_outage_gives_transient_errors_and_the_pool_reconnects() {
     assert!(directory.stats().connects > connects_before, "new connections were opened: {:?}", directory.stats());
     let change = directory.apply(&account, Action::DisableAccount, Utc::now()).await.expect("apply after reconnecting");
     assert!(change.after.is_disabled());
-    drop(restart);
 }
 
 /// Waits (up to `limit`) for the manifest to be Ready; says how long after `up_since` it was.
@@ -137,25 +102,24 @@ fn provider_unavailable(status: &ManifestStatus) -> bool {
 /// afresh), `warm` had connected its pool (each pass leases connections the DC dropped).
 #[tokio::test]
 async fn a_dc_stopped_for_a_minute_is_provider_unavailable_with_backoff_and_converges_when_it_returns() {
-    let _outage = DC_OUTAGE.lock().await;
-    let ou = dc::TestOu::create("outage-serve").await;
+    let dc = Dc::exclusive().await;
+    let ou = dc.ou("outage-serve").await;
     let cold_user = ou.add_user("cold", 512).await;
     let warm_user = ou.add_user("warm", 512).await;
     // Backoff base 1 s, cap 5 s (the harness's); connectTimeout 2s (its configuration). No resync
     // within the test (an hourly one would fire in one run out of forty): every pass after the
     // manifests arrive is a retry.
     let options = || Options { resync: "@yearly", with_entra: false, ..Options::default() };
-    let cold = Daemon::start(options()).await;
-    let warm = Daemon::start(options()).await;
+    let cold = Daemon::start(&dc, options()).await;
+    let warm = Daemon::start(&dc, options()).await;
     warm.handle.reconcile("test: connect before the outage", None, None).await.expect("reconcile requested");
     warm.wait("the pass that connects to AD", Duration::from_secs(15), |p| p.passes >= 1).await;
     assert_eq!(cold.progress().passes, 0, "cold has not talked to AD yet");
     let daemons = [("cold", &cold, &cold_user, "inc-outage-cold"), ("warm", &warm, &warm_user, "inc-outage-warm")];
-    let url = &dc::env().ldaps_url;
+    let url = &dc.env().ldaps_url;
 
-    let restart = RestartOnDrop;
     let stopping = Instant::now();
-    samba_dc("stop");
+    let stopped = dc.stop();
     let down_since = Instant::now();
     eprintln!("DC stopped in {:?}", down_since - stopping);
     for (_, daemon, user, name) in daemons {
@@ -205,7 +169,7 @@ async fn a_dc_stopped_for_a_minute_is_provider_unavailable_with_backoff_and_conv
     }
 
     let starting = Instant::now();
-    samba_dc("start");
+    stopped.start();
     let up_since = Instant::now();
     eprintln!("DC down for {:?}, started in {:?}", up_since - down_since, up_since - starting);
     // Both retry within the controller's cap (5 s); the warm one's pool spaces reconnects by a
@@ -215,7 +179,7 @@ async fn a_dc_stopped_for_a_minute_is_provider_unavailable_with_backoff_and_conv
         converge("cold", &cold, "inc-outage-cold", up_since, Duration::from_secs(20)),
         converge("warm", &warm, "inc-outage-warm", up_since, Duration::from_secs(20)),
     );
-    let mut ldap = dc::admin().await;
+    let mut ldap = dc.admin().await;
     for ((which, daemon, user, _), (status, _)) in daemons.into_iter().zip([cold_ready, warm_ready]) {
         let (_, reason, message) = condition(&status, ConditionType::Ready);
         assert_eq!(reason, ConditionReason::Succeeded, "{which}: {message}");
@@ -230,5 +194,4 @@ async fn a_dc_stopped_for_a_minute_is_provider_unavailable_with_backoff_and_conv
     }
     cold.stop().await;
     warm.stop().await;
-    drop(restart);
 }

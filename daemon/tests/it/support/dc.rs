@@ -1,16 +1,134 @@
-//! Fixture for tests against the Samba AD DC of `scripts/samba-dc`: its coordinates from the
-//! environment, an administrator connection (ldap3 directly, not the code under test), and a
-//! private OU per test under OU=Tests, with users in given states, deleted again at the end.
+//! The Samba AD DC of `scripts/samba-dc`, shared by every test of this binary that talks to it:
+//! its coordinates from the environment, an administrator connection (ldap3 directly, not the
+//! code under test), and a private OU per test under OU=Tests, with users in given states, deleted
+//! again at the end.
+//!
+//! A test reaches the DC only through a [`Dc`], which holds a process-wide lock for as long as the
+//! test (or an OU or daemon it made) still uses it: taken shared by every DC test
+//! ([`Dc::shared`]), exclusively by the tests that stop the DC ([`Dc::exclusive`]). So no test ever
+//! finds the DC stopped under its feet by another test of this binary, and a DC test cannot forget
+//! to take it. Take one `Dc` per test, at its start; never a second one while holding the first
+//! (a waiting outage test would make that deadlock).
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 use remedy_policies::config::ActiveDirectoryConfig;
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use uuid::Uuid;
+
+/// The right to use the DC: shared by the tests that use it, exclusive for those that stop it.
+/// Cheap to clone; the lock is released when the last clone goes (OUs and daemons keep one).
+#[derive(Debug, Clone)]
+pub struct Dc(Arc<Hold>);
+
+/// Held only to be released when dropped.
+#[derive(Debug)]
+enum Hold {
+    Shared(#[allow(dead_code)] OwnedRwLockReadGuard<()>),
+    Exclusive(#[allow(dead_code)] OwnedRwLockWriteGuard<()>),
+}
+
+fn lock() -> Arc<RwLock<()>> {
+    static LOCK: OnceLock<Arc<RwLock<()>>> = OnceLock::new();
+    LOCK.get_or_init(|| Arc::new(RwLock::new(()))).clone()
+}
+
+impl Dc {
+    /// For a test that uses the DC: waits while a test that stops it runs.
+    pub async fn shared() -> Dc {
+        Dc(Arc::new(Hold::Shared(lock().read_owned().await)))
+    }
+
+    /// For a test that stops the DC: waits until no other test of this binary uses it, and keeps
+    /// them all out until it is released.
+    pub async fn exclusive() -> Dc {
+        Dc(Arc::new(Hold::Exclusive(lock().write_owned().await)))
+    }
+
+    /// The DC's coordinates; panics (never skips) when the environment does not name a DC.
+    pub fn env(&self) -> &'static TestEnv {
+        env()
+    }
+
+    /// The provider's configuration as an operator would write it: LDAPS, the test CA, the scoped
+    /// action account svc-remedy.
+    pub fn action_config(&self) -> ActiveDirectoryConfig {
+        action_config()
+    }
+
+    /// An administrator connection over LDAPS, certificate verified.
+    pub async fn admin(&self) -> Ldap {
+        admin().await
+    }
+
+    /// The `activeDirectory:` section of `remedy.yaml` for this DC, binding as the action account
+    /// with the password in `password_file`.
+    pub fn active_directory_yaml(&self, password_file: &Path, connections: usize) -> String {
+        let env = env();
+        format!(
+            "activeDirectory:\n  url: {}\n  caFile: {}\n  bindUser: {}\n  passwordFile: {}\n  baseDn: {}\n  \
+             connections: {connections}\n  connectTimeout: 2s\n  operationTimeout: 10s\n",
+            env.ldaps_url,
+            env.ca_file.display(),
+            env.action_bind,
+            password_file.display(),
+            env.base_dn,
+        )
+    }
+
+    /// A private OU under OU=Tests for `test`, deleted with everything in it when dropped.
+    pub async fn ou(&self, test: &str) -> TestOu {
+        TestOu::create(self, test).await
+    }
+
+    /// Stops the DC (`scripts/samba-dc stop`); it starts again when the result is dropped, however
+    /// the test ends, so that a failure does not take the DC away from the tests after it. Only
+    /// with the exclusive hold.
+    pub fn stop(&self) -> Stopped {
+        assert!(matches!(*self.0, Hold::Exclusive(_)), "only a test holding Dc::exclusive() may stop the DC");
+        samba_dc("stop");
+        Stopped { started: false }
+    }
+}
+
+/// The DC stopped by [`Dc::stop`]; started again by [`Stopped::start`] or when dropped.
+#[derive(Debug)]
+pub struct Stopped {
+    started: bool,
+}
+
+impl Stopped {
+    pub fn start(mut self) {
+        self.started = true;
+        samba_dc("start");
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if !self.started {
+            samba_dc("start");
+        }
+    }
+}
+
+fn samba_dc(command: &str) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/samba-dc");
+    let mut process = Command::new(&script);
+    process.arg(command);
+    // The DC the environment names, whichever checkout this test was built from.
+    if let Ok(dir) = std::env::var("REMEDY_TEST_DC_DIR") {
+        process.env("REMEDY_DC_DIR", dir);
+    }
+    let status = process.status().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(status.success(), "scripts/samba-dc {command} failed: {status}");
+}
 
 /// Where the DC is and who may bind to it (`eval "$(scripts/samba-dc env)"`).
 #[derive(Debug)]
@@ -38,8 +156,7 @@ fn var(name: &str) -> String {
     }
 }
 
-/// The DC's coordinates; panics (never skips) when the environment does not name a DC.
-pub fn env() -> &'static TestEnv {
+fn env() -> &'static TestEnv {
     static ENV: OnceLock<TestEnv> = OnceLock::new();
     ENV.get_or_init(|| TestEnv {
         ldap_url: var("REMEDY_TEST_LDAP_URL"),
@@ -61,9 +178,7 @@ pub fn read_password(path: &std::path::Path) -> String {
     text.trim_end_matches(['\r', '\n']).to_owned()
 }
 
-/// The provider's configuration as an operator would write it: LDAPS, the test CA, the scoped
-/// action account svc-remedy.
-pub fn action_config() -> ActiveDirectoryConfig {
+fn action_config() -> ActiveDirectoryConfig {
     let env = env();
     ActiveDirectoryConfig {
         url: env.ldaps_url.clone(),
@@ -80,8 +195,7 @@ pub fn action_config() -> ActiveDirectoryConfig {
     }
 }
 
-/// An administrator connection over LDAPS, certificate verified.
-pub async fn admin() -> Ldap {
+async fn admin() -> Ldap {
     let env = env();
     let tls = remedy::ad::tls::client_config(Some(&env.ca_file)).expect("test CA");
     let settings = LdapConnSettings::new().set_config(tls).set_conn_timeout(Duration::from_secs(10));
@@ -158,6 +272,8 @@ pub struct TestOu {
     pub dn: String,
     /// Random, short: appended to names so that parallel or leftover runs never collide.
     pub suffix: String,
+    /// The DC stays usable until the OU is gone.
+    _dc: Dc,
 }
 
 /// A password that satisfies AD's default complexity rules.
@@ -166,7 +282,7 @@ pub fn random_password() -> String {
 }
 
 impl TestOu {
-    pub async fn create(test: &str) -> TestOu {
+    async fn create(dc: &Dc, test: &str) -> TestOu {
         let suffix = format!("{:06x}", fastrand::u32(..0x100_0000));
         let dn = format!("OU={test}-{suffix},{}", env().tests_ou);
         let mut ldap = admin().await;
@@ -174,7 +290,7 @@ impl TestOu {
             .await
             .and_then(|r| r.success())
             .unwrap_or_else(|e| panic!("cannot create {dn}: {e}"));
-        TestOu { dn, suffix }
+        TestOu { dn, suffix, _dc: dc.clone() }
     }
 
     /// A user with a real password (set over LDAPS, so the account is really usable) and the

@@ -10,20 +10,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use remedy::api::{ApiState, Tokens};
-use remedy::controller::{Backoff, Clock, Controller, ControllerHandle, Settings};
+use remedy::controller::{Clock, Controller, ControllerHandle};
 use remedy::entra::{GraphOptions, RetryPolicy};
 use remedy::providers::Providers;
-use remedy::schedule::ResyncSchedule;
 use remedy::store::Store;
 use remedy::watch::ManifestWatcher;
 use remedy_graph_sim::{Sim, SimConfig, SimUser};
 use remedy_policies::config::Config;
 use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::support::prometheus::parse_exposition;
+use crate::support::{condition, entra_yaml, settings, token_yaml};
 
 const TENANT: &str = "7c0ffee0-0000-4000-8000-0000000a9100";
 const CLIENT_ID: &str = "5e1ec7ed-0000-4000-8000-0000000a9101";
@@ -35,9 +36,9 @@ const THREE: [&str; 3] = ["a@x.test", "b@x.test", "c@x.test"];
 /// A plan id that is well formed and never held.
 const UNHELD_PLAN: &str = "0123456789abcdef0123456789abcdef";
 
-/// Who calls, and how they present themselves.
+/// Caller calls, and how they present themselves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Who {
+enum Caller {
     /// No Authorization header.
     Nobody,
     /// A bearer token nobody was given.
@@ -49,24 +50,30 @@ enum Who {
     Administrator,
 }
 
-impl Who {
-    const ALL: [Who; 6] =
-        [Who::Nobody, Who::Stranger, Who::BasicScheme, Who::Reader, Who::Operator, Who::Administrator];
+impl Caller {
+    const ALL: [Caller; 6] = [
+        Caller::Nobody,
+        Caller::Stranger,
+        Caller::BasicScheme,
+        Caller::Reader,
+        Caller::Operator,
+        Caller::Administrator,
+    ];
 
     fn authorization(self) -> Option<String> {
         match self {
-            Who::Nobody => None,
-            Who::Stranger => Some("Bearer not-a-token-anyone-was-given".into()),
-            Who::BasicScheme => Some(format!("Basic {}", base64(&format!("ada:{}", Who::Administrator.token())))),
-            Who::Reader | Who::Operator | Who::Administrator => Some(format!("Bearer {}", self.token())),
+            Caller::Nobody => None,
+            Caller::Stranger => Some("Bearer not-a-token-anyone-was-given".into()),
+            Caller::BasicScheme => Some(format!("Basic {}", base64(&format!("ada:{}", Caller::Administrator.token())))),
+            Caller::Reader | Caller::Operator | Caller::Administrator => Some(format!("Bearer {}", self.token())),
         }
     }
 
     fn token(self) -> &'static str {
         match self {
-            Who::Reader => "reader-token-3b9e1d",
-            Who::Operator => "operator-token-8c4f2a",
-            Who::Administrator => "administrator-token-1d7e5b",
+            Caller::Reader => "reader-token-3b9e1d",
+            Caller::Operator => "operator-token-8c4f2a",
+            Caller::Administrator => "administrator-token-1d7e5b",
             _ => "",
         }
     }
@@ -74,15 +81,15 @@ impl Who {
     /// The name `api.tokens` gives the caller (recorded with what they ask for).
     fn name(self) -> &'static str {
         match self {
-            Who::Reader => "rita",
-            Who::Operator => "otto",
-            Who::Administrator => "ada",
+            Caller::Reader => "rita",
+            Caller::Operator => "otto",
+            Caller::Administrator => "ada",
             _ => "",
         }
     }
 
     fn is_known(self) -> bool {
-        matches!(self, Who::Reader | Who::Operator | Who::Administrator)
+        matches!(self, Caller::Reader | Caller::Operator | Caller::Administrator)
     }
 }
 
@@ -103,8 +110,8 @@ fn base64(text: &str) -> String {
     out
 }
 
-fn token_entry(who: Who, role: &str) -> String {
-    format!("    - {{name: {}, role: {role}, sha256: {}}}\n", who.name(), hex::encode(Sha256::digest(who.token())))
+fn token_entry(who: Caller, role: &str) -> String {
+    token_yaml(who.name(), role, who.token())
 }
 
 /// `remedy.yaml` as an operator would write it for graph-sim, with no Active Directory.
@@ -112,14 +119,14 @@ fn config_yaml(dir: &Path, sim_url: &str, tls: bool) -> String {
     let tls = if tls { "  tls:\n    certFile: api-cert.pem\n    keyFile: api-key.pem\n" } else { "" };
     format!(
         "manifests:\n  path: {manifests}\n  debounce: 100ms\nguardrails:\n  allowedScopes: [\"OU=Tests,DC=x,DC=test\"]\n  \
-         maxChangesPerReconcile: 2\nresync: \"0 0 * * * *\"\nstore:\n  path: {store}\nentraId:\n  tenantId: {TENANT}\n  \
-         clientId: {CLIENT_ID}\n  clientSecretFile: graph.secret\n  authorityHost: {sim_url}\n  graphUrl: {sim_url}\n  \
-         requestTimeout: 5s\napi:\n  listen: \"127.0.0.1:0\"\n{tls}  tokens:\n{}{}{}",
-        token_entry(Who::Administrator, "security-administrator"),
-        token_entry(Who::Operator, "security-operator"),
-        token_entry(Who::Reader, "security-reader"),
+         maxChangesPerReconcile: 2\nresync: \"0 0 * * * *\"\nstore:\n  path: {store}\n{entra}api:\n  \
+         listen: \"127.0.0.1:0\"\n{tls}  tokens:\n{}{}{}",
+        token_entry(Caller::Administrator, "security-administrator"),
+        token_entry(Caller::Operator, "security-operator"),
+        token_entry(Caller::Reader, "security-reader"),
         manifests = dir.join("manifests").display(),
         store = dir.join("store").display(),
+        entra = entra_yaml(TENANT, CLIENT_ID, "graph.secret", sim_url, Some("5s")),
     )
 }
 
@@ -358,13 +365,7 @@ impl Daemon {
             ..GraphOptions::default()
         };
         let providers = Providers::with_graph_options(&config, dir.path(), graph).expect("providers");
-        let settings = Settings {
-            guardrails: config.guardrails.clone(),
-            resync: ResyncSchedule::parse(&config.resync).expect("schedule"),
-            manifest_dir: manifests.clone(),
-            backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(5) },
-            store_moved_aside: None,
-        };
+        let settings = settings(&config, manifests.clone());
         let (watcher, events) = ManifestWatcher::start(manifests, config.manifests.debounce).expect("watcher starts");
         let bound = remedy::api::serve(&config.api, dir.path()).await.expect("the API listens");
         assert_eq!(bound.is_tls(), tls);
@@ -404,21 +405,21 @@ impl Daemon {
         self.sim.as_ref().expect("graph-sim runs")
     }
 
-    async fn send(&self, method: &str, path: &str, who: Who, body: Option<&str>) -> Reply {
+    async fn send(&self, method: &str, path: &str, who: Caller, body: Option<&str>) -> Reply {
         send(&self.client, &self.base, method, path, who, body).await
     }
 
-    async fn get(&self, path: &str, who: Who) -> Reply {
+    async fn get(&self, path: &str, who: Caller) -> Reply {
         self.send("GET", path, who, None).await
     }
 
-    async fn post(&self, path: &str, who: Who, body: &str) -> Reply {
+    async fn post(&self, path: &str, who: Caller, body: &str) -> Reply {
         self.send("POST", path, who, Some(body)).await
     }
 
     /// `GET /v1/manifests` as the reader, by name.
     async fn statuses(&self) -> BTreeMap<String, Value> {
-        let body = self.get("/v1/manifests", Who::Reader).await.ok(200);
+        let body = self.get("/v1/manifests", Caller::Reader).await.ok(200);
         let list = body["manifests"].as_array().unwrap_or_else(|| panic!("no manifests list: {body:#}"));
         list.iter().map(|m| (m["name"].as_str().expect("a name").to_owned(), m.clone())).collect()
     }
@@ -459,13 +460,20 @@ impl Daemon {
 
     /// Every history record, oldest first.
     async fn history(&self) -> Vec<Value> {
-        let page = self.get("/v1/history?limit=1000", Who::Reader).await.ok(200);
+        let page = self.get("/v1/history?limit=1000", Caller::Reader).await.ok(200);
         assert!(page.get("nextAfter").is_none(), "one page holds it all: {page:#}");
         page["records"].as_array().expect("records").clone()
     }
 }
 
-async fn send(client: &reqwest::Client, base: &str, method: &str, path: &str, who: Who, body: Option<&str>) -> Reply {
+async fn send(
+    client: &reqwest::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    who: Caller,
+    body: Option<&str>,
+) -> Reply {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
     let mut request = client.request(method.clone(), format!("{base}{path}"));
     if let Some(authorization) = who.authorization() {
@@ -506,13 +514,6 @@ impl Deadline {
     }
 }
 
-fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
-    status["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == kind))
-        .unwrap_or_else(|| panic!("no {kind} condition: {status:#}"))
-}
-
 /// The plan id a NeedsApproval message names ("plan <32 hex digits> would make ...").
 fn plan_id_in(message: &str) -> String {
     let id: String = message
@@ -546,7 +547,7 @@ async fn approve_as_operator(daemon: &Daemon) -> String {
         assert!(daemon.sim().user(upn).expect("user").account_enabled, "{upn}: nothing is applied before approval");
     }
     let body = json!({ "comment": "INC-1: confirmed by the SOC lead" }).to_string();
-    let accepted = daemon.post(&format!("/v1/approvals/{plan}"), Who::Operator, &body).await.ok(202);
+    let accepted = daemon.post(&format!("/v1/approvals/{plan}"), Caller::Operator, &body).await.ok(202);
     assert_eq!(accepted, json!({ "accepted": true, "by": "otto", "planId": plan }));
     daemon.converged(&THREE).await;
     plan
@@ -561,7 +562,7 @@ async fn every_endpoint_wants_a_known_bearer_token_and_only_operators_and_admini
         ["/v1/manifests", "/v1/manifests/inc-1-a", "/v1/history", "/v1/history/1", "/v1/history/verify", "/metrics"];
     let unheld = format!("/v1/approvals/{UNHELD_PLAN}");
     let acts = ["/v1/manifests/inc-1-a/reconcile", "/v1/reconcile", unheld.as_str()];
-    for who in Who::ALL {
+    for who in Caller::ALL {
         for path in reads {
             let reply = daemon.get(path, who).await;
             if !who.is_known() {
@@ -576,18 +577,18 @@ async fn every_endpoint_wants_a_known_bearer_token_and_only_operators_and_admini
         for path in acts {
             let reply = daemon.post(path, who, "").await;
             match who {
-                Who::Nobody | Who::Stranger | Who::BasicScheme => {
+                Caller::Nobody | Caller::Stranger | Caller::BasicScheme => {
                     reply.error(401, "unauthorized");
                 }
-                Who::Reader => {
+                Caller::Reader => {
                     let message = reply.error(403, "forbidden");
                     assert!(message.contains("rita") && message.contains("security-reader"), "{message}");
                 }
                 // Past the role check, the controller says that plan is not held.
-                Who::Operator | Who::Administrator if path == unheld => {
+                Caller::Operator | Caller::Administrator if path == unheld => {
                     reply.error(409, "conflict");
                 }
-                Who::Operator | Who::Administrator => {
+                Caller::Operator | Caller::Administrator => {
                     let body = reply.ok(202);
                     assert_eq!(body["accepted"], true, "{reply:#?}");
                     assert_eq!(body["by"], who.name(), "{reply:#?}");
@@ -596,14 +597,14 @@ async fn every_endpoint_wants_a_known_bearer_token_and_only_operators_and_admini
         }
     }
     // The readers' 403 changed nothing: the plan is still held, and the administrator may approve it.
-    let accepted = daemon.post(&format!("/v1/approvals/{plan}"), Who::Administrator, "").await.ok(202);
+    let accepted = daemon.post(&format!("/v1/approvals/{plan}"), Caller::Administrator, "").await.ok(202);
     assert_eq!(accepted["by"], "ada");
     daemon.converged(&THREE).await;
 
     // Authentication comes before anything is read from the request.
-    daemon.get("/v1/manifests/Not_A_Name", Who::Nobody).await.error(401, "unauthorized");
-    daemon.post("/v1/approvals/not-a-plan", Who::Stranger, "{").await.error(401, "unauthorized");
-    daemon.post("/v1/approvals/not-a-plan", Who::Reader, "{").await.error(403, "forbidden");
+    daemon.get("/v1/manifests/Not_A_Name", Caller::Nobody).await.error(401, "unauthorized");
+    daemon.post("/v1/approvals/not-a-plan", Caller::Stranger, "{").await.error(401, "unauthorized");
+    daemon.post("/v1/approvals/not-a-plan", Caller::Reader, "{").await.error(403, "forbidden");
     for header in
         ["Bearer", "Bearer ", "bearer", "Token administrator-token-1d7e5b", "Bearer  administrator-token-1d7e5bx"]
     {
@@ -623,7 +624,7 @@ async fn every_endpoint_wants_a_known_bearer_token_and_only_operators_and_admini
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_readiness_answer_without_a_token() {
     let daemon = Daemon::start(&["a@x.test"]).await;
-    for who in [Who::Nobody, Who::Stranger, Who::BasicScheme] {
+    for who in [Caller::Nobody, Caller::Stranger, Caller::BasicScheme] {
         assert_eq!(daemon.get("/healthz", who).await.ok(200), json!({ "status": "ok" }));
         let ready = daemon.get("/readyz", who).await.ok(200);
         assert_eq!(ready["ready"], true, "{ready:#}");
@@ -635,7 +636,7 @@ async fn health_and_readiness_answer_without_a_token() {
 async fn the_openapi_document_is_served_without_a_token_and_printed_by_remedy_openapi() {
     let daemon = Daemon::start(&["a@x.test"]).await;
     let generated = Contract::generated().document;
-    for who in [Who::Nobody, Who::Stranger, Who::BasicScheme, Who::Reader] {
+    for who in [Caller::Nobody, Caller::Stranger, Caller::BasicScheme, Caller::Reader] {
         assert_eq!(daemon.get("/openapi.json", who).await.ok(200), generated, "as {who:?}");
     }
     let printed = std::process::Command::new(env!("CARGO_BIN_EXE_remedy")).arg("openapi").output().expect("runs");
@@ -772,7 +773,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
     let mut answered = BTreeSet::new();
     for (method, template) in &operations {
         let path = concrete(template, UNHELD_PLAN);
-        for who in [Who::Nobody, Who::Stranger, Who::BasicScheme, Who::Reader, Who::Operator] {
+        for who in [Caller::Nobody, Caller::Stranger, Caller::BasicScheme, Caller::Reader, Caller::Operator] {
             let reply = daemon.send(method, &path, who, None).await;
             contract.check(method, template, &reply);
             if reply.status < 300 {
@@ -782,7 +783,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
     }
     let approval = format!("/v1/approvals/{plan}");
     let body = json!({ "comment": "INC-1: confirmed by the SOC lead" }).to_string();
-    let reply = daemon.post(&approval, Who::Administrator, &body).await;
+    let reply = daemon.post(&approval, Caller::Administrator, &body).await;
     contract.check("POST", "/v1/approvals/{planId}", &reply);
     assert_eq!(reply.status, 202, "{reply:#?}");
     answered.insert(("POST".to_owned(), "/v1/approvals/{planId}".to_owned()));
@@ -791,7 +792,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
     daemon.converged(&THREE).await;
 
     // Errors, each in the response the document gives for its status.
-    let op = Who::Operator;
+    let op = Caller::Operator;
     for (method, template, path, body, status) in [
         ("GET", "/v1/manifests/{name}", "/v1/manifests/Not_A_Name", None, 400),
         ("GET", "/v1/manifests/{name}", "/v1/manifests/%FF", None, 400),
@@ -818,12 +819,12 @@ async fn every_route_answers_as_the_openapi_document_says() {
     contract.check("POST", "/v1/reconcile", &reply);
     // What no route documents: a path that is not one, a method a path does not take.
     for path in ["/", "/v1/nothing-here", "/v1/manifests/inc-1-a/status"] {
-        let reply = daemon.get(path, Who::Administrator).await;
+        let reply = daemon.get(path, Caller::Administrator).await;
         assert_eq!(reply.status, 404, "{reply:#?}");
         contract.check_response(contract.component("NotFound"), &reply);
     }
     for (method, path) in [("DELETE", "/v1/manifests"), ("GET", "/v1/reconcile"), ("POST", "/openapi.json")] {
-        let reply = daemon.send(method, path, Who::Administrator, None).await;
+        let reply = daemon.send(method, path, Caller::Administrator, None).await;
         assert_eq!(reply.status, 405, "{reply:#?}");
         contract.check_response(contract.component("MethodNotAllowed"), &reply);
     }
@@ -837,27 +838,27 @@ async fn every_route_answers_as_the_openapi_document_says() {
         .map(|p| p["name"].as_str().expect("a name"))
         .collect();
     assert_eq!(documented, HISTORY_FILTERS.iter().map(|(name, _)| *name).collect());
-    let message = daemon.get("/v1/history?colour=blue", Who::Reader).await.error(400, "bad-request");
+    let message = daemon.get("/v1/history?colour=blue", Caller::Reader).await.error(400, "bad-request");
     let named: BTreeSet<&str> = message.rsplit_once("use ").expect("the names").1.split(", ").collect();
     assert_eq!(named, documented, "the 400 for an unknown parameter names the documented ones: {message}");
     for (name, value) in HISTORY_FILTERS {
-        let reply = daemon.get(&format!("/v1/history?{name}={value}"), Who::Reader).await;
+        let reply = daemon.get(&format!("/v1/history?{name}={value}"), Caller::Reader).await;
         assert_eq!(reply.status, 200, "{reply:#?}");
         contract.check("GET", "/v1/history", &reply);
     }
 
     // Every kind of event, in the list and one by one; the statuses once converged.
-    let reply = daemon.get("/v1/history?limit=1000", Who::Reader).await;
+    let reply = daemon.get("/v1/history?limit=1000", Caller::Reader).await;
     contract.check("GET", "/v1/history", &reply);
     let records = reply.json()["records"].as_array().expect("records").clone();
     for event in ["action", "approval", "reconcile-request"] {
         let record = records.iter().find(|r| kind(r) == event).unwrap_or_else(|| panic!("no {event}: {records:#?}"));
-        let reply = daemon.get(&format!("/v1/history/{}", record["id"]), Who::Reader).await;
+        let reply = daemon.get(&format!("/v1/history/{}", record["id"]), Caller::Reader).await;
         assert_eq!(reply.status, 200, "{reply:#?}");
         contract.check("GET", "/v1/history/{id}", &reply);
     }
     for path in ["/v1/manifests", "/v1/manifests/inc-2-b", "/v1/history/verify", "/readyz"] {
-        let reply = daemon.get(path, Who::Reader).await;
+        let reply = daemon.get(path, Caller::Reader).await;
         assert_eq!(reply.status, 200, "{reply:#?}");
         let template = if path == "/v1/manifests/inc-2-b" { "/v1/manifests/{name}" } else { path };
         contract.check("GET", template, &reply);
@@ -869,9 +870,9 @@ async fn every_route_answers_as_the_openapi_document_says() {
 async fn bad_requests_are_refused_with_what_was_wrong() {
     let daemon = Daemon::start(&THREE).await;
     daemon.held_plan(&names(&THREE)).await;
-    let op = Who::Operator;
+    let op = Caller::Operator;
 
-    let message = daemon.get("/v1/manifests/Not_A_Name", Who::Reader).await.error(400, "bad-request");
+    let message = daemon.get("/v1/manifests/Not_A_Name", Caller::Reader).await.error(400, "bad-request");
     assert!(message.contains("Not_A_Name"), "{message}");
     let message = daemon.post("/v1/manifests/Not_A_Name/reconcile", op, "").await.error(400, "bad-request");
     assert!(message.contains("Not_A_Name"), "{message}");
@@ -894,12 +895,12 @@ async fn bad_requests_are_refused_with_what_was_wrong() {
         ("colour=blue", ["unknown query parameter", "\"colour\""]),
         ("limit=5&sort=desc", ["unknown query parameter", "\"sort\""]),
     ] {
-        let message = daemon.get(&format!("/v1/history?{query}"), Who::Reader).await.error(400, "bad-request");
+        let message = daemon.get(&format!("/v1/history?{query}"), Caller::Reader).await.error(400, "bad-request");
         assert!(mentions.iter().all(|m| message.contains(m)), "{query}: {message}");
     }
-    let message = daemon.get("/v1/history/abc", Who::Reader).await.error(400, "bad-request");
+    let message = daemon.get("/v1/history/abc", Caller::Reader).await.error(400, "bad-request");
     assert!(message.contains("\"abc\"") && message.contains("record id"), "{message}");
-    let message = daemon.get("/v1/history/-1", Who::Reader).await.error(400, "bad-request");
+    let message = daemon.get("/v1/history/-1", Caller::Reader).await.error(400, "bad-request");
     assert!(message.contains("\"-1\""), "{message}");
 
     let approve = format!("/v1/approvals/{UNHELD_PLAN}");
@@ -910,15 +911,15 @@ async fn bad_requests_are_refused_with_what_was_wrong() {
     let message = daemon.post("/v1/reconcile", op, "{not json").await.error(400, "bad-request");
     assert!(message.contains("comment"), "{message}");
 
-    let message = daemon.get("/v1/manifests/no-such-manifest", Who::Reader).await.error(404, "not-found");
+    let message = daemon.get("/v1/manifests/no-such-manifest", Caller::Reader).await.error(404, "not-found");
     assert!(message.contains("no-such-manifest"), "{message}");
     let message = daemon.post("/v1/manifests/no-such-manifest/reconcile", op, "").await.error(404, "not-found");
     assert!(message.contains("no-such-manifest"), "{message}");
-    let message = daemon.get("/v1/history/999999", Who::Reader).await.error(404, "not-found");
+    let message = daemon.get("/v1/history/999999", Caller::Reader).await.error(404, "not-found");
     assert!(message.contains("999999"), "{message}");
     for path in ["/v1/nothing-here", "/v1/manifests/inc-1-a/status", "/", "/v2/manifests"] {
-        daemon.get(path, Who::Administrator).await.error(404, "not-found");
-        daemon.get(path, Who::Nobody).await.error(404, "not-found");
+        daemon.get(path, Caller::Administrator).await.error(404, "not-found");
+        daemon.get(path, Caller::Nobody).await.error(404, "not-found");
     }
 
     for (method, path) in [
@@ -931,7 +932,7 @@ async fn bad_requests_are_refused_with_what_was_wrong() {
         ("POST", "/metrics"),
         ("POST", "/healthz"),
     ] {
-        daemon.send(method, path, Who::Administrator, None).await.error(405, "method-not-allowed");
+        daemon.send(method, path, Caller::Administrator, None).await.error(405, "method-not-allowed");
     }
 
     let message = daemon.post(&approve, op, "{\"comment\": \"wrong plan\"}").await.error(409, "conflict");
@@ -939,9 +940,9 @@ async fn bad_requests_are_refused_with_what_was_wrong() {
 
     // What axum itself refuses is answered in the API's shape too: a path that does not decode
     // to text, a body over the size limit.
-    daemon.get("/v1/manifests/%FF", Who::Reader).await.error(400, "bad-request");
+    daemon.get("/v1/manifests/%FF", Caller::Reader).await.error(400, "bad-request");
     daemon.post("/v1/manifests/%FF/reconcile", op, "").await.error(400, "bad-request");
-    daemon.get("/v1/history/%FF", Who::Reader).await.error(400, "bad-request");
+    daemon.get("/v1/history/%FF", Caller::Reader).await.error(400, "bad-request");
     daemon.post("/v1/approvals/%FF", op, "").await.error(400, "bad-request");
     // (On a connection of its own: the server closes it rather than read the rest.)
     let huge = format!("{{\"comment\": \"{}\"}}", "x".repeat(2 << 20));
@@ -963,14 +964,15 @@ async fn a_held_plan_is_approved_over_the_api_and_the_history_tells_who_did_what
         assert_eq!(condition(&status, "Ready")["status"], "False", "{name}: {status:#}");
     }
     approve_as_operator(&daemon).await;
-    let status = daemon.get("/v1/manifests/inc-2-b", Who::Reader).await.ok(200);
+    let status = daemon.get("/v1/manifests/inc-2-b", Caller::Reader).await.ok(200);
     assert_eq!(status["name"], "inc-2-b");
     assert_eq!(condition(&status, "Ready")["status"], "True", "{status:#}");
     assert_eq!(condition(&status, "Stalled")["status"], "False", "{status:#}");
 
-    let reconcile = daemon.post("/v1/manifests/inc-2-b/reconcile", Who::Administrator, "").await.ok(202);
+    let reconcile = daemon.post("/v1/manifests/inc-2-b/reconcile", Caller::Administrator, "").await.ok(202);
     assert_eq!(reconcile, json!({ "accepted": true, "by": "ada", "manifest": "inc-2-b" }));
-    let reconcile = daemon.post("/v1/reconcile", Who::Operator, "{\"comment\": \"after the DC patch\"}").await.ok(202);
+    let reconcile =
+        daemon.post("/v1/reconcile", Caller::Operator, "{\"comment\": \"after the DC patch\"}").await.ok(202);
     assert_eq!(reconcile, json!({ "accepted": true, "by": "otto" }));
 
     let records = daemon.history().await;
@@ -1009,7 +1011,7 @@ async fn a_held_plan_is_approved_over_the_api_and_the_history_tells_who_did_what
     let mut after: Option<u64> = None;
     loop {
         let query = after.map_or(String::new(), |id| format!("&after={id}"));
-        let page = daemon.get(&format!("/v1/history?limit=1{query}"), Who::Reader).await.ok(200);
+        let page = daemon.get(&format!("/v1/history?limit=1{query}"), Caller::Reader).await.ok(200);
         let got = page["records"].as_array().expect("records");
         assert!(got.len() <= 1, "{page:#}");
         walked.extend(got.iter().cloned());
@@ -1055,15 +1057,15 @@ async fn a_held_plan_is_approved_over_the_api_and_the_history_tells_who_did_what
     ];
     for (query, expected) in cases {
         assert!(!expected.is_empty() && expected.len() < records.len(), "{query}: narrows nothing: {expected:?}");
-        let page = daemon.get(&format!("/v1/history?{query}&limit=1000"), Who::Reader).await.ok(200);
+        let page = daemon.get(&format!("/v1/history?{query}&limit=1000"), Caller::Reader).await.ok(200);
         let got = ids(page["records"].as_array().expect("records"));
         assert_eq!(got, expected, "{query}");
     }
 
     // One record, in full; and the chain checks out.
     let id = approval["id"].as_u64().expect("id");
-    assert_eq!(&daemon.get(&format!("/v1/history/{id}"), Who::Reader).await.ok(200), approval);
-    let verified = daemon.get("/v1/history/verify", Who::Reader).await.ok(200);
+    assert_eq!(&daemon.get(&format!("/v1/history/{id}"), Caller::Reader).await.ok(200), approval);
+    let verified = daemon.get("/v1/history/verify", Caller::Reader).await.ok(200);
     assert_eq!(verified["verified"], true, "{verified:#}");
     assert_eq!(verified["records"].as_u64(), Some(records.len() as u64), "{verified:#}");
     assert_eq!(verified["headHash"], records.last().expect("records")["hash"], "{verified:#}");
@@ -1073,271 +1075,11 @@ async fn a_held_plan_is_approved_over_the_api_and_the_history_tells_who_did_what
     daemon.stop().await;
 }
 
-/// A strictly read Prometheus text exposition (format 0.0.4).
-#[derive(Debug, Default)]
-struct Exposition {
-    /// Family name → type.
-    types: BTreeMap<String, String>,
-    samples: Vec<Sample>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-    family: String,
-}
-
-fn is_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with("__")
-}
-
-/// A sample value: a float in Go's syntax, `+Inf`, `-Inf` or `NaN`.
-fn parse_value(text: &str) -> Option<f64> {
-    match text {
-        "+Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        "NaN" => Some(f64::NAN),
-        _ if text.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')) => text.parse().ok(),
-        _ => None,
-    }
-}
-
-/// `{name="value",...}` at the start of `text`; returns the labels and the rest.
-fn parse_labels(text: &str) -> Result<(BTreeMap<String, String>, &str), String> {
-    let mut labels = BTreeMap::new();
-    let mut rest = text.strip_prefix('{').ok_or("expected '{'")?;
-    loop {
-        if let Some(after) = rest.strip_prefix('}') {
-            return Ok((labels, after));
-        }
-        let (name, after) = rest.split_once("=\"").ok_or("expected name=\"value\"")?;
-        if !is_label_name(name) {
-            return Err(format!("{name:?} is not a label name"));
-        }
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, '\\')) => value.push('\\'),
-                    Some((_, '"')) => value.push('"'),
-                    Some((_, 'n')) => value.push('\n'),
-                    other => return Err(format!("bad escape {other:?}")),
-                },
-                Some((_, '\n')) | None => return Err("unterminated label value".into()),
-                Some((_, c)) => value.push(c),
-            }
-        };
-        if labels.insert(name.to_owned(), value).is_some() {
-            return Err(format!("label {name} given twice"));
-        }
-        rest = &after[end + 1..];
-        if let Some(after) = rest.strip_prefix(',') {
-            rest = after;
-        } else if !rest.starts_with('}') {
-            return Err("expected ',' or '}' after a label".into());
-        }
-    }
-}
-
-/// The family a sample name belongs to: itself, or a histogram's `_bucket`, `_sum`, `_count`.
-fn family_of(name: &str, types: &BTreeMap<String, String>) -> Option<String> {
-    if let Some(kind) = types.get(name) {
-        return (kind != "histogram" && kind != "summary").then(|| name.to_owned());
-    }
-    ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
-        let base = name.strip_suffix(suffix)?;
-        match types.get(base).map(String::as_str) {
-            Some("histogram") => Some(base.to_owned()),
-            Some("summary") if *suffix != "_bucket" => Some(base.to_owned()),
-            _ => None,
-        }
-    })
-}
-
-fn parse_exposition(text: &str) -> Result<Exposition, String> {
-    let mut exposition = Exposition::default();
-    let mut helped = BTreeSet::new();
-    let mut done_families = BTreeSet::new();
-    let mut current: Option<String> = None;
-    let mut series = BTreeSet::new();
-    if !text.ends_with('\n') {
-        return Err("the exposition does not end with a line feed".into());
-    }
-    for (number, line) in text.lines().enumerate() {
-        let fail = |why: String| format!("line {}: {why}: {line:?}", number + 1);
-        if line.trim().is_empty() {
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix('#') {
-            let mut words = comment.trim_start().splitn(3, ' ');
-            match words.next() {
-                Some("HELP") => {
-                    let name = words.next().ok_or_else(|| fail("HELP without a name".into()))?;
-                    if !is_metric_name(name) || !helped.insert(name.to_owned()) {
-                        return Err(fail("a bad or repeated HELP".into()));
-                    }
-                }
-                Some("TYPE") => {
-                    let name = words.next().ok_or_else(|| fail("TYPE without a name".into()))?;
-                    let kind = words.next().unwrap_or_default();
-                    if !is_metric_name(name) {
-                        return Err(fail(format!("{name:?} is not a metric name")));
-                    }
-                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
-                        return Err(fail(format!("unknown type {kind:?}")));
-                    }
-                    if exposition.samples.iter().any(|s| s.family == name) || done_families.contains(name) {
-                        return Err(fail("TYPE after the family's samples".into()));
-                    }
-                    if exposition.types.insert(name.to_owned(), kind.to_owned()).is_some() {
-                        return Err(fail("a second TYPE for the family".into()));
-                    }
-                }
-                _ => {}
-            }
-            continue;
-        }
-        let name_end = line.find(['{', ' ']).ok_or_else(|| fail("no value".into()))?;
-        let name = &line[..name_end];
-        if !is_metric_name(name) {
-            return Err(fail(format!("{name:?} is not a metric name")));
-        }
-        let (labels, rest) = if line[name_end..].starts_with('{') {
-            parse_labels(&line[name_end..]).map_err(&fail)?
-        } else {
-            (BTreeMap::new(), &line[name_end..])
-        };
-        let mut fields =
-            rest.strip_prefix(' ').ok_or_else(|| fail("expected one space before the value".into()))?.split(' ');
-        let value = fields.next().and_then(parse_value).ok_or_else(|| fail("the value is not a float".into()))?;
-        if let Some(timestamp) = fields.next() {
-            timestamp.parse::<i64>().map_err(|_| fail("the timestamp is not an integer".into()))?;
-        }
-        if fields.next().is_some() {
-            return Err(fail("more than a value and a timestamp".into()));
-        }
-        let family =
-            family_of(name, &exposition.types).ok_or_else(|| fail("no # TYPE declares its family before it".into()))?;
-        if current.as_deref() != Some(family.as_str()) {
-            if done_families.contains(&family) {
-                return Err(fail(format!("the samples of {family} are not together")));
-            }
-            done_families.extend(current.replace(family.clone()));
-        }
-        if !series.insert((name.to_owned(), labels.clone().into_iter().collect::<Vec<_>>())) {
-            return Err(fail("the same series twice".into()));
-        }
-        let kind = exposition.types[&family].as_str();
-        if kind == "counter" && (value.is_nan() || value < 0.0) {
-            return Err(fail("a counter below zero".into()));
-        }
-        if name.ends_with("_bucket") && !labels.contains_key("le") {
-            return Err(fail("a bucket without le".into()));
-        }
-        exposition.samples.push(Sample { name: name.to_owned(), labels, value, family });
-    }
-    check_histograms(&exposition)?;
-    Ok(exposition)
-}
-
-/// A series' labels but `le`, in order: one histogram of a family.
-type LabelPairs = Vec<(String, String)>;
-
-/// Buckets in increasing `le`, cumulative, ending with `+Inf` equal to `_count`; `_sum` present.
-fn check_histograms(exposition: &Exposition) -> Result<(), String> {
-    for (family, _) in exposition.types.iter().filter(|(_, kind)| *kind == "histogram") {
-        let of = |suffix: &str| -> Vec<&Sample> {
-            exposition.samples.iter().filter(|s| s.name == format!("{family}{suffix}")).collect()
-        };
-        let mut groups: BTreeMap<LabelPairs, Vec<(f64, f64)>> = BTreeMap::new();
-        for bucket in of("_bucket") {
-            let le =
-                parse_value(&bucket.labels["le"]).ok_or_else(|| format!("{family}: le {:?}", bucket.labels["le"]))?;
-            let rest = bucket.labels.iter().filter(|(k, _)| *k != "le").map(|(k, v)| (k.clone(), v.clone()));
-            groups.entry(rest.collect()).or_default().push((le, bucket.value));
-        }
-        if groups.is_empty() {
-            return Err(format!("{family}: a histogram without buckets"));
-        }
-        for (labels, buckets) in groups {
-            for pair in buckets.windows(2) {
-                if pair[1].0 <= pair[0].0 {
-                    return Err(format!("{family}{labels:?}: le not increasing: {buckets:?}"));
-                }
-                if pair[1].1 < pair[0].1 {
-                    return Err(format!("{family}{labels:?}: buckets not cumulative: {buckets:?}"));
-                }
-            }
-            let (last_le, last_count) = *buckets.last().expect("a bucket");
-            if last_le != f64::INFINITY {
-                return Err(format!("{family}{labels:?}: no +Inf bucket"));
-            }
-            let same = |s: &&Sample| s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>() == labels;
-            let count = of("_count").into_iter().find(same).ok_or_else(|| format!("{family}{labels:?}: no _count"))?;
-            if count.value != last_count {
-                return Err(format!("{family}{labels:?}: +Inf {last_count} but _count {}", count.value));
-            }
-            of("_sum").into_iter().find(same).ok_or_else(|| format!("{family}{labels:?}: no _sum"))?;
-        }
-    }
-    Ok(())
-}
-
-impl Exposition {
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        self.samples.iter().find(|s| s.name == name && s.labels == labels).map(|s| s.value)
-    }
-
-    fn sum(&self, name: &str) -> f64 {
-        self.samples.iter().filter(|s| s.name == name).map(|s| s.value).sum()
-    }
-}
-
-#[test]
-fn the_exposition_reader_is_strict() {
-    let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 2\n# TYPE h histogram\n\
-                h_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 0.5\nh_count 2\n";
-    let parsed = parse_exposition(good).expect("valid");
-    assert_eq!(parsed.value("a_total", &[("x", "1")]), Some(2.0));
-    for (bad, why) in [
-        ("a_total 1\n", "no # TYPE"),
-        ("# TYPE a counter\na one\n", "not a float"),
-        ("# TYPE a counter\na{x=\"1} 1\n", "unterminated"),
-        ("# TYPE a counter\na{x=\"1\",x=\"2\"} 1\n", "twice"),
-        ("# TYPE a counter\na  1\n", "not a float"),
-        ("# TYPE a counter\n# TYPE a gauge\na 1\n", "second TYPE"),
-        ("# TYPE a counter\na -1\n", "below zero"),
-        ("# TYPE a counter\n# TYPE b gauge\na 1\nb 1\na{x=\"y\"} 1\n", "not together"),
-        ("# TYPE a counter\na 1\na 2\n", "same series"),
-        ("# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n", "cumulative"),
-        ("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 3\n", "_count"),
-        ("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n", "+Inf"),
-        ("# TYPE a counter\na 1", "line feed"),
-    ] {
-        let error = parse_exposition(bad).expect_err(bad);
-        assert!(error.contains(why), "{bad:?}: {error}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_valid_prometheus_text_and_count_what_happened() {
     let daemon = Daemon::start(&THREE).await;
     approve_as_operator(&daemon).await;
-    let reply = daemon.get("/metrics", Who::Reader).await;
+    let reply = daemon.get("/metrics", Caller::Reader).await;
     assert_eq!(reply.status, 200, "{reply:#?}");
     assert_eq!(reply.content_type, "text/plain; version=0.0.4; charset=utf-8");
     let metrics = parse_exposition(&reply.text).unwrap_or_else(|e| panic!("{e}\n{}", reply.text));
@@ -1370,10 +1112,10 @@ async fn metrics_are_valid_prometheus_text_and_count_what_happened() {
     assert!(metrics.samples.iter().all(|s| s.family.starts_with("remedy_")), "{}", reply.text);
 
     // Counters only grow: another pass adds to them.
-    daemon.post("/v1/reconcile", Who::Operator, "").await.ok(202);
+    daemon.post("/v1/reconcile", Caller::Operator, "").await.ok(202);
     let deadline = Deadline::after("the requested pass to be counted", Duration::from_secs(10));
     loop {
-        let again = daemon.get("/metrics", Who::Administrator).await;
+        let again = daemon.get("/metrics", Caller::Administrator).await;
         let later = parse_exposition(&again.text).unwrap_or_else(|e| panic!("{e}\n{}", again.text));
         for sample in metrics.samples.iter().filter(|s| metrics.types[&s.family] == "counter") {
             let now = later
@@ -1392,7 +1134,7 @@ async fn metrics_are_valid_prometheus_text_and_count_what_happened() {
 async fn readiness_names_entra_id_once_graph_cannot_be_reached() {
     let mut daemon = Daemon::start(&["a@x.test"]).await;
     daemon.converged(&["a@x.test"]).await;
-    let ready = daemon.get("/readyz", Who::Nobody).await.ok(200);
+    let ready = daemon.get("/readyz", Caller::Nobody).await.ok(200);
     assert_eq!(
         ready,
         json!({ "ready": true, "store": "open", "manifestsLoaded": true, "unavailableProviders": {} }),
@@ -1400,10 +1142,10 @@ async fn readiness_names_entra_id_once_graph_cannot_be_reached() {
     );
 
     daemon.sim.take().expect("graph-sim runs").shutdown().await;
-    daemon.post("/v1/reconcile", Who::Operator, "").await.ok(202);
+    daemon.post("/v1/reconcile", Caller::Operator, "").await.ok(202);
     let deadline = Deadline::after("/readyz to report Entra ID unavailable", Duration::from_secs(15));
     let body = loop {
-        let reply = daemon.get("/readyz", Who::Nobody).await;
+        let reply = daemon.get("/readyz", Caller::Nobody).await;
         if reply.status == 503 {
             Contract::generated().check("GET", "/readyz", &reply);
             break reply.json();
@@ -1417,8 +1159,8 @@ async fn readiness_names_entra_id_once_graph_cannot_be_reached() {
     assert_eq!(providers.keys().collect::<Vec<_>>(), ["entra-id"], "{body:#}");
     assert!(providers["entra-id"].as_str().is_some_and(|why| !why.is_empty()), "{body:#}");
     // Alive, though not ready; and the API still answers.
-    assert_eq!(daemon.get("/healthz", Who::Nobody).await.ok(200), json!({ "status": "ok" }));
-    let status = daemon.get("/v1/manifests/inc-1-a", Who::Reader).await.ok(200);
+    assert_eq!(daemon.get("/healthz", Caller::Nobody).await.ok(200), json!({ "status": "ok" }));
+    let status = daemon.get("/v1/manifests/inc-1-a", Caller::Reader).await.ok(200);
     assert_eq!(condition(&status, "Ready")["reason"], "ProviderUnavailable", "{status:#}");
     daemon.stop().await;
 }
@@ -1430,11 +1172,11 @@ async fn the_api_serves_https_with_the_configured_certificate_and_refuses_plain_
     let trusting = client(&[certificate]);
     let port = daemon.base.rsplit(':').next().expect("a port");
     for base in [daemon.base.clone(), format!("https://localhost:{port}")] {
-        let reply = send(&trusting, &base, "GET", "/healthz", Who::Nobody, None).await;
+        let reply = send(&trusting, &base, "GET", "/healthz", Caller::Nobody, None).await;
         assert_eq!(reply.ok(200), json!({ "status": "ok" }));
-        let manifests = send(&trusting, &base, "GET", "/v1/manifests", Who::Reader, None).await.ok(200);
+        let manifests = send(&trusting, &base, "GET", "/v1/manifests", Caller::Reader, None).await.ok(200);
         assert_eq!(manifests["manifests"][0]["name"], "inc-1-a", "{manifests:#}");
-        send(&trusting, &base, "GET", "/v1/manifests", Who::Nobody, None).await.error(401, "unauthorized");
+        send(&trusting, &base, "GET", "/v1/manifests", Caller::Nobody, None).await.error(401, "unauthorized");
     }
     let plain = format!("http://127.0.0.1:{port}/healthz");
     let refused = daemon.client.get(&plain).send().await;
@@ -1443,7 +1185,7 @@ async fn the_api_serves_https_with_the_configured_certificate_and_refuses_plain_
     let refused = untrusting.get(format!("{}/healthz", daemon.base)).send().await;
     assert!(refused.is_err(), "a client that does not trust the certificate: {refused:?}");
     // The listener still serves after those failed handshakes.
-    send(&trusting, &daemon.base, "GET", "/healthz", Who::Nobody, None).await.ok(200);
+    send(&trusting, &daemon.base, "GET", "/healthz", Caller::Nobody, None).await.ok(200);
     daemon.stop().await;
 }
 

@@ -7,7 +7,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Datelike, FixedOffset, TimeZone, Utc, Weekday};
@@ -16,6 +15,8 @@ use remedy::watch::{Debouncer, ManifestWatcher, WatchEvent};
 use remedy_policies::load::ManifestSet;
 use tokio::sync::mpsc::Receiver;
 use tokio::time::{advance, Instant};
+
+use crate::support::git;
 
 const DEBOUNCE: Duration = Duration::from_millis(250);
 /// Long enough for a second reload to have happened and been reported, were there one.
@@ -69,21 +70,6 @@ async fn watch(dir: &Path) -> (ManifestWatcher, Receiver<WatchEvent>, ManifestSe
     let (watcher, mut events) = ManifestWatcher::start(dir.to_path_buf(), DEBOUNCE).expect("start the watcher");
     let initial = next_change(&mut events).await;
     (watcher, events, initial)
-}
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["-c", "user.name=remedy-test", "-c", "user.email=test@remedy.test", "-c", "init.defaultBranch=main"])
-        .args(["-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null"])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("run git");
-    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).expect("git output is UTF-8").trim().to_owned()
 }
 
 /// Points the symlink `link` at `target` atomically, as git-sync does: a new link beside it,

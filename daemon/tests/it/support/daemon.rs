@@ -1,18 +1,16 @@
-//! The harness of the `remedy serve` end-to-end tests: the controller in this process, watching a
+//! The daemon of the `remedy serve` end-to-end tests: the controller in this process, watching a
 //! real manifest directory (real notify), acting on the real Samba DC as the scoped action account
-//! and on graph-sim over loopback HTTP, recording in a real store. Shared by `serve` (in the `it`
-//! binary) and by `dc_outage` (which stops the DC, so it runs in a binary of its own); it holds no
-//! tests, so including it runs nothing twice.
+//! and on graph-sim over loopback HTTP, recording in a real store. Used by `serve`, `dc_outage`
+//! and (its configuration) `crash`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use remedy::controller::{Backoff, Clock, Controller, ControllerHandle, Progress, Settings, Trigger};
+use remedy::controller::{Clock, Controller, ControllerHandle, Progress, Trigger};
 use remedy::model::{
     ActionOutcome, ConditionReason, ConditionStatus, ConditionType, Event, HistoryRecord, ManifestStatus,
 };
 use remedy::providers::Providers;
-use remedy::schedule::ResyncSchedule;
 use remedy::store::{HistoryQuery, Store};
 use remedy::watch::ManifestWatcher;
 use remedy_graph_sim::{Sim, SimConfig, SimUser};
@@ -20,7 +18,8 @@ use remedy_policies::config::Config;
 use remedy_policies::{Action, Identity, ManifestName};
 use tokio::sync::watch;
 
-use crate::dc::{self, TestUser};
+use super::dc::{Dc, TestUser};
+use super::{entra_yaml, settings};
 
 const TENANT: &str = "6f1c2a34-0000-4000-8000-00000000d3e0";
 const CLIENT_ID: &str = "0b7d9e51-0000-4000-8000-0000000a9901";
@@ -54,6 +53,8 @@ impl Default for Options {
 
 /// A running controller and everything around it.
 pub struct Daemon {
+    /// The DC stays usable while the daemon runs.
+    dc: Dc,
     pub dir: tempfile::TempDir,
     /// What the daemon watches (may be a symlink the test swaps).
     pub manifests: PathBuf,
@@ -65,22 +66,17 @@ pub struct Daemon {
 }
 
 /// The configuration an operator would write for the test DC and graph-sim.
-pub fn config_yaml(dir: &Path, manifests: &Path, options: &Options, sim_url: Option<&str>) -> String {
-    let env = dc::env();
+pub fn config_yaml(dc: &Dc, dir: &Path, manifests: &Path, options: &Options, sim_url: Option<&str>) -> String {
+    let env = dc.env();
     let mut yaml = format!(
         "manifests:\n  path: {}\n  debounce: 200ms\nguardrails:\n  allowedScopes: [\"{}\"]\n  maxChangesPerReconcile: {}\n\
-         resync: \"{}\"\nstore:\n  path: {}\nactiveDirectory:\n  url: {}\n  caFile: {}\n  bindUser: {}\n  \
-         passwordFile: {}\n  baseDn: {}\n  connections: 4\n  connectTimeout: 2s\n  operationTimeout: 10s\n",
+         resync: \"{}\"\nstore:\n  path: {}\n{}",
         manifests.display(),
         env.tests_ou,
         options.max_changes,
         options.resync,
         dir.join("store").display(),
-        env.ldaps_url,
-        env.ca_file.display(),
-        env.action_bind,
-        env.action_password_file.display(),
-        env.base_dn,
+        dc.active_directory_yaml(&env.action_password_file, 4),
     );
     if !options.protected_groups.is_empty() {
         yaml =
@@ -88,42 +84,32 @@ pub fn config_yaml(dir: &Path, manifests: &Path, options: &Options, sim_url: Opt
     }
     if let Some(url) = sim_url {
         std::fs::write(dir.join("graph.secret"), SECRET).expect("secret file");
-        yaml.push_str(&format!(
-            "entraId:\n  tenantId: {TENANT}\n  clientId: {CLIENT_ID}\n  clientSecretFile: {}\n  authorityHost: {url}\n  \
-             graphUrl: {url}\n",
-            dir.join("graph.secret").display()
-        ));
+        yaml.push_str(&entra_yaml(TENANT, CLIENT_ID, dir.join("graph.secret").display(), url, None));
     }
     yaml
 }
 
 impl Daemon {
     /// Starts a controller on a fresh directory `<tmp>/manifests` (empty unless `setup` fills it).
-    pub async fn start(options: Options) -> Daemon {
+    pub async fn start(dc: &Dc, options: Options) -> Daemon {
         let dir = tempfile::tempdir().expect("temporary directory");
         let manifests = dir.path().join("manifests");
         std::fs::create_dir(&manifests).expect("manifest directory");
-        Daemon::start_on(dir, manifests, options).await
+        Daemon::start_on(dc, dir, manifests, options).await
     }
 
-    pub async fn start_on(dir: tempfile::TempDir, manifests: PathBuf, options: Options) -> Daemon {
+    pub async fn start_on(dc: &Dc, dir: tempfile::TempDir, manifests: PathBuf, options: Options) -> Daemon {
         let sim = if options.with_entra {
             let config = SimConfig { users: options.entra_users.clone(), ..SimConfig::new(TENANT, CLIENT_ID, SECRET) };
             Some(remedy_graph_sim::spawn(config).await.expect("graph-sim starts"))
         } else {
             None
         };
-        let yaml = config_yaml(dir.path(), &manifests, &options, sim.as_ref().map(Sim::url).as_deref());
+        let yaml = config_yaml(dc, dir.path(), &manifests, &options, sim.as_ref().map(Sim::url).as_deref());
         let config = Config::from_yaml("remedy.yaml", &yaml).unwrap_or_else(|e| panic!("config: {e:?}\n{yaml}"));
         let (store, _) = Store::open(dir.path().join("store")).expect("store opens");
         let providers = Providers::new(&config, dir.path()).expect("providers");
-        let settings = Settings {
-            guardrails: config.guardrails.clone(),
-            resync: ResyncSchedule::parse(&config.resync).expect("schedule"),
-            manifest_dir: manifests.clone(),
-            backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(5) },
-            store_moved_aside: None,
-        };
+        let settings = settings(&config, manifests.clone());
         let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
         let (watcher, events) =
             ManifestWatcher::start(manifests.clone(), config.manifests.debounce).expect("watcher starts");
@@ -131,7 +117,7 @@ impl Daemon {
         let task = tokio::spawn(async move {
             controller.run(events, move || watcher.rescan(), shutdown).await.expect("the controller stops cleanly");
         });
-        let daemon = Daemon { dir, manifests, store, handle, sim, stop, task };
+        let daemon = Daemon { dc: dc.clone(), dir, manifests, store, handle, sim, stop, task };
         daemon.wait("the first manifest set is loaded", Duration::from_secs(10), |p| p.loaded).await;
         daemon
     }
@@ -147,14 +133,14 @@ impl Daemon {
     /// Stops the controller and starts a new one on the same directory, store and manifests (a
     /// restart of `remedy serve`).
     pub async fn restart(self, options: Options) -> Daemon {
-        let Daemon { dir, manifests, store, handle, sim, stop, task } = self;
+        let Daemon { dc, dir, manifests, store, handle, sim, stop, task } = self;
         let _ = stop.send(true);
         tokio::time::timeout(Duration::from_secs(20), task)
             .await
             .expect("the controller stops within 20 s")
             .expect("the controller task did not panic");
         drop((store, handle, sim));
-        Daemon::start_on(dir, manifests, options).await
+        Daemon::start_on(&dc, dir, manifests, options).await
     }
 
     pub fn progress(&self) -> Progress {
