@@ -183,14 +183,6 @@ where
     reports
 }
 
-/// The reports about `identity`, from reports as [`execute`] returns them (sorted by identity):
-/// a binary search, not a scan, since a pass asks for each of thousands of accounts.
-pub fn reports_of<'a>(reports: &'a [ActionReport], identity: &Identity) -> &'a [ActionReport] {
-    let start = reports.partition_point(|r| r.identity < *identity);
-    let end = start + reports[start..].partition_point(|r| r.identity == *identity);
-    &reports[start..end]
-}
-
 fn is_allowed_on(action: &PlannedAction, provider: Provider) -> bool {
     action.provider == provider && action.disposition == Disposition::Allowed
 }
