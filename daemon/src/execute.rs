@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
 use remedy_policies::observed::{AdAccount, ObservedState};
-use remedy_policies::plan::{Disposition, IdentityPlan, Plan, PlannedAction, Resolved};
+use remedy_policies::plan::{Disposition, IdentityPlan, PlannedAction, Resolved};
 use remedy_policies::{Action, Identity, Provider};
 use serde::Serialize;
 
@@ -112,39 +112,15 @@ pub struct Work<'a> {
     pub withheld: &'a BTreeSet<(Identity, Action)>,
 }
 
-static NOTHING_WITHHELD: BTreeSet<(Identity, Action)> = BTreeSet::new();
-
-impl<'a> Work<'a> {
-    /// Every allowed action of `plan`.
-    pub fn whole(plan: &'a Plan) -> Work<'a> {
-        Work { identities: &plan.identities, withheld: &NOTHING_WITHHELD }
-    }
-
+impl Work<'_> {
     fn sends(&self, identity: &IdentityPlan, action: &PlannedAction, provider: Provider) -> bool {
         is_allowed_on(action, provider) && !self.withheld.contains(&(identity.identity.clone(), action.action))
     }
 }
 
-/// Applies every allowed action of `plan`. `observed` must be the state the plan was made from;
-/// `now` is the plan's time (what the actions are judged against), `stamp` dates each attempt.
+/// Applies the actions `work` names. `observed` must be the state the plan was made from; `now` is
+/// the plan's time (what the actions are judged against), `stamp` dates each attempt.
 pub async fn execute<A, E>(
-    plan: &Plan,
-    observed: &ObservedState,
-    ad: Option<&A>,
-    entra: Option<&E>,
-    concurrency: usize,
-    now: DateTime<Utc>,
-    stamp: Stamp<'_>,
-) -> Vec<ActionReport>
-where
-    A: AdDirectory + Sync,
-    E: EntraDirectory + Sync,
-{
-    execute_work(Work::whole(plan), observed, ad, entra, concurrency, now, stamp).await
-}
-
-/// Applies the actions `work` names (see [`execute`]).
-pub async fn execute_work<A, E>(
     work: Work<'_>,
     observed: &ObservedState,
     ad: Option<&A>,

@@ -48,7 +48,8 @@ enum Command {
     /// Print the plan for the manifests against the live directories (read only), or offline
     /// against an observed-state snapshot (--observed).
     Plan(cli::plan::PlanArgs),
-    /// Observe, plan and apply the allowed actions once, printing what was done.
+    /// Observe, plan and apply the allowed actions once, journaled and recorded in the store like the
+    /// daemon's (refused while `remedy serve` holds the store), printing what was done.
     Apply(cli::apply::ApplyArgs),
     /// Run the daemon: watch the manifests, reconcile continuously, record every action.
     Serve(cli::serve::ServeArgs),

@@ -1,24 +1,27 @@
-//! `remedy apply`: observe, plan and carry out the allowed actions once, printing what was done.
-//! (The daemon, `remedy serve`, does the same continuously and records history.)
+//! `remedy apply`: one pass of the daemon's, once ([`crate::controller::apply_once`]): observe,
+//! settle what an interrupted run left, plan, and carry out the allowed actions, each journaled
+//! before it is sent and recorded in the store's history; then print what was done. The daemon,
+//! `remedy serve`, does the same continuously; while it runs it holds the store, and `apply`
+//! refuses to run beside it.
 //!
 //! Exit 0 only when everything the manifests ask for is done: anything denied, held, blocked, not
 //! found (or ambiguous, or on a provider that cannot be reached), failed or skipped, or an invalid
 //! manifest, makes it 1.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
-use chrono::Utc;
-use remedy_policies::plan::{plan, Plan, PlanInput};
+use anyhow::{Context, Result};
+use remedy_policies::plan::Plan;
 use serde::Serialize;
 
-use super::inputs::read_inputs;
+use super::inputs::{config_relative, read_inputs};
 use super::output::{print_structured, Format};
 use super::plan::print_plan;
-use crate::execute::{execute, ActionReport, Outcome};
+use crate::controller::{apply_once, Sent};
+use crate::execute::Outcome;
+use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit status: 0 when every action the manifests ask for was done; 1 when anything \
@@ -40,54 +43,55 @@ pub struct ApplyArgs {
 #[derive(Serialize)]
 struct Report<'a> {
     plan: &'a remedy_policies::plan::Plan,
-    actions: &'a [ActionReport],
+    actions: &'a [Sent],
 }
 
 pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
     let inputs = read_inputs(&args.config, args.manifests.as_deref())?;
     let approvals = args.approve.iter().cloned().collect();
-    let (plan, reports) = super::live::runtime()?.block_on(async {
-        let mut providers = super::live::connect(&inputs).await?;
-        let now = Utc::now();
-        let observed = providers.observe(&inputs.targets(&[]), &inputs.risk_for()).await;
-        let active = inputs.active(&BTreeMap::new(), now);
-        let input = PlanInput {
-            manifests: &active,
-            departed: &[],
-            remedy_changes: &[],
-            observed: &observed,
-            guardrails: &inputs.config.guardrails,
-            approvals: &approvals,
-            now,
-        };
-        let plan = plan(&input);
-        let reports =
-            execute(&plan, &observed, providers.ad(), providers.entra(), providers.concurrency(), now, &Utc::now).await;
-        anyhow::Ok((plan, reports))
+    let store_path = config_relative(&args.config, &inputs.config.store.path);
+    let (store, _) = Store::open(&store_path).with_context(|| {
+        format!(
+            "cannot open the store {} (while `remedy serve` runs, it holds the store: ask it with `remedy \
+             reconcile` instead)",
+            store_path.display()
+        )
     })?;
-    let unfinished = unfinished(&plan, &reports);
-    if !print_structured(args.format, &Report { plan: &plan, actions: &reports })? {
+    let pass = super::live::runtime()?.block_on(async {
+        let mut providers = super::live::connect(&inputs).await?;
+        let guardrails = &inputs.config.guardrails;
+        let pass = apply_once(&inputs.set, guardrails, &approvals, &inputs.manifest_dir, store, &mut providers)
+            .await
+            .with_context(|| format!("the store {} failed", store_path.display()))?;
+        anyhow::Ok(pass)
+    })?;
+    let (plan, sent) = (&pass.plan, &pass.sent);
+    let unfinished = unfinished(plan, sent);
+    if !print_structured(args.format, &Report { plan, actions: sent })? {
         let mut out = io::stdout().lock();
-        print_plan(&mut out, &plan)?;
+        print_plan(&mut out, plan)?;
         writeln!(out)?;
-        for report in &reports {
-            let outcome = match report.outcome {
-                Outcome::Succeeded => format!(
-                    "done ({} ms), now {}",
-                    report.duration.as_millis(),
-                    report.observed_after.as_deref().unwrap_or("?")
-                ),
+        if pass.recovered > 0 {
+            writeln!(
+                out,
+                "{} action(s) interrupted by an earlier run settled from what the directory shows",
+                pass.recovered
+            )?;
+        }
+        for action in sent {
+            let outcome = match action.outcome {
+                Outcome::Succeeded => format!("done ({} ms), now {}", action.duration_ms, action.after),
                 Outcome::Failed => format!(
                     "FAILED ({}): {}",
-                    if report.transient { "transient" } else { "permanent" },
-                    report.error.as_deref().unwrap_or("")
+                    if action.transient { "transient" } else { "permanent" },
+                    action.error.as_deref().unwrap_or("")
                 ),
-                Outcome::Skipped => format!("skipped: {}", report.error.as_deref().unwrap_or("")),
+                Outcome::Skipped => format!("skipped: {}", action.error.as_deref().unwrap_or("")),
             };
-            writeln!(out, "{} {}: {outcome}", report.identity, report.action)?;
+            writeln!(out, "{} {}: {outcome}", action.identity, action.action)?;
         }
-        let failed = reports.iter().filter(|r| r.outcome != Outcome::Succeeded).count();
-        writeln!(out, "{} action(s) applied, {failed} not", reports.len() - failed)?;
+        let failed = sent.iter().filter(|s| s.outcome != Outcome::Succeeded).count();
+        writeln!(out, "{} action(s) applied, {failed} not", sent.len() - failed)?;
         if !unfinished.is_empty() {
             writeln!(out, "not done: {}", unfinished.join(", "))?;
         }
@@ -97,9 +101,9 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
 
 /// What keeps the manifests from being in force after this run, counted (`1 denied`, `2 failed`):
 /// empty when everything planned was done. Any of it makes the exit code 1.
-fn unfinished(plan: &Plan, reports: &[ActionReport]) -> Vec<String> {
+fn unfinished(plan: &Plan, sent: &[Sent]) -> Vec<String> {
     let tally = plan.tally();
-    let outcomes = |outcome: Outcome| reports.iter().filter(|r| r.outcome == outcome).count();
+    let outcomes = |outcome: Outcome| sent.iter().filter(|s| s.outcome == outcome).count();
     [
         (tally.denied, "denied"),
         (tally.held, "held for approval"),

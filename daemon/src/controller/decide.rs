@@ -15,7 +15,8 @@ use crate::execute::{ActionReport, Outcome};
 
 /// What became of one action sent, kept for the statuses, the error policy and the metrics once
 /// the pass has recorded it (an [`ActionReport`] carries the whole planned action besides).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Sent {
     pub identity: Identity,
     pub action: Action,
@@ -26,6 +27,8 @@ pub struct Sent {
     /// What the directory showed before, and after (as read back; as planned if not read).
     pub before: String,
     pub after: String,
+    /// How long the attempt took, read-back included.
+    pub duration_ms: u64,
 }
 
 impl Sent {
@@ -39,6 +42,7 @@ impl Sent {
             error: report.error.clone(),
             before: report.planned.before.clone(),
             after: report.observed_after.clone().unwrap_or_else(|| report.planned.after.clone()),
+            duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
         }
     }
 }
@@ -245,6 +249,7 @@ mod tests {
             error: Some("the DC said no".into()),
             before: "512".into(),
             after: "514".into(),
+            duration_ms: 3,
         }
     }
 

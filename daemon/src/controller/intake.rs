@@ -72,7 +72,7 @@ impl Controller {
 }
 
 /// The git commit checked out in `dir`, when it is a git work tree.
-async fn git_commit(dir: &std::path::Path) -> Option<String> {
+pub(super) async fn git_commit(dir: &std::path::Path) -> Option<String> {
     let output = tokio::process::Command::new("git")
         .arg("-C")
         .arg(dir)

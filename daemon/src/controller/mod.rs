@@ -36,6 +36,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use remedy_policies::admission::Admission;
 use remedy_policies::config::Guardrails;
+use remedy_policies::load::ManifestSet;
 use remedy_policies::plan::PlanId;
 use remedy_policies::{Identity, ManifestName};
 use serde::Serialize;
@@ -48,10 +49,12 @@ use crate::schedule::ResyncSchedule;
 use crate::store::{Store, StoreError};
 use crate::watch::WatchEvent;
 pub use clock::Clock;
+pub use decide::Sent;
 use handle::Requests;
 pub use handle::{CommandError, ControllerHandle};
 pub use policy::{Verdict, WorkQueue};
 pub use progress::{PassSummary, Progress};
+pub use reconcile::PassResult;
 
 /// How long a pass in flight at shutdown may take to finish before it is abandoned (its
 /// journaled intents are then settled by the next start).
@@ -293,6 +296,41 @@ impl Controller {
             None
         }
     }
+}
+
+/// One pass outside the loop, for `remedy apply`: the same phases as the daemon's — interrupted
+/// intents settled first, every action journaled before it is sent and settled with its history
+/// record, denied/held/blocked recorded once — except that nothing is released (a one-shot command
+/// does not know what the daemon's set was) and no status is written.
+pub async fn apply_once(
+    set: &ManifestSet,
+    guardrails: &Guardrails,
+    approvals: &BTreeSet<PlanId>,
+    manifest_dir: &std::path::Path,
+    store: Store,
+    providers: &mut Providers,
+) -> Result<PassResult, StoreError> {
+    let manifests: BTreeMap<ManifestName, remedy_policies::Manifest> =
+        set.manifests.iter().map(|m| (m.name.clone(), m.clone())).collect();
+    let rejected_names: BTreeSet<ManifestName> =
+        set.rejected.iter().filter_map(|r| r.name.as_deref().and_then(|n| ManifestName::new(n).ok())).collect();
+    let commit = intake::git_commit(manifest_dir).await;
+    let clock = Clock::System;
+    let queue = WorkQueue::default();
+    let input = reconcile::PassInput {
+        manifests: &manifests,
+        may_release: false,
+        rejected_names: &rejected_names,
+        commit: commit.as_deref(),
+        guardrails,
+        approvals,
+        queue: &queue,
+        now: clock.now(),
+        clock: &clock,
+    };
+    let result = reconcile::run_pass(&input, &store, providers, &mut notices::Notices::default()).await?;
+    store.flush()?;
+    Ok(result)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use super::policy::{Verdict, WorkQueue};
 use super::records::{drift_note, failed_record, manifest_refs};
 use super::recovery;
 use super::store_call::blocking;
-use crate::execute::{execute_work, Outcome, Work};
+use crate::execute::{execute, Outcome, Work};
 use crate::model::{ActionOutcome, IntendedChange, Intent, ManifestRef};
 use crate::providers::Providers;
 use crate::store::{KnownManifest, Store, StoreError};
@@ -303,7 +303,7 @@ async fn send_slice(
 
     let stamp = || input.clock.now();
     let (ad, entra) = (providers.ad(), providers.entra());
-    let reports = execute_work(work, observed, ad, entra, providers.concurrency(), input.now, &stamp).await;
+    let reports = execute(work, observed, ad, entra, providers.concurrency(), input.now, &stamp).await;
 
     let mut settlements = Vec::new();
     let mut unconfirmed = Vec::new();

@@ -1,4 +1,5 @@
-//! The offline commands as a user runs them: `remedy validate` and `remedy plan --observed`.
+//! The one-shot commands as a user runs them: `remedy validate`, `remedy plan --observed`, and
+//! `remedy apply` against the DC.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -277,6 +278,74 @@ async fn apply_exits_1_when_something_is_denied_or_not_found() {
         "{stdout}"
     );
     assert!(stdout.contains("0 action(s) applied, 0 not\nnot done: 1 denied, 1 not found\n"), "{stdout}");
+}
+
+/// `remedy apply` is one of the daemon's passes: each action journaled before it is sent and
+/// settled with its history record in the store, nothing left unsettled; and it refuses to run
+/// while something else (the daemon) holds the store, saying what to do instead.
+#[tokio::test]
+async fn apply_journals_and_records_its_actions_and_refuses_a_store_in_use() {
+    use remedy::model::{ActionOutcome, Event};
+    use remedy::store::{HistoryQuery, Store};
+    use remedy_policies::{Action, Identity};
+
+    let dc = Dc::shared().await;
+    let env = dc.env();
+    let ou = dc.ou("cli-apply").await;
+    let user = ou.add_user("apply", 0x200).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifests = dir.path().join("manifests");
+    fs::create_dir(&manifests).expect("mkdir");
+    let target = format!("samAccountName: {}", user.sam);
+    fs::write(manifests.join("inc-apply.yaml"), disable("inc-apply", &target)).expect("write");
+    let config = dir.path().join("remedy.yaml");
+    fs::write(
+        &config,
+        format!(
+            "manifests:\n  path: manifests\nguardrails:\n  allowedScopes: [\"{scope}\"]\nstore:\n  path: store\n\
+             activeDirectory:\n  url: {url}\n  caFile: {ca}\n  bindUser: {bind}\n  passwordFile: {password}\n  \
+             baseDn: {base}\n",
+            scope = ou.dn,
+            url = env.ldaps_url,
+            ca = env.ca_file.display(),
+            bind = env.action_bind,
+            password = env.action_password_file.display(),
+            base = env.base_dn,
+        ),
+    )
+    .expect("write");
+
+    let output = remedy().arg("apply").arg("--config").arg(&config).output().expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("disable-account: done"), "{stdout}");
+    let mut ldap = dc.admin().await;
+    let uac = crate::support::dc::read_user(&mut ldap, &user.dn).await.user_account_control;
+    assert_eq!(uac & 0x2, 0x2, "the DC shows the account disabled: {uac:#x}");
+
+    let (store, _) = Store::open(dir.path().join("store")).expect("the store apply wrote");
+    let identity = Identity::sam_account_name(&user.sam).expect("identity");
+    let query = HistoryQuery { identity: Some(identity), limit: 100, ..HistoryQuery::default() };
+    let records = store.query_history(&query).expect("history").records;
+    let actions: Vec<_> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Action(action) => Some(action),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(actions.len(), 1, "one record of the disable: {records:#?}");
+    assert_eq!((actions[0].action, actions[0].outcome), (Action::DisableAccount, ActionOutcome::Succeeded));
+    assert!(actions[0].intent.is_some(), "the record settled a journaled intent: {:#?}", actions[0]);
+    assert_eq!(actions[0].manifests.first().map(|m| m.name.to_string()).as_deref(), Some("inc-apply"));
+    assert!(store.unsettled().expect("journal").is_empty(), "nothing left unsettled");
+
+    // The store is held (as `remedy serve` holds it): apply does not act beside it.
+    let output = remedy().arg("apply").arg("--config").arg(&config).output().expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("remedy reconcile"), "says what to do instead: {stderr}");
+    drop(store);
 }
 
 #[test]
