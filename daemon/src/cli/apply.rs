@@ -50,19 +50,28 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
     let inputs = read_inputs(&args.config, args.manifests.as_deref())?;
     let approvals = args.approve.iter().cloned().collect();
     let store_path = config_relative(&args.config, &inputs.config.store.path);
-    let (store, _) = Store::open(&store_path).with_context(|| {
+    let (store, opened) = Store::open(&store_path).with_context(|| {
         format!(
             "cannot open the store {} (while `remedy serve` runs, it holds the store: ask it with `remedy \
              reconcile` instead)",
             store_path.display()
         )
     })?;
+    if let Some(aside) = &opened.moved_aside {
+        eprintln!(
+            "warning: the store {} could not be read; it was moved to {} and an empty one made",
+            store_path.display(),
+            aside.display()
+        );
+    }
     let pass = super::live::runtime()?.block_on(async {
         let mut providers = super::live::connect(&inputs).await?;
         let guardrails = &inputs.config.guardrails;
-        let pass = apply_once(&inputs.set, guardrails, &approvals, &inputs.manifest_dir, store, &mut providers)
-            .await
-            .with_context(|| format!("the store {} failed", store_path.display()))?;
+        let active = inputs.active(&Default::default(), chrono::Utc::now());
+        let pass =
+            apply_once(&inputs.set, &active, guardrails, &approvals, &inputs.manifest_dir, store, &mut providers)
+                .await
+                .with_context(|| format!("the store {} failed", store_path.display()))?;
         anyhow::Ok(pass)
     })?;
     let (plan, sent) = (&pass.plan, &pass.sent);

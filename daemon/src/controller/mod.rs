@@ -300,10 +300,12 @@ impl Controller {
 
 /// One pass outside the loop, for `remedy apply`: the same phases as the daemon's — interrupted
 /// intents settled first, every action journaled before it is sent and settled with its history
-/// record, denied/held/blocked recorded once — except that nothing is released (a one-shot command
-/// does not know what the daemon's set was) and no status is written.
+/// record — planned as `remedy plan` plans (`active`: each manifest in force since its file's
+/// time; no earlier changes of remedy's), and leaving the daemon's knowledge of the set alone:
+/// nothing remembered or released, no denied/held/blocked notice, no status.
 pub async fn apply_once(
     set: &ManifestSet,
+    active: &[remedy_policies::plan::ActiveManifest],
     guardrails: &Guardrails,
     approvals: &BTreeSet<PlanId>,
     manifest_dir: &std::path::Path,
@@ -327,6 +329,7 @@ pub async fn apply_once(
         queue: &queue,
         now: clock.now(),
         clock: &clock,
+        one_shot: Some(active),
     };
     let result = reconcile::run_pass(&input, &store, providers, &mut notices::Notices::default()).await?;
     store.flush()?;

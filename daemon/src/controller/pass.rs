@@ -28,6 +28,7 @@ impl Controller {
             queue: &self.queue,
             now: started,
             clock: &self.clock,
+            one_shot: None,
         };
         conditions::mark_progressing(&self.store, &self.admission, &self.status_generations, started).await?;
         let span = tracing::info_span!("reconcile", ?trigger, manifests = self.admission.in_force().len());

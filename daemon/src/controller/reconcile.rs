@@ -56,6 +56,11 @@ pub struct PassInput<'a> {
     pub now: DateTime<Utc>,
     /// The wall clock: records are dated when their attempt, read-back or decision happened.
     pub clock: &'a Clock,
+    /// `remedy apply`'s pass: these manifests, each in force since the given time (its file's),
+    /// planned as `remedy plan` plans them (no earlier changes of remedy's), without touching the
+    /// daemon's knowledge of the set — nothing remembered, released or noticed — so that a later
+    /// `remedy serve` neither releases what apply did nor loses its own notices.
+    pub one_shot: Option<&'a [ActiveManifest]>,
 }
 
 /// What a pass did.
@@ -133,7 +138,11 @@ pub async fn run_pass(
     blocking(store, move |store| store.settle_all(&recovery.settlements)).await?;
     let deferred = recovery.deferred;
 
-    let remedy_changes = blocking(store, |store| store.all_recorded_changes()).await?;
+    let remedy_changes = if input.one_shot.is_some() {
+        Vec::new()
+    } else {
+        blocking(store, |store| store.all_recorded_changes()).await?
+    };
     let plan = plan(&PlanInput {
         manifests: &known.active,
         departed: &known.departed,
@@ -159,7 +168,9 @@ pub async fn run_pass(
     }
     sent.sort_by(|a, b| (&a.identity, a.action).cmp(&(&b.identity, b.action)));
 
-    recorded.extend(notices.record(store, &plan, &deferred, input.clock.now(), &refs).await?);
+    if input.one_shot.is_none() {
+        recorded.extend(notices.record(store, &plan, &deferred, input.clock.now(), &refs).await?);
+    }
 
     let verdicts = plan
         .identities
@@ -187,6 +198,11 @@ pub async fn run_pass(
 /// The manifests in force (remembered, with the time each took effect), the departed ones that
 /// may be released, and the unsettled intents.
 async fn read_known(input: &PassInput<'_>, store: &Store) -> Result<Known, StoreError> {
+    if let Some(active) = input.one_shot {
+        let unsettled = blocking(store, |store| store.unsettled()).await?;
+        let generations = active.iter().map(|a| (a.manifest.name.clone(), a.manifest.generation.clone())).collect();
+        return Ok(Known { active: active.to_vec(), departed: Vec::new(), generations, unsettled });
+    }
     let manifests: Vec<Manifest> = input.manifests.values().cloned().collect();
     let keep: BTreeSet<ManifestName> = input.manifests.keys().chain(input.rejected_names.iter()).cloned().collect();
     let may_release = input.may_release;

@@ -339,6 +339,11 @@ async fn apply_journals_and_records_its_actions_and_refuses_a_store_in_use() {
     assert!(actions[0].intent.is_some(), "the record settled a journaled intent: {:#?}", actions[0]);
     assert_eq!(actions[0].manifests.first().map(|m| m.name.to_string()).as_deref(), Some("inc-apply"));
     assert!(store.unsettled().expect("journal").is_empty(), "nothing left unsettled");
+    assert!(
+        store.known_manifests().expect("manifests").is_empty(),
+        "apply leaves the daemon's knowledge of the set alone: a later `remedy serve` without inc-apply must not \
+         release (re-enable) what apply did"
+    );
 
     // The store is held (as `remedy serve` holds it): apply does not act beside it.
     let output = remedy().arg("apply").arg("--config").arg(&config).output().expect("run");
