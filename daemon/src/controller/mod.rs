@@ -20,12 +20,14 @@ mod handle;
 mod intake;
 mod metrics;
 mod notices;
+mod once;
 mod pass;
 mod policy;
 mod progress;
 mod reconcile;
 mod records;
 mod recovery;
+mod send;
 mod store_call;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,7 +38,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use remedy_policies::admission::Admission;
 use remedy_policies::config::Guardrails;
-use remedy_policies::load::ManifestSet;
 use remedy_policies::plan::PlanId;
 use remedy_policies::{Identity, ManifestName};
 use serde::Serialize;
@@ -52,6 +53,7 @@ pub use clock::Clock;
 pub use decide::Sent;
 use handle::Requests;
 pub use handle::{CommandError, ControllerHandle};
+pub use once::apply_once;
 pub use policy::{Verdict, WorkQueue};
 pub use progress::{PassSummary, Progress};
 pub use reconcile::PassResult;
@@ -296,44 +298,6 @@ impl Controller {
             None
         }
     }
-}
-
-/// One pass outside the loop, for `remedy apply`: the same phases as the daemon's — interrupted
-/// intents settled first, every action journaled before it is sent and settled with its history
-/// record — planned as `remedy plan` plans (`active`: each manifest in force since its file's
-/// time; no earlier changes of remedy's), and leaving the daemon's knowledge of the set alone:
-/// nothing remembered or released, no denied/held/blocked notice, no status.
-pub async fn apply_once(
-    set: &ManifestSet,
-    active: &[remedy_policies::plan::ActiveManifest],
-    guardrails: &Guardrails,
-    approvals: &BTreeSet<PlanId>,
-    manifest_dir: &std::path::Path,
-    store: Store,
-    providers: &mut Providers,
-) -> Result<PassResult, StoreError> {
-    let manifests: BTreeMap<ManifestName, remedy_policies::Manifest> =
-        set.manifests.iter().map(|m| (m.name.clone(), m.clone())).collect();
-    let rejected_names: BTreeSet<ManifestName> =
-        set.rejected.iter().filter_map(|r| r.name.as_deref().and_then(|n| ManifestName::new(n).ok())).collect();
-    let commit = intake::git_commit(manifest_dir).await;
-    let clock = Clock::System;
-    let queue = WorkQueue::default();
-    let input = reconcile::PassInput {
-        manifests: &manifests,
-        may_release: false,
-        rejected_names: &rejected_names,
-        commit: commit.as_deref(),
-        guardrails,
-        approvals,
-        queue: &queue,
-        now: clock.now(),
-        clock: &clock,
-        one_shot: Some(active),
-    };
-    let result = reconcile::run_pass(&input, &store, providers, &mut notices::Notices::default()).await?;
-    store.flush()?;
-    Ok(result)
 }
 
 #[cfg(test)]
