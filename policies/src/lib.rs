@@ -18,6 +18,7 @@ pub mod observed;
 mod openapi;
 pub mod plan;
 pub mod privilege;
+pub mod usn;
 
 pub use action::{Action, Provider};
 pub use diagnostic::{Diagnostic, Severity};
