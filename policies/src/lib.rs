@@ -7,6 +7,7 @@
 pub mod action;
 pub mod admission;
 pub mod config;
+pub mod contest;
 pub mod coverage;
 pub mod diagnostic;
 mod dn;
