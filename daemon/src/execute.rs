@@ -113,8 +113,18 @@ pub struct Work<'a> {
 }
 
 impl Work<'_> {
+    /// The actions of `identity` this work sends: allowed, and not withheld.
+    pub fn sending<'p>(&'p self, identity: &'p IdentityPlan) -> impl Iterator<Item = &'p PlannedAction> + 'p {
+        identity.actions.iter().filter(move |action| self.sends_action(identity, action))
+    }
+
+    fn sends_action(&self, identity: &IdentityPlan, action: &PlannedAction) -> bool {
+        action.disposition == Disposition::Allowed
+            && !self.withheld.contains(&(identity.identity.clone(), action.action))
+    }
+
     fn sends(&self, identity: &IdentityPlan, action: &PlannedAction, provider: Provider) -> bool {
-        is_allowed_on(action, provider) && !self.withheld.contains(&(identity.identity.clone(), action.action))
+        action.provider == provider && self.sends_action(identity, action)
     }
 }
 
@@ -157,10 +167,6 @@ where
     reports.extend(execute_entra(work, observed, entra, now, stamp).await);
     reports.sort_by(|a, b| (&a.identity, a.action).cmp(&(&b.identity, b.action)));
     reports
-}
-
-fn is_allowed_on(action: &PlannedAction, provider: Provider) -> bool {
-    action.provider == provider && action.disposition == Disposition::Allowed
 }
 
 async fn execute_entra<E: EntraDirectory + Sync>(

@@ -154,7 +154,7 @@ pub async fn run_pass(
     let refs =
         |provenance: &[ManifestName], cause: &Cause| manifest_refs(provenance, cause, &known.generations, input.commit);
     let mut sent = Vec::new();
-    for slice in slices(&plan.identities, &sorted.withheld) {
+    for slice in slices(Work { identities: &plan.identities, withheld: &sorted.withheld }) {
         let work = Work { identities: &plan.identities[slice], withheld: &sorted.withheld };
         let (done, outcomes) = send_slice(input, work, &observed, providers, store, &refs).await?;
         sent.extend(done);

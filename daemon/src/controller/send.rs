@@ -3,11 +3,11 @@
 //! settled with their history records before the next slice starts, so that what a pass holds for
 //! the actions in flight does not grow with the size of the pass.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use remedy_policies::observed::ObservedState;
-use remedy_policies::plan::{Cause, Disposition, IdentityPlan, PlannedAction};
+use remedy_policies::plan::Cause;
 use remedy_policies::{Action, Identity, ManifestName, Provider};
 
 use super::decide::Sent;
@@ -25,32 +25,23 @@ const SLICE_ACTIONS: usize = 500;
 
 /// The plan's accounts cut into ranges of about [`SLICE_ACTIONS`] actions to send each (an
 /// account's actions stay together); ranges with nothing to send are left out.
-pub(super) fn slices(identities: &[IdentityPlan], withheld: &BTreeSet<(Identity, Action)>) -> Vec<Range<usize>> {
+pub(super) fn slices(work: Work<'_>) -> Vec<Range<usize>> {
     let mut ranges = Vec::new();
     let (mut start, mut count) = (None, 0);
-    for (index, identity) in identities.iter().enumerate() {
-        let sendable = sendable(identity, withheld).count();
-        if sendable == 0 {
+    for (index, identity) in work.identities.iter().enumerate() {
+        let sending = work.sending(identity).count();
+        if sending == 0 {
             continue;
         }
         start.get_or_insert(index);
-        count += sendable;
+        count += sending;
         if count >= SLICE_ACTIONS {
             ranges.extend(start.take().map(|s| s..index + 1));
             count = 0;
         }
     }
-    ranges.extend(start.map(|s| s..identities.len()));
+    ranges.extend(start.map(|s| s..work.identities.len()));
     ranges
-}
-
-fn sendable<'a>(
-    identity: &'a IdentityPlan,
-    withheld: &'a BTreeSet<(Identity, Action)>,
-) -> impl Iterator<Item = &'a PlannedAction> + 'a {
-    identity.actions.iter().filter(move |planned| {
-        planned.disposition == Disposition::Allowed && !withheld.contains(&(identity.identity.clone(), planned.action))
-    })
 }
 
 /// Journals the slice's intents, sends them, and settles each from its report: what became of it
@@ -64,10 +55,11 @@ pub(super) async fn send_slice(
     refs: &impl Fn(&[ManifestName], &Cause) -> Vec<ManifestRef>,
 ) -> Result<(Vec<Sent>, Vec<(Provider, ActionOutcome)>), StoreError> {
     // The changes go to the store and are dropped once journaled: only their keys are kept.
+    let work_ref = &work;
     let (keys, changes): (Vec<(Identity, Action)>, Vec<IntendedChange>) = work
         .identities
         .iter()
-        .flat_map(|identity| sendable(identity, work.withheld).map(move |planned| (identity, planned)))
+        .flat_map(|identity| work_ref.sending(identity).map(move |planned| (identity, planned)))
         .map(|(identity, planned)| {
             let refs = refs(&planned.provenance, &planned.cause);
             let change =
@@ -131,7 +123,9 @@ pub(super) async fn send_slice(
 
 #[cfg(test)]
 mod tests {
-    use remedy_policies::plan::{IdentityStatus, PlannedAction};
+    use std::collections::BTreeSet;
+
+    use remedy_policies::plan::{Disposition, IdentityPlan, IdentityStatus, PlannedAction};
 
     use super::*;
 
@@ -163,7 +157,8 @@ mod tests {
     fn a_large_pass_is_sent_in_slices_that_keep_each_account_whole() {
         let mut identities: Vec<IdentityPlan> = (0..1_200).map(|n| account(&format!("u{n:05}"), 1)).collect();
         identities[499] = account("u00499", 2);
-        let ranges = slices(&identities, &BTreeSet::new());
+        let none = BTreeSet::new();
+        let ranges = slices(Work { identities: &identities, withheld: &none });
         assert_eq!(ranges, [0..500, 500..1000, 1000..1200], "500 actions each, the account with 2 not cut");
         let covered: usize = ranges.iter().map(|r| r.len()).sum();
         assert_eq!(covered, identities.len());
@@ -176,8 +171,14 @@ mod tests {
         identities[7] = account("u07", 1);
         let withheld = BTreeSet::from([(identities[7].identity.clone(), Action::DisableAccount)]);
         let bounds = |ranges: Vec<Range<usize>>| ranges.into_iter().map(|r| (r.start, r.end)).collect::<Vec<_>>();
-        assert_eq!(bounds(slices(&identities, &BTreeSet::new())), [(3, 10)]);
-        assert_eq!(bounds(slices(&identities, &withheld)), [(3, 10)], "what follows the last sendable is harmless");
-        assert!(slices(&identities[..3], &BTreeSet::new()).is_empty(), "a converged pass sends nothing");
+        let none = BTreeSet::new();
+        let work = |identities, withheld| Work { identities, withheld };
+        assert_eq!(bounds(slices(work(&identities, &none))), [(3, 10)]);
+        assert_eq!(
+            bounds(slices(work(&identities, &withheld))),
+            [(3, 10)],
+            "what follows the last sendable is harmless"
+        );
+        assert!(slices(work(&identities[..3], &none)).is_empty(), "a converged pass sends nothing");
     }
 }

@@ -255,14 +255,9 @@ async fn apply_exits_1_when_something_is_denied_or_not_found() {
         &config,
         format!(
             "manifests:\n  path: manifests\nguardrails:\n  allowedScopes: [\"{staff}\"]\n  protectedAccounts: [Administrator]\n  \
-             maxChangesPerReconcile: 25\nstore:\n  path: store\nactiveDirectory:\n  url: {url}\n  caFile: {ca}\n  \
-             bindUser: {bind}\n  passwordFile: {password}\n  baseDn: {base}\n",
+             maxChangesPerReconcile: 25\nstore:\n  path: store\n{ad}",
             staff = env.staff_ou,
-            url = env.ldaps_url,
-            ca = env.ca_file.display(),
-            bind = env.action_bind,
-            password = env.action_password_file.display(),
-            base = env.base_dn,
+            ad = dc.active_directory_yaml(&env.action_password_file, 2),
         ),
     )
     .expect("write");
@@ -302,15 +297,9 @@ async fn apply_journals_and_records_its_actions_and_refuses_a_store_in_use() {
     fs::write(
         &config,
         format!(
-            "manifests:\n  path: manifests\nguardrails:\n  allowedScopes: [\"{scope}\"]\nstore:\n  path: store\n\
-             activeDirectory:\n  url: {url}\n  caFile: {ca}\n  bindUser: {bind}\n  passwordFile: {password}\n  \
-             baseDn: {base}\n",
+            "manifests:\n  path: manifests\nguardrails:\n  allowedScopes: [\"{scope}\"]\nstore:\n  path: store\n{ad}",
             scope = ou.dn,
-            url = env.ldaps_url,
-            ca = env.ca_file.display(),
-            bind = env.action_bind,
-            password = env.action_password_file.display(),
-            base = env.base_dn,
+            ad = dc.active_directory_yaml(&env.action_password_file, 2),
         ),
     )
     .expect("write");
