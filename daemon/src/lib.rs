@@ -6,6 +6,7 @@ pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod controller;
+pub mod drift;
 pub mod entra;
 pub mod execute;
 pub mod manifest_dir;

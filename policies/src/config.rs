@@ -28,6 +28,64 @@ pub struct Config {
     /// The HTTP API `remedy serve` offers (status, history, reconcile, approve, metrics).
     #[serde(default)]
     pub api: ApiConfig,
+    /// When an account that keeps being changed back counts as contested, and how remedy's
+    /// corrections of it are spaced then.
+    #[serde(default)]
+    pub contest: ContestConfig,
+}
+
+/// Fights over an account (see [`crate::contest`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContestConfig {
+    /// Corrections within `window` that make an account contested.
+    #[serde(default = "default_contest_corrections")]
+    pub corrections: usize,
+    #[serde(default = "default_contest_window", with = "duration_text")]
+    pub window: Duration,
+    /// The wait before the first correction beyond `corrections`; each further one waits twice
+    /// as long, up to `maxWait`.
+    #[serde(default = "default_contest_first_wait", with = "duration_text")]
+    pub first_wait: Duration,
+    #[serde(default = "default_contest_max_wait", with = "duration_text")]
+    pub max_wait: Duration,
+}
+
+impl Default for ContestConfig {
+    fn default() -> Self {
+        ContestConfig {
+            corrections: default_contest_corrections(),
+            window: default_contest_window(),
+            first_wait: default_contest_first_wait(),
+            max_wait: default_contest_max_wait(),
+        }
+    }
+}
+
+impl ContestConfig {
+    /// The limits as [`crate::contest`] counts them.
+    pub fn limits(&self) -> crate::contest::ContestLimits {
+        let span = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        crate::contest::ContestLimits {
+            corrections: self.corrections.max(1),
+            window: span(self.window),
+            first_wait: span(self.first_wait),
+            max_wait: span(self.max_wait),
+        }
+    }
+}
+
+fn default_contest_corrections() -> usize {
+    3
+}
+fn default_contest_window() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_contest_first_wait() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_contest_max_wait() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// The HTTP API's listener and who may call it.
@@ -256,6 +314,51 @@ pub struct ActiveDirectoryConfig {
     /// Page size for searches (Windows AD caps pages at 1,000 entries).
     #[serde(default = "default_page_size")]
     pub page_size: usize,
+    /// How remedy notices changes to the managed accounts between resyncs.
+    #[serde(default)]
+    pub watch: AdWatchConfig,
+}
+
+/// How remedy notices changes to the managed accounts as they happen (see
+/// [`crate::coverage`] and [`crate::usn`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdWatchConfig {
+    /// LDAP change notification (`LDAP_SERVER_NOTIFICATION_OID`) on long-lived connections.
+    #[serde(default = "default_true")]
+    pub notification: bool,
+    /// Long-lived connections that may carry notification searches (five searches each).
+    #[serde(default = "default_watch_connections")]
+    pub connections: usize,
+    /// Whether one subtree search at the domain's root may replace container searches that do
+    /// not fit on `connections` (every change in the domain is then sent to remedy).
+    #[serde(default)]
+    pub domain_wide: bool,
+    /// How often the DC is polled by `uSNChanged` where notification is off, refused or does not
+    /// cover an account; `0s` turns polling off (the resync schedule is then the only backstop).
+    #[serde(default = "default_poll_interval", with = "duration_text")]
+    pub poll_interval: Duration,
+}
+
+impl Default for AdWatchConfig {
+    fn default() -> Self {
+        AdWatchConfig {
+            notification: true,
+            connections: default_watch_connections(),
+            domain_wide: false,
+            poll_interval: default_poll_interval(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_watch_connections() -> usize {
+    1
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_connect_timeout() -> Duration {
@@ -288,6 +391,14 @@ pub struct EntraConfig {
     pub ca_file: Option<String>,
     #[serde(default = "default_operation_timeout", with = "duration_text")]
     pub request_timeout: Duration,
+    /// How often users' changes are asked for by Graph delta query (`/users/delta`); `0s` turns
+    /// it off (the resync schedule is then the only backstop).
+    #[serde(default = "default_delta_interval", with = "duration_text")]
+    pub delta_interval: Duration,
+}
+
+fn default_delta_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_authority_host() -> String {

@@ -50,9 +50,9 @@ pub struct LdapDirectory {
 }
 
 #[derive(Debug)]
-struct Inner {
-    pool: Pool,
-    base_dn: String,
+pub(super) struct Inner {
+    pub(super) pool: Pool,
+    pub(super) base_dn: String,
     page_size: usize,
     connections: usize,
     chunk_size: AtomicUsize,
@@ -78,7 +78,7 @@ struct ReadBack {
 }
 
 /// Connection settings derived from the configuration, paths resolved.
-fn target(config: &ActiveDirectoryConfig, config_dir: &Path) -> Result<Target, AdError> {
+pub(super) fn target(config: &ActiveDirectoryConfig, config_dir: &Path) -> Result<Target, AdError> {
     let resolve_path = |p: &str| -> PathBuf {
         let path = Path::new(p);
         if path.is_absolute() {
@@ -145,16 +145,7 @@ impl LdapDirectory {
     pub async fn connect(config: &ActiveDirectoryConfig, config_dir: &Path) -> Result<Self, AdError> {
         let target = target(config, config_dir)?;
         let url = target.url.clone();
-        let inner = Inner {
-            pool: Pool::new(target, config.connections),
-            base_dn: config.base_dn.clone(),
-            page_size: config.page_size.clamp(1, i32::MAX as usize),
-            connections: config.connections.max(1),
-            chunk_size: AtomicUsize::new(CHUNK_SIZE),
-            pages: Arc::new(AtomicU64::new(0)),
-            read_backs: Mutex::new(ReadBacks::default()),
-            naming_context: tokio::sync::OnceCell::new(),
-        };
+        let inner = Inner::new(target, config, config.connections);
         // The first connection alone: a wrong password fails once, not once per connection.
         drop(inner.pool.lease().await?);
         let others = (1..inner.connections).map(|_| inner.pool.lease());
@@ -176,14 +167,7 @@ impl LdapDirectory {
     }
 
     pub fn stats(&self) -> AdStats {
-        let counters = &self.inner.pool.counters;
-        AdStats {
-            connects: counters.connects.load(Ordering::Relaxed),
-            searches: counters.searches.load(Ordering::Relaxed),
-            pages: self.inner.pages.load(Ordering::Relaxed),
-            entries: counters.entries.load(Ordering::Relaxed),
-            modifies: counters.modifies.load(Ordering::Relaxed),
-        }
+        self.inner.stats()
     }
 }
 
@@ -192,6 +176,37 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
+    pub(super) fn stats(&self) -> AdStats {
+        let counters = &self.pool.counters;
+        AdStats {
+            connects: counters.connects.load(Ordering::Relaxed),
+            searches: counters.searches.load(Ordering::Relaxed),
+            pages: self.pages.load(Ordering::Relaxed),
+            entries: counters.entries.load(Ordering::Relaxed),
+            modifies: counters.modifies.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts one search request of one page (a base read, a notification registration).
+    pub(super) fn count_search(&self) {
+        self.pool.counters.searches.fetch_add(1, Ordering::Relaxed);
+        self.pages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A pool of `connections` to the target, none opened yet.
+    pub(super) fn new(target: Target, config: &ActiveDirectoryConfig, connections: usize) -> Inner {
+        Inner {
+            pool: Pool::new(target, connections),
+            base_dn: config.base_dn.clone(),
+            page_size: config.page_size.clamp(1, i32::MAX as usize),
+            connections: connections.max(1),
+            chunk_size: AtomicUsize::new(CHUNK_SIZE),
+            pages: Arc::new(AtomicU64::new(0)),
+            read_backs: Mutex::new(ReadBacks::default()),
+            naming_context: tokio::sync::OnceCell::new(),
+        }
+    }
+
     /// One search for user accounts below the base DN. When at most `expected` entries can match
     /// and they fit in one page, it is a single request with the page size as size limit (Samba's
     /// paged-results control costs it about twice the work per entry); should the DC answer
@@ -229,7 +244,12 @@ impl Inner {
     }
 
     /// A paged subtree search of any objects (entries only; continuation references skipped).
-    async fn search_paged(&self, base: &str, filter: &str, attributes: &[&str]) -> Result<Vec<SearchEntry>, AdError> {
+    pub(super) async fn search_paged(
+        &self,
+        base: &str,
+        filter: &str,
+        attributes: &[&str],
+    ) -> Result<Vec<SearchEntry>, AdError> {
         let mut lease = self.pool.lease().await?;
         self.pool.counters.searches.fetch_add(1, Ordering::Relaxed);
         let entries = self.paged_on(&mut lease, base, filter, attributes).await?;
@@ -270,7 +290,7 @@ impl Inner {
     }
 
     /// The domain's root DN, from the rootDSE's `defaultNamingContext` (read once).
-    async fn naming_context(&self) -> Result<&str, AdError> {
+    pub(super) async fn naming_context(&self) -> Result<&str, AdError> {
         let context = self
             .naming_context
             .get_or_try_init(|| async {

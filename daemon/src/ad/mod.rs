@@ -10,6 +10,7 @@
 //! - The password travels only in the bind request and is never formatted (see
 //!   [`crate::secret::Secret`]).
 
+pub mod changes;
 mod codec;
 mod directory;
 mod entry;
@@ -25,6 +26,7 @@ use chrono::{DateTime, Utc};
 use remedy_policies::observed::{AdAccount, AdGroup, ProviderView};
 use remedy_policies::{Action, Identity};
 
+pub use changes::{ChangeWatcher, ChangeWatcherStats, WatchedAccount};
 pub use codec::{escape_filter_bytes, escape_filter_value, guid_to_bytes, sid_from_bytes, sid_to_bytes};
 pub use directory::{verify, AdStats, LdapDirectory};
 pub use entry::ATTRIBUTES;

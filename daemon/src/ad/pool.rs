@@ -173,6 +173,14 @@ impl Pool {
         }
     }
 
+    /// A connection of its own, outside the pool's slots (a change-notification connection,
+    /// held for as long as its searches last).
+    pub async fn dedicated(&self) -> Result<Ldap, AdError> {
+        let ldap = self.connect_and_bind().await?;
+        self.counters.connects.fetch_add(1, Ordering::Relaxed);
+        Ok(ldap)
+    }
+
     async fn connect_and_bind(&self) -> Result<Ldap, AdError> {
         let target = &self.target;
         let operation = format!("connect to {}", target.url);
