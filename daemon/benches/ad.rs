@@ -296,6 +296,7 @@ async fn measure(
         operation_timeout: Duration::from_secs(60),
         connections: args.connections,
         page_size: 500,
+        watch: Default::default(),
     };
     let directory = LdapDirectory::connect(&config, Path::new("/"))
         .await

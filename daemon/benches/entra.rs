@@ -87,6 +87,7 @@ async fn run(args: Args) {
         graph_url: sim.url(),
         ca_file: None,
         request_timeout: Duration::from_secs(30),
+        delta_interval: Duration::from_secs(30),
     };
     let directory = GraphDirectory::new(&config, dir.path()).expect("provider");
     directory.check().await.expect("token");

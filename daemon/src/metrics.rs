@@ -20,7 +20,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use remedy_policies::Provider;
 
-use crate::ad::AdStats;
+use crate::ad::{AdStats, ChangeWatcherStats};
+use crate::drift::DriftSource;
 use crate::entra::GraphStats;
 use crate::model::ActionOutcome;
 
@@ -29,6 +30,9 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 
 /// Upper bounds (seconds) of the reconcile duration histogram's buckets.
 const DURATION_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+
+/// Upper bounds (seconds) of the re-containment histogram's buckets.
+const RECONTAINMENT_BUCKETS: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
 
 /// How a pass ended, for `remedy_reconciles_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,6 +77,9 @@ pub struct Metrics {
     queue_depth: Gauge,
     manifests: Gauge,
     last_successful_resync: Gauge<f64, std::sync::atomic::AtomicU64>,
+    recontainment: Family<Labels<1>, Histogram>,
+    contests: Counter,
+    contested: Gauge,
     providers: Arc<ProviderCounters>,
     /// Held while a pass is recorded and while the text is made, so that a scrape never sees a
     /// pass counted in `remedy_reconciles_total` but not yet in the histogram.
@@ -111,6 +118,21 @@ impl Default for Metrics {
             "When the last scheduled resync ended without a failure (Unix time; 0: none yet)",
             last_successful_resync.clone(),
         );
+        let recontainment =
+            Family::<Labels<1>, Histogram>::new_with_constructor(|| Histogram::new(RECONTAINMENT_BUCKETS));
+        registry.register(
+            "remedy_recontainment_seconds",
+            "From a change to a managed account being noticed (by source: notification, poll, delta) to its correction confirmed by read-back",
+            recontainment.clone(),
+        );
+        let contests = Counter::default();
+        registry.register(
+            "remedy_contests",
+            "Accounts that became contested (changed back again and again)",
+            contests.clone(),
+        );
+        let contested = Gauge::default();
+        registry.register("remedy_contested_accounts", "Accounts contested now", contested.clone());
         let providers = Arc::new(ProviderCounters::default());
         registry.register_collector(Box::new(Arc::clone(&providers)));
         Metrics {
@@ -122,6 +144,9 @@ impl Default for Metrics {
             queue_depth,
             manifests,
             last_successful_resync,
+            recontainment,
+            contests,
+            contested,
             providers,
             pass: Mutex::new(()),
         }
@@ -164,6 +189,24 @@ impl Metrics {
         self.providers.with(|p| p.ldap = Some(stats));
     }
 
+    /// One change corrected, `latency` after it was noticed.
+    pub fn record_recontainment(&self, source: DriftSource, latency: Duration) {
+        self.recontainment.get_or_create(&[("source", source.as_str().to_owned())]).observe(latency.as_secs_f64());
+    }
+
+    pub fn record_contests(&self, count: usize) {
+        self.contests.inc_by(count as u64);
+    }
+
+    pub fn set_contested(&self, count: usize) {
+        self.contested.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// The AD change watcher's requests, read at each scrape and added to the provider's.
+    pub fn watch_ldap(&self, watcher: ChangeWatcherStats) {
+        self.providers.with(|p| p.watcher = Some(watcher));
+    }
+
     /// The Graph client's request counters.
     pub fn set_graph(&self, stats: GraphStats) {
         self.providers.with(|p| p.graph = Some(stats));
@@ -186,10 +229,17 @@ struct ProviderCounters {
     latest: Mutex<ProviderStats>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct ProviderStats {
     ldap: Option<AdStats>,
     graph: Option<GraphStats>,
+    watcher: Option<ChangeWatcherStats>,
+}
+
+impl std::fmt::Debug for ProviderStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderStats").field("ldap", &self.ldap).field("graph", &self.graph).finish_non_exhaustive()
+    }
 }
 
 impl ProviderCounters {
@@ -220,7 +270,17 @@ fn labelled_counters(
 
 impl Collector for ProviderCounters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let ProviderStats { ldap, graph } = self.with(|p| *p);
+        let ProviderStats { ldap, graph, watcher } = self.with(|p| p.clone());
+        let ldap = match (ldap, watcher.map(|w| w.stats())) {
+            (Some(pool), Some(watch)) => Some(AdStats {
+                connects: pool.connects + watch.connects,
+                searches: pool.searches + watch.searches,
+                pages: pool.pages + watch.pages,
+                entries: pool.entries + watch.entries,
+                modifies: pool.modifies + watch.modifies,
+            }),
+            (ldap, watch) => ldap.or(watch),
+        };
         if let Some(ldap) = ldap {
             labelled_counters(
                 &mut encoder,

@@ -288,6 +288,31 @@ fn row(record: &HistoryRecord) -> Vec<String> {
             request.manifest.as_ref().map_or_else(|| "(all)".to_owned(), ToString::to_string),
             format!("by {}", request.by),
         ],
+        Event::Contested(contest) => vec![
+            id,
+            time,
+            contest.identity.to_string(),
+            "-".to_owned(),
+            "contested".to_owned(),
+            "-".to_owned(),
+            {
+                let names: Vec<&str> = contest.manifests.iter().map(|m| m.as_str()).collect();
+                if names.is_empty() {
+                    "-".to_owned()
+                } else {
+                    names.join(",")
+                }
+            },
+            format!(
+                "{} corrections in {} min; the account keeps being changed back{}",
+                contest.corrections,
+                contest.window_seconds / 60,
+                contest
+                    .when_changed
+                    .map(|at| format!(" (last whenChanged {})", at.format("%Y-%m-%dT%H:%M:%SZ")))
+                    .unwrap_or_default()
+            ),
+        ],
     }
 }
 

@@ -48,9 +48,15 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             manifest_dir: manifest_dir.clone(),
             backoff: Backoff::default(),
             store_moved_aside: report.moved_aside.clone(),
+            contest: config.contest.limits(),
         };
         let listener = crate::api::serve(&config.api, &config_dir).await?;
-        let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
+        let (mut controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
+        if let Some(wiring) = crate::drift::start(&config, &config_dir, handle.metrics())
+            .context("cannot set up the watch for changes in Active Directory")?
+        {
+            controller = controller.with_drift(wiring);
+        }
         let (stop, shutdown) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -14,6 +14,7 @@ use remedy_policies::plan::{Approval, Disposition, IdentityPlan, IdentityStatus}
 use remedy_policies::{Action, Identity, ManifestName, Provider};
 
 use remedy_policies::admission::Admission;
+use remedy_policies::contest::Standing;
 
 use super::decide::{names_of, provider_error};
 use super::reconcile::PassResult;
@@ -72,16 +73,23 @@ pub async fn mark_progressing(
 /// is written; a status nobody writes any more goes. Returns the generations written.
 pub async fn write_after_pass(
     store: &Store,
-    admission: &Admission,
+    scope: Scope<'_>,
     pass: &PassResult,
     configured: impl Fn(Provider) -> bool,
     retry_at: impl Fn(&Identity) -> Option<DateTime<Utc>>,
     started: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Written, StoreError> {
-    let mut names: BTreeSet<&ManifestName> = admission.in_force().keys().collect();
-    names.extend(admission.invalid().keys());
-    names.extend(pass.departed.iter().map(|d| &d.name));
+    let Scope { admission, focus, contested } = scope;
+    let mut names: BTreeSet<&ManifestName> = match focus {
+        // A targeted pass speaks only of the manifests it planned.
+        Some(focus) => focus.iter().filter(|name| admission.in_force().contains_key(*name)).collect(),
+        None => admission.in_force().keys().collect(),
+    };
+    if focus.is_none() {
+        names.extend(admission.invalid().keys());
+        names.extend(pass.departed.iter().map(|d| &d.name));
+    }
     let identities_of = pass.identities_by_manifest();
     let mut statuses = Vec::with_capacity(names.len());
     for name in names.into_iter().filter(|name| !pass.forgotten.contains(name)) {
@@ -97,6 +105,7 @@ pub async fn write_after_pass(
             },
         };
         let mut status = status_of(subject, pass, &configured, &retry_at, now);
+        mark_contested(&mut status, identities_of.get(name).map_or(&[], Vec::as_slice), contested, now);
         // The time the pass observed from: a reconcile asked for during a pass is answered by the
         // next one (what `remedy reconcile --wait` waits for), not by this one.
         status.last_reconcile_time = Some(started);
@@ -115,6 +124,54 @@ pub async fn write_after_pass(
     })
     .await?;
     Ok(written)
+}
+
+/// What a status write covers: the manifests admitted, a targeted pass's manifests (`None`: all),
+/// and the accounts in a fight now.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    pub admission: &'a Admission,
+    pub focus: Option<&'a BTreeSet<ManifestName>>,
+    pub contested: &'a BTreeMap<Identity, Standing>,
+}
+
+/// The `Contested` condition, while an account of the manifest is in a fight.
+fn mark_contested(
+    status: &mut ManifestStatus,
+    identities: &[&IdentityPlan],
+    contested: &BTreeMap<Identity, Standing>,
+    now: DateTime<Utc>,
+) {
+    let fights: Vec<String> = identities
+        .iter()
+        .filter_map(|identity| {
+            let standing = contested.get(&identity.identity)?;
+            let since =
+                standing.contested_since.map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default();
+            let next = standing
+                .next_allowed
+                .map(|t| format!("; the next correction waits until {}", t.format("%Y-%m-%dT%H:%M:%SZ")))
+                .unwrap_or_default();
+            Some(format!(
+                "{} was changed back and corrected {} times since {since}{next}",
+                identity.identity, standing.recent
+            ))
+        })
+        .collect();
+    if !fights.is_empty() {
+        let message = format!(
+            "{}: someone or something (a sync, an HR system, a helpdesk script) keeps undoing the declared state; \
+             remedy keeps it, spacing its corrections",
+            fights.join("; ")
+        );
+        status.set_condition(
+            ConditionType::Contested,
+            ConditionStatus::True,
+            ConditionReason::RepeatedDrift,
+            message,
+            now,
+        );
+    }
 }
 
 /// The manifest a status is made for.

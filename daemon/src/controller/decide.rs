@@ -116,6 +116,22 @@ pub fn sort_allowed<'e>(
     sorted
 }
 
+/// The drift corrections of accounts in a fight that must wait (`spaced`): held back from this
+/// pass; the first actions of a manifest (not a correction) are not held.
+pub fn spaced_corrections(plan: &Plan, spaced: &BTreeSet<Identity>) -> Vec<(Identity, Action)> {
+    plan.identities
+        .iter()
+        .filter(|identity| names_of(identity).iter().any(|name| spaced.contains(name)))
+        .flat_map(|identity| {
+            identity
+                .actions
+                .iter()
+                .filter(|planned| planned.cause == Cause::DriftCorrection)
+                .map(|planned| (identity.identity.clone(), planned.action))
+        })
+        .collect()
+}
+
 /// The error policy's input for one account: transient trouble (a provider that could not be
 /// asked, a failure that may pass) is retried; a permanent failure parks its action.
 pub fn verdict_of(

@@ -16,6 +16,7 @@
 mod clock;
 mod conditions;
 mod decide;
+mod drift;
 mod handle;
 mod intake;
 mod metrics;
@@ -38,12 +39,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use remedy_policies::admission::Admission;
 use remedy_policies::config::Guardrails;
+use remedy_policies::contest::ContestLimits;
 use remedy_policies::plan::PlanId;
 use remedy_policies::{Identity, ManifestName};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+use crate::ad::WatchedAccount;
 pub use crate::backoff::Backoff;
+use crate::drift::{DriftSignal, DriftWiring};
 pub use crate::metrics::{Metrics, PassOutcome};
 pub use crate::providers::Providers;
 use crate::schedule::ResyncSchedule;
@@ -72,6 +76,17 @@ pub enum Trigger {
     Expiry,
     Requested,
     Approved,
+    /// A managed account changed between resyncs: a targeted pass over its manifests.
+    Drift,
+}
+
+/// Wants `trigger`: a pass over the whole set is never narrowed to a targeted one.
+fn want(wanted: &mut Option<Trigger>, trigger: Trigger) {
+    match wanted {
+        None => *wanted = Some(trigger),
+        Some(Trigger::Drift) if trigger != Trigger::Drift => *wanted = Some(trigger),
+        Some(_) => {}
+    }
 }
 
 /// What the controller is configured with.
@@ -84,6 +99,8 @@ pub struct Settings {
     pub backoff: Backoff,
     /// From the store's open report: shown in the progress (and `/readyz`).
     pub store_moved_aside: Option<PathBuf>,
+    /// When an account that keeps changing back is contested, and how corrections are spaced.
+    pub contest: ContestLimits,
 }
 
 pub struct Controller {
@@ -110,6 +127,10 @@ pub struct Controller {
     requests: Arc<Requests>,
     progress: watch::Sender<Progress>,
     metrics: Arc<Metrics>,
+    /// Changes noticed between resyncs, and fights.
+    drift: drift::Drift,
+    drift_signals: Option<mpsc::Receiver<DriftSignal>>,
+    watched_accounts: Option<watch::Sender<Vec<WatchedAccount>>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -149,8 +170,18 @@ impl Controller {
             requests,
             progress,
             metrics,
+            drift: drift::Drift::default(),
+            drift_signals: None,
+            watched_accounts: None,
         };
         (controller, handle)
+    }
+
+    /// Listens to the change watchers (`remedy serve` starts them: [`crate::drift::start`]).
+    pub fn with_drift(mut self, wiring: DriftWiring) -> Controller {
+        self.drift_signals = Some(wiring.signals);
+        self.watched_accounts = wiring.accounts;
+        self
     }
 
     /// Runs until `shutdown` turns true (or its sender is dropped). `manifests` brings the
@@ -220,7 +251,7 @@ impl Controller {
                 event = manifests.recv(), if watching => match event {
                     Some(event) => {
                         if self.on_manifests(event).await {
-                            wanted = wanted.or(Some(Trigger::ManifestsChanged));
+                            want(&mut wanted, Trigger::ManifestsChanged);
                         }
                     }
                     None => {
@@ -228,9 +259,16 @@ impl Controller {
                         watching = false;
                     }
                 },
+                signal = next_signal(&mut self.drift_signals) => match signal {
+                    Some(signal) => self.on_drift(signal, &mut wanted),
+                    None => {
+                        tracing::error!("the change watchers stopped: changes are picked up at each resync only");
+                        self.drift_signals = None;
+                    }
+                },
                 _ = self.requests.wake.notified() => {
                     if let Some(trigger) = self.take_requests() {
-                        wanted = wanted.or(Some(trigger));
+                        want(&mut wanted, trigger);
                     }
                 }
                 _ = sleep => {
@@ -239,14 +277,20 @@ impl Controller {
                         next_resync = self.settings.resync.next_after(self.clock.now());
                         self.progress.send_modify(|p| p.last_resync = Some(now));
                     }
-                    wanted = wanted.or(Some(wake_trigger));
+                    if wake_trigger == Trigger::Drift && !self.drift.release_waiting(self.clock.now()) {
+                        continue;
+                    }
+                    want(&mut wanted, wake_trigger);
                 }
             }
             // Whatever else is already waiting joins this pass.
             while let Ok(event) = manifests.try_recv() {
                 if self.on_manifests(event).await {
-                    wanted = wanted.or(Some(Trigger::ManifestsChanged));
+                    want(&mut wanted, Trigger::ManifestsChanged);
                 }
+            }
+            while let Some(Ok(signal)) = self.drift_signals.as_mut().map(mpsc::Receiver::try_recv) {
+                self.on_drift(signal, &mut wanted);
             }
         }
         self.requests.with(|p| p.closed = true);
@@ -264,12 +308,22 @@ impl Controller {
             (self.queue.next_retry(), Trigger::Retry),
             (self.store_retry_at, Trigger::Retry),
             (expiry, Trigger::Expiry),
+            (self.drift.next_correction(), Trigger::Drift),
         ];
         candidates
             .into_iter()
             .filter_map(|(at, trigger)| at.map(|at| (at, trigger)))
             .min_by_key(|(at, _)| *at)
             .map_or((None, Trigger::Resync), |(at, trigger)| (Some(at), trigger))
+    }
+
+    /// A watcher's report: a targeted pass for the managed accounts it names, or a full one.
+    fn on_drift(&mut self, signal: DriftSignal, wanted: &mut Option<Trigger>) {
+        match self.drift.on_signal(signal) {
+            drift::Wanted::Nothing => {}
+            drift::Wanted::Targeted => want(wanted, Trigger::Drift),
+            drift::Wanted::Full => want(wanted, Trigger::Resync),
+        }
     }
 
     /// Acts on the operator requests recorded since the last look.
@@ -297,6 +351,14 @@ impl Controller {
         } else {
             None
         }
+    }
+}
+
+/// The next watcher report, or never when there are no watchers.
+async fn next_signal(signals: &mut Option<mpsc::Receiver<DriftSignal>>) -> Option<DriftSignal> {
+    match signals {
+        Some(signals) => signals.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -31,12 +31,20 @@ impl Notices {
         deferred: &BTreeSet<Identity>,
         decided_at: DateTime<Utc>,
         refs: &impl Fn(&[ManifestName], &Cause) -> Vec<ManifestRef>,
+        scoped: bool,
     ) -> Result<Vec<(Provider, ActionOutcome)>, StoreError> {
         if !self.loaded {
             self.open = blocking(store, |store| store.open_notices()).await?;
             self.loaded = true;
         }
-        let (unsent, now_open) = unsent_records(plan, deferred, decided_at, refs, &self.open);
+        let (unsent, mut now_open) = unsent_records(plan, deferred, decided_at, refs, &self.open);
+        if scoped {
+            // A targeted pass plans some accounts: the others' notices stay open.
+            let planned: BTreeSet<String> = plan.identities.iter().map(|i| format!("{}\0", i.identity)).collect();
+            now_open.extend(
+                self.open.iter().filter(|key| key.find('\0').is_none_or(|at| !planned.contains(&key[..=at]))).cloned(),
+            );
+        }
         let outcomes: Vec<(Provider, ActionOutcome)> = unsent
             .iter()
             .filter_map(|(_, (_, event))| match event {

@@ -42,6 +42,8 @@ pub async fn apply_once(
         now: clock.now(),
         clock: &clock,
         one_shot: Some(active),
+        focus: None,
+        spaced: &BTreeSet::new(),
     };
     let result = reconcile::run_pass(&input, &store, providers, &mut notices::Notices::default()).await?;
     store.flush()?;

@@ -17,6 +17,17 @@ impl Controller {
     pub(super) async fn pass(&mut self, trigger: Trigger) -> Result<(), StoreError> {
         let started = self.clock.now();
         let clock_started = tokio::time::Instant::now();
+        let focus = if trigger == Trigger::Drift {
+            let pending = self.drift.take_pending();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            Some(pending)
+        } else {
+            self.drift.clear_pending();
+            None
+        };
+        let spaced = self.drift.spaced(started);
         let rejected_names: BTreeSet<ManifestName> = self.admission.invalid().keys().cloned().collect();
         let input = reconcile::PassInput {
             manifests: self.admission.in_force(),
@@ -29,12 +40,19 @@ impl Controller {
             now: started,
             clock: &self.clock,
             one_shot: None,
+            focus: focus.as_ref(),
+            spaced: &spaced,
         };
-        conditions::mark_progressing(&self.store, &self.admission, &self.status_generations, started).await?;
-        let span = tracing::info_span!("reconcile", ?trigger, manifests = self.admission.in_force().len());
+        if focus.is_none() {
+            conditions::mark_progressing(&self.store, &self.admission, &self.status_generations, started).await?;
+        }
+        let manifests = focus.as_ref().map_or(self.admission.in_force().len(), BTreeSet::len);
+        let span = tracing::info_span!("reconcile", ?trigger, manifests);
         let result =
             reconcile::run_pass(&input, &self.store, &mut self.providers, &mut self.notices).instrument(span).await?;
-        self.apply_error_policy(&result, started);
+        let targeted = focus.is_some();
+        self.apply_error_policy(&result, started, targeted);
+        self.after_drift(&result, targeted).await?;
 
         // The held plan is known before any status names it: an operator who reads the plan id
         // from a status can approve it at once.
@@ -50,13 +68,16 @@ impl Controller {
                 self.progress.send_modify(|p| p.held_plan = Some(plan_id.clone()));
                 Some(plan_id.clone())
             }
+            // A targeted plan that needs no approval says nothing of a whole-set plan held.
+            _ if targeted => self.progress.borrow().held_plan.clone(),
             _ => None,
         };
         let queue = &self.queue;
         let providers = &self.providers;
-        self.status_generations = conditions::write_after_pass(
+        let contested = self.drift.contested();
+        let written = conditions::write_after_pass(
             &self.store,
-            &self.admission,
+            conditions::Scope { admission: &self.admission, focus: focus.as_ref(), contested },
             &result,
             |p| providers.is_configured(p),
             |identity| queue.retry_of(identity).map(|(at, _)| at),
@@ -64,14 +85,21 @@ impl Controller {
             self.clock.now(),
         )
         .await?;
-        self.accounts_of.clear();
+        if targeted {
+            self.status_generations.extend(written);
+        } else {
+            self.status_generations = written;
+            self.accounts_of.clear();
+        }
         for identity in &result.plan.identities {
             for name in &identity.manifests {
                 self.accounts_of.entry(name.clone()).or_default().insert(identity.identity.clone());
             }
         }
         // Approvals count for the plan they were given for; a new plan needs a new one.
-        self.approvals.retain(|id| *id == result.plan.id);
+        if !targeted {
+            self.approvals.retain(|id| *id == result.plan.id);
+        }
         let summary = PassSummary {
             trigger,
             started,
@@ -120,11 +148,16 @@ impl Controller {
 
     /// The error policy, applied to a pass's verdicts: parked actions no longer planned alike are
     /// forgotten, each account's verdict is settled, retries of accounts no longer planned go.
-    fn apply_error_policy(&mut self, result: &reconcile::PassResult, now: DateTime<Utc>) {
-        self.queue.retain_parked(&result.planned);
+    /// A targeted pass settles its accounts only: the others keep their retries and parked actions.
+    fn apply_error_policy(&mut self, result: &reconcile::PassResult, now: DateTime<Utc>, targeted: bool) {
+        if !targeted {
+            self.queue.retain_parked(&result.planned);
+        }
         for (identity, verdict) in &result.verdicts {
             self.queue.settle(identity, verdict.clone(), now, fastrand::f64());
         }
-        self.queue.retain_retries(&result.verdicts.keys().cloned().collect());
+        if !targeted {
+            self.queue.retain_retries(&result.verdicts.keys().cloned().collect());
+        }
     }
 }

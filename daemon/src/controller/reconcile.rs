@@ -55,6 +55,13 @@ pub struct PassInput<'a> {
     /// daemon's knowledge of the set — nothing remembered, released or noticed — so that a later
     /// `remedy serve` neither releases what apply did nor loses its own notices.
     pub one_shot: Option<&'a [ActiveManifest]>,
+    /// A targeted pass (a change noticed between resyncs): only these manifests are read, their
+    /// accounts observed, planned (every manifest naming an account is among them: they come from
+    /// the last plan's grouping) and acted on; nothing is released, and what the pass does not
+    /// cover keeps its notices, retries and parked actions.
+    pub focus: Option<&'a BTreeSet<ManifestName>>,
+    /// Accounts whose drift corrections must wait (a fight: see `remedy_policies::contest`).
+    pub spaced: &'a BTreeSet<Identity>,
 }
 
 /// What a pass did.
@@ -148,9 +155,10 @@ pub async fn run_pass(
     });
     drop(remedy_changes);
 
-    let sorted = decide::sort_allowed(&plan, &deferred, &known.generations, |who, action, fingerprint| {
+    let mut sorted = decide::sort_allowed(&plan, &deferred, &known.generations, |who, action, fingerprint| {
         input.queue.parked(who, action, fingerprint)
     });
+    sorted.withheld.extend(decide::spaced_corrections(&plan, input.spaced));
     let refs =
         |provenance: &[ManifestName], cause: &Cause| manifest_refs(provenance, cause, &known.generations, input.commit);
     let mut sent = Vec::new();
@@ -163,7 +171,8 @@ pub async fn run_pass(
     sent.sort_by(|a, b| (&a.identity, a.action).cmp(&(&b.identity, b.action)));
 
     if input.one_shot.is_none() {
-        recorded.extend(notices.record(store, &plan, &deferred, input.clock.now(), &refs).await?);
+        let scoped = input.focus.is_some();
+        recorded.extend(notices.record(store, &plan, &deferred, input.clock.now(), &refs, scoped).await?);
     }
 
     let verdicts = plan
@@ -172,7 +181,7 @@ pub async fn run_pass(
         .map(|identity| (identity.identity.clone(), decide::verdict_of(identity, &sent, &deferred, &known.generations)))
         .collect();
     let releasable = decide::releasable(&known.departed, &plan, &sent, &deferred);
-    let forgotten = release(input, store, releasable).await?;
+    let forgotten = if input.focus.is_some() { Vec::new() } else { release(input, store, releasable).await? };
     Ok(PassResult {
         plan,
         observed,
@@ -197,9 +206,12 @@ async fn read_known(input: &PassInput<'_>, store: &Store) -> Result<Known, Store
         let generations = active.iter().map(|a| (a.manifest.name.clone(), a.manifest.generation.clone())).collect();
         return Ok(Known { active: active.to_vec(), departed: Vec::new(), generations, unsettled });
     }
-    let manifests: Vec<Manifest> = input.manifests.values().cloned().collect();
+    let manifests: Vec<Manifest> = match input.focus {
+        Some(focus) => focus.iter().filter_map(|name| input.manifests.get(name)).cloned().collect(),
+        None => input.manifests.values().cloned().collect(),
+    };
     let keep: BTreeSet<ManifestName> = input.manifests.keys().chain(input.rejected_names.iter()).cloned().collect();
-    let may_release = input.may_release;
+    let may_release = input.may_release && input.focus.is_none();
     let now = input.now;
     let (active, departed, known, unsettled) = blocking(store, move |store| {
         let since = store.remember_manifests(&manifests, now)?;

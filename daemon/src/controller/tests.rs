@@ -46,6 +46,7 @@ async fn start_at(at: DateTime<Utc>, config_yaml: &str, manifest_yaml: &str) -> 
         },
         backoff: Backoff { base: Duration::from_secs(2), cap: Duration::from_secs(30) },
         store_moved_aside: None,
+        contest: Default::default(),
     };
     let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::following_tokio(at));
     let (events, receiver) = mpsc::channel(4);
@@ -207,6 +208,7 @@ async fn a_duplicate_does_not_take_a_name_whose_own_file_became_unreadable() {
         manifest_dir: dir.path().to_path_buf(),
         backoff: Backoff::default(),
         store_moved_aside: None,
+        contest: Default::default(),
     };
     let providers = Providers::new(&config, dir.path()).expect("providers");
     let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::following_tokio(anchor()));

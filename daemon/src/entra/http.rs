@@ -186,6 +186,7 @@ mod tests {
             graph_url: graph.into(),
             ca_file: None,
             request_timeout: Duration::from_secs(15),
+            delta_interval: Duration::from_secs(30),
         }
     }
 

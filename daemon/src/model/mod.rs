@@ -15,7 +15,8 @@ mod status;
 pub use ids::{IntentId, RecordId};
 pub use intent::{IntendedChange, Intent};
 pub use record::{
-    ActionOutcome, ActionRecord, ApprovalEvent, Event, HistoryRecord, ManifestRef, ReconcileRequestEvent,
+    ActionOutcome, ActionRecord, ApprovalEvent, ContestedEvent, Event, HistoryRecord, ManifestRef,
+    ReconcileRequestEvent,
 };
 pub use status::{
     Condition, ConditionReason, ConditionStatus, ConditionType, IdentityState, ManifestStatus, ProviderHealth,

@@ -39,6 +39,8 @@ pub enum Event {
     Approval(ApprovalEvent),
     /// An operator asked for a reconcile through the API.
     ReconcileRequest(ReconcileRequestEvent),
+    /// An account keeps being changed back: remedy keeps the safer state, spacing its corrections.
+    Contested(ContestedEvent),
 }
 
 /// A manifest as it was when it caused an action.
@@ -210,4 +212,26 @@ pub struct ReconcileRequestEvent {
     pub manifest: Option<ManifestName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+}
+
+/// An account became contested: corrected `corrections` times within `windowSeconds`, by
+/// changes from elsewhere (someone, or a sync or HR system, keeps undoing remedy's state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContestedEvent {
+    pub identity: Identity,
+    pub manifests: Vec<ManifestName>,
+    pub corrections: usize,
+    pub window_seconds: u64,
+    /// The first correction of the fight.
+    pub since: DateTime<Utc>,
+    /// The account's `whenChanged` in AD as last read (the other side's latest change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_changed: Option<DateTime<Utc>>,
+    /// How the latest change was noticed: `notification`, `poll` or `delta`; absent: at a resync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// When remedy's next correction may go (corrections are spaced while the fight lasts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_correction: Option<DateTime<Utc>>,
 }

@@ -21,6 +21,8 @@ pub enum ConditionType {
     Reconciling,
     /// It cannot progress without someone's help (denied, invalid, needs approval...).
     Stalled,
+    /// An account of it keeps being changed back (present only while the fight lasts).
+    Contested,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
@@ -46,6 +48,8 @@ pub enum ConditionReason {
     Ambiguous,
     Suspended,
     Released,
+    /// Corrected again and again within the contest window.
+    RepeatedDrift,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

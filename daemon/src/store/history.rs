@@ -109,6 +109,13 @@ impl HistoryQuery {
                     && self.intent.is_none()
                     && self.manifest.as_ref().is_none_or(|name| request.manifest.as_ref() == Some(name))
             }
+            Event::Contested(contest) => {
+                self.identity.as_ref().is_none_or(|identity| &contest.identity == identity)
+                    && self.manifest.as_ref().is_none_or(|name| contest.manifests.contains(name))
+                    && self.action.is_none()
+                    && self.outcome.is_none()
+                    && self.intent.is_none()
+            }
             Event::Approval(_) => {
                 self.identity.is_none()
                     && self.manifest.is_none()

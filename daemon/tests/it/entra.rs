@@ -43,6 +43,7 @@ async fn start_with(sim_config: SimConfig) -> Env {
         graph_url: sim.url(),
         ca_file: None,
         request_timeout: Duration::from_secs(10),
+        delta_interval: Duration::from_secs(30),
     };
     Env { sim, dir, config }
 }

@@ -37,6 +37,13 @@ pub struct Options {
     pub with_entra: bool,
     /// `guardrails.protectedGroups`.
     pub protected_groups: Vec<String>,
+    /// Lines of `activeDirectory.watch` (indented by four), e.g. `"    notification: false\n"`;
+    /// empty: the defaults (change notification on).
+    pub ad_watch: String,
+    /// Top-level sections appended to `remedy.yaml` (e.g. `contest:`).
+    pub extra_yaml: String,
+    /// The DC's address as remedy reaches it (a proxy's), instead of the DC's own URL.
+    pub ldaps_url: Option<String>,
 }
 
 impl Default for Options {
@@ -47,6 +54,9 @@ impl Default for Options {
             entra_users: Vec::new(),
             with_entra: true,
             protected_groups: Vec::new(),
+            ad_watch: String::new(),
+            extra_yaml: String::new(),
+            ldaps_url: None,
         }
     }
 }
@@ -78,6 +88,14 @@ pub fn config_yaml(dc: &Dc, dir: &Path, manifests: &Path, options: &Options, sim
         dir.join("store").display(),
         dc.active_directory_yaml(&env.action_password_file, 4),
     );
+    if let Some(url) = &options.ldaps_url {
+        yaml = yaml.replace(&format!("url: {}\n", env.ldaps_url), &format!("url: {url}\n"));
+    }
+    if !options.ad_watch.is_empty() {
+        yaml.push_str("  watch:\n");
+        yaml.push_str(&options.ad_watch);
+    }
+    yaml.push_str(&options.extra_yaml);
     if !options.protected_groups.is_empty() {
         yaml =
             yaml.replace("guardrails:\n", &format!("guardrails:\n  protectedGroups: {:?}\n", options.protected_groups));
@@ -110,7 +128,11 @@ impl Daemon {
         let (store, _) = Store::open(dir.path().join("store")).expect("store opens");
         let providers = Providers::new(&config, dir.path()).expect("providers");
         let settings = settings(&config, manifests.clone());
-        let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
+        let (mut controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
+        // As `remedy serve` wires it.
+        if let Some(wiring) = remedy::drift::start(&config, dir.path(), handle.metrics()).expect("change watchers") {
+            controller = controller.with_drift(wiring);
+        }
         let (watcher, events) =
             ManifestWatcher::start(manifests.clone(), config.manifests.debounce).expect("watcher starts");
         let (stop, shutdown) = watch::channel(false);

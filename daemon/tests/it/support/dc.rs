@@ -192,6 +192,7 @@ fn action_config() -> ActiveDirectoryConfig {
         operation_timeout: Duration::from_secs(15),
         connections: 2,
         page_size: 500,
+        watch: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod dc;
 pub mod prometheus;
+pub mod proxy;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ pub fn settings(config: &Config, manifest_dir: PathBuf) -> Settings {
         manifest_dir,
         backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(5) },
         store_moved_aside: None,
+        contest: config.contest.limits(),
     }
 }
 
