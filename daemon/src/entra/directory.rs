@@ -12,6 +12,7 @@ use remedy_policies::{Action, Identity};
 use reqwest::Method;
 use serde_json::json;
 
+use super::delta::{self, DeltaFrom, DeltaRound, DeltaUser};
 use super::error::{CodeField, EntraError};
 use super::graph::{Graph, GraphRequest, GraphResponse, GraphStats, BATCH_LIMIT};
 use super::http::{self, user_path, Endpoints};
@@ -124,6 +125,49 @@ impl GraphDirectory {
     /// error status: see [`GraphResponse::error`].
     pub async fn send(&self, request: &GraphRequest) -> Result<GraphResponse, EntraError> {
         self.graph.send(request, Duration::ZERO).await
+    }
+
+    /// One round of change tracking of users (Graph's delta query): from now
+    /// ([`DeltaFrom::Latest`]: no users, a link for the next round) or from the deltaLink that
+    /// ended the previous round. Follows every nextLink with the shared token, the timeouts and
+    /// the retry policy of every other request (429 and `Retry-After` included), and counts them
+    /// in [`Self::stats`]. A link that is expired or unknown to Graph is
+    /// [`EntraError::DeltaExpired`] (read every user again and start from `Latest`); a link that
+    /// does not point under the configured Graph URL is [`EntraError::UntrustedLink`], never
+    /// followed.
+    pub async fn delta(&self, from: DeltaFrom) -> Result<DeltaRound, EntraError> {
+        let mut path = match &from {
+            DeltaFrom::Latest => delta::latest_path(),
+            DeltaFrom::Link(link) => delta::relative_link(&self.graph.endpoints, link)?,
+        };
+        let mut changed = BTreeMap::new();
+        let mut order = Vec::new();
+        for pages in 1..=delta::MAX_PAGES {
+            let request = GraphRequest::get(path);
+            let response = self.graph.send(&request, Duration::ZERO).await?;
+            if !response.is_success() {
+                return Err(delta::expired(&response, &request).unwrap_or_else(|| response.error(&request)));
+            }
+            match delta::read_page(response.body, &request, &mut changed, &mut order)? {
+                delta::Next::Page(next) => path = delta::relative_link(&self.graph.endpoints, &next)?,
+                delta::Next::Done(delta_link) => {
+                    // Checked now, so that a link that would be refused is not kept for later.
+                    delta::relative_link(&self.graph.endpoints, &delta_link)?;
+                    let changed: Vec<DeltaUser> = order.iter().filter_map(|key| changed.remove(key)).collect();
+                    tracing::debug!(
+                        pages,
+                        changed = changed.len(),
+                        latest = matches!(from, DeltaFrom::Latest),
+                        "delta round read"
+                    );
+                    return Ok(DeltaRound { changed, delta_link, pages });
+                }
+            }
+        }
+        Err(EntraError::Decode {
+            operation: "GET /users/delta".into(),
+            message: format!("the round did not end within {} pages", delta::MAX_PAGES),
+        })
     }
 
     async fn observe_inner(

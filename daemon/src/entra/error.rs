@@ -50,6 +50,17 @@ pub enum EntraError {
     #[error("{operation}: cannot read Graph's answer: {message}")]
     Decode { operation: String, message: String },
 
+    /// A delta query's state token is expired or unknown to Graph (400 `syncStateNotFound`,
+    /// `resyncRequired`, or 410 Gone): the changes since that token cannot be had. Permanent: the
+    /// same link never works again; the caller reads every user afresh and starts a new round.
+    #[error("{operation}: HTTP {status} {}: {message}{}: the delta link is expired or unknown to Graph, so the changes since it are lost; a full resync is needed (read every user again, then track changes from a new round)", code_text(code), request_suffix(request_id.as_deref()))]
+    DeltaExpired { operation: String, status: u16, code: String, message: String, request_id: Option<String> },
+
+    /// Graph sent a link (nextLink, deltaLink) that does not point under the configured Graph URL.
+    /// It is not followed: the request would carry the access token there.
+    #[error("a link from Graph was not followed ({why}): only links under the configured Graph URL {graph_base} are, as a request elsewhere would carry the access token there")]
+    UntrustedLink { graph_base: String, why: String },
+
     /// The action is not an Entra ID action.
     #[error("{0} is not an Entra ID action")]
     NotAnEntraAction(Action),
@@ -94,6 +105,8 @@ impl EntraError {
                 retryable_status(*status) || code == "temporarily_unavailable" || code == "server_error"
             }
             EntraError::Config(_)
+            | EntraError::DeltaExpired { .. }
+            | EntraError::UntrustedLink { .. }
             | EntraError::NotEffective { .. }
             | EntraError::Decode { .. }
             | EntraError::NotAnEntraAction(_) => false,
@@ -104,7 +117,9 @@ impl EntraError {
     /// or the token endpoint's OAuth error (`invalid_client`), when there is one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            EntraError::Graph { code, .. } | EntraError::Token { code, .. } => Some(code),
+            EntraError::Graph { code, .. } | EntraError::Token { code, .. } | EntraError::DeltaExpired { code, .. } => {
+                Some(code)
+            }
             EntraError::RetryBudgetExhausted { last, .. } => last.code(),
             _ => None,
         }
@@ -113,7 +128,9 @@ impl EntraError {
     /// The HTTP status of the answer, when there was one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            EntraError::Graph { status, .. } | EntraError::Token { status, .. } => Some(*status),
+            EntraError::Graph { status, .. }
+            | EntraError::Token { status, .. }
+            | EntraError::DeltaExpired { status, .. } => Some(*status),
             EntraError::RetryBudgetExhausted { last, .. } => last.status(),
             _ => None,
         }
@@ -122,7 +139,7 @@ impl EntraError {
     /// Graph's `request-id` (or the token endpoint's trace id), for Microsoft support.
     pub fn request_id(&self) -> Option<&str> {
         match self {
-            EntraError::Graph { request_id, .. } => request_id.as_deref(),
+            EntraError::Graph { request_id, .. } | EntraError::DeltaExpired { request_id, .. } => request_id.as_deref(),
             EntraError::Token { trace_id, .. } => trace_id.as_deref(),
             EntraError::RetryBudgetExhausted { last, .. } => last.request_id(),
             _ => None,

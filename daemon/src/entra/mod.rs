@@ -15,9 +15,13 @@
 //!   exponential backoff with jitter otherwise, a retry budget, and only the failed part of a
 //!   batch is sent again.
 //! - The client secret and the tokens are [`crate::secret::Secret`]s: never formatted.
+//! - Change tracking: [`GraphDirectory::delta`] reads one round of Graph's delta query of users
+//!   (every nextLink followed, only on the configured Graph host); an expired or unknown delta
+//!   link is [`EntraError::DeltaExpired`], which asks for a full resync.
 //! - Synced users: the cloud suspension is immediate but directory sync undoes it while AD says
 //!   enabled; [`sync_reverted`] tells the controller when that happened.
 
+mod delta;
 mod directory;
 pub mod error;
 mod graph;
@@ -36,6 +40,7 @@ use remedy_policies::manifest::Target;
 use remedy_policies::observed::{EntraUser, ProviderView};
 use remedy_policies::{Action, Identity};
 
+pub use delta::{DeltaFrom, DeltaRound, DeltaUser, DELTA_SELECT};
 pub use directory::{GraphDirectory, GraphOptions};
 pub use error::EntraError;
 pub use graph::{GraphRequest, GraphResponse, GraphStats, BATCH_LIMIT};

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use remedy::entra::{
-    sync_reverted, EntraDirectory, EntraError, EntraLookup, GraphDirectory, GraphOptions, RetryPolicy, RiskReads,
+    sync_reverted, DeltaFrom, DeltaRound, EntraDirectory, EntraError, EntraLookup, GraphDirectory, GraphOptions,
+    RetryPolicy, RiskReads,
 };
 use remedy_graph_sim::{spawn, Fault, LoggedRequest, Sim, SimConfig, SimUser};
 use remedy_policies::config::EntraConfig;
@@ -604,4 +605,138 @@ async fn an_outage_spends_one_retry_budget_for_a_whole_observation() {
         batches <= 46,
         "{batches} $batch POSTs: the batches that started late had only what was left of the budget"
     );
+}
+
+/// A round of change tracking that must succeed.
+async fn delta(directory: &GraphDirectory, from: DeltaFrom) -> DeltaRound {
+    directory.delta(from).await.expect("a delta round")
+}
+
+fn delta_requests(log: &[LoggedRequest]) -> Vec<&LoggedRequest> {
+    log.iter().filter(|e| e.path.starts_with("/v1.0/users/delta")).collect()
+}
+
+#[tokio::test]
+async fn delta_from_now_then_a_change_shows() {
+    let env = start(staff(3)).await;
+    let directory = env.directory();
+    let start = delta(&directory, DeltaFrom::Latest).await;
+    assert!(start.changed.is_empty(), "from now: no users");
+    let log = env.sim.log();
+    let request = &delta_requests(&log)[0].path;
+    assert!(
+        request.contains("$select=id,accountEnabled,onPremisesSyncEnabled,userPrincipalName")
+            && request.contains("$deltatoken=latest"),
+        "{request}"
+    );
+
+    let quiet = delta(&directory, DeltaFrom::Link(start.delta_link.clone())).await;
+    assert!(quiet.changed.is_empty());
+    let id = env.id("staff0001@remedy.test");
+    assert!(env.sim.set_account_enabled(&id, false), "someone disabled it in the portal");
+    let round = delta(&directory, DeltaFrom::Link(quiet.delta_link)).await;
+    assert_eq!(round.changed.len(), 1, "{:?}", round.changed);
+    let user = &round.changed[0];
+    assert_eq!((user.id.as_str(), user.account_enabled, user.removed), (id.as_str(), Some(false), false));
+    assert_eq!(user.user_principal_name.as_deref(), Some("staff0001@remedy.test"));
+
+    env.sim.remove_user(&id, false);
+    let round = delta(&directory, DeltaFrom::Link(round.delta_link)).await;
+    assert!(round.changed[0].removed, "{:?}", round.changed);
+    let stats = directory.stats();
+    assert_eq!(stats.single_requests, 4, "counted with the other Graph requests: {stats:?}");
+}
+
+#[tokio::test]
+async fn delta_follows_every_next_link() {
+    let env =
+        start_with(SimConfig { users: staff(12), page_size: 5, ..SimConfig::new(TENANT, CLIENT_ID, SECRET) }).await;
+    let directory = env.directory();
+    let start = delta(&directory, DeltaFrom::Latest).await;
+    for user in env.sim.state() {
+        env.sim.set_account_enabled(&user.id, false);
+    }
+    let round = delta(&directory, DeltaFrom::Link(start.delta_link)).await;
+    assert_eq!(round.pages, 3, "12 users, 5 a page");
+    let ids: BTreeSet<&str> = round.changed.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(ids.len(), 12, "every changed user, once");
+    assert!(round.changed.iter().all(|u| u.account_enabled == Some(false)));
+    let log = env.sim.log();
+    let pages: Vec<&str> = delta_requests(&log).iter().skip(1).map(|e| e.path.as_str()).collect();
+    assert!(pages[0].contains("$deltatoken=") && pages[1].contains("$skiptoken=") && pages[2].contains("$skiptoken="));
+}
+
+#[tokio::test]
+async fn an_expired_delta_link_asks_for_a_full_resync() {
+    let env = start_with(SimConfig {
+        users: staff(2),
+        delta_token_lifetime: Duration::from_millis(200),
+        ..SimConfig::new(TENANT, CLIENT_ID, SECRET)
+    })
+    .await;
+    let directory = env.directory();
+    let start = delta(&directory, DeltaFrom::Latest).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let error = directory.delta(DeltaFrom::Link(start.delta_link)).await.unwrap_err();
+    assert!(matches!(error, EntraError::DeltaExpired { status: 400, .. }), "{error:?}");
+    assert_eq!(error.code(), Some("syncStateNotFound"));
+    assert!(!error.is_transient(), "never retried blindly");
+    assert!(error.to_string().contains("a full resync is needed"), "{error}");
+    assert!(!error.to_string().contains("deltatoken"), "the link's token is not shown: {error}");
+    assert_eq!(delta_requests(&env.sim.log()).len(), 2, "the expired link was sent once");
+
+    let start = delta(&directory, DeltaFrom::Latest).await;
+    env.sim.inject(Fault::ResetDeltaTokens);
+    let error = directory.delta(DeltaFrom::Link(start.delta_link)).await.unwrap_err();
+    assert!(matches!(error, EntraError::DeltaExpired { status: 410, .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_link_to_another_host_is_not_followed() {
+    let env = start(staff(1)).await;
+    let directory = env.directory();
+    let start = delta(&directory, DeltaFrom::Latest).await;
+    let elsewhere = start.delta_link.replace("127.0.0.1", "localhost");
+    let error = directory.delta(DeltaFrom::Link(elsewhere)).await.unwrap_err();
+    assert!(matches!(error, EntraError::UntrustedLink { .. }), "{error:?}");
+    assert!(error.to_string().contains("would carry the access token"), "{error}");
+    assert_eq!(delta_requests(&env.sim.log()).len(), 1, "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_sync_revert_shows_in_the_next_delta_round() {
+    let env = start(vec![SimUser::new("erin@remedy.test").synced(), SimUser::new("frank@remedy.test")]).await;
+    let directory = env.directory();
+    let erin = observe(&directory, &["erin@remedy.test".into()]).await.remove(0);
+    directory.apply(&erin, Action::SuspendUser, Utc::now()).await.expect("suspended in the cloud");
+    let suspended = delta(&directory, DeltaFrom::Latest).await;
+
+    // AD still says enabled: the next sync cycle undoes the suspension, and the next poll sees it.
+    env.sim.run_directory_sync();
+    let round = delta(&directory, DeltaFrom::Link(suspended.delta_link)).await;
+    assert_eq!(round.changed.len(), 1, "{:?}", round.changed);
+    let user = &round.changed[0];
+    assert_eq!(user.id, erin.id);
+    assert_eq!(user.account_enabled, Some(true));
+    assert_eq!(user.on_premises_sync_enabled, Some(true));
+}
+
+#[tokio::test]
+async fn a_throttled_delta_request_is_retried_after_retry_after() {
+    let env = start(staff(2)).await;
+    let directory = env.directory();
+    let start = delta(&directory, DeltaFrom::Latest).await;
+    env.sim.set_account_enabled("staff0000@remedy.test", false);
+    env.sim.clear_log();
+    env.sim.inject(Fault::Throttle { count: 1, retry_after: Duration::from_secs(1) });
+    env.sim.inject(Fault::Status { status: 503, count: 1 });
+    let round = delta(&directory, DeltaFrom::Link(start.delta_link)).await;
+    assert_eq!(round.changed.len(), 1);
+    let log = env.sim.log();
+    let sent = delta_requests(&log);
+    let statuses: Vec<u16> = sent.iter().map(|e| e.status).collect();
+    assert_eq!(statuses, [429, 503, 200]);
+    assert!(sent[1].at - sent[0].at >= chrono::Duration::seconds(1), "Retry-After honoured");
+    let stats = directory.stats();
+    assert!(stats.throttled >= 1 && stats.retries >= 2, "{stats:?}");
 }

@@ -65,6 +65,11 @@ fn dispatch(inner: &mut Inner, config: &SimConfig, call: &Call<'_>, context: &Co
     }
     match (method.as_str(), segments.as_slice()) {
         ("GET", ["users"]) => list_users(inner, config, &target, context),
+        // Source: https://learn.microsoft.com/graph/delta-query-overview ("/delta is a shortcut for
+        // the fully qualified name /microsoft.graph.delta").
+        ("GET", ["users", "delta" | "microsoft.graph.delta"]) => {
+            crate::delta::users_delta(inner, config, &target, context)
+        }
         ("GET", ["users", key]) => get_user(inner, key, &target, context),
         ("PATCH", ["users", key]) => update_user(inner, key, call.body, context.now),
         ("POST", ["users", key, "revokeSignInSessions"]) => revoke_sign_in_sessions(inner, key, context),
@@ -85,7 +90,7 @@ fn dispatch(inner: &mut Inner, config: &SimConfig, call: &Call<'_>, context: &Co
                 400,
                 "BadRequest",
                 format!(
-                    "Resource not found for the segment '{segment}'. (graph-sim serves /users, /users/{{id}}, \
+                    "Resource not found for the segment '{segment}'. (graph-sim serves /users, /users/delta, /users/{{id}}, \
                      /users/{{id}}/revokeSignInSessions, /identityProtection/riskyUsers/{{id}}, \
                      /identityProtection/riskyUsers/confirmCompromised and /$batch.)"
                 ),
@@ -105,7 +110,7 @@ fn user_not_found(key: &str) -> Reply {
     )
 }
 
-fn user_json(user: &SimUser, properties: &[&str]) -> Map<String, Value> {
+pub(crate) fn user_json(user: &SimUser, properties: &[&str]) -> Map<String, Value> {
     let mut object = Map::new();
     for &property in properties {
         let value = match property {
@@ -132,7 +137,7 @@ fn user_json(user: &SimUser, properties: &[&str]) -> Map<String, Value> {
     object
 }
 
-fn metadata_context(context: &Context, properties: Option<&[&str]>, entity: bool) -> String {
+pub(crate) fn metadata_context(context: &Context, properties: Option<&[&str]>, entity: bool) -> String {
     let selected = properties.map(|p| format!("({})", p.join(","))).unwrap_or_default();
     let entity = if entity { "/$entity" } else { "" };
     format!("{}/{VERSION}/$metadata#users{selected}{entity}", context.base)
@@ -334,19 +339,14 @@ fn update_user(inner: &mut Inner, key: &str, body: Option<&Value>, now: DateTime
             );
         }
     }
-    let user = &mut inner.users[index];
-    let mut changed = false;
     if let Some(enabled) = account_enabled {
-        changed |= user.account_enabled != enabled;
-        user.account_enabled = enabled;
+        inner.set_account_enabled(index, enabled);
     }
     // forceChangePasswordNextSignIn without a password is accepted and changes nothing, as Graph does.
     if password.is_some() {
-        user.last_password_change = Some(now);
-        changed = true;
-    }
-    if changed {
-        inner.users_changed();
+        inner.users[index].last_password_change = Some(now);
+        let id = inner.users[index].id.clone();
+        inner.record_change(&id, &["lastPasswordChangeDateTime"]);
     }
     Reply::no_content()
 }
@@ -412,7 +412,8 @@ fn revoke_sign_in_sessions(inner: &mut Inner, key: &str, context: &Context) -> R
         return user_not_found(key);
     };
     inner.users[index].sign_in_sessions_valid_from = Some(context.now);
-    inner.users_changed();
+    let id = inner.users[index].id.clone();
+    inner.record_change(&id, &["signInSessionsValidFromDateTime"]);
     Reply::json(
         200,
         json!({"@odata.context": format!("{}/{VERSION}/$metadata#Edm.Boolean", context.base), "value": true}),

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +22,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_sim/sync", post(sync))
         .route("/_sim/faults", post(inject))
         .route("/_sim/on-premises/{id}", post(on_premises))
+        .route("/_sim/users/{id}", post(out_of_band).delete(remove))
 }
 
 async fn state(State(shared): State<Arc<Shared>>) -> Response {
@@ -70,6 +71,41 @@ async fn on_premises(State(shared): State<Arc<Shared>>, Path(id): Path<String>, 
         }
     };
     if crate::set_on_premises(&shared, &id, account_enabled) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (StatusCode::NOT_FOUND, Json(json!({"error": format!("no user {id}")}))).into_response()
+    }
+}
+
+/// `POST /_sim/users/{id}` `{"accountEnabled": bool}`: a change made out of band (the portal, an
+/// attacker), not through the app's Graph requests.
+async fn out_of_band(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let OnPremises { account_enabled } = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("expected {{\"accountEnabled\": bool}}: {e}")})),
+            )
+                .into_response()
+        }
+    };
+    if crate::set_account_enabled(&shared, &id, account_enabled) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (StatusCode::NOT_FOUND, Json(json!({"error": format!("no user {id}")}))).into_response()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Removal {
+    permanent: bool,
+}
+
+/// `DELETE /_sim/users/{id}` (`?permanent=true`): the user is deleted.
+async fn remove(State(shared): State<Arc<Shared>>, Path(id): Path<String>, Query(removal): Query<Removal>) -> Response {
+    if crate::remove_user(&shared, &id, removal.permanent) {
         StatusCode::NO_CONTENT.into_response()
     } else {
         (StatusCode::NOT_FOUND, Json(json!({"error": format!("no user {id}")}))).into_response()

@@ -14,6 +14,7 @@
 //! | `POST /{tenant}/oauth2/v2.0/token` | client credentials grant → opaque bearer token |
 //! | `GET /v1.0/users/{id or userPrincipalName}` | `$select` |
 //! | `GET /v1.0/users` | `$filter` (`id`/`userPrincipalName` with `eq`, `in`, `or`), `$select`, `$top`, nextLink paging |
+//! | `GET /v1.0/users/delta` | change tracking: `$select`, nextLink/deltaLink, `$deltatoken=latest`, `@removed`, expiry |
 //! | `PATCH /v1.0/users/{id}` | `accountEnabled`, `passwordProfile` |
 //! | `POST /v1.0/users/{id}/revokeSignInSessions` | sets `signInSessionsValidFromDateTime` |
 //! | `GET /v1.0/identityProtection/riskyUsers/{id}` | risk state, level, last update |
@@ -26,7 +27,9 @@
 //!
 //! Separate from Graph, `/_sim/*` lets a script inspect and steer the simulator: `GET /_sim/state`,
 //! `GET /_sim/log` (`DELETE` clears it), `POST /_sim/sync`, `POST /_sim/faults` (a JSON [`Fault`]),
-//! `POST /_sim/on-premises/{id}` (`{"accountEnabled": bool}`). These need no authentication, which is
+//! `POST /_sim/on-premises/{id}` (`{"accountEnabled": bool}`), `POST /_sim/users/{id}`
+//! (`{"accountEnabled": bool}`: changed out of band, as in the portal), `DELETE /_sim/users/{id}`
+//! (`?permanent=true`: not restorable). These need no authentication, which is
 //! acceptable only because the simulator listens on loopback: never expose it on a network.
 //!
 //! ```no_run
@@ -38,6 +41,7 @@
 //! ```
 
 mod batch;
+mod delta;
 mod graph;
 mod inspect;
 mod model;
@@ -159,6 +163,19 @@ impl Sim {
         set_on_premises(&self.shared, id_or_upn, enabled);
     }
 
+    /// Sets the user's accountEnabled out of band, as someone in the portal (or an attacker with a
+    /// privileged role) would: no Graph request, no permission check, but a change `/users/delta`
+    /// shows. `false` when there is no such user.
+    pub fn set_account_enabled(&self, id_or_upn: &str, enabled: bool) -> bool {
+        set_account_enabled(&self.shared, id_or_upn, enabled)
+    }
+
+    /// Deletes the user: soft (restorable in Entra ID, `@removed` reason `changed`) or for good
+    /// (reason `deleted`). `false` when there is no such user.
+    pub fn remove_user(&self, id_or_upn: &str, permanently: bool) -> bool {
+        remove_user(&self.shared, id_or_upn, permanently)
+    }
+
     /// Every request so far (token and Graph, and each `$batch` sub-request flagged `in_batch`), in
     /// arrival order. `/_sim` requests are not logged. A request still being answered shows status 0.
     pub fn log(&self) -> Vec<LoggedRequest> {
@@ -194,6 +211,24 @@ impl Drop for Sim {
             task.abort();
         }
     }
+}
+
+fn set_account_enabled(shared: &Shared, id_or_upn: &str, enabled: bool) -> bool {
+    let mut inner = shared.lock();
+    let Some(index) = inner.find_user(id_or_upn) else {
+        return false;
+    };
+    inner.set_account_enabled(index, enabled);
+    true
+}
+
+fn remove_user(shared: &Shared, id_or_upn: &str, permanently: bool) -> bool {
+    let mut inner = shared.lock();
+    let Some(index) = inner.find_user(id_or_upn) else {
+        return false;
+    };
+    inner.remove_user(index, permanently);
+    true
 }
 
 fn set_on_premises(shared: &Shared, id_or_upn: &str, enabled: bool) -> bool {

@@ -44,6 +44,15 @@ pub struct SimConfig {
     /// when asked.
     #[serde(default, with = "optional_duration_text")]
     pub directory_sync_interval: Option<Duration>,
+    /// How long a `/users/delta` deltaLink stays usable; older ones answer 400 `syncStateNotFound`.
+    /// Default 7 days, the documented limit for directory objects
+    /// (https://learn.microsoft.com/graph/delta-query-overview, "Token duration").
+    #[serde(default = "default_delta_token_lifetime", with = "duration_text")]
+    pub delta_token_lifetime: Duration,
+}
+
+fn default_delta_token_lifetime() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 fn default_token_lifetime() -> Duration {
@@ -72,6 +81,7 @@ impl SimConfig {
             confirm_compromised_per_second: default_confirm_compromised_per_second(),
             page_size: default_page_size(),
             directory_sync_interval: None,
+            delta_token_lifetime: default_delta_token_lifetime(),
         }
     }
 
@@ -99,6 +109,9 @@ impl SimConfig {
         }
         if self.page_size == 0 {
             problems.push("pageSize must be at least 1".to_owned());
+        }
+        if self.delta_token_lifetime.is_zero() {
+            problems.push("deltaTokenLifetime must be longer than 0".to_owned());
         }
         if self.token_lifetime.is_zero() {
             problems.push("tokenLifetime must be longer than 0".to_owned());
@@ -277,7 +290,8 @@ pub struct Throttle {
 /// `$batch` envelope do not). Faults queue up in the order they are injected.
 ///
 /// JSON (for `POST /_sim/faults`): `{"status":{"status":503,"count":2}}`,
-/// `{"throttle":{"count":1,"retryAfter":"2s"}}`, `{"latency":"200ms"}`, `"expireTokens"`.
+/// `{"throttle":{"count":1,"retryAfter":"2s"}}`, `{"latency":"200ms"}`, `"expireTokens"`,
+/// `"expireDeltaTokens"`, `"resetDeltaTokens"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Fault {
@@ -295,6 +309,12 @@ pub enum Fault {
     Latency(#[serde(with = "duration_text")] Duration),
     /// Every token issued so far is now expired (tokens issued later are not).
     ExpireTokens,
+    /// Every delta and skip token of `/users/delta` issued so far is now expired: using one
+    /// answers 400 `syncStateNotFound`, as a token older than `deltaTokenLifetime` does.
+    ExpireDeltaTokens,
+    /// Every delta and skip token issued so far needs a synchronization reset: using one answers
+    /// 410 Gone with a `Location` to start again from.
+    ResetDeltaTokens,
 }
 
 /// One request as the simulator saw it.

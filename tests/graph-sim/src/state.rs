@@ -32,6 +32,34 @@ pub(crate) struct Inner {
     next_log_id: u64,
     /// Bumped on every change to `users` (the binary's state file watches it).
     pub users_version: u64,
+    /// Every change to a user that Graph can show, numbered in order (what `/users/delta` reads).
+    pub changes: Vec<Change>,
+    /// Delta tokens carry the generation they were issued in; retiring tokens starts a new one.
+    pub delta_generation: u64,
+    /// Tokens of an earlier generation than this are expired (`syncStateNotFound`).
+    pub delta_expired_below: u64,
+    /// Tokens of an earlier generation than this need a synchronization reset (410 Gone).
+    pub delta_reset_below: u64,
+    /// The zero of the delta tokens' issue times.
+    pub delta_clock_origin: Instant,
+}
+
+/// One numbered change to a user, in the simulator's change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Change {
+    /// 1, 2, 3, ...: the log's order.
+    pub sequence: u64,
+    /// The user's object id.
+    pub id: String,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ChangeKind {
+    /// These Graph properties changed (in Graph's spelling).
+    Updated(Vec<&'static str>),
+    /// The user was deleted: soft (`changed`, restorable from deletedItems) or for good (`deleted`).
+    Removed { permanently: bool },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +82,11 @@ impl Shared {
             log: Vec::new(),
             next_log_id: 0,
             users_version: 0,
+            changes: Vec::new(),
+            delta_generation: 0,
+            delta_expired_below: 0,
+            delta_reset_below: 0,
+            delta_clock_origin: Instant::now(),
         };
         Shared { config, inner: Mutex::new(inner) }
     }
@@ -77,21 +110,50 @@ impl Inner {
         self.users.iter().position(|u| u.id.eq_ignore_ascii_case(id))
     }
 
+    /// A change Graph cannot show (on-premises state, risk): only the version moves.
     pub fn users_changed(&mut self) {
         self.users_version += 1;
     }
 
+    /// The sequence number of the latest change (0 before any).
+    pub fn last_change(&self) -> u64 {
+        self.changes.last().map_or(0, |c| c.sequence)
+    }
+
+    /// Logs a change of these Graph properties of the user with this object id.
+    pub fn record_change(&mut self, id: &str, properties: &[&'static str]) {
+        self.log_change(id, ChangeKind::Updated(properties.to_vec()));
+    }
+
+    fn log_change(&mut self, id: &str, kind: ChangeKind) {
+        let sequence = self.last_change() + 1;
+        self.changes.push(Change { sequence, id: id.to_owned(), kind });
+        self.users_changed();
+    }
+
+    /// Sets accountEnabled and logs the change when there is one.
+    pub fn set_account_enabled(&mut self, index: usize, enabled: bool) {
+        if self.users[index].account_enabled != enabled {
+            self.users[index].account_enabled = enabled;
+            let id = self.users[index].id.clone();
+            self.record_change(&id, &["accountEnabled"]);
+        }
+    }
+
+    /// Deletes a user (soft: restorable from deletedItems in Entra ID; or for good).
+    pub fn remove_user(&mut self, index: usize, permanently: bool) {
+        let user = self.users.remove(index);
+        self.log_change(&user.id, ChangeKind::Removed { permanently });
+    }
+
     /// One Entra Connect cycle: every synced user's accountEnabled becomes what AD says.
     pub fn directory_sync(&mut self) {
-        let mut changed = false;
-        for user in self.users.iter_mut().filter(|u| u.on_premises_sync_enabled) {
-            if user.account_enabled != user.on_premises_account_enabled {
-                user.account_enabled = user.on_premises_account_enabled;
-                changed = true;
+        for index in 0..self.users.len() {
+            let user = &self.users[index];
+            if user.on_premises_sync_enabled {
+                let on_premises = user.on_premises_account_enabled;
+                self.set_account_enabled(index, on_premises);
             }
-        }
-        if changed {
-            self.users_changed();
         }
     }
 
@@ -105,6 +167,14 @@ impl Inner {
             }
             Fault::Status { .. } | Fault::Throttle { .. } => {}
             Fault::Latency(latency) => self.latency = latency,
+            Fault::ExpireDeltaTokens => {
+                self.delta_generation += 1;
+                self.delta_expired_below = self.delta_generation;
+            }
+            Fault::ResetDeltaTokens => {
+                self.delta_generation += 1;
+                self.delta_reset_below = self.delta_generation;
+            }
             Fault::ExpireTokens => {
                 let now = Instant::now();
                 for expiry in self.tokens.values_mut() {
