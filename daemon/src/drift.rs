@@ -4,14 +4,20 @@
 //! maps what changed to the identities it manages and drops the rest.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use remedy_policies::config::Config;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use crate::ad::{AdError, ChangeWatcher, WatchedAccount};
+use crate::ad::{ChangeWatcher, WatchedAccount};
+use crate::entra::{DeltaFrom, EntraError, GraphDirectory};
 use crate::metrics::Metrics;
+use crate::providers::daemon_graph_options;
+use crate::store::Store;
 
 /// How a change was noticed (the `source` label of the re-containment metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -73,21 +79,96 @@ pub struct DriftWiring {
     pub accounts: Option<watch::Sender<Vec<WatchedAccount>>>,
 }
 
-/// Starts the change watchers the configuration asks for (AD: notification and/or USN polling;
-/// `activeDirectory.watch`) as tasks that end when the controller drops its side. `None` when
-/// nothing is watched: changes are then picked up at each resync only.
-pub fn start(config: &Config, config_dir: &Path, metrics: &Metrics) -> Result<Option<DriftWiring>, AdError> {
-    let Some(ad) = &config.active_directory else { return Ok(None) };
-    if !ad.watch.notification && ad.watch.poll_interval.is_zero() {
-        tracing::info!(
-            "activeDirectory.watch: notification off and pollInterval 0s: AD changes are picked up at each resync only"
-        );
-        return Ok(None);
-    }
+/// Starts the change watchers the configuration asks for as tasks that end when the controller
+/// drops its side: in AD, change notification and/or USN polling (`activeDirectory.watch`); in
+/// Entra ID, Graph delta rounds every `entraId.deltaInterval` (the delta link kept in `store`).
+/// `None` when nothing is watched: changes are then picked up at each resync only.
+pub fn start(
+    config: &Config,
+    config_dir: &Path,
+    store: &Store,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<DriftWiring>> {
     let (signals_tx, signals) = mpsc::channel(1024);
-    let (accounts, accounts_rx) = watch::channel(Vec::new());
-    let watcher = ChangeWatcher::new(ad, config_dir)?;
-    metrics.watch_ldap(watcher.stats());
-    tokio::spawn(watcher.run(accounts_rx, signals_tx));
-    Ok(Some(DriftWiring { signals, accounts: Some(accounts) }))
+    let mut watching = false;
+    let mut accounts = None;
+    if let Some(ad) = &config.active_directory {
+        if !ad.watch.notification && ad.watch.poll_interval.is_zero() {
+            tracing::info!("activeDirectory.watch: notification off and pollInterval 0s: AD changes are picked up at each resync only");
+        } else {
+            let (sender, receiver) = watch::channel(Vec::new());
+            let watcher = ChangeWatcher::new(ad, config_dir)
+                .context("cannot set up the watch for changes in Active Directory")?;
+            metrics.watch_ldap(watcher.stats());
+            tokio::spawn(watcher.run(receiver, signals_tx.clone()));
+            accounts = Some(sender);
+            watching = true;
+        }
+    }
+    if let Some(entra) = config.entra_id.as_ref().filter(|e| !e.delta_interval.is_zero()) {
+        let graph = GraphDirectory::with_options(entra, config_dir, daemon_graph_options())
+            .with_context(|| format!("cannot set up Graph delta query for tenant {}", entra.tenant_id))?;
+        let graph = Arc::new(graph);
+        metrics.watch_graph(Arc::clone(&graph));
+        tokio::spawn(follow_entra(graph, store.clone(), entra.delta_interval, signals_tx));
+        watching = true;
+    }
+    Ok(watching.then_some(DriftWiring { signals, accounts }))
+}
+
+/// Graph delta rounds every `interval` until the controller is gone: the users that changed are
+/// reported (the controller keeps those it manages); an expired token asks for a full pass and
+/// starts again from now; other errors are retried at the next round.
+async fn follow_entra(
+    graph: Arc<GraphDirectory>,
+    store: Store,
+    interval: Duration,
+    signals: mpsc::Sender<DriftSignal>,
+) {
+    let kept = match store.entra_delta_link() {
+        Ok(link) => link,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the kept Graph delta link: starting from now");
+            None
+        }
+    };
+    let mut from = kept.map_or(DeltaFrom::Latest, DeltaFrom::Link);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = signals.closed() => return,
+        }
+        match graph.delta(from.clone()).await {
+            Ok(round) => {
+                if let Err(error) = store.set_entra_delta_link(Some(&round.delta_link)) {
+                    tracing::warn!(%error, "cannot keep the Graph delta link: a restart starts from now");
+                }
+                from = DeltaFrom::Link(round.delta_link);
+                if !round.changed.is_empty() {
+                    tracing::debug!(users = round.changed.len(), pages = round.pages, "Graph delta: users changed");
+                    let objects =
+                        round.changed.into_iter().map(|user| ChangedObject::EntraUser { id: user.id }).collect();
+                    let signal = DriftSignal::Changed {
+                        objects,
+                        source: DriftSource::Delta,
+                        noticed: tokio::time::Instant::now(),
+                    };
+                    if signals.send(signal).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(error @ EntraError::DeltaExpired { .. }) => {
+                let _ = store.set_entra_delta_link(None);
+                from = DeltaFrom::Latest;
+                let signal = DriftSignal::Resync { why: error.to_string(), source: DriftSource::Delta };
+                if signals.send(signal).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "a Graph delta round failed: tried again at the next"),
+        }
+    }
 }

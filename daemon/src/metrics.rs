@@ -22,7 +22,7 @@ use remedy_policies::Provider;
 
 use crate::ad::{AdStats, ChangeWatcherStats};
 use crate::drift::DriftSource;
-use crate::entra::GraphStats;
+use crate::entra::{GraphDirectory, GraphStats};
 use crate::model::ActionOutcome;
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
@@ -207,6 +207,11 @@ impl Metrics {
         self.providers.with(|p| p.watcher = Some(watcher));
     }
 
+    /// The Graph delta client's requests, read at each scrape and added to the provider's.
+    pub fn watch_graph(&self, graph: Arc<GraphDirectory>) {
+        self.providers.with(|p| p.graph_watcher = Some(graph));
+    }
+
     /// The Graph client's request counters.
     pub fn set_graph(&self, stats: GraphStats) {
         self.providers.with(|p| p.graph = Some(stats));
@@ -234,6 +239,7 @@ struct ProviderStats {
     ldap: Option<AdStats>,
     graph: Option<GraphStats>,
     watcher: Option<ChangeWatcherStats>,
+    graph_watcher: Option<Arc<GraphDirectory>>,
 }
 
 impl std::fmt::Debug for ProviderStats {
@@ -270,7 +276,18 @@ fn labelled_counters(
 
 impl Collector for ProviderCounters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let ProviderStats { ldap, graph, watcher } = self.with(|p| p.clone());
+        let ProviderStats { ldap, graph, watcher, graph_watcher } = self.with(|p| p.clone());
+        let graph = match (graph, graph_watcher.map(|g| g.stats())) {
+            (Some(client), Some(delta)) => Some(GraphStats {
+                token_requests: client.token_requests + delta.token_requests,
+                batches: client.batches + delta.batches,
+                sub_requests: client.sub_requests + delta.sub_requests,
+                single_requests: client.single_requests + delta.single_requests,
+                throttled: client.throttled + delta.throttled,
+                retries: client.retries + delta.retries,
+            }),
+            (graph, delta) => graph.or(delta),
+        };
         let ldap = match (ldap, watcher.map(|w| w.stats())) {
             (Some(pool), Some(watch)) => Some(AdStats {
                 connects: pool.connects + watch.connects,

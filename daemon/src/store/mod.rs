@@ -93,6 +93,8 @@ pub mod layout {
     /// The denied, held and blocked actions already recorded while they last (see
     /// `Store::open_notices`).
     pub const OPEN_NOTICES_KEY: &str = "open_notices";
+    /// The Graph delta link the next round of `/users/delta` starts from.
+    pub const ENTRA_DELTA_LINK_KEY: &str = "entra_delta_link";
 
     /// remedy's lock file inside the store directory.
     pub const LOCK_FILE: &str = "remedy.lock";
@@ -329,6 +331,23 @@ impl Store {
     pub fn set_open_notices(&self, keys: &BTreeSet<String>) -> Result<(), StoreError> {
         self.meta.insert(layout::OPEN_NOTICES_KEY, encode(layout::META, keys)?)?;
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// The `@odata.deltaLink` the next delta round starts from, if one was kept.
+    pub fn entra_delta_link(&self) -> Result<Option<String>, StoreError> {
+        self.meta
+            .get(layout::ENTRA_DELTA_LINK_KEY)?
+            .map(|bytes| decode(layout::META, layout::ENTRA_DELTA_LINK_KEY, &bytes))
+            .transpose()
+    }
+
+    /// Keeps the delta link (`None`: forgets it, after a token expired).
+    pub fn set_entra_delta_link(&self, link: Option<&str>) -> Result<(), StoreError> {
+        match link {
+            Some(link) => self.meta.insert(layout::ENTRA_DELTA_LINK_KEY, encode(layout::META, &link)?)?,
+            None => self.meta.remove(layout::ENTRA_DELTA_LINK_KEY)?,
+        };
         Ok(())
     }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 use remedy::controller::Trigger;
 use remedy::model::{ActionOutcome, ConditionType, Event};
 
-use crate::support::daemon::{is_ready, manifest, sam, Daemon, Options, DISABLE};
+use remedy_graph_sim::SimUser;
+
+use crate::support::daemon::{is_ready, manifest, sam, Daemon, Options, DISABLE, SUSPEND};
 use crate::support::dc::{self, Dc, TestUser};
 use crate::support::proxy::Proxy;
 
@@ -180,5 +182,66 @@ async fn recontain_a_fight_is_contested_and_corrections_are_spaced() {
     assert_eq!(uac(&dc, &user).await, 0x200, "no tight loop: the correction waits");
     wait_disabled(&dc, &user, &daemon).await;
     assert_eq!(drift_records(&daemon, &user, 3).await, 3, "remedy keeps the declared state");
+    daemon.stop().await;
+}
+
+/// Waits until graph-sim shows the user suspended.
+async fn wait_suspended(daemon: &Daemon, upn: &str) {
+    let sim = daemon.sim.as_ref().expect("graph-sim");
+    let deadline = tokio::time::Instant::now() + CORRECTED_WITHIN;
+    while sim.user(upn).expect("in Entra ID").account_enabled {
+        assert!(tokio::time::Instant::now() < deadline, "still enabled in Entra ID: {:#?}", daemon.progress());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn recontain_a_user_re_enabled_in_entra_id_is_suspended_again_after_one_delta_round() {
+    let dc = Dc::shared().await;
+    let ou = dc.ou("recontain-entra").await;
+    let user = ou.add_user("cloud", 0x200).await;
+    let options = Options {
+        entra_users: vec![SimUser::new(&user.upn)],
+        delta_interval: Some("1s"),
+        ad_watch: "    notification: false\n    pollInterval: 0s\n".into(),
+        ..Options::default()
+    };
+    let daemon = Daemon::start(&dc, options).await;
+    daemon.save("inc.yaml", &manifest("inc", &user.sam, SUSPEND));
+    daemon.wait_status("inc", Duration::from_secs(20), is_ready).await;
+    let sim = daemon.sim.as_ref().expect("graph-sim");
+    assert!(!sim.user(&user.upn).expect("in Entra ID").account_enabled, "suspended first");
+
+    // Someone enables the user again in the portal.
+    assert!(sim.set_account_enabled(&user.upn, true));
+    wait_suspended(&daemon, &user.upn).await;
+    assert_eq!(daemon.passes_by(Trigger::Resync), 0, "no resync did it");
+    assert_eq!(drift_records(&daemon, &user, 1).await, 1);
+    assert_eq!(recontained(&daemon, "delta"), 1, "noticed by a delta round");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn recontain_a_synced_users_suspension_reverted_by_directory_sync_is_noticed_within_one_round() {
+    let dc = Dc::shared().await;
+    let ou = dc.ou("recontain-sync").await;
+    let user = ou.add_user("synced", 0x200).await;
+    let options = Options {
+        entra_users: vec![SimUser::new(&user.upn).synced()],
+        delta_interval: Some("1s"),
+        ad_watch: "    notification: false\n    pollInterval: 0s\n".into(),
+        ..Options::default()
+    };
+    let daemon = Daemon::start(&dc, options).await;
+    // Suspended in the cloud only, while AD (the source of authority) says enabled.
+    daemon.save("inc.yaml", &manifest("inc", &user.sam, SUSPEND));
+    daemon.wait_status("inc", Duration::from_secs(20), is_ready).await;
+    let sim = daemon.sim.as_ref().expect("graph-sim");
+
+    sim.run_directory_sync();
+    assert!(sim.user(&user.upn).expect("in Entra ID").account_enabled, "the sync reverted the suspension");
+    wait_suspended(&daemon, &user.upn).await;
+    assert_eq!(daemon.passes_by(Trigger::Resync), 0, "no resync did it");
+    assert_eq!(recontained(&daemon, "delta"), 1, "noticed by the next delta round");
     daemon.stop().await;
 }

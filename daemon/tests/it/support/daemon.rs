@@ -44,6 +44,8 @@ pub struct Options {
     pub extra_yaml: String,
     /// The DC's address as remedy reaches it (a proxy's), instead of the DC's own URL.
     pub ldaps_url: Option<String>,
+    /// `entraId.deltaInterval` (the default, 30s, when `None`).
+    pub delta_interval: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -57,6 +59,7 @@ impl Default for Options {
             ad_watch: String::new(),
             extra_yaml: String::new(),
             ldaps_url: None,
+            delta_interval: None,
         }
     }
 }
@@ -103,6 +106,9 @@ pub fn config_yaml(dc: &Dc, dir: &Path, manifests: &Path, options: &Options, sim
     if let Some(url) = sim_url {
         std::fs::write(dir.join("graph.secret"), SECRET).expect("secret file");
         yaml.push_str(&entra_yaml(TENANT, CLIENT_ID, dir.join("graph.secret").display(), url, None));
+        if let Some(interval) = options.delta_interval {
+            yaml.push_str(&format!("  deltaInterval: {interval}\n"));
+        }
     }
     yaml
 }
@@ -130,7 +136,9 @@ impl Daemon {
         let settings = settings(&config, manifests.clone());
         let (mut controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
         // As `remedy serve` wires it.
-        if let Some(wiring) = remedy::drift::start(&config, dir.path(), handle.metrics()).expect("change watchers") {
+        if let Some(wiring) =
+            remedy::drift::start(&config, dir.path(), &store, handle.metrics()).expect("change watchers")
+        {
             controller = controller.with_drift(wiring);
         }
         let (watcher, events) =
@@ -231,6 +239,7 @@ pub fn manifest(name: &str, sam: &str, spec: &str) -> String {
 
 pub const DISABLE_AND_SUSPEND: &str = "  activeDirectory:\n    disabled: true\n  entraId:\n    suspended: true\n";
 pub const DISABLE: &str = "  activeDirectory:\n    disabled: true\n";
+pub const SUSPEND: &str = "  entraId:\n    suspended: true\n";
 
 pub fn sam(user: &TestUser) -> Identity {
     Identity::sam_account_name(&user.sam).expect("sAMAccountName")
