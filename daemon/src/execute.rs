@@ -48,6 +48,10 @@ pub struct ActionReport {
     /// [`Action::value_on_ad`] and [`Action::value_on_entra`] show it, like the plan's before/after).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed_after: Option<String>,
+    /// The AD account's `uSNChanged` as read back (a change notification at or below it is this
+    /// write's own echo).
+    #[serde(skip)]
+    pub usn_after: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub transient: bool,
@@ -216,6 +220,7 @@ async fn execute_entra<E: EntraDirectory + Sync>(
                 planned: planned.clone(),
                 outcome: Outcome::Succeeded,
                 observed_after: Some(planned.action.value_on_entra(&change.after)),
+                usn_after: None,
                 error: None,
                 transient: false,
                 nothing_sent: false,
@@ -247,6 +252,7 @@ fn failed(
         planned: planned.clone(),
         outcome: Outcome::Failed,
         observed_after: None,
+        usn_after: None,
         error: Some(error),
         transient,
         nothing_sent: false,
@@ -277,6 +283,7 @@ async fn execute_identity<D: AdDirectory + Sync>(
             planned: planned.clone(),
             outcome,
             observed_after,
+            usn_after: None,
             error,
             transient,
             nothing_sent,
@@ -313,7 +320,12 @@ async fn execute_identity<D: AdDirectory + Sync>(
             }
         };
         match result {
-            Ok(shown) => reports.push(report(Outcome::Succeeded, Some(shown), None, false, false)),
+            Ok(shown) => {
+                let mut succeeded = report(Outcome::Succeeded, Some(shown), None, false, false);
+                succeeded.usn_after =
+                    account.as_ref().and_then(|a| a.usn_changed).and_then(|usn| u64::try_from(usn).ok());
+                reports.push(succeeded);
+            }
             Err(error) => {
                 tracing::warn!(identity = %identity.identity, action = %planned.action, error = %error, "action failed");
                 failed_provider.push(planned.provider);

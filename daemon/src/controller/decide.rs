@@ -29,6 +29,8 @@ pub struct Sent {
     pub after: String,
     /// How long the attempt took, read-back included.
     pub duration_ms: u64,
+    /// The AD account's `uSNChanged` as read back after the write.
+    pub usn_after: Option<u64>,
 }
 
 impl Sent {
@@ -43,6 +45,7 @@ impl Sent {
             before: report.planned.before.clone(),
             after: report.observed_after.clone().unwrap_or_else(|| report.planned.after.clone()),
             duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+            usn_after: report.usn_after,
         }
     }
 }
@@ -266,6 +269,7 @@ mod tests {
             before: "512".into(),
             after: "514".into(),
             duration_ms: 3,
+            usn_after: None,
         }
     }
 

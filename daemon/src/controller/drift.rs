@@ -160,7 +160,14 @@ impl Drift {
                 let known = Known {
                     identity: identity.identity.clone(),
                     manifests: manifests.clone(),
-                    usn: account.usn_changed.and_then(|usn| u64::try_from(usn).ok()),
+                    // What was read, or what remedy's own write was read back at: the echo of
+                    // remedy's own change is not a change to correct.
+                    usn: account
+                        .usn_changed
+                        .and_then(|usn| u64::try_from(usn).ok())
+                        .into_iter()
+                        .chain(result.sent_to(&identity.identity).iter().filter_map(|s| s.usn_after))
+                        .max(),
                 };
                 self.by_guid.insert(account.object_guid, known);
             }
