@@ -2,10 +2,12 @@
 //! the directories as the manifests declare.
 //!
 //! Events: the manifest set changed (or failed to load), a resync is due, a retry or an expiry is
-//! due, a reconcile was requested, a plan was approved, shutdown. Each event that can change what
-//! should be done marks a reconcile as wanted; events that arrive together (or while a pass runs)
-//! collapse into one pass. A pass ([`reconcile::run_pass`]) covers the whole set and returns its
-//! result; the loop then applies the error policy ([`policy`]) to each account's verdict, writes
+//! due, a reconcile was requested, a plan was approved, a change watcher reported a managed
+//! account changed ([`drift`]), shutdown. Each event that can change what should be done marks a
+//! reconcile as wanted; events that arrive together (or while a pass runs) collapse into one pass,
+//! and a pass over the whole set is never narrowed to a targeted one. A pass
+//! ([`reconcile::run_pass`]) covers the whole set (or, for a change noticed between resyncs, the
+//! changed accounts' manifests) and returns its result; the loop then applies the error policy ([`policy`]) to each account's verdict, writes
 //! each manifest's status ([`conditions`]) and the metrics ([`metrics`]).
 //!
 //! Which manifests are in force is decided by [`remedy_policies::admission`]: a set that fails to

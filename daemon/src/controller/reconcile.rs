@@ -5,10 +5,11 @@
 //! what is done with. The pass decides nothing about retries: it returns each account's
 //! [`Verdict`] and the controller applies the error policy.
 //!
-//! A pass always covers the whole set. The plan merges every manifest naming an account (also
-//! under another of its names) and counts the blast radius over everything, so a pass over part of
-//! the set could plan what the whole set would not; observation is batched, so a pass costs
-//! O(accounts / page size) requests.
+//! A pass covers the whole set, except a *targeted* pass (`PassInput::focus`), set off by a change
+//! to a managed account noticed between resyncs: it plans only that account's manifests. Those are
+//! every manifest the last plan grouped with the account (the plan merges every manifest naming an
+//! account, under any of its names), so the merge and the guardrails decide as a full pass would;
+//! it releases nothing. Observation is batched, so a pass costs O(accounts / page size) requests.
 
 use std::collections::{BTreeMap, BTreeSet};
 
