@@ -305,3 +305,78 @@ impl super::Controller {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> ManifestName {
+        ManifestName::new(text).expect("manifest name")
+    }
+
+    fn knowing(guid: u128, usn: u64) -> Drift {
+        let mut drift = Drift::default();
+        let known =
+            Known { identity: "sam:eve".parse().expect("identity"), manifests: [name("inc-1")].into(), usn: Some(usn) };
+        drift.by_entra.insert("4f0a0007-5c1e-4b8a-9d2e-00000000a007".into(), known.clone());
+        drift.by_guid.insert(Uuid::from_u128(guid), known);
+        drift
+    }
+
+    fn changed(object: ChangedObject) -> DriftSignal {
+        DriftSignal::Changed { objects: vec![object], source: DriftSource::Notification, noticed: Instant::now() }
+    }
+
+    #[tokio::test]
+    async fn reports_are_mapped_to_managed_accounts_and_old_news_is_dropped() {
+        let ad = |guid: u128, usn: u64| changed(ChangedObject::AdAccount { guid: Uuid::from_u128(guid), usn });
+        // (what, report, wanted)
+        let cases: Vec<(&str, DriftSignal, Wanted)> = vec![
+            ("another object of the container", ad(2, 900), Wanted::Nothing),
+            ("a change at the uSNChanged read: the echo of what was read", ad(1, 500), Wanted::Nothing),
+            ("an older notification", ad(1, 499), Wanted::Nothing),
+            ("a newer change", ad(1, 501), Wanted::Targeted),
+            (
+                "an Entra user, id in another case",
+                changed(ChangedObject::EntraUser { id: "4F0A0007-5C1E-4B8A-9D2E-00000000A007".into() }),
+                Wanted::Targeted,
+            ),
+            (
+                "an unmanaged Entra user",
+                changed(ChangedObject::EntraUser { id: "someone-else".into() }),
+                Wanted::Nothing,
+            ),
+            (
+                "a watermark that cannot be trusted",
+                DriftSignal::Resync { why: "restored".into(), source: DriftSource::Poll },
+                Wanted::Full,
+            ),
+        ];
+        for (what, signal, wanted) in cases {
+            let mut drift = knowing(1, 500);
+            let targeted = wanted == Wanted::Targeted;
+            assert_eq!(drift.on_signal(signal), wanted, "{what}");
+            let pending = drift.take_pending();
+            assert_eq!(pending.contains(&name("inc-1")), targeted, "{what}: the account's manifests are pending");
+        }
+    }
+
+    #[test]
+    fn a_pass_over_the_whole_set_is_never_narrowed_to_a_targeted_one() {
+        use crate::controller::{want, Trigger::*};
+        // (wanted before, trigger, wanted after)
+        let cases = [
+            (None, Drift, Some(Drift)),
+            (Some(Drift), Resync, Some(Resync)),
+            (Some(Drift), ManifestsChanged, Some(ManifestsChanged)),
+            (Some(Resync), Drift, Some(Resync)),
+            (Some(ManifestsChanged), Resync, Some(ManifestsChanged)),
+            (Some(Drift), Drift, Some(Drift)),
+        ];
+        for (before, trigger, after) in cases {
+            let mut wanted = before;
+            want(&mut wanted, trigger);
+            assert_eq!(wanted, after, "{before:?} then {trigger:?}");
+        }
+    }
+}
