@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use remedy_policies::config::Config;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::ad::{ChangeWatcher, WatchedAccount};
@@ -79,11 +79,18 @@ pub struct DriftWiring {
     pub accounts: Option<watch::Sender<Vec<WatchedAccount>>>,
 }
 
+/// How long [`start`] waits for the watchers' first watermark (the DC's USN, a delta link) before
+/// the controller's first pass; one taken later asks for a full pass of its own.
+const FIRST_WATERMARK_WAIT: Duration = Duration::from_secs(5);
+
 /// Starts the change watchers the configuration asks for as tasks that end when the controller
 /// drops its side: in AD, change notification and/or USN polling (`activeDirectory.watch`); in
 /// Entra ID, Graph delta rounds every `entraId.deltaInterval` (the delta link kept in `store`).
 /// `None` when nothing is watched: changes are then picked up at each resync only.
-pub fn start(
+///
+/// Watch first, then read: it waits (up to five seconds) until each watcher holds its first
+/// watermark, so that what changes after the controller's first read is reported.
+pub async fn start(
     config: &Config,
     config_dir: &Path,
     store: &Store,
@@ -92,6 +99,7 @@ pub fn start(
     let (signals_tx, signals) = mpsc::channel(1024);
     let mut watching = false;
     let mut accounts = None;
+    let mut ready = Vec::new();
     if let Some(ad) = &config.active_directory {
         if !ad.watch.notification && ad.watch.poll_interval.is_zero() {
             tracing::info!("activeDirectory.watch: notification off and pollInterval 0s: AD changes are picked up at each resync only");
@@ -100,7 +108,9 @@ pub fn start(
             let watcher = ChangeWatcher::new(ad, config_dir)
                 .context("cannot set up the watch for changes in Active Directory")?;
             metrics.watch_ldap(watcher.stats());
-            tokio::spawn(watcher.run(receiver, signals_tx.clone()));
+            let (ready_tx, ready_rx) = oneshot::channel();
+            tokio::spawn(watcher.run(receiver, signals_tx.clone(), ready_tx));
+            ready.push(ready_rx);
             accounts = Some(sender);
             watching = true;
         }
@@ -110,21 +120,28 @@ pub fn start(
             .with_context(|| format!("cannot set up Graph delta query for tenant {}", entra.tenant_id))?;
         let graph = Arc::new(graph);
         metrics.watch_graph(Arc::clone(&graph));
-        tokio::spawn(follow_entra(graph, store.clone(), entra.delta_interval, signals_tx));
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(follow_entra(graph, store.clone(), entra.delta_interval, signals_tx, ready_tx));
+        ready.push(ready_rx);
         watching = true;
     }
+    let _ = tokio::time::timeout(FIRST_WATERMARK_WAIT, futures::future::join_all(ready)).await;
     Ok(watching.then_some(DriftWiring { signals, accounts }))
 }
 
 /// Graph delta rounds every `interval` until the controller is gone: the users that changed are
-/// reported (the controller keeps those it manages); an expired token asks for a full pass and
-/// starts again from now; other errors are retried at the next round.
+/// reported (the controller keeps those it manages). Without a kept link, the first round starts
+/// from now (`ready` is told then). An expired token: a link from now is taken first, then a full
+/// pass is asked for, so that nothing falls between the two. Other errors are retried at the next
+/// round.
 async fn follow_entra(
     graph: Arc<GraphDirectory>,
     store: Store,
     interval: Duration,
     signals: mpsc::Sender<DriftSignal>,
+    ready: oneshot::Sender<()>,
 ) {
+    let mut ready = Some(ready);
     let kept = match store.entra_delta_link() {
         Ok(link) => link,
         Err(error) => {
@@ -132,20 +149,42 @@ async fn follow_entra(
             None
         }
     };
-    let mut from = kept.map_or(DeltaFrom::Latest, DeltaFrom::Link);
+    if kept.is_some() {
+        // Whatever changed since the kept link is reported by the first round.
+        ready.take().map(|ready| ready.send(()));
+    }
+    let mut link = kept;
+    // A full pass to ask for once a link from now is held (the token expired, or the first link
+    // came after the controller's first read).
+    let mut resync: Option<String> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = signals.closed() => return,
+        if !first || link.is_some() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = signals.closed() => return,
+            }
         }
-        match graph.delta(from.clone()).await {
+        first = false;
+        let from = link.clone().map_or(DeltaFrom::Latest, DeltaFrom::Link);
+        match graph.delta(from).await {
             Ok(round) => {
                 if let Err(error) = store.set_entra_delta_link(Some(&round.delta_link)) {
                     tracing::warn!(%error, "cannot keep the Graph delta link: a restart starts from now");
                 }
-                from = DeltaFrom::Link(round.delta_link);
+                link = Some(round.delta_link);
+                if let Some(ready) = ready.take() {
+                    if ready.send(()).is_err() {
+                        resync = Some("the first Graph delta link was taken after the first pass began".to_owned());
+                    }
+                }
+                if let Some(why) = resync.take() {
+                    if signals.send(DriftSignal::Resync { why, source: DriftSource::Delta }).await.is_err() {
+                        return;
+                    }
+                }
                 if !round.changed.is_empty() {
                     tracing::debug!(users = round.changed.len(), pages = round.pages, "Graph delta: users changed");
                     let objects =
@@ -161,12 +200,11 @@ async fn follow_entra(
                 }
             }
             Err(error @ EntraError::DeltaExpired { .. }) => {
+                tracing::warn!(%error, "the Graph delta link expired: starting again from now, then a full pass");
                 let _ = store.set_entra_delta_link(None);
-                from = DeltaFrom::Latest;
-                let signal = DriftSignal::Resync { why: error.to_string(), source: DriftSource::Delta };
-                if signals.send(signal).await.is_err() {
-                    return;
-                }
+                // At once for an expired link; a round from now that fails so waits for the tick.
+                first = link.take().is_some();
+                resync = Some(error.to_string());
             }
             Err(error) => tracing::warn!(%error, "a Graph delta round failed: tried again at the next"),
         }

@@ -26,7 +26,7 @@ use ldap3::{Ldap, Scope, SearchEntry, SearchResult};
 use remedy_policies::config::{ActiveDirectoryConfig, AdWatchConfig};
 use remedy_policies::coverage::{cover, Coverage, Limits, Registration};
 use remedy_policies::usn::{catch_up, CatchUp, DcNow, Watermark};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::codec;
@@ -120,7 +120,15 @@ impl ChangeWatcher {
 
     /// Runs until `signals` is closed. `accounts` brings the managed accounts (after each full
     /// pass); changes to them, and resync requests, go to `signals`.
-    pub async fn run(self, mut accounts: watch::Receiver<Vec<WatchedAccount>>, signals: mpsc::Sender<DriftSignal>) {
+    /// `ready` is told once the first watermark is taken; if nobody waits for it any more (the
+    /// controller may have read the accounts before it), a full pass is asked for then.
+    pub async fn run(
+        self,
+        mut accounts: watch::Receiver<Vec<WatchedAccount>>,
+        signals: mpsc::Sender<DriftSignal>,
+        ready: oneshot::Sender<()>,
+    ) {
+        let mut ready = Some(ready);
         let mut watermark: Option<Watermark> = None;
         let mut refused = false;
         let mut failures: u32 = 0;
@@ -128,7 +136,8 @@ impl ChangeWatcher {
             if signals.is_closed() {
                 return;
             }
-            let mut session = Session { watcher: &self, signals: &signals, watermark: &mut watermark, refused };
+            let mut session =
+                Session { watcher: &self, signals: &signals, watermark: &mut watermark, refused, ready: &mut ready };
             let outcome = session.run(&mut accounts).await;
             refused = session.refused;
             match outcome {
@@ -248,6 +257,8 @@ struct Session<'a> {
     watermark: &'a mut Option<Watermark>,
     /// The DC refused notification: everything is polled from now on.
     refused: bool,
+    /// Told when the first watermark is taken.
+    ready: &'a mut Option<oneshot::Sender<()>>,
 }
 
 impl Session<'_> {
@@ -258,6 +269,14 @@ impl Session<'_> {
             // Before the controller's first read of the accounts: what changes after it is caught up.
             let now = watcher.dc_now(None).await?;
             *self.watermark = Some(Watermark { invocation_id: now.invocation_id, usn: now.highest_committed_usn });
+            if let Some(ready) = self.ready.take() {
+                if ready.send(()).is_err() {
+                    // Taken after the controller may have read the accounts: what changed between
+                    // its read and this watermark is known only to a full pass.
+                    let why = "the DC's watermark was taken after the first pass began".to_owned();
+                    let _ = self.signals.send(DriftSignal::Resync { why, source: DriftSource::Poll }).await;
+                }
+            }
         }
         let watched = accounts.borrow_and_update().clone();
         let managed: HashSet<Uuid> = watched.iter().map(|a| a.guid).collect();

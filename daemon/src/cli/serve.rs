@@ -52,7 +52,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         };
         let listener = crate::api::serve(&config.api, &config_dir).await?;
         let (mut controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
-        if let Some(wiring) = crate::drift::start(&config, &config_dir, &store, handle.metrics())? {
+        if let Some(wiring) = crate::drift::start(&config, &config_dir, &store, handle.metrics()).await? {
             controller = controller.with_drift(wiring);
         }
         let (stop, shutdown) = watch::channel(false);

@@ -42,11 +42,19 @@ async fn wait_disabled(dc: &Dc, user: &TestUser, daemon: &Daemon) {
     }
 }
 
-/// A sample of `remedy_recontainment_seconds_count` for `source`.
-fn recontained(daemon: &Daemon, source: &str) -> u64 {
-    let text = daemon.handle.metrics().render();
+/// `remedy_recontainment_seconds_count` for `source`, once it reaches `expected` (the metric is
+/// recorded when the pass ends, just after the DC shows the correction); more would show too.
+async fn recontained(daemon: &Daemon, source: &str, expected: u64) -> u64 {
     let prefix = format!("remedy_recontainment_seconds_count{{source=\"{source}\"}} ");
-    text.lines().find_map(|line| line.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().expect("a count"))
+    let count = || {
+        let text = daemon.handle.metrics().render();
+        text.lines().find_map(|line| line.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().expect("a count"))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while count() < expected && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    count()
 }
 
 /// The drift corrections recorded for the account, once there are `expected` of them (the record
@@ -96,8 +104,8 @@ async fn recontain_a_re_enable_is_undone_by_change_notification_without_a_resync
         daemon.progress()
     );
     assert_eq!(drift_records(&daemon, &user, 1).await, 1, "one drift correction recorded");
-    assert_eq!(recontained(&daemon, "notification"), 1, "timed as noticed by notification");
-    assert_eq!(recontained(&daemon, "poll"), 0);
+    assert_eq!(recontained(&daemon, "notification", 1).await, 1, "timed as noticed by notification");
+    assert_eq!(recontained(&daemon, "poll", 0).await, 0);
     daemon.stop().await;
 }
 
@@ -113,8 +121,8 @@ async fn recontain_without_notification_usn_polling_undoes_a_re_enable() {
 
     assert_eq!(daemon.passes_by(Trigger::Resync), 0, "no resync did it");
     assert_eq!(drift_records(&daemon, &user, 1).await, 1);
-    assert_eq!(recontained(&daemon, "poll"), 1, "noticed by a uSNChanged poll");
-    assert_eq!(recontained(&daemon, "notification"), 0, "notification is off");
+    assert_eq!(recontained(&daemon, "poll", 1).await, 1, "noticed by a uSNChanged poll");
+    assert_eq!(recontained(&daemon, "notification", 0).await, 0, "notification is off");
     daemon.stop().await;
 }
 
@@ -142,7 +150,7 @@ async fn recontain_a_re_enable_while_remedy_was_cut_off_is_undone_after_it_recon
     assert_eq!(daemon.passes_by(Trigger::Resync), 0, "no resync did it");
     assert_eq!(drift_records(&daemon, &user, 1).await, 1);
     assert_eq!(
-        recontained(&daemon, "poll"),
+        recontained(&daemon, "poll", 1).await,
         1,
         "caught up by uSNChanged after registering again: {:#?}\n{}",
         daemon.progress(),
@@ -225,7 +233,7 @@ async fn recontain_a_user_re_enabled_in_entra_id_is_suspended_again_after_one_de
     wait_suspended(&daemon, &user.upn).await;
     assert_eq!(daemon.passes_by(Trigger::Resync), 0, "no resync did it");
     assert_eq!(drift_records(&daemon, &user, 1).await, 1);
-    assert_eq!(recontained(&daemon, "delta"), 1, "noticed by a delta round");
+    assert_eq!(recontained(&daemon, "delta", 1).await, 1, "noticed by a delta round");
     daemon.stop().await;
 }
 
@@ -250,6 +258,39 @@ async fn recontain_a_synced_users_suspension_reverted_by_directory_sync_is_notic
     assert!(sim.user(&user.upn).expect("in Entra ID").account_enabled, "the sync reverted the suspension");
     wait_suspended(&daemon, &user.upn).await;
     assert_eq!(daemon.passes_by(Trigger::Resync), 0, "no resync did it");
-    assert_eq!(recontained(&daemon, "delta"), 1, "noticed by the next delta round");
+    assert_eq!(recontained(&daemon, "delta", 1).await, 1, "noticed by the next delta round");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn recontain_an_expired_delta_token_makes_a_full_pass_and_delta_starts_again_from_now() {
+    let dc = Dc::shared().await;
+    let ou = dc.ou("recontain-expired").await;
+    let user = ou.add_user("expired", 0x200).await;
+    let options = Options {
+        entra_users: vec![SimUser::new(&user.upn)],
+        delta_interval: Some("1s"),
+        ad_watch: "    notification: false\n    pollInterval: 0s\n".into(),
+        ..Options::default()
+    };
+    let daemon = Daemon::start(&dc, options).await;
+    daemon.save("inc.yaml", &manifest("inc", &user.sam, SUSPEND));
+    daemon.wait_status("inc", Duration::from_secs(20), is_ready).await;
+    let kept = daemon.store.entra_delta_link().expect("store readable");
+    assert!(kept.is_some(), "the delta link is kept in the store");
+
+    let sim = daemon.sim.as_ref().expect("graph-sim");
+    sim.inject(remedy_graph_sim::Fault::ExpireDeltaTokens);
+    daemon
+        .wait("a full pass after the token expired", Duration::from_secs(15), |p| {
+            p.passes_by_trigger.get(&Trigger::Resync).copied().unwrap_or(0) >= 1
+        })
+        .await;
+
+    // Delta goes on from a fresh link: a re-enable is still noticed.
+    assert!(sim.set_account_enabled(&user.upn, true));
+    wait_suspended(&daemon, &user.upn).await;
+    assert_eq!(recontained(&daemon, "delta", 1).await, 1, "noticed by delta after starting again");
+    assert_ne!(daemon.store.entra_delta_link().expect("store readable"), kept, "a new link is kept");
     daemon.stop().await;
 }

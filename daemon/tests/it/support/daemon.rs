@@ -137,7 +137,7 @@ impl Daemon {
         let (mut controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
         // As `remedy serve` wires it.
         if let Some(wiring) =
-            remedy::drift::start(&config, dir.path(), &store, handle.metrics()).expect("change watchers")
+            remedy::drift::start(&config, dir.path(), &store, handle.metrics()).await.expect("change watchers")
         {
             controller = controller.with_drift(wiring);
         }
