@@ -112,10 +112,16 @@ pub async fn write_after_pass(
         statuses.push(status);
     }
     let written = statuses.iter().map(|s| (s.name.clone(), s.observed_generation.clone())).collect();
+    let whole_set = focus.is_none();
     blocking(store, move |store| {
+        let others = store.put_statuses(&statuses)?;
+        if !whole_set {
+            // A targeted pass wrote its manifests' statuses: the others are not stale.
+            return Ok(());
+        }
         // A status nobody writes any more (a manifest that never loaded, then was deleted) goes:
         // what is not in force, not rejected and not remembered for a release has no status.
-        for stale in store.put_statuses(&statuses)? {
+        for stale in others {
             if store.known_manifest(&stale)?.is_none() {
                 store.remove_status(&stale)?;
             }

@@ -10,6 +10,7 @@ use remedy::controller::Trigger;
 use remedy::model::{ActionOutcome, ConditionType, Event};
 
 use remedy_graph_sim::SimUser;
+use remedy_policies::ManifestName;
 
 use crate::support::daemon::{is_ready, manifest, sam, Daemon, Options, DISABLE, SUSPEND};
 use crate::support::dc::{self, Dc, TestUser};
@@ -89,6 +90,9 @@ async fn recontain_a_re_enable_is_undone_by_change_notification_without_a_resync
     let dc = Dc::shared().await;
     let options = Options { ad_watch: "    notification: true\n    pollInterval: 0s\n".into(), ..Options::default() };
     let (_ou, user, daemon) = contained(&dc, "recontain-notify", options).await;
+    // A manifest that never loaded keeps its status through targeted passes.
+    daemon.save("broken.yaml", &manifest("inc-broken", &user.sam, "  activeDirectory:\n    disabled: sometimes\n"));
+    daemon.wait_status("inc-broken", Duration::from_secs(10), |_| true).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(daemon.passes_by(Trigger::Drift), 0, "remedy's own write is not taken for a change to undo");
 
@@ -104,6 +108,8 @@ async fn recontain_a_re_enable_is_undone_by_change_notification_without_a_resync
         daemon.progress()
     );
     assert_eq!(drift_records(&daemon, &user, 1).await, 1, "one drift correction recorded");
+    let broken = ManifestName::new("inc-broken").expect("name");
+    assert!(daemon.store.get_status(&broken).expect("store").is_some(), "the targeted pass left other statuses alone");
     assert_eq!(recontained(&daemon, "notification", 1).await, 1, "timed as noticed by notification");
     assert_eq!(recontained(&daemon, "poll", 0).await, 0);
     daemon.stop().await;
