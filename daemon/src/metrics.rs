@@ -21,7 +21,6 @@ use prometheus_client::registry::Registry;
 use remedy_policies::Provider;
 
 use crate::ad::{AdStats, ChangeWatcherStats};
-use crate::drift::DriftSource;
 use crate::entra::{GraphDirectory, GraphStats};
 use crate::model::ActionOutcome;
 
@@ -190,8 +189,9 @@ impl Metrics {
     }
 
     /// One change corrected, `latency` after it was noticed.
-    pub fn record_recontainment(&self, source: DriftSource, latency: Duration) {
-        self.recontainment.get_or_create(&[("source", source.as_str().to_owned())]).observe(latency.as_secs_f64());
+    /// `source` is how it was noticed: `notification`, `poll` or `delta`.
+    pub fn record_recontainment(&self, source: &str, latency: Duration) {
+        self.recontainment.get_or_create(&[("source", source.to_owned())]).observe(latency.as_secs_f64());
     }
 
     pub fn record_contests(&self, count: usize) {

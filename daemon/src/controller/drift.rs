@@ -255,7 +255,7 @@ impl super::Controller {
         let now = self.clock.now();
         let (latencies, begun) = self.drift.learn(result, targeted, now, &self.settings.contest);
         for (source, latency) in latencies {
-            self.metrics.record_recontainment(source, latency);
+            self.metrics.record_recontainment(source.as_str(), latency);
         }
         if !begun.is_empty() {
             let window_seconds = u64::try_from(self.settings.contest.window.num_seconds()).unwrap_or(0);

@@ -165,7 +165,7 @@ pub async fn run_pass(
     let mut sent = Vec::new();
     for slice in slices(Work { identities: &plan.identities, withheld: &sorted.withheld }) {
         let work = Work { identities: &plan.identities[slice], withheld: &sorted.withheld };
-        let (done, outcomes) = send_slice(input, work, &observed, providers, store, &refs).await?;
+        let (done, outcomes) = send_slice(input.now, input.clock, work, &observed, providers, store, &refs).await?;
         sent.extend(done);
         recorded.extend(outcomes);
     }

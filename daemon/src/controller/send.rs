@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use chrono::{DateTime, Utc};
 use remedy_policies::observed::ObservedState;
 use remedy_policies::plan::Cause;
 use remedy_policies::{Action, Identity, ManifestName, Provider};
 
+use super::clock::Clock;
 use super::decide::Sent;
-use super::reconcile::PassInput;
 use super::records::{drift_note, failed_record};
 use super::store_call::blocking;
 use crate::execute::{execute, Outcome, Work};
@@ -45,9 +46,11 @@ pub(super) fn slices(work: Work<'_>) -> Vec<Range<usize>> {
 }
 
 /// Journals the slice's intents, sends them, and settles each from its report: what became of it
-/// and the provider and outcome of each record appended.
+/// and the provider and outcome of each record appended. `now` is what the pass judges against;
+/// records are dated by `clock` when their attempt or read-back happened.
 pub(super) async fn send_slice(
-    input: &PassInput<'_>,
+    now: DateTime<Utc>,
+    clock: &Clock,
     work: Work<'_>,
     observed: &ObservedState,
     providers: &Providers,
@@ -62,17 +65,16 @@ pub(super) async fn send_slice(
         .flat_map(|identity| work_ref.sending(identity).map(move |planned| (identity, planned)))
         .map(|(identity, planned)| {
             let refs = refs(&planned.provenance, &planned.cause);
-            let change =
-                IntendedChange::planned(&identity.identity, identity.resolved.clone(), planned, refs, input.now);
+            let change = IntendedChange::planned(&identity.identity, identity.resolved.clone(), planned, refs, now);
             ((identity.identity.clone(), planned.action), change)
         })
         .unzip();
     let ids = blocking(store, move |store| store.journal_intents(&changes)).await?;
     let mut intent_of: BTreeMap<(Identity, Action), _> = keys.into_iter().zip(ids).collect();
 
-    let stamp = || input.clock.now();
+    let stamp = || clock.now();
     let (ad, entra) = (providers.ad(), providers.entra());
-    let reports = execute(work, observed, ad, entra, providers.concurrency(), input.now, &stamp).await;
+    let reports = execute(work, observed, ad, entra, providers.concurrency(), now, &stamp).await;
 
     let mut settlements = Vec::new();
     let mut unconfirmed = Vec::new();
@@ -112,7 +114,7 @@ pub(super) async fn send_slice(
         if let Some(planned) = planned {
             let mut record = failed_record(&identity, planned);
             record.manifests = refs(&planned.provenance, &planned.cause);
-            settlements.push((intent, input.clock.now(), record));
+            settlements.push((intent, clock.now(), record));
         }
     }
     let outcomes = settlements.iter().map(|(_, _, r)| (r.provider, r.outcome)).collect();
