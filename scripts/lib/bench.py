@@ -705,16 +705,17 @@ class Served:
 
     def start(self, label, resync=NO_RESYNC, watch=None, delta=None, required=()):
         """Writes remedy.yaml (the options given) and starts remedy serve; waits for /readyz and its
-        first pass. Returns None when it runs, or why this binary does not support the phase: it
-        refused to start on a configuration with the new keys. `required`: keys that must stay
-        (the phase means nothing without them); other new keys are dropped and tried again."""
+        first pass. Returns None when it runs (self.written: what the file said), or why this
+        binary does not support the phase: it refused the configuration. A key the binary does not
+        know (`unknown field`) is dropped and the start tried again — a binary without the watcher
+        has nothing to turn off — unless it is in `required` (the phase means nothing without it).
+        Any other refusal names the phase unsupported as well."""
         self.daemon.stop_quietly()
-        attempts = [(watch, delta)]
-        if (watch or delta is not None) and not required:
-            attempts.append((None, None))  # a binary without the options: nothing to turn off
-        for watch_, delta_ in attempts:
+        keys = {"watch": watch, "deltaInterval": delta}
+        while True:
             write_config(self.work, self.watched, self.sc.ou.dn, "bench-operator", resync=resync,
-                         max_changes=1000000, graph_sim=self.graph.url, watch=watch_, delta_interval=delta_)
+                         max_changes=1000000, graph_sim=self.graph.url, watch=keys["watch"],
+                         delta_interval=keys["deltaInterval"])
             self.daemon.start()
             try:
                 self.daemon.wait_http("/readyz", 120)
@@ -727,27 +728,35 @@ class Served:
                 why = next((line for line in text.splitlines() if any(k in line for k in NEW_KEYS)), str(failure))
                 say(f"{label}: remedy serve refused the configuration: {why.strip()[:300]}")
                 field = re.search(r"unknown field `([A-Za-z]+)`", why)
-                reason = ("not supported by this binary" + (f" (unknown field `{field.group(1)}`)" if field else
-                                                            f" (it refused the configuration: {why.strip()[-160:]})"))
                 self.refused = field.group(1) if field else why
-                continue
+                if field and keys.get(field.group(1)) is not None and field.group(1) not in required:
+                    keys[field.group(1)] = None
+                    say(f"{label}: trying again without `{field.group(1)}` (this binary does not know it)")
+                    continue
+                return ("not supported by this binary" + (f" (unknown field `{field.group(1)}`)" if field else
+                                                          f" (it refused the configuration: {why.strip()[-160:]})"))
             self.daemon.wait_pass(1, 600)
-            self.written = {"watch": watch_, "deltaInterval": delta_, "resync": resync}
-            if watch_ != watch or delta_ != delta:
-                say(f"{label}: remedy serve runs without the watch/deltaInterval keys (this binary has no watcher)")
+            self.written = {"watch": keys["watch"], "deltaInterval": keys["deltaInterval"], "resync": resync}
             return None
-        return reason
 
     def stop(self):
         if self.daemon.alive():
             self.daemon.stop()
 
 
-def ad_samples(sc, pick, count, timeout, rng, label):
+def random_pause(rng, period):
+    """Before each re-enable: 0.2-2 s, plus a random fraction of `period`, the schedule that drives
+    the path measured (the resync's 10 s, the delta or USN poll interval; 0 for notification).
+    Without it the moments would be phase-locked to that schedule: each sample starts just after
+    the tick that corrected the one before, and a 10 s resync would always look like 8-10 s."""
+    time.sleep(rng.uniform(0.2, 2.0) + rng.uniform(0, period))
+
+
+def ad_samples(sc, pick, count, timeout, rng, label, period=0.0):
     """`count` re-enables of never-before-picked accounts at random moments; (samples, why it stopped early)."""
     samples = []
     for i in range(count):
-        time.sleep(rng.uniform(0.2, 2.0))
+        random_pause(rng, period)
         sc.daemon.check_alive()
         sam = pick()
         r = sc.watch.reenable(sc.ou.user_dn(sam), timeout)
@@ -760,10 +769,10 @@ def ad_samples(sc, pick, count, timeout, rng, label):
     return samples, None
 
 
-def entra_samples(sc, graph, pick, count, timeout, rng, label):
+def entra_samples(sc, graph, pick, count, timeout, rng, label, period=0.0):
     samples = []
     for i in range(count):
-        time.sleep(rng.uniform(0.2, 2.0))
+        random_pause(rng, period)
         sc.daemon.check_alive()
         sam = pick()
         r = graph.reenable(entra_user_id(sam), timeout)
@@ -894,22 +903,22 @@ def cmd_recontain(args):
 
         figures = {}
         # 1. The fast path: change notification (USN polling behind it), Graph delta.
-        why = served.start("notification", watch=FAST_WATCH, delta=args.delta_interval, required=("watch",))
+        why = served.start("watcher", watch=FAST_WATCH, delta=args.delta_interval, required=("watch",))
         if why:
-            # Perhaps the AD watcher alone, without deltaInterval (pointless when `watch` was refused).
-            why_ad = why if served.refused == "watch" else served.start(
-                "notification (AD only)", watch=FAST_WATCH, required=("watch",))
-            figures["adNotification"] = samples_figure([], None, why_ad)
+            figures["adNotification"] = samples_figure([], None, why)
             figures["entraDelta"] = samples_figure([], None, why)
-            if not why_ad:
-                s, stopped = ad_samples(sc, pick, args.samples, 30, rng, "AD, change notification")
-                figures["adNotification"] = samples_figure(s, stopped, None, {"bySource": recontainment_counts(metrics())})
         else:
             s, stopped = ad_samples(sc, pick, args.samples, 30, rng, "AD, change notification")
             figures["adNotification"] = samples_figure(s, stopped, None, {"bySource": recontainment_counts(metrics())})
-            s, stopped = entra_samples(sc, graph, pick, args.entra_samples, parse_seconds(args.delta_interval) + 30,
-                                       rng, f"Entra ID, delta every {args.delta_interval}")
-            figures["entraDelta"] = samples_figure(s, stopped, None, {"bySource": recontainment_counts(metrics())})
+            if served.written["deltaInterval"] is None:
+                figures["entraDelta"] = samples_figure([], None, "not supported by this binary (unknown field "
+                                                                 "`deltaInterval`)")
+            else:
+                delta = parse_seconds(args.delta_interval)
+                s, stopped = entra_samples(sc, graph, pick, args.entra_samples, delta + 30, rng,
+                                           f"Entra ID, delta every {args.delta_interval}", period=delta)
+                figures["entraDelta"] = samples_figure(s, stopped, None,
+                                                       {"bySource": recontainment_counts(metrics())})
         idle = {}
         if not figures["adNotification"].get("unsupported"):
             idle["watch"] = {"large": idle_window(served, args.idle_seconds, f"watcher on, {n} identities")}
@@ -922,15 +931,18 @@ def cmd_recontain(args):
         if why:
             figures["adUsnPoll"] = samples_figure([], None, why)
         else:
-            s, stopped = ad_samples(sc, pick, args.baseline_samples, 30, rng, "AD, USN polling every 1s")
+            s, stopped = ad_samples(sc, pick, args.baseline_samples, 30, rng, "AD, USN polling every 1s", period=1.0)
             figures["adUsnPoll"] = samples_figure(s, stopped, None, {"bySource": recontainment_counts(metrics())})
 
         # 3. The baseline: no watcher, a resync every 10 s.
-        served.start("baseline", resync=RESYNC_EVERY_10S, watch=NO_WATCH, delta="0s")
+        why = served.start("baseline", resync=RESYNC_EVERY_10S, watch=NO_WATCH, delta="0s")
+        if why:
+            raise Failure(f"the baseline's configuration: {why}")
         result["baselineConfig"] = served.written
-        s, stopped = ad_samples(sc, pick, args.baseline_samples, 60, rng, "AD, baseline: resync every 10 s")
+        s, stopped = ad_samples(sc, pick, args.baseline_samples, 60, rng, "AD, baseline: resync every 10 s", period=10.0)
         figures["adBaseline"] = samples_figure(s, stopped, None)
-        s, stopped = entra_samples(sc, graph, pick, args.baseline_samples, 60, rng, "Entra ID, baseline: resync every 10 s")
+        s, stopped = entra_samples(sc, graph, pick, args.baseline_samples, 60, rng,
+                                   "Entra ID, baseline: resync every 10 s", period=10.0)
         figures["entraBaseline"] = samples_figure(s, stopped, None)
         idle["baseline"] = {"large": idle_window(served, args.idle_seconds, f"baseline (resync every 10 s), {n} identities")}
         served.stop()
@@ -941,14 +953,15 @@ def cmd_recontain(args):
         small_served = Served(sc, small_work, small_watched, graph, args.remedy)
         sc.daemon = small_served.daemon
         if "unsupported" not in idle["watch"]:
-            why = small_served.start("notification, small", watch=FAST_WATCH, delta=args.delta_interval,
+            why = small_served.start("watcher, small", watch=FAST_WATCH, delta=args.delta_interval,
                                      required=("watch",))
-            if why:
-                why = small_served.start("notification, small (AD only)", watch=FAST_WATCH, required=("watch",))
             if why:
                 raise Failure(f"the watcher ran at {n} identities but not at {small}: {why}")
             idle["watch"]["small"] = idle_window(small_served, args.idle_seconds, f"watcher on, {small} identities")
-        small_served.start("baseline, small", resync=RESYNC_EVERY_10S, watch=NO_WATCH, delta="0s")
+            idle["watch"]["config"] = small_served.written
+        why = small_served.start("baseline, small", resync=RESYNC_EVERY_10S, watch=NO_WATCH, delta="0s")
+        if why:
+            raise Failure(f"the baseline's configuration: {why}")
         idle["baseline"]["small"] = idle_window(small_served, args.idle_seconds,
                                                 f"baseline (resync every 10 s), {small} identities")
         small_served.stop()
@@ -985,7 +998,8 @@ def table_recontain(r):
     entra_fast = p99(f["entraDelta"])
     rows = [
         f"{r['users']:,} managed identities (AD disable + Entra ID suspend); out-of-band re-enables of accounts "
-        "never picked before, at random moments (0.2–2 s apart). AD: the administrator's LDAP modify "
+        "never picked before, at random moments (0.2–2 s apart, plus a random fraction of the path's schedule: "
+        "the resync's 10 s, the poll interval). AD: the administrator's LDAP modify "
         "(userAccountControl 512) → a persistent connection polling every ~5 ms sees 0x2 again. Entra ID: "
         f"`PATCH accountEnabled=true` on graph-sim ({r['graphLatency']} latency per request) → `GET` polling sees "
         "false again (late by up to one round trip). Baselines ran in the same run with fewer samples: "
