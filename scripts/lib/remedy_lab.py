@@ -603,6 +603,10 @@ class Ou:
         t0 = time.monotonic()
         result = ldap("ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-E", "pr=1000/noprompt", "-b", self.dn, "dn",
                       check=False)
+        if result.returncode not in (0, 32):  # 32: no such object (already gone)
+            print(f"warning: could not list {self.dn} to delete it (ldapsearch exit {result.returncode}: "
+                  f"{result.stderr.strip()[:200]}); it is left on the DC", file=sys.stderr)
+            return 0
         dns = [line[4:] for line in result.stdout.splitlines() if line.startswith("dn: ")]
         dns.sort(key=lambda dn: dn.count(","), reverse=True)
         if dns:
