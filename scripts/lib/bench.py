@@ -651,16 +651,34 @@ class GraphSim:
             raise Failure(f"graph-sim GET /users/{uid}: {status} {body}")
         return body["accountEnabled"]
 
-    def reenable(self, uid, timeout, pause=0.005):
-        """PATCH accountEnabled=true, then polls until remedy has set it false again: {"t0": just
-        before the PATCH was sent, "returned", "seen", "polls"}, or None after `timeout` s. Polled
-        by GET /v1.0/users/{id}: each poll pays graph-sim's latency, so "seen" is late by up to one
-        round trip (the latency plus `pause`)."""
-        t0 = time.monotonic()
+    # How the out-of-band re-enable is made: graph-sim's own `POST /_sim/users/{id}` (a change
+    # made in the portal: no latency, not in the request log), or, on a graph-sim without it,
+    # `PATCH /v1.0/users/{id}` with the app's token. None until the first re-enable finds out.
+    reenabled_by = None
+    BY_SIM, BY_PATCH = "POST /_sim/users/{id}", "PATCH /v1.0/users/{id} (app token)"
+
+    def enable_out_of_band(self, uid):
+        if self.reenabled_by in (None, self.BY_SIM):
+            status, body = http("POST", f"{self.url}/_sim/users/{uid}", body={"accountEnabled": True})
+            if status == 204:
+                self.reenabled_by = self.BY_SIM
+                return
+            # An unknown route answers 404 with no body; the endpoint's own 404 says which user.
+            if self.reenabled_by is not None or status not in (404, 405) or body:
+                raise Failure(f"graph-sim POST /_sim/users/{uid} accountEnabled=true: {status} {body}")
+            self.reenabled_by = self.BY_PATCH
         status, body = self.call("PATCH", f"/users/{uid}", {"accountEnabled": True})
-        returned = time.monotonic()
         if status not in (200, 204):
             raise Failure(f"graph-sim PATCH /users/{uid} accountEnabled=true: {status} {body}")
+
+    def reenable(self, uid, timeout, pause=0.005):
+        """Re-enables out of band (enable_out_of_band), then polls until remedy has set it false
+        again: {"t0": just before the request was sent, "returned", "seen", "polls"}, or None after
+        `timeout` s. Polled by GET /v1.0/users/{id}: each poll pays graph-sim's latency, so "seen" is
+        late by up to one round trip (the latency plus `pause`)."""
+        t0 = time.monotonic()
+        self.enable_out_of_band(uid)
+        returned = time.monotonic()
         polls = 0
         while True:
             polls += 1
@@ -944,6 +962,7 @@ def cmd_recontain(args):
         s, stopped = entra_samples(sc, graph, pick, args.baseline_samples, 60, rng,
                                    "Entra ID, baseline: resync every 10 s", period=10.0)
         figures["entraBaseline"] = samples_figure(s, stopped, None)
+        result["entraReenabledBy"] = graph.reenabled_by
         idle["baseline"] = {"large": idle_window(served, args.idle_seconds, f"baseline (resync every 10 s), {n} identities")}
         served.stop()
         sc.watch.close()
@@ -1001,7 +1020,8 @@ def table_recontain(r):
         "never picked before, at random moments (0.2–2 s apart, plus a random fraction of the path's schedule: "
         "the resync's 10 s, the poll interval). AD: the administrator's LDAP modify "
         "(userAccountControl 512) → a persistent connection polling every ~5 ms sees 0x2 again. Entra ID: "
-        f"`PATCH accountEnabled=true` on graph-sim ({r['graphLatency']} latency per request) → `GET` polling sees "
+        f"`{r.get('entraReenabledBy') or 'PATCH /v1.0/users/{id}'}` `accountEnabled: true` on graph-sim "
+        f"({r['graphLatency']} latency per Graph request) → `GET /v1.0/users/{{id}}` polling sees "
         "false again (late by up to one round trip). Baselines ran in the same run with fewer samples: "
         "each takes up to a resync interval.",
         "",
