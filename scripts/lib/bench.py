@@ -1055,7 +1055,7 @@ def table_recontain(r):
             a, b = w["small"].get(key), w["large"].get(key)
             if a is None or b is None:
                 continue
-            parts.append(f"{name} {b / a:.2f}" if a else f"{name} {b:g}/{a:g}")
+            parts.append(f"{name} {b / a:.2f}" if a else f"{name} 0 at both" if not b else f"{name} {b:g} vs 0")
         return ", ".join(parts)
 
     small, large = r["idleSmall"], r["users"]
