@@ -707,9 +707,12 @@ def metric_sum(values, name):
     return sum(found) if found else None
 
 
-def recontainment_counts(values):
-    """remedy_recontainment_seconds_count by source, {} when the binary has no such histogram."""
-    return {k: int(v) for k, v in by_label(values, "remedy_recontainment_seconds_count", "source").items()}
+def recontainment_counts():
+    """remedy_recontainment_seconds_count by source, {} when the binary has no such histogram. A
+    second after the last sample: the DC shows the correction before remedy's read-back of it
+    returns and the histogram counts it."""
+    time.sleep(1)
+    return {k: int(v) for k, v in by_label(metrics(), "remedy_recontainment_seconds_count", "source").items()}
 
 
 class Served:
@@ -927,7 +930,7 @@ def cmd_recontain(args):
             figures["entraDelta"] = samples_figure([], None, why)
         else:
             s, stopped = ad_samples(sc, pick, args.samples, 30, rng, "AD, change notification")
-            figures["adNotification"] = samples_figure(s, stopped, None, {"bySource": recontainment_counts(metrics())})
+            figures["adNotification"] = samples_figure(s, stopped, None, {"bySource": recontainment_counts()})
             if served.written["deltaInterval"] is None:
                 figures["entraDelta"] = samples_figure([], None, "not supported by this binary (unknown field "
                                                                  "`deltaInterval`)")
@@ -936,7 +939,7 @@ def cmd_recontain(args):
                 s, stopped = entra_samples(sc, graph, pick, args.entra_samples, delta + 30, rng,
                                            f"Entra ID, delta every {args.delta_interval}", period=delta)
                 figures["entraDelta"] = samples_figure(s, stopped, None,
-                                                       {"bySource": recontainment_counts(metrics())})
+                                                       {"bySource": recontainment_counts()})
         idle = {}
         if not figures["adNotification"].get("unsupported"):
             idle["watch"] = {"large": idle_window(served, args.idle_seconds, f"watcher on, {n} identities")}
@@ -950,7 +953,7 @@ def cmd_recontain(args):
             figures["adUsnPoll"] = samples_figure([], None, why)
         else:
             s, stopped = ad_samples(sc, pick, args.baseline_samples, 30, rng, "AD, USN polling every 1s", period=1.0)
-            figures["adUsnPoll"] = samples_figure(s, stopped, None, {"bySource": recontainment_counts(metrics())})
+            figures["adUsnPoll"] = samples_figure(s, stopped, None, {"bySource": recontainment_counts()})
 
         # 3. The baseline: no watcher, a resync every 10 s.
         why = served.start("baseline", resync=RESYNC_EVERY_10S, watch=NO_WATCH, delta="0s")
