@@ -1042,6 +1042,12 @@ def table_recontain(r):
     base, fast = p99(f["adBaseline"]), ad_fast
     if base and fast:
         rows += ["", f"Ratio p99 AD baseline / change notification: {base / fast:.1f}×."]
+    counted = [f"{label}: " + (", ".join(f"{k} {v}" for k, v in sorted(f[key]["bySource"].items())) or "none")
+               for key, label in (("adNotification", "change notification"), ("adUsnPoll", "USN polling"),
+                                  ("entraDelta", "delta")) if "bySource" in f[key]]
+    if counted:
+        rows += ["", "Corrections remedy itself counted (`remedy_recontainment_seconds_count` by source, per "
+                 "configuration's run): " + "; ".join(counted) + "."]
 
     def idle_cells(w):
         if w is None:
