@@ -98,6 +98,8 @@ class DcWatch:
                     "polls": int(answer[4])}
         if answer and answer[0] == "timeout":
             return None
+        if answer and answer[0] == "lost":
+            return {"lost": " ".join(answer[1:])}
         raise Failure(f"DC watcher: reenable {dn}: {' '.join(answer) or 'no answer'}")
 
     def close(self):
@@ -120,32 +122,55 @@ def dcwatch_main():
     creds.set_username(os.environ["REMEDY_TEST_ADMIN_BIND"])
     with open(os.environ["REMEDY_TEST_ADMIN_PASSWORD_FILE"]) as f:
         creds.set_password(f.read().strip())
-    db = SamDB(url=os.environ["REMEDY_TEST_LDAP_URL"], credentials=creds, lp=lp)
+    def connect(wait=0):
+        """A new connection; for `wait` s, retried every second (the DC is restarted by others)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return SamDB(url=os.environ["REMEDY_TEST_LDAP_URL"], credentials=creds, lp=lp)
+            except ldb.LdbError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    db = connect()
     print("ready", flush=True)
     for line in sys.stdin:
         words = line.rstrip("\n").split(" ", 3)
         deadline = time.monotonic() + float(words[1])
         polls = 0
         if words[0] == "reenable":
+            # A connection the DC dropped (restarted by someone else) is made again; a sample it
+            # interrupted after the modify is answered "lost" (its timing means nothing).
             dn = " ".join(words[2:])
-            message = ldb.Message()
-            message.dn = ldb.Dn(db, dn)
-            message["userAccountControl"] = ldb.MessageElement("512", ldb.FLAG_MOD_REPLACE, "userAccountControl")
-            t0 = time.monotonic()
-            db.modify(message)
-            returned = time.monotonic()
-            deadline = returned + float(words[1])
-            while True:
-                polls += 1
-                res = db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=["userAccountControl"])
-                now = time.monotonic()
-                if int(str(res[0]["userAccountControl"][0])) & UF_ACCOUNTDISABLE:
-                    print(f"ok {t0:.6f} {returned:.6f} {now:.6f} {polls}", flush=True)
-                    break
-                if now > deadline:
-                    print(f"timeout {polls}", flush=True)
-                    break
-                time.sleep(0.004)
+            modified = False
+            try:
+                try:
+                    db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=["userAccountControl"])
+                except ldb.LdbError:
+                    db = connect(wait=120)
+                message = ldb.Message()
+                message.dn = ldb.Dn(db, dn)
+                message["userAccountControl"] = ldb.MessageElement("512", ldb.FLAG_MOD_REPLACE, "userAccountControl")
+                t0 = time.monotonic()
+                db.modify(message)
+                modified = True
+                returned = time.monotonic()
+                deadline = returned + float(words[1])
+                while True:
+                    polls += 1
+                    res = db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=["userAccountControl"])
+                    now = time.monotonic()
+                    if int(str(res[0]["userAccountControl"][0])) & UF_ACCOUNTDISABLE:
+                        print(f"ok {t0:.6f} {returned:.6f} {now:.6f} {polls}", flush=True)
+                        break
+                    if now > deadline:
+                        print(f"timeout {polls}", flush=True)
+                        break
+                    time.sleep(0.004)
+            except ldb.LdbError as error:
+                db = connect(wait=120)
+                print(f"lost {'after' if modified else 'before'}-modify {str(error).replace(' ', '_')[:200]}", flush=True)
             continue
         while True:
             polls += 1
@@ -783,6 +808,9 @@ def ad_samples(sc, pick, count, timeout, rng, label, period=0.0):
         r = sc.watch.reenable(sc.ou.user_dn(sam), timeout)
         if r is None:
             return samples, f"sample {i + 1}: {sam} not disabled again within {timeout} s of its re-enable"
+        if "lost" in r:
+            say(f"{label}: sample {i + 1} ({sam}) lost: the DC dropped the connection ({r['lost']}); not counted")
+            continue
         samples.append({"user": sam, "seconds": round(r["seen"] - r["t0"], 4),
                         "modifySeconds": round(r["returned"] - r["t0"], 4), "polls": r["polls"]})
         if (i + 1) % max(1, count // 5) == 0 or i + 1 == count:
@@ -819,12 +847,22 @@ def samples_figure(samples, stopped, unsupported, extra=None):
     return out
 
 
+def dc_pidfile():
+    """The DC's pid as its pidfile says now (None when it is not running)."""
+    try:
+        with open(os.path.join(os.environ["REMEDY_TEST_DC_DIR"], "samba.pid")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def idle_window(served, seconds, label):
     """Nothing changes for `seconds` (after the first pass and a settling pause of 5 s): LDAP
     operations (remedy_ldap_operations_total, every label), Graph requests as graph-sim logged
     them (and remedy_graph_requests_total), per minute."""
     d = served.daemon
     time.sleep(5)
+    dc_before = dc_pidfile()
     passes = len(d.passes())
     before = metrics()
     served.graph.clear_log()
@@ -839,7 +877,10 @@ def idle_window(served, seconds, label):
     graph_before = metric_sum(before, "remedy_graph_requests_total")
     graph_after = metric_sum(after, "remedy_graph_requests_total")
     per_minute = 60 / elapsed
-    out = {"seconds": round(elapsed, 1), "passes": len(d.passes()) - passes,
+    dc_restarted = dc_pidfile() != dc_before or dc_before is None
+    if dc_restarted:
+        say(f"{label}: the DC was restarted (by someone else) during the idle window: not a steady state")
+    out = {"seconds": round(elapsed, 1), "passes": len(d.passes()) - passes, "dcRestarted": dc_restarted,
            "ldapPerMinute": None if ldap_after is None else round((ldap_after - (ldap_before or 0)) * per_minute, 1),
            "ldapByOperation": ldap_counters(before, after),
            "graphHttpPerMinute": round(http_requests * per_minute, 1),
@@ -922,7 +963,13 @@ def cmd_recontain(args):
         order = rng.sample(sams, n)
         pick = order.pop
 
-        figures = {}
+        figures, idle = {}, {}
+
+        def checkpoint():
+            """What is measured so far, in samples.json (copied to OUT/recontain/ even if a later step fails)."""
+            with open(os.path.join(sc.work, "samples.json"), "w") as f:
+                json.dump({"result": result, "figures": figures, "idle": idle}, f, indent=1)
+
         # 1. The fast path: change notification (USN polling behind it), Graph delta.
         why = served.start("watcher", watch=FAST_WATCH, delta=args.delta_interval, required=("watch",))
         if why:
@@ -940,7 +987,7 @@ def cmd_recontain(args):
                                            f"Entra ID, delta every {args.delta_interval}", period=delta)
                 figures["entraDelta"] = samples_figure(s, stopped, None,
                                                        {"bySource": recontainment_counts()})
-        idle = {}
+        checkpoint()
         if not figures["adNotification"].get("unsupported"):
             idle["watch"] = {"large": idle_window(served, args.idle_seconds, f"watcher on, {n} identities")}
         else:
@@ -954,6 +1001,7 @@ def cmd_recontain(args):
         else:
             s, stopped = ad_samples(sc, pick, args.baseline_samples, 30, rng, "AD, USN polling every 1s", period=1.0)
             figures["adUsnPoll"] = samples_figure(s, stopped, None, {"bySource": recontainment_counts()})
+        checkpoint()
 
         # 3. The baseline: no watcher, a resync every 10 s.
         why = served.start("baseline", resync=RESYNC_EVERY_10S, watch=NO_WATCH, delta="0s")
@@ -966,6 +1014,7 @@ def cmd_recontain(args):
                                    "Entra ID, baseline: resync every 10 s", period=10.0)
         figures["entraBaseline"] = samples_figure(s, stopped, None)
         result["entraReenabledBy"] = graph.reenabled_by
+        checkpoint()
         idle["baseline"] = {"large": idle_window(served, args.idle_seconds, f"baseline (resync every 10 s), {n} identities")}
         served.stop()
         sc.watch.close()
@@ -987,9 +1036,8 @@ def cmd_recontain(args):
         idle["baseline"]["small"] = idle_window(small_served, args.idle_seconds,
                                                 f"baseline (resync every 10 s), {small} identities")
         small_served.stop()
+        checkpoint()
         result["figures"], result["idle"] = figures, idle
-        with open(os.path.join(sc.work, "samples.json"), "w") as f:
-            json.dump(figures, f, indent=1)
     record("recontain", result, args)
 
 
@@ -1054,7 +1102,7 @@ def table_recontain(r):
             return "–"
         ldap = "not exported" if w["ldapPerMinute"] is None else f"{w['ldapPerMinute']:g}"
         return (f"LDAP {ldap}, Graph {w['graphHttpPerMinute']:g} ({w['graphBatchSubrequestsPerMinute']:g} in `$batch`); "
-                f"{w['passes']} passes")
+                f"{w['passes']} passes" + ("; **the DC was restarted during the window**" if w.get("dcRestarted") else ""))
 
     def ratio(w):
         if not w.get("small") or not w.get("large"):
