@@ -4,6 +4,9 @@ in the same run, against the Samba AD DC of scripts/samba-dc (eval "$(scripts/sa
 
     bench.py scale      --remedy BIN [--remedy-sha256 HEX] --out DIR [--users N] [--rounds R] [--keep]
     bench.py latency    --remedy BIN [--remedy-sha256 HEX] --out DIR [--commits N] [--keep] [--seed S]
+    bench.py recontain  --remedy BIN [--remedy-sha256 HEX] --out DIR --graph-sim BIN [--users N] [--samples S]
+                        [--baseline-samples S] [--entra-samples S] [--idle-seconds T] [--idle-small M]
+                        [--delta-interval D] [--latency D] [--seed S] [--keep]
     bench.py samba-tool --remedy BIN [--remedy-sha256 HEX] --out DIR [--users N] [--keep]
     bench.py cargo      --out DIR --name ad|entra|store_memory --file OUTPUT.md    (records a cargo bench's output)
     bench.py report     --out DIR                                      (rewrites DIR/results.md)
@@ -32,12 +35,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from remedy_lab import (  # noqa: E402
-    UF_ACCOUNTDISABLE, Daemon, Failure, Ou, by_label, ldap, metrics, request_reconcile, say, statuses, write_config,
+    CLIENT_ID, TENANT, UF_ACCOUNTDISABLE, Daemon, Failure, Ou, by_label, free_port, http, ldap, metrics,
+    request_reconcile, say, statuses, write_config,
 )
 
 # What remedy's AD provider asks for (remedy::ad::ATTRIBUTES, daemon/src/ad/entry.rs): the baseline
@@ -81,6 +86,22 @@ class DcWatch:
         """Waits until a one-level search finds at least n entries; (monotonic time seen, polls)."""
         return self.ask("count", str(timeout), str(n), base, filter_)
 
+    def reenable(self, dn, timeout):
+        """Re-enables the account as the administrator (userAccountControl 512, one LDAP modify on
+        this connection), then polls until it shows UF_ACCOUNTDISABLE again: {"t0": just before
+        the modify was sent, "returned": the modify answered, "seen": disabled again, "polls"}, or
+        None when it did not within `timeout` s (the account is then left enabled)."""
+        self.process.stdin.write(f"reenable {timeout} {dn}\n")
+        answer = self.process.stdout.readline().split()
+        if answer and answer[0] == "ok":
+            return {"t0": float(answer[1]), "returned": float(answer[2]), "seen": float(answer[3]),
+                    "polls": int(answer[4])}
+        if answer and answer[0] == "timeout":
+            return None
+        if answer and answer[0] == "lost":
+            return {"lost": " ".join(answer[1:])}
+        raise Failure(f"DC watcher: reenable {dn}: {' '.join(answer) or 'no answer'}")
+
     def close(self):
         if self.process.poll() is None:
             self.process.stdin.close()
@@ -101,12 +122,56 @@ def dcwatch_main():
     creds.set_username(os.environ["REMEDY_TEST_ADMIN_BIND"])
     with open(os.environ["REMEDY_TEST_ADMIN_PASSWORD_FILE"]) as f:
         creds.set_password(f.read().strip())
-    db = SamDB(url=os.environ["REMEDY_TEST_LDAP_URL"], credentials=creds, lp=lp)
+    def connect(wait=0):
+        """A new connection; for `wait` s, retried every second (the DC is restarted by others)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return SamDB(url=os.environ["REMEDY_TEST_LDAP_URL"], credentials=creds, lp=lp)
+            except ldb.LdbError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    db = connect()
     print("ready", flush=True)
     for line in sys.stdin:
         words = line.rstrip("\n").split(" ", 3)
         deadline = time.monotonic() + float(words[1])
         polls = 0
+        if words[0] == "reenable":
+            # A connection the DC dropped (restarted by someone else) is made again; a sample it
+            # interrupted after the modify is answered "lost" (its timing means nothing).
+            dn = " ".join(words[2:])
+            modified = False
+            try:
+                try:
+                    db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=["userAccountControl"])
+                except ldb.LdbError:
+                    db = connect(wait=120)
+                message = ldb.Message()
+                message.dn = ldb.Dn(db, dn)
+                message["userAccountControl"] = ldb.MessageElement("512", ldb.FLAG_MOD_REPLACE, "userAccountControl")
+                t0 = time.monotonic()
+                db.modify(message)
+                modified = True
+                returned = time.monotonic()
+                deadline = returned + float(words[1])
+                while True:
+                    polls += 1
+                    res = db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=["userAccountControl"])
+                    now = time.monotonic()
+                    if int(str(res[0]["userAccountControl"][0])) & UF_ACCOUNTDISABLE:
+                        print(f"ok {t0:.6f} {returned:.6f} {now:.6f} {polls}", flush=True)
+                        break
+                    if now > deadline:
+                        print(f"timeout {polls}", flush=True)
+                        break
+                    time.sleep(0.004)
+            except ldb.LdbError as error:
+                db = connect(wait=120)
+                print(f"lost {'after' if modified else 'before'}-modify {str(error).replace(' ', '_')[:200]}", flush=True)
+            continue
         while True:
             polls += 1
             if words[0] == "uac":
@@ -212,6 +277,7 @@ class Scenario:
         self.daemon = Daemon(self.work, args.remedy)
         self.debounce, self.resync = debounce, resync
         self.watch = None
+        self.cleanups = []  # called at the end, pass or fail (graph-sim's stop)
 
     def __enter__(self):
         for key, value in (("GIT_AUTHOR_NAME", "bench"), ("GIT_AUTHOR_EMAIL", "bench@remedy.test"),
@@ -239,12 +305,18 @@ class Scenario:
         self.daemon.stop_quietly()
         if self.watch:
             self.watch.close()
+        for cleanup in self.cleanups:
+            cleanup()
         artifacts = os.path.join(self.args.out, self.name)
         shutil.rmtree(artifacts, ignore_errors=True)
         os.makedirs(artifacts)
-        for entry in sorted(os.listdir(self.work)):
-            if entry.endswith(".log") or entry in ("remedy.yaml", "samples.json"):
-                shutil.copy(os.path.join(self.work, entry), artifacts)
+        for sub in ("", "small"):  # small: a second daemon's work directory (recontain)
+            directory = os.path.join(self.work, sub)
+            if not os.path.isdir(directory):
+                continue
+            for entry in sorted(os.listdir(directory)):
+                if entry.endswith(".log") or entry in ("remedy.yaml", "samples.json"):
+                    shutil.copy(os.path.join(directory, entry), os.path.join(artifacts, f"{sub}-{entry}" if sub else entry))
         try:
             self.ou.delete()
         except Exception as error:  # noqa: BLE001 (cleanup goes on)
@@ -514,6 +586,556 @@ def table_latency(r):
 
 
 # ---------------------------------------------------------------------------------------------
+# recontain: an out-of-band re-enable to the account disabled again (AD, Entra ID), and idle cost
+
+
+RESYNC_EVERY_10S = "*/10 * * * * *"  # the baseline: a full resync every 10 s (docs/configuration.md)
+# What each configuration turns on. Written only where it says so: a binary that rejects a key says
+# the figure is not supported by it.
+FAST_WATCH = {"notification": True, "pollInterval": "1s"}
+USN_WATCH = {"notification": False, "pollInterval": "1s"}
+NO_WATCH = {"notification": False, "pollInterval": "0s"}
+# The config keys issue 15 adds, for telling a rejected configuration from another start failure.
+NEW_KEYS = ("watch", "notification", "pollInterval", "deltaInterval", "contest", "unknown field")
+GRAPH_SECRET = "bench-secret-not-a-real-one"
+
+
+def entra_user_id(sam):
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{sam}.remedy.test"))
+
+
+class GraphSim:
+    """graph-sim on a free loopback port, seeded with one cloud-only, enabled user per
+    sAMAccountName (UPN <sam>@remedy.test, the AD users' UPN), adding `latency` to every Graph
+    request. Re-enables out of band with the app's token (PATCH /v1.0/users/{id}, as an admin's
+    script would) and reads state through /_sim (no latency, not logged)."""
+
+    def __init__(self, binary, work, sams, latency):
+        if not binary or not os.access(binary, os.X_OK):
+            raise Failure(f"no graph-sim binary at {binary!r}: cargo build --release --locked -p remedy-graph-sim")
+        lines = [f"tenantId: {TENANT}", f"clientId: {CLIENT_ID}", f"clientSecret: {GRAPH_SECRET}",
+                 "tokenLifetime: 1h", "confirmCompromisedPerSecond: 1", "pageSize: 100", "users:"]
+        for sam in sams:
+            lines += [f"  - id: {entra_user_id(sam)}", f"    userPrincipalName: {sam}@remedy.test"]
+        seed = os.path.join(work, "graph-seed.yaml")
+        with open(seed, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = os.path.join(work, "graph-sim.log")
+        with open(self.log_path, "w") as out:
+            self.process = subprocess.Popen([binary, "--seed", seed, "--listen", f"127.0.0.1:{port}",
+                                             "--latency", latency], stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            with open(self.log_path) as f:
+                if "listening on" in f.read():
+                    break
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                with open(self.log_path) as f:
+                    raise Failure(f"graph-sim did not start: {f.read()[-500:]}")
+            time.sleep(0.05)
+        self.token = None
+
+    def write_secret(self, work):
+        path = os.path.join(work, "graph.secret")
+        with open(path, "w") as f:
+            f.write(GRAPH_SECRET)
+        os.chmod(path, 0o600)
+
+    def state(self):
+        status, body = http("GET", f"{self.url}/_sim/state", timeout=30)
+        if status != 200:
+            raise Failure(f"graph-sim GET /_sim/state: {status}")
+        return {u["id"]: u for u in body}
+
+    def requests(self):
+        """graph-sim's request log since the last clear_log: (HTTP requests, $batch sub-requests)."""
+        status, body = http("GET", f"{self.url}/_sim/log", timeout=30)
+        if status != 200:
+            raise Failure(f"graph-sim GET /_sim/log: {status}")
+        return sum(1 for e in body if not e.get("inBatch")), sum(1 for e in body if e.get("inBatch"))
+
+    def clear_log(self):
+        http("DELETE", f"{self.url}/_sim/log")
+
+    def call(self, method, path, body=None):
+        if self.token is None:
+            status, answer = http("POST", f"{self.url}/{TENANT}/oauth2/v2.0/token", form={
+                "grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": GRAPH_SECRET,
+                "scope": "00000003-0000-0000-c000-000000000000/.default"})
+            if status != 200:
+                raise Failure(f"graph-sim token: {status} {answer}")
+            self.token = answer["access_token"]
+        return http(method, f"{self.url}/v1.0{path}", body=body, headers={"Authorization": f"Bearer {self.token}"})
+
+    def enabled(self, uid):
+        """accountEnabled of one user, by GET /v1.0/users/{id} (pays graph-sim's latency)."""
+        status, body = self.call("GET", f"/users/{uid}?$select=id,accountEnabled")
+        if status != 200:
+            raise Failure(f"graph-sim GET /users/{uid}: {status} {body}")
+        return body["accountEnabled"]
+
+    # How the out-of-band re-enable is made: graph-sim's own `POST /_sim/users/{id}` (a change
+    # made in the portal: no latency, not in the request log), or, on a graph-sim without it,
+    # `PATCH /v1.0/users/{id}` with the app's token. None until the first re-enable finds out.
+    reenabled_by = None
+    BY_SIM, BY_PATCH = "POST /_sim/users/{id}", "PATCH /v1.0/users/{id} (app token)"
+
+    def enable_out_of_band(self, uid):
+        if self.reenabled_by in (None, self.BY_SIM):
+            status, body = http("POST", f"{self.url}/_sim/users/{uid}", body={"accountEnabled": True})
+            if status == 204:
+                self.reenabled_by = self.BY_SIM
+                return
+            # An unknown route answers 404 with no body; the endpoint's own 404 says which user.
+            if self.reenabled_by is not None or status not in (404, 405) or body:
+                raise Failure(f"graph-sim POST /_sim/users/{uid} accountEnabled=true: {status} {body}")
+            self.reenabled_by = self.BY_PATCH
+        status, body = self.call("PATCH", f"/users/{uid}", {"accountEnabled": True})
+        if status not in (200, 204):
+            raise Failure(f"graph-sim PATCH /users/{uid} accountEnabled=true: {status} {body}")
+
+    def reenable(self, uid, timeout, pause=0.005):
+        """Re-enables out of band (enable_out_of_band), then polls until remedy has set it false
+        again: {"t0": just before the request was sent, "returned", "seen", "polls"}, or None after
+        `timeout` s. Polled by GET /v1.0/users/{id}: each poll pays graph-sim's latency, so "seen" is
+        late by up to one round trip (the latency plus `pause`)."""
+        t0 = time.monotonic()
+        self.enable_out_of_band(uid)
+        returned = time.monotonic()
+        polls = 0
+        while True:
+            polls += 1
+            asked = time.monotonic()
+            enabled = self.enabled(uid)
+            now = time.monotonic()
+            if not enabled:
+                return {"t0": t0, "returned": returned, "seen": now, "asked": asked, "polls": polls}
+            if now - returned > timeout:
+                return None
+            time.sleep(pause)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def metric_sum(values, name):
+    """The sum of a counter over its labels; None when /metrics has no series of it."""
+    found = [v for series, v in values.items() if series == name or series.startswith(name + "{")]
+    return sum(found) if found else None
+
+
+def recontainment_counts():
+    """remedy_recontainment_seconds_count by source, {} when the binary has no such histogram. A
+    second after the last sample: the DC shows the correction before remedy's read-back of it
+    returns and the histogram counts it."""
+    time.sleep(1)
+    return {k: int(v) for k, v in by_label(metrics(), "remedy_recontainment_seconds_count", "source").items()}
+
+
+class Served:
+    """remedy serve on one work directory, configured for one phase of the scenario."""
+
+    def __init__(self, sc, work, watched, graph, remedy):
+        self.sc, self.work, self.watched, self.graph = sc, work, watched, graph
+        self.daemon = Daemon(work, remedy)
+        self.refused = None  # the configuration key the last refusal named
+        graph.write_secret(work)
+
+    def start(self, label, resync=NO_RESYNC, watch=None, delta=None, required=()):
+        """Writes remedy.yaml (the options given) and starts remedy serve; waits for /readyz and its
+        first pass. Returns None when it runs (self.written: what the file said), or why this
+        binary does not support the phase: it refused the configuration. A key the binary does not
+        know (`unknown field`) is dropped and the start tried again — a binary without the watcher
+        has nothing to turn off — unless it is in `required` (the phase means nothing without it).
+        Any other refusal names the phase unsupported as well."""
+        self.daemon.stop_quietly()
+        keys = {"watch": watch, "deltaInterval": delta}
+        while True:
+            write_config(self.work, self.watched, self.sc.ou.dn, "bench-operator", resync=resync,
+                         max_changes=1000000, graph_sim=self.graph.url, watch=keys["watch"],
+                         delta_interval=keys["deltaInterval"])
+            self.daemon.start()
+            try:
+                self.daemon.wait_http("/readyz", 120)
+            except Failure as failure:
+                if self.daemon.alive():
+                    raise
+                text = self.daemon.log.tail(30)
+                if not any(key in text for key in NEW_KEYS):
+                    raise
+                why = next((line for line in text.splitlines() if any(k in line for k in NEW_KEYS)), str(failure))
+                say(f"{label}: remedy serve refused the configuration: {why.strip()[:300]}")
+                field = re.search(r"unknown field `([A-Za-z]+)`", why)
+                self.refused = field.group(1) if field else why
+                if field and keys.get(field.group(1)) is not None and field.group(1) not in required:
+                    keys[field.group(1)] = None
+                    say(f"{label}: trying again without `{field.group(1)}` (this binary does not know it)")
+                    continue
+                return ("not supported by this binary" + (f" (unknown field `{field.group(1)}`)" if field else
+                                                          f" (it refused the configuration: {why.strip()[-160:]})"))
+            self.daemon.wait_pass(1, 600)
+            self.written = {"watch": keys["watch"], "deltaInterval": keys["deltaInterval"], "resync": resync}
+            return None
+
+    def stop(self):
+        if self.daemon.alive():
+            self.daemon.stop()
+
+
+def random_pause(rng, period):
+    """Before each re-enable: 0.2-2 s, plus a random fraction of `period`, the schedule that drives
+    the path measured (the resync's 10 s, the delta or USN poll interval; 0 for notification).
+    Without it the moments would be phase-locked to that schedule: each sample starts just after
+    the tick that corrected the one before, and a 10 s resync would always look like 8-10 s."""
+    time.sleep(rng.uniform(0.2, 2.0) + rng.uniform(0, period))
+
+
+def ad_samples(sc, pick, count, timeout, rng, label, period=0.0):
+    """`count` re-enables of never-before-picked accounts at random moments; (samples, why it stopped early)."""
+    samples = []
+    for i in range(count):
+        random_pause(rng, period)
+        sc.daemon.check_alive()
+        sam = pick()
+        r = sc.watch.reenable(sc.ou.user_dn(sam), timeout)
+        if r is None:
+            return samples, f"sample {i + 1}: {sam} not disabled again within {timeout} s of its re-enable"
+        if "lost" in r:
+            say(f"{label}: sample {i + 1} ({sam}) lost: the DC dropped the connection ({r['lost']}); not counted")
+            continue
+        samples.append({"user": sam, "seconds": round(r["seen"] - r["t0"], 4),
+                        "modifySeconds": round(r["returned"] - r["t0"], 4), "polls": r["polls"]})
+        if (i + 1) % max(1, count // 5) == 0 or i + 1 == count:
+            say(f"{label}: {i + 1}/{count}, last {samples[-1]['seconds'] * 1000:.0f} ms")
+    return samples, None
+
+
+def entra_samples(sc, graph, pick, count, timeout, rng, label, period=0.0):
+    samples = []
+    for i in range(count):
+        random_pause(rng, period)
+        sc.daemon.check_alive()
+        sam = pick()
+        r = graph.reenable(entra_user_id(sam), timeout)
+        if r is None:
+            return samples, f"sample {i + 1}: {sam} not suspended again within {timeout} s of its re-enable"
+        samples.append({"user": sam, "seconds": round(r["seen"] - r["t0"], 4),
+                        "lowerBoundSeconds": round(r["asked"] - r["t0"], 4),
+                        "patchSeconds": round(r["returned"] - r["t0"], 4), "polls": r["polls"]})
+        if (i + 1) % max(1, count // 5) == 0 or i + 1 == count:
+            say(f"{label}: {i + 1}/{count}, last {samples[-1]['seconds']:.2f} s")
+    return samples, None
+
+
+def samples_figure(samples, stopped, unsupported, extra=None):
+    out = dict(extra or {})
+    if unsupported:
+        out["unsupported"] = unsupported
+    if stopped:
+        out["stopped"] = stopped
+    if samples:
+        out["summary"] = summary([s["seconds"] for s in samples])
+        out["samples"] = samples
+    return out
+
+
+def dc_pidfile():
+    """The DC's pid as its pidfile says now (None when it is not running)."""
+    try:
+        with open(os.path.join(os.environ["REMEDY_TEST_DC_DIR"], "samba.pid")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def idle_window(served, seconds, label):
+    """Nothing changes for `seconds` (after the first pass and a settling pause of 5 s): LDAP
+    operations (remedy_ldap_operations_total, every label), Graph requests as graph-sim logged
+    them (and remedy_graph_requests_total), per minute."""
+    d = served.daemon
+    time.sleep(5)
+    dc_before = dc_pidfile()
+    passes = len(d.passes())
+    before = metrics()
+    served.graph.clear_log()
+    t0 = time.monotonic()
+    while (left := seconds - (time.monotonic() - t0)) > 0:
+        d.check_alive(f" during the idle window ({label})")
+        time.sleep(min(1.0, left))
+    after = metrics()
+    elapsed = time.monotonic() - t0
+    http_requests, sub_requests = served.graph.requests()
+    ldap_before, ldap_after = metric_sum(before, LDAP_COUNTER), metric_sum(after, LDAP_COUNTER)
+    graph_before = metric_sum(before, "remedy_graph_requests_total")
+    graph_after = metric_sum(after, "remedy_graph_requests_total")
+    per_minute = 60 / elapsed
+    dc_restarted = dc_pidfile() != dc_before or dc_before is None
+    if dc_restarted:
+        say(f"{label}: the DC was restarted (by someone else) during the idle window: not a steady state")
+    out = {"seconds": round(elapsed, 1), "passes": len(d.passes()) - passes, "dcRestarted": dc_restarted,
+           "ldapPerMinute": None if ldap_after is None else round((ldap_after - (ldap_before or 0)) * per_minute, 1),
+           "ldapByOperation": ldap_counters(before, after),
+           "graphHttpPerMinute": round(http_requests * per_minute, 1),
+           "graphBatchSubrequestsPerMinute": round(sub_requests * per_minute, 1),
+           "graphRemedyCounterPerMinute": None if graph_after is None else
+           round((graph_after - (graph_before or 0)) * per_minute, 1)}
+    say(f"{label}: idle {elapsed:.0f} s, {out['passes']} passes: LDAP {out['ldapPerMinute']}/min, Graph "
+        f"{out['graphHttpPerMinute']} HTTP requests/min ({out['graphBatchSubrequestsPerMinute']} in $batch)")
+    return out
+
+
+def wait_converged(sc, graph, sams, timeout):
+    deadline = time.monotonic() + timeout
+    ids = {entra_user_id(s) for s in sams}
+    while True:
+        sc.daemon.check_alive()
+        dc = sc.ou.disabled()
+        ad_left = [s for s in sams if not dc.get(s.lower())]
+        state = graph.state()
+        entra_left = [u for u in ids if state.get(u, {}).get("accountEnabled", True)]
+        if not ad_left and not entra_left:
+            break
+        if time.monotonic() > deadline:
+            raise Failure(f"not converged within {timeout} s: {len(ad_left)} enabled in AD (e.g. {ad_left[:3]}), "
+                          f"{len(entra_left)} enabled in graph-sim")
+        time.sleep(2)
+    waiting = not_ready(sc.args.remedy)
+    while waiting and time.monotonic() < deadline:
+        time.sleep(1)
+        waiting = not_ready(sc.args.remedy)
+    if waiting:
+        raise Failure(f"{len(waiting)} manifests not Ready, e.g. {waiting[:5]}")
+
+
+def cmd_recontain(args):
+    n, small = args.users, args.idle_small
+    if small >= n:
+        raise Failure(f"--idle-small ({small}) must be below --users ({n})")
+    if args.samples + args.entra_samples + 3 * args.baseline_samples > n:
+        raise Failure(f"{n} users are too few for that many samples: no account is picked twice")
+    seed = args.seed if args.seed is not None else random.randrange(1 << 32)
+    rng = random.Random(seed)
+    say(f"seed {seed}; {n} managed identities (AD disable + Entra ID suspend), graph-sim latency {args.latency}")
+    result = {"users": n, "seed": seed, "graphLatency": args.latency, "deltaInterval": args.delta_interval,
+              "baselineResync": RESYNC_EVERY_10S, "idleSmall": small,
+              "picking": "never the same account twice in a run (contest's fight limit is not configured, "
+                         "so its default, 3 corrections in 10m per account, is never reached)"}
+    with Scenario("recontain", args) as sc:
+        sams = [f"br{sc.ou.suffix}-{i:05d}" for i in range(n)]
+        result["ldapaddSeconds"] = round(sc.ou.create(sams), 2)
+        graph = GraphSim(args.graph_sim, sc.work, sams, args.latency)
+        sc.cleanups.append(graph.stop)
+        t0 = time.monotonic()
+        for i, sam in enumerate(sams):
+            with open(os.path.join(sc.watched, f"bench-{sam}.yaml"), "w") as f:
+                f.write(manifest(f"bench-{sam}", sam, f"BENCH-{i}: re-containment benchmark")
+                        + "  entraId:\n    suspended: true\n")
+        git(sc.watched, "add", "-A")
+        git(sc.watched, "commit", "-q", "-m", f"{n} manifests")
+        # The idle figure's smaller set: the first `small` manifests, in a checkout of their own.
+        small_work = os.path.join(sc.work, "small")
+        small_watched = os.path.join(small_work, "watched")
+        os.makedirs(small_watched)
+        git(small_watched, "init", "-q", "-b", "main")
+        for sam in sams[:small]:
+            shutil.copy(os.path.join(sc.watched, f"bench-{sam}.yaml"), small_watched)
+        git(small_watched, "add", "-A")
+        git(small_watched, "commit", "-q", "-m", f"{small} manifests")
+        say(f"{n} manifests (and a checkout of the first {small}) written in {time.monotonic() - t0:.1f} s")
+
+        served = Served(sc, sc.work, sc.watched, graph, args.remedy)
+        sc.daemon = served.daemon
+        t0 = time.monotonic()
+        served.start("converge")
+        wait_converged(sc, graph, sams, max(600, n / 5))
+        result["convergeSeconds"] = round(time.monotonic() - t0, 1)
+        say(f"converged: {n} disabled in AD and suspended in graph-sim, every manifest Ready, "
+            f"{result['convergeSeconds']:.0f} s after start")
+        sc.watch = DcWatch()
+        order = rng.sample(sams, n)
+        pick = order.pop
+
+        figures, idle = {}, {}
+
+        def checkpoint():
+            """What is measured so far, in samples.json (copied to OUT/recontain/ even if a later step fails)."""
+            with open(os.path.join(sc.work, "samples.json"), "w") as f:
+                json.dump({"result": result, "figures": figures, "idle": idle}, f, indent=1)
+
+        # 1. The fast path: change notification (USN polling behind it), Graph delta.
+        why = served.start("watcher", watch=FAST_WATCH, delta=args.delta_interval, required=("watch",))
+        if why:
+            figures["adNotification"] = samples_figure([], None, why)
+            figures["entraDelta"] = samples_figure([], None, why)
+        else:
+            s, stopped = ad_samples(sc, pick, args.samples, 30, rng, "AD, change notification")
+            figures["adNotification"] = samples_figure(s, stopped, None, {"bySource": recontainment_counts()})
+            if served.written["deltaInterval"] is None:
+                figures["entraDelta"] = samples_figure([], None, "not supported by this binary (unknown field "
+                                                                 "`deltaInterval`)")
+            else:
+                delta = parse_seconds(args.delta_interval)
+                s, stopped = entra_samples(sc, graph, pick, args.entra_samples, delta + 30, rng,
+                                           f"Entra ID, delta every {args.delta_interval}", period=delta)
+                figures["entraDelta"] = samples_figure(s, stopped, None,
+                                                       {"bySource": recontainment_counts()})
+        checkpoint()
+        if not figures["adNotification"].get("unsupported"):
+            idle["watch"] = {"large": idle_window(served, args.idle_seconds, f"watcher on, {n} identities")}
+        else:
+            idle["watch"] = {"unsupported": figures["adNotification"]["unsupported"]}
+
+        # 2. USN polling alone (notification off).
+        why = figures["adNotification"].get("unsupported") or served.start("USN polling", watch=USN_WATCH,
+                                                                          required=("watch",))
+        if why:
+            figures["adUsnPoll"] = samples_figure([], None, why)
+        else:
+            s, stopped = ad_samples(sc, pick, args.baseline_samples, 30, rng, "AD, USN polling every 1s", period=1.0)
+            figures["adUsnPoll"] = samples_figure(s, stopped, None, {"bySource": recontainment_counts()})
+        checkpoint()
+
+        # 3. The baseline: no watcher, a resync every 10 s.
+        why = served.start("baseline", resync=RESYNC_EVERY_10S, watch=NO_WATCH, delta="0s")
+        if why:
+            raise Failure(f"the baseline's configuration: {why}")
+        result["baselineConfig"] = served.written
+        s, stopped = ad_samples(sc, pick, args.baseline_samples, 60, rng, "AD, baseline: resync every 10 s", period=10.0)
+        figures["adBaseline"] = samples_figure(s, stopped, None)
+        s, stopped = entra_samples(sc, graph, pick, args.baseline_samples, 60, rng,
+                                   "Entra ID, baseline: resync every 10 s", period=10.0)
+        figures["entraBaseline"] = samples_figure(s, stopped, None)
+        result["entraReenabledBy"] = graph.reenabled_by
+        checkpoint()
+        idle["baseline"] = {"large": idle_window(served, args.idle_seconds, f"baseline (resync every 10 s), {n} identities")}
+        served.stop()
+        sc.watch.close()
+        sc.watch = None
+
+        # 4. Idle cost at the smaller count: a daemon of its own on the first `small` manifests.
+        small_served = Served(sc, small_work, small_watched, graph, args.remedy)
+        sc.daemon = small_served.daemon
+        if "unsupported" not in idle["watch"]:
+            why = small_served.start("watcher, small", watch=FAST_WATCH, delta=args.delta_interval,
+                                     required=("watch",))
+            if why:
+                raise Failure(f"the watcher ran at {n} identities but not at {small}: {why}")
+            idle["watch"]["small"] = idle_window(small_served, args.idle_seconds, f"watcher on, {small} identities")
+            idle["watch"]["config"] = small_served.written
+        why = small_served.start("baseline, small", resync=RESYNC_EVERY_10S, watch=NO_WATCH, delta="0s")
+        if why:
+            raise Failure(f"the baseline's configuration: {why}")
+        idle["baseline"]["small"] = idle_window(small_served, args.idle_seconds,
+                                                f"baseline (resync every 10 s), {small} identities")
+        small_served.stop()
+        checkpoint()
+        result["figures"], result["idle"] = figures, idle
+    record("recontain", result, args)
+
+
+def parse_seconds(text):
+    match = re.fullmatch(r"([0-9.]+)(ms|s|m)?", text.strip())
+    if not match:
+        raise Failure(f"not a duration: {text!r}")
+    return float(match.group(1)) * {"ms": 0.001, "s": 1, None: 1, "m": 60}[match.group(2)]
+
+
+def table_recontain(r):
+    def row(label, fig, aim=""):
+        if fig.get("unsupported"):
+            return f"| {label} | – | {fig['unsupported']} | | | | {aim} |"
+        s = fig.get("summary")
+        if not s:
+            return f"| {label} | 0 | {fig.get('stopped', 'no samples')} | | | | {aim} |"
+        note = f" ({fig['stopped']})" if fig.get("stopped") else ""
+        return (f"| {label} | {s['n']}{note} | {s['p50'] * 1000:.0f} ms | {s['p90'] * 1000:.0f} ms | "
+                f"{s['p99'] * 1000:.0f} ms | {s['max'] * 1000:.0f} ms | {aim} |")
+
+    def p99(fig):
+        return fig.get("summary", {}).get("p99")
+
+    f = r["figures"]
+    delta = parse_seconds(r["deltaInterval"])
+    ad_fast = p99(f["adNotification"])
+    entra_fast = p99(f["entraDelta"])
+    rows = [
+        f"{r['users']:,} managed identities (AD disable + Entra ID suspend); out-of-band re-enables of accounts "
+        "never picked before, at random moments (0.2–2 s apart, plus a random fraction of the path's schedule: "
+        "the resync's 10 s, the poll interval). AD: the administrator's LDAP modify "
+        "(userAccountControl 512) → a persistent connection polling every ~5 ms sees 0x2 again. Entra ID: "
+        f"`{r.get('entraReenabledBy') or 'PATCH /v1.0/users/{id}'}` `accountEnabled: true` on graph-sim "
+        f"({r['graphLatency']} latency per Graph request) → `GET /v1.0/users/{{id}}` polling sees "
+        "false again (late by up to one round trip). Baselines ran in the same run with fewer samples: "
+        "each takes up to a resync interval.",
+        "",
+        "| path | samples | p50 | p90 | p99 | max | aim |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        row("AD: change notification (`watch.notification: true`, `pollInterval: 1s`, no resync)", f["adNotification"],
+            f"p99 < 1 s: {verdict(ad_fast < 1)}" if ad_fast is not None else "p99 < 1 s"),
+        row("AD: USN polling alone (`notification: false`, `pollInterval: 1s`)", f["adUsnPoll"]),
+        row("AD baseline: no watcher, resync every 10 s", f["adBaseline"]),
+        row(f"Entra ID: delta polling (`deltaInterval: {r['deltaInterval']}`)", f["entraDelta"],
+            f"p99 < {delta + 1:g} s: {verdict(entra_fast < delta + 1)}" if entra_fast is not None
+            else f"p99 < {delta + 1:g} s"),
+        row("Entra ID baseline: no delta, resync every 10 s", f["entraBaseline"]),
+    ]
+    base, fast = p99(f["adBaseline"]), ad_fast
+    if base and fast:
+        rows += ["", f"Ratio p99 AD baseline / change notification: {base / fast:.1f}×."]
+    counted = [f"{label}: " + (", ".join(f"{k} {v}" for k, v in sorted(f[key]["bySource"].items())) or "none")
+               for key, label in (("adNotification", "change notification"), ("adUsnPoll", "USN polling"),
+                                  ("entraDelta", "delta")) if "bySource" in f[key]]
+    if counted:
+        rows += ["", "Corrections remedy itself counted (`remedy_recontainment_seconds_count` by source, per "
+                 "configuration's run): " + "; ".join(counted) + "."]
+
+    def idle_cells(w):
+        if w is None:
+            return "–"
+        ldap = "not exported" if w["ldapPerMinute"] is None else f"{w['ldapPerMinute']:g}"
+        return (f"LDAP {ldap}, Graph {w['graphHttpPerMinute']:g} ({w['graphBatchSubrequestsPerMinute']:g} in `$batch`); "
+                f"{w['passes']} passes" + ("; **the DC was restarted during the window**" if w.get("dcRestarted") else ""))
+
+    def ratio(w):
+        if not w.get("small") or not w.get("large"):
+            return ""
+        parts = []
+        for key, name in (("ldapPerMinute", "LDAP"), ("graphHttpPerMinute", "Graph")):
+            a, b = w["small"].get(key), w["large"].get(key)
+            if a is None or b is None:
+                continue
+            parts.append(f"{name} {b / a:.2f}" if a else f"{name} 0 at both" if not b else f"{name} {b:g} vs 0")
+        return ", ".join(parts)
+
+    small, large = r["idleSmall"], r["users"]
+    idle = r["idle"]
+    seconds = idle["baseline"]["large"]["seconds"]
+    rows += ["", f"Idle cost: requests per minute with nothing changing ({seconds:.0f} s windows after the first pass "
+             "and 5 s of settling; LDAP from `remedy_ldap_operations_total`, Graph HTTP requests as graph-sim "
+             "logged them):", "",
+             f"| configuration | {small:,} identities | {large:,} identities | ratio {large:,} / {small:,} | aim |",
+             "|---|---|---|---|---|"]
+    w = idle["watch"]
+    if w.get("unsupported"):
+        rows.append(f"| watcher on, resync never | {w['unsupported']} | | | the same at both |")
+    else:
+        rows.append(f"| watcher on, resync never | {idle_cells(w.get('small'))} | {idle_cells(w.get('large'))} | "
+                    f"{ratio(w)} | the same at both |")
+    b = idle["baseline"]
+    rows.append(f"| baseline: no watcher, resync every 10 s | {idle_cells(b.get('small'))} | "
+                f"{idle_cells(b.get('large'))} | {ratio(b)} | |")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # samba-tool: a shell loop of `samba-tool user disable` vs remedy, 500 users each
 
 
@@ -637,6 +1259,8 @@ FIGURES = [
      "aim: disable ratio ≤ 1.0"),
     ("scale", "Scale: converged resync, memory and start-up with many manifests", table_scale, ""),
     ("latency", "Commit-to-action latency", table_latency, ""),
+    ("recontain", "Re-containment: an out-of-band re-enable to the account disabled again, and idle cost",
+     table_recontain, ""),
     ("entra", "Entra ID: batched vs one at a time (`cargo bench --bench entra`)", table_cargo, "aim: ≥ 15×"),
     ("samba-tool", "What an administrator would otherwise use: `samba-tool user disable` in a shell loop",
      table_samba_tool, ""),
@@ -779,7 +1403,7 @@ def main():
         return dcwatch_main()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("scale", "latency", "samba-tool"):
+    for name in ("scale", "latency", "samba-tool", "recontain"):
         p = sub.add_parser(name)
         p.add_argument("--remedy", required=True)
         p.add_argument("--remedy-sha256", help="fail unless --remedy has this sha256 (before and after)")
@@ -791,6 +1415,18 @@ def main():
             p.add_argument("--rounds", type=int, default=3)
         elif name == "latency":
             p.add_argument("--commits", type=int, default=100)
+            p.add_argument("--seed", type=int)
+        elif name == "recontain":
+            p.add_argument("--users", type=int, default=10_000)
+            p.add_argument("--samples", type=int, default=100, help="AD re-enables with the watcher")
+            p.add_argument("--entra-samples", type=int, default=20)
+            p.add_argument("--baseline-samples", type=int, default=20,
+                           help="re-enables of each slower path (resync baselines, USN polling alone)")
+            p.add_argument("--idle-seconds", type=float, default=120)
+            p.add_argument("--idle-small", type=int, default=1000, help="the smaller count of the idle figure")
+            p.add_argument("--delta-interval", default="5s")
+            p.add_argument("--latency", default="50ms", help="graph-sim's latency per Graph request")
+            p.add_argument("--graph-sim", help="graph-sim's binary (target/release/graph-sim)")
             p.add_argument("--seed", type=int)
         else:
             p.add_argument("--users", type=int, default=500)
@@ -807,7 +1443,8 @@ def main():
     try:
         if getattr(args, "remedy", None):
             remedy_binary(args)  # before anything runs: the pinned binary is the one named
-        {"scale": cmd_scale, "latency": cmd_latency, "samba-tool": cmd_samba_tool, "cargo": cmd_cargo,
+        {"scale": cmd_scale, "latency": cmd_latency, "samba-tool": cmd_samba_tool, "recontain": cmd_recontain,
+         "cargo": cmd_cargo,
          "report": cmd_report}[args.command](args)
     except Failure as failure:
         print(f"bench {args.command}: FAILED: {failure}", file=sys.stderr)

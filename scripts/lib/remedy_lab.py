@@ -22,6 +22,8 @@ by scripts/reliability (the command line below). Python's standard library only.
 From the shell:
     remedy_lab.py config --work DIR --manifests PATH --ou DN --token-name NAME [--debounce D]
                          [--resync CRON] [--graph-sim URL] [--connect-timeout T --operation-timeout T]
+                         [--watch-notification true|false] [--watch-poll-interval D] [--delta-interval D]
+                         [--contest-corrections N --contest-window D]
         writes DIR/remedy.yaml and DIR/operator.token; prints the API's URL
     remedy_lab.py ou-create --ou DN --sam-prefix P --digits D --count N --names FILE
         the OU and N enabled users P0..P(N-1) (D digits), one ldapadd; their names to FILE
@@ -105,12 +107,22 @@ def report_findings(failures, notes=()):
 # remedy serve: its configuration, the process, its log
 
 
+def yaml_scalar(value):
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
 def write_config(work, manifests, ou, token_name, debounce=None, resync="0 0 0 1 1 *", max_changes=100000,
-                 graph_sim=None, connect_timeout=None, operation_timeout=None):
+                 graph_sim=None, connect_timeout=None, operation_timeout=None, watch=None, delta_interval=None,
+                 contest=None):
     """DIR/remedy.yaml (Active Directory as the action account of the test DC, scoped to `ou`;
     Entra ID on graph-sim at `graph_sim`, its secret in DIR/graph.secret; the store in DIR/store;
     the API on a free loopback port) and DIR/operator.token, a security-operator token. Sets
-    REMEDY_SERVER and REMEDY_TOKEN_FILE for the CLI and `api`; returns the API's URL."""
+    REMEDY_SERVER and REMEDY_TOKEN_FILE for the CLI and `api`; returns the API's URL.
+
+    The re-containment options (issue 15) are written only when given, so that the file still
+    loads in a binary that does not know them: `watch` ({"notification": bool, "pollInterval":
+    "1s"}: activeDirectory.watch), `delta_interval` ("10s": entraId.deltaInterval, only with
+    graph_sim) and `contest` ({"corrections": 3, "window": "10m"})."""
     env = os.environ
     port = free_port()
     token = secrets.token_hex(32)
@@ -129,9 +141,17 @@ def write_config(work, manifests, ou, token_name, debounce=None, resync="0 0 0 1
         lines.append(f"  connectTimeout: {connect_timeout}")
     if operation_timeout:
         lines.append(f"  operationTimeout: {operation_timeout}")
+    if watch:
+        lines.append("  watch:")
+        lines += [f"    {key}: {yaml_scalar(value)}" for key, value in watch.items()]
     if graph_sim:
         lines += ["entraId:", f"  tenantId: {TENANT}", f"  clientId: {CLIENT_ID}",
                   f"  clientSecretFile: {work}/graph.secret", f"  authorityHost: {graph_sim}", f"  graphUrl: {graph_sim}"]
+        if delta_interval is not None:
+            lines.append(f"  deltaInterval: {delta_interval}")
+    if contest:
+        lines.append("contest:")
+        lines += [f"  {key}: {yaml_scalar(value)}" for key, value in contest.items()]
     lines += [f'resync: "{resync}"', "store:", f"  path: {work}/store", "api:", f"  listen: 127.0.0.1:{port}",
               "  tokens:", f"    - name: {token_name}", "      role: security-operator",
               f"      sha256: {hashlib.sha256(token.encode()).hexdigest()}"]
@@ -583,6 +603,10 @@ class Ou:
         t0 = time.monotonic()
         result = ldap("ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-E", "pr=1000/noprompt", "-b", self.dn, "dn",
                       check=False)
+        if result.returncode not in (0, 32):  # 32: no such object (already gone)
+            print(f"warning: could not list {self.dn} to delete it (ldapsearch exit {result.returncode}: "
+                  f"{result.stderr.strip()[:200]}); it is left on the DC", file=sys.stderr)
+            return 0
         dns = [line[4:] for line in result.stdout.splitlines() if line.startswith("dn: ")]
         dns.sort(key=lambda dn: dn.count(","), reverse=True)
         if dns:
@@ -612,6 +636,11 @@ def main():
     c.add_argument("--graph-sim")
     c.add_argument("--connect-timeout")
     c.add_argument("--operation-timeout")
+    c.add_argument("--watch-notification", choices=("true", "false"))
+    c.add_argument("--watch-poll-interval")
+    c.add_argument("--delta-interval")
+    c.add_argument("--contest-corrections", type=int)
+    c.add_argument("--contest-window")
     o = sub.add_parser("ou-create")
     o.add_argument("--ou", required=True)
     o.add_argument("--sam-prefix", required=True)
@@ -625,9 +654,14 @@ def main():
     g.add_argument("--expected", action="append", default=[])
     args = parser.parse_args()
     if args.command == "config":
+        watch = {k: v for k, v in (("notification", args.watch_notification == "true" if args.watch_notification
+                                    else None), ("pollInterval", args.watch_poll_interval)) if v is not None}
+        contest = {k: v for k, v in (("corrections", args.contest_corrections), ("window", args.contest_window))
+                   if v is not None}
         print(write_config(args.work, args.manifests, args.ou, args.token_name, debounce=args.debounce,
                            resync=args.resync, graph_sim=args.graph_sim, connect_timeout=args.connect_timeout,
-                           operation_timeout=args.operation_timeout))
+                           operation_timeout=args.operation_timeout, watch=watch or None,
+                           delta_interval=args.delta_interval, contest=contest or None))
     elif args.command == "ou-create":
         sams = [f"{args.sam_prefix}{i:0{args.digits}d}" for i in range(args.count)]
         with open(args.names, "w") as f:
