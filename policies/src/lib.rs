@@ -9,6 +9,7 @@ pub mod admission;
 pub mod config;
 pub mod contest;
 pub mod coverage;
+pub mod dc_choice;
 pub mod diagnostic;
 mod dn;
 pub mod identity;
