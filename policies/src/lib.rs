@@ -20,6 +20,7 @@ pub mod observed;
 mod openapi;
 pub mod plan;
 pub mod privilege;
+pub mod replication;
 pub mod usn;
 
 pub use action::{Action, Provider};
