@@ -52,7 +52,9 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         };
         let listener = crate::api::serve(&config.api, &config_dir).await?;
         let (mut controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
-        let for_watchers = handle.clone();
+        if let Some(wiring) = crate::drift::start(&config, &config_dir, &store, handle.metrics()).await? {
+            controller = controller.with_drift(wiring);
+        }
         let (stop, shutdown) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -66,12 +68,8 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             manifests = %manifest_dir.display(), store = %store_path.display(), resync = %config.resync,
             api = %format!("{scheme}://{}", listener.address()), "remedy serve started"
         );
-        let state = ApiState { store: store.clone(), handle, tokens: Arc::new(Tokens::new(&config.api.tokens)) };
+        let state = ApiState { store, handle, tokens: Arc::new(Tokens::new(&config.api.tokens)) };
         let api = tokio::spawn(listener.run(crate::api::router(state), shutdown.clone()));
-        // After the API is up: waiting for a DC that is down at start must not keep /healthz silent.
-        if let Some(wiring) = crate::drift::start(&config, &config_dir, &store, for_watchers.metrics()).await? {
-            controller = controller.with_drift(wiring);
-        }
         controller.run(events, || watcher.rescan(), shutdown).await.context("the store failed")?;
         match tokio::time::timeout(std::time::Duration::from_secs(5), api).await {
             Ok(Ok(Ok(()))) => {}
