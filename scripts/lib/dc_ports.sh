@@ -2,14 +2,8 @@
 # scripts/lib/dc_ports.sh — which listening sockets would stop the test DC from binding its
 # ports. Sourced by scripts/samba-dc; tested by scripts/lib/test_dc_ports.sh.
 
-# The addresses the test DC binds. Its smb.conf says `interfaces = lo` and `bind interfaces
-# only = yes`, so Samba listens on each address of the loopback interface: 127.0.0.1 and ::1 on
-# a usual machine (measured with `ss -Hltn`). Without `ip`, those two.
-dc_addresses() {
-    local a
-    a=$(ip -o addr show dev lo 2>/dev/null | awk '{ sub(/\/.*/, "", $4); print $4 }' || true)
-    if [[ -n $a ]]; then printf '%s\n' "$a"; else printf '%s\n' 127.0.0.1 ::1; fi
-}
+# The addresses each test DC binds are fixed in scripts/samba-dc (`interfaces = 127.0.0.1 ::1`
+# for DC1, `127.0.0.2` for DC2, with `bind interfaces only = yes`).
 
 # dc_port_clashes ADDR... <ss-lines
 # Reads `ss -Hltn[p]` lines (State Recv-Q Send-Q Local:Port Peer:Port [Process]) on stdin and

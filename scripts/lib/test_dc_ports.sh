@@ -68,13 +68,6 @@ fi
 # Empty input: nothing.
 cases=$((cases + 1))
 [[ -z $(dc_port_clashes 127.0.0.1 ::1 </dev/null) ]] || { echo 'FAIL: empty input printed something' >&2; failures=$((failures + 1)); }
-# dc_addresses prints at least one address, each without a prefix length.
-cases=$((cases + 1))
-addrs=$(dc_addresses)
-if [[ -z $addrs || $addrs == */* ]]; then
-    printf 'FAIL: dc_addresses printed %q\n' "$addrs" >&2
-    failures=$((failures + 1))
-fi
 
 if ((failures > 0)); then
     echo "test_dc_ports: $failures of $cases cases failed" >&2
