@@ -297,6 +297,8 @@ async fn measure(
         connections: args.connections,
         page_size: 500,
         watch: Default::default(),
+        domain_controllers: Vec::new(),
+        return_after: Duration::from_secs(60),
     };
     let directory = LdapDirectory::connect(&config, Path::new("/"))
         .await

@@ -192,6 +192,7 @@ fn record(change: &IntendedChange) -> ActionRecord {
     ActionRecord {
         duration_ms: 7,
         acting_account: Some("CN=svc-remedy,OU=Service,DC=remedy,DC=test".into()),
+        domain_controller: None,
         ..change.settled(ActionOutcome::Succeeded, change.after.clone(), None)
     }
 }

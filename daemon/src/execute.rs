@@ -52,6 +52,9 @@ pub struct ActionReport {
     /// write's own echo).
     #[serde(skip)]
     pub usn_after: Option<u64>,
+    /// The DC an Active Directory action went to (its URL), when it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_controller: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub transient: bool,
@@ -93,6 +96,7 @@ impl ActionReport {
             note: None,
             duration_ms: u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
             acting_account,
+            domain_controller: self.domain_controller.clone(),
         }
     }
 }
@@ -221,6 +225,7 @@ async fn execute_entra<E: EntraDirectory + Sync>(
                 outcome: Outcome::Succeeded,
                 observed_after: Some(planned.action.value_on_entra(&change.after)),
                 usn_after: None,
+                domain_controller: None,
                 error: None,
                 transient: false,
                 nothing_sent: false,
@@ -253,6 +258,7 @@ fn failed(
         outcome: Outcome::Failed,
         observed_after: None,
         usn_after: None,
+        domain_controller: None,
         error: Some(error),
         transient,
         nothing_sent: false,
@@ -284,6 +290,7 @@ async fn execute_identity<D: AdDirectory + Sync>(
             outcome,
             observed_after,
             usn_after: None,
+            domain_controller: None,
             error,
             transient,
             nothing_sent,
@@ -306,7 +313,7 @@ async fn execute_identity<D: AdDirectory + Sync>(
                     Ok(change) => {
                         let shown = planned.action.value_on_ad(&change.after);
                         account = Some(change.after);
-                        Ok(shown)
+                        Ok((shown, change.dc))
                     }
                     Err(error) => Err(error),
                 },
@@ -320,8 +327,9 @@ async fn execute_identity<D: AdDirectory + Sync>(
             }
         };
         match result {
-            Ok(shown) => {
+            Ok((shown, dc)) => {
                 let mut succeeded = report(Outcome::Succeeded, Some(shown), None, false, false);
+                succeeded.domain_controller = Some(dc);
                 succeeded.usn_after =
                     account.as_ref().and_then(|a| a.usn_changed).and_then(|usn| u64::try_from(usn).ok());
                 reports.push(succeeded);

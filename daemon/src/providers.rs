@@ -33,7 +33,7 @@ pub struct Providers {
 impl std::fmt::Debug for Providers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Providers")
-            .field("active_directory", &self.ad_config.as_ref().map(|c| &c.url))
+            .field("active_directory", &self.ad_config.as_ref().map(|c| c.dc_list()))
             .field("ad_connected", &self.ad.is_some())
             .field("entra_id", &self.entra.is_some())
             .finish_non_exhaustive()
@@ -77,7 +77,7 @@ impl Providers {
                 None => None,
             };
         if let Some(ad) = config.active_directory.as_ref().filter(|ad| ad.is_insecure()) {
-            tracing::warn!(url = %ad.url, "allowInsecure is set: the action account's password may travel unencrypted or to an unverified server");
+            tracing::warn!(url = %ad.dc_list(), "allowInsecure is set: the action account's password may travel unencrypted or to an unverified server");
         }
         Ok(Providers {
             ad_config: config.active_directory.clone(),
@@ -103,17 +103,17 @@ impl Providers {
             Ok(directory) => {
                 let directory = directory.with_protected_groups(&self.protected_groups);
                 if self.ad_down.take().is_some() {
-                    tracing::info!(url = %config.url, "Active Directory is reachable again");
+                    tracing::info!(url = %config.dc_list(), "Active Directory is reachable again");
                 }
                 self.ad = Some(directory);
             }
             Err(error) => {
-                tracing::warn!(url = %config.url, %error, "cannot connect to Active Directory");
+                tracing::warn!(url = %config.dc_list(), %error, "cannot connect to Active Directory");
                 let text = error.to_string();
-                self.ad_down = Some(if text.contains(&config.url) {
+                self.ad_down = Some(if config.dc_urls().iter().any(|url| text.contains(url)) {
                     text
                 } else {
-                    format!("cannot connect to {}: {text}", config.url)
+                    format!("cannot connect to {}: {text}", config.dc_list())
                 });
             }
         }
@@ -129,7 +129,7 @@ impl Providers {
         }
         let directory = LdapDirectory::connect(config, &self.config_dir)
             .await
-            .with_context(|| format!("cannot connect to Active Directory at {}", config.url))?;
+            .with_context(|| format!("cannot connect to Active Directory at {}", config.dc_list()))?;
         self.ad = Some(directory.with_protected_groups(&self.protected_groups));
         Ok(())
     }

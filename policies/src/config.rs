@@ -289,8 +289,18 @@ impl Guardrails {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ActiveDirectoryConfig {
-    /// `ldaps://host[:port]`, or `ldap://host[:port]` with `startTls: true`.
+    /// `ldaps://host[:port]`, or `ldap://host[:port]` with `startTls: true`: the one DC. Exactly
+    /// one of `url` and `domainControllers` is given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
+    /// Several DCs of the domain, most preferred first (same URL rules as `url`): remedy uses the
+    /// first that answers, moves to the next when it fails, and returns to a more preferred one
+    /// once it has answered for `returnAfter`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domain_controllers: Vec<String>,
+    /// How long a more preferred DC must answer again before remedy returns to it.
+    #[serde(default = "default_return_after", with = "duration_text")]
+    pub return_after: Duration,
     #[serde(default)]
     pub start_tls: bool,
     /// PEM file of the CA(s) that sign the DC's certificate; the system roots when absent.
@@ -367,6 +377,10 @@ fn default_connect_timeout() -> Duration {
 fn default_operation_timeout() -> Duration {
     Duration::from_secs(15)
 }
+fn default_return_after() -> Duration {
+    Duration::from_secs(60)
+}
+
 fn default_connections() -> usize {
     4
 }
@@ -493,23 +507,41 @@ impl ActiveDirectoryConfig {
     /// Transport rules: TLS with certificate checks unless `allowInsecure: true` says otherwise.
     fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
-        let url = self.url.to_ascii_lowercase();
-        if url.starts_with("ldaps://") {
-            if self.start_tls {
-                problems.push((
-                    "activeDirectory.startTls",
-                    "startTls is for ldap:// URLs; ldaps:// is TLS already".to_owned(),
-                ));
+        let key = if self.url.is_empty() { "activeDirectory.domainControllers" } else { "activeDirectory.url" };
+        match (self.url.is_empty(), self.domain_controllers.is_empty()) {
+            (true, true) => problems.push((
+                "activeDirectory.url",
+                "name the DC: url (one DC) or domainControllers (several, most preferred first)".to_owned(),
+            )),
+            (false, false) => problems.push((
+                "activeDirectory.domainControllers",
+                "give url or domainControllers, not both (put the url first in domainControllers)".to_owned(),
+            )),
+            _ => {}
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for url in self.dc_urls() {
+            if !seen.insert(url.to_ascii_lowercase()) {
+                problems.push((key, format!("{url:?} is listed twice")));
             }
-        } else if url.starts_with("ldap://") {
-            if !self.start_tls && !self.allow_insecure {
-                problems.push((
-                    "activeDirectory.url",
-                    "plain ldap:// sends the action account's password in clear: use ldaps://, or startTls: true, or write allowInsecure: true to accept it".to_owned(),
-                ));
+            let lower = url.to_ascii_lowercase();
+            if lower.starts_with("ldaps://") {
+                if self.start_tls {
+                    problems.push((
+                        "activeDirectory.startTls",
+                        "startTls is for ldap:// URLs; ldaps:// is TLS already".to_owned(),
+                    ));
+                }
+            } else if lower.starts_with("ldap://") {
+                if !self.start_tls && !self.allow_insecure {
+                    problems.push((
+                        key,
+                        "plain ldap:// sends the action account's password in clear: use ldaps://, or startTls: true, or write allowInsecure: true to accept it".to_owned(),
+                    ));
+                }
+            } else {
+                problems.push((key, format!("{url:?} must start with ldaps:// or ldap://")));
             }
-        } else {
-            problems.push(("activeDirectory.url", format!("{:?} must start with ldaps:// or ldap://", self.url)));
         }
         if self.connections == 0 {
             problems.push(("activeDirectory.connections", "must be at least 1".to_owned()));
@@ -518,6 +550,20 @@ impl ActiveDirectoryConfig {
             problems.push(("activeDirectory.pageSize", "must be between 1 and 1000 (AD's MaxPageSize)".to_owned()));
         }
         problems
+    }
+
+    /// The DCs to use, most preferred first: `url` alone, or `domainControllers`.
+    pub fn dc_urls(&self) -> Vec<&str> {
+        if self.url.is_empty() {
+            self.domain_controllers.iter().map(|u| u.trim()).collect()
+        } else {
+            vec![self.url.trim()]
+        }
+    }
+
+    /// The DCs as one line for logs and errors (`a`, or `a, b, c`).
+    pub fn dc_list(&self) -> String {
+        self.dc_urls().join(", ")
     }
 
     /// Whether the configured transport is unencrypted or unverified (the daemon warns at start).

@@ -58,6 +58,8 @@ pub struct WatchedAccount {
 pub struct ChangeWatcher {
     inner: Arc<Inner>,
     settings: AdWatchConfig,
+    /// The pool's DC switches when the DC was last asked (see [`ChangeWatcher::dc_now`]).
+    last_switches: std::sync::atomic::AtomicU64,
 }
 
 /// The watcher's LDAP requests, read live (for `remedy_ldap_operations_total`).
@@ -111,7 +113,11 @@ impl ChangeWatcher {
     /// one per notification connection). Nothing is opened until it runs.
     pub fn new(config: &ActiveDirectoryConfig, config_dir: &std::path::Path) -> Result<ChangeWatcher, AdError> {
         let inner = Inner::new(target(config, config_dir)?, config, 1);
-        Ok(ChangeWatcher { inner: Arc::new(inner), settings: config.watch.clone() })
+        Ok(ChangeWatcher {
+            inner: Arc::new(inner),
+            settings: config.watch.clone(),
+            last_switches: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     pub fn stats(&self) -> ChangeWatcherStats {
@@ -156,12 +162,17 @@ impl ChangeWatcher {
         }
     }
 
-    /// The DC's latest USN and its invocationId (read again only when the USN moved, or first).
+    /// The DC's latest USN and its invocationId (read again only when the USN moved, the pool
+    /// moved to another DC, or first). A watermark belongs to one DC: USNs are local to each, so
+    /// another DC's invocationId makes the caller ask for a full pass and start anew there.
     async fn dc_now(&self, known: Option<&Watermark>) -> Result<DcNow, AdError> {
+        let switches = self.inner.pool.counters.switches.load(std::sync::atomic::Ordering::Relaxed);
         let root = self.read_base("", &["highestCommittedUSN", "dsServiceName"]).await?;
         let usn: u64 =
             single(&root, "highestCommittedUSN")?.parse().map_err(|_| decode("highestCommittedUSN", "not a number"))?;
-        if let Some(known) = known.filter(|k| k.usn == usn) {
+        let same_dc = switches == self.inner.pool.counters.switches.load(std::sync::atomic::Ordering::Relaxed)
+            && self.last_switches.swap(switches, std::sync::atomic::Ordering::Relaxed) == switches;
+        if let Some(known) = known.filter(|k| k.usn == usn && same_dc) {
             return Ok(DcNow { invocation_id: known.invocation_id.clone(), highest_committed_usn: usn });
         }
         let service = single(&root, "dsServiceName")?;
@@ -218,7 +229,7 @@ impl ChangeWatcher {
             .streaming_search(&base, scope, "(objectClass=*)", CHANGE_ATTRIBUTES.to_vec())
             .await
             .map_err(|error| AdError::Connection {
-                url: self.inner.pool.target.url.clone(),
+                url: self.inner.pool.current_url(),
                 message: format!("cannot register a change notification on {base}: {error}"),
             })?;
         tokio::spawn(async move {
@@ -292,7 +303,7 @@ impl Session<'_> {
         let (heard_tx, mut heard) = mpsc::channel::<Heard>(1024);
         let mut connections = Vec::new();
         for registrations in &coverage.connections {
-            let ldap = watcher.inner.pool.dedicated().await?;
+            let (_dc, ldap) = watcher.inner.pool.dedicated().await?;
             for registration in registrations {
                 watcher.register(ldap.clone(), registration.clone(), heard_tx.clone()).await?;
             }
@@ -333,7 +344,7 @@ impl Session<'_> {
                     }
                     Some(Heard::Ended { base, error, .. }) => {
                         break Err(AdError::Connection {
-                            url: watcher.inner.pool.target.url.clone(),
+                            url: watcher.inner.pool.current_url(),
                             message: format!("the change notification on {base} ended: {error}"),
                         });
                     }

@@ -51,7 +51,7 @@ pub struct LdapDirectory {
 
 #[derive(Debug)]
 pub(super) struct Inner {
-    pub(super) pool: Pool,
+    pub(super) pool: Arc<Pool>,
     pub(super) base_dn: String,
     page_size: usize,
     connections: usize,
@@ -74,7 +74,7 @@ struct ReadBacks {
 struct ReadBack {
     guid: Uuid,
     dn: String,
-    reply: oneshot::Sender<Result<AdAccount, AdError>>,
+    reply: oneshot::Sender<Result<(String, AdAccount), AdError>>,
 }
 
 /// Connection settings derived from the configuration, paths resolved.
@@ -87,16 +87,24 @@ pub(super) fn target(config: &ActiveDirectoryConfig, config_dir: &Path) -> Resul
             config_dir.join(path)
         }
     };
-    let url = config.url.trim().to_owned();
-    let lower = url.to_ascii_lowercase();
-    let ldaps = lower.starts_with("ldaps://");
-    if !ldaps && !lower.starts_with("ldap://") {
-        return Err(AdError::Config(format!("url {url:?} must start with ldaps:// or ldap://")));
+    let urls: Vec<String> = config.dc_urls().into_iter().map(str::to_owned).collect();
+    if urls.is_empty() {
+        return Err(AdError::Config("name the DC: activeDirectory.url or activeDirectory.domainControllers".into()));
     }
-    if ldaps && config.start_tls {
-        return Err(AdError::Config("startTls is for ldap:// URLs; ldaps:// is TLS already".into()));
+    let mut all_ldaps = true;
+    for url in &urls {
+        let lower = url.to_ascii_lowercase();
+        let ldaps = lower.starts_with("ldaps://");
+        if !ldaps && !lower.starts_with("ldap://") {
+            return Err(AdError::Config(format!("url {url:?} must start with ldaps:// or ldap://")));
+        }
+        if ldaps && config.start_tls {
+            return Err(AdError::Config("startTls is for ldap:// URLs; ldaps:// is TLS already".into()));
+        }
+        all_ldaps &= ldaps;
     }
-    let tls = ldaps || config.start_tls;
+    let url = config.dc_list();
+    let tls = all_ldaps || config.start_tls;
     // Checked again here (config validation does it too): a provider built from an unvalidated
     // configuration must not send the password in clear either.
     if !tls && !config.allow_insecure {
@@ -127,7 +135,8 @@ pub(super) fn target(config: &ActiveDirectoryConfig, config_dir: &Path) -> Resul
         }
     }
     Ok(Target {
-        url,
+        urls,
+        return_after: config.return_after,
         settings,
         bind_user: config.bind_user.clone(),
         password,
@@ -144,12 +153,12 @@ impl LdapDirectory {
     /// reopened on demand.
     pub async fn connect(config: &ActiveDirectoryConfig, config_dir: &Path) -> Result<Self, AdError> {
         let target = target(config, config_dir)?;
-        let url = target.url.clone();
         let inner = Inner::new(target, config, config.connections);
         // The first connection alone: a wrong password fails once, not once per connection.
         drop(inner.pool.lease().await?);
         let others = (1..inner.connections).map(|_| inner.pool.lease());
         drop(futures::future::try_join_all(others).await?);
+        let url = inner.pool.current_url();
         tracing::info!(url = %url, bind_user = %config.bind_user, base_dn = %config.base_dn, connections = inner.connections, "connected to Active Directory");
         Ok(LdapDirectory { inner: Arc::new(inner), protected_groups: Vec::new() })
     }
@@ -196,7 +205,7 @@ impl Inner {
     /// A pool of `connections` to the target, none opened yet.
     pub(super) fn new(target: Target, config: &ActiveDirectoryConfig, connections: usize) -> Inner {
         Inner {
-            pool: Pool::new(target, connections),
+            pool: Arc::new(Pool::new(target, connections)),
             base_dn: config.base_dn.clone(),
             page_size: config.page_size.clamp(1, i32::MAX as usize),
             connections: connections.max(1),
@@ -212,10 +221,16 @@ impl Inner {
     /// paged-results control costs it about twice the work per entry); should the DC answer
     /// sizeLimitExceeded, or when more can match, the search is paged.
     async fn search_users(&self, filter: String, expected: usize) -> Result<Vec<AdAccount>, AdError> {
+        self.search_users_at(filter, expected).await.map(|(_, accounts)| accounts)
+    }
+
+    /// [`Inner::search_users`], with the URL of the DC that answered.
+    async fn search_users_at(&self, filter: String, expected: usize) -> Result<(String, Vec<AdAccount>), AdError> {
         let base = self.base_dn.as_str();
         let page_size = self.page_size;
         let timeout = self.pool.target.operation_timeout;
         let mut lease = self.pool.lease().await?;
+        let dc = lease.dc().unwrap_or_default().to_owned();
         self.pool.counters.searches.fetch_add(1, Ordering::Relaxed);
         if expected <= page_size {
             let filter = filter.as_str();
@@ -235,12 +250,12 @@ impl Inner {
                 .await?;
             self.pages.fetch_add(1, Ordering::Relaxed);
             match single {
-                Some(entries) => return self.decode(entries),
+                Some(entries) => return Ok((dc, self.decode(entries)?)),
                 None => tracing::debug!(page_size, "more entries than fit in one page: searching again with paging"),
             }
         }
         let entries = self.paged_on(&mut lease, base, &filter, &ATTRIBUTES).await?;
-        self.decode(entries)
+        Ok((dc, self.decode(entries)?))
     }
 
     /// A paged subtree search of any objects (entries only; continuation references skipped).
@@ -356,7 +371,8 @@ impl Inner {
     /// Reads an account back after a write. Read-backs of concurrent writes are coalesced: one
     /// flush task at a time reads every account waiting, by objectGUID, in one search per chunk,
     /// so that a batch of writes costs the DC one read per chunk rather than one per account.
-    async fn read_back(self: &Arc<Self>, guid: Uuid, dn: &str) -> Result<AdAccount, AdError> {
+    /// The answer names the DC it was read from.
+    async fn read_back(self: &Arc<Self>, guid: Uuid, dn: &str) -> Result<(String, AdAccount), AdError> {
         let (reply, answer) = oneshot::channel();
         let start_flush = {
             let mut read_backs = lock(&self.read_backs);
@@ -368,10 +384,7 @@ impl Inner {
             tokio::spawn(self.clone().flush_read_backs());
         }
         answer.await.unwrap_or_else(|_| {
-            Err(AdError::Connection {
-                url: self.pool.target.url.clone(),
-                message: "the read-back was abandoned".into(),
-            })
+            Err(AdError::Connection { url: self.pool.current_url(), message: "the read-back was abandoned".into() })
         })
     }
 
@@ -387,11 +400,11 @@ impl Inner {
                 read_backs.waiting.drain(..take).collect()
             };
             let filter = guids_filter(batch.iter().map(|r| &r.guid));
-            match self.search_users(filter, batch.len()).await {
-                Ok(accounts) => {
+            match self.search_users_at(filter, batch.len()).await {
+                Ok((dc, accounts)) => {
                     for read in batch {
                         let account = accounts.iter().find(|a| a.object_guid == read.guid).cloned();
-                        let _ = read.reply.send(account.ok_or_else(|| AdError::Decode {
+                        let _ = read.reply.send(account.map(|a| (dc.clone(), a)).ok_or_else(|| AdError::Decode {
                             dn: read.dn,
                             attribute: "objectGUID",
                             message: "the account is no longer a user below the base DN".into(),
@@ -433,6 +446,7 @@ impl Inner {
         action.apply_to_ad(&mut expected, now);
         let dn = before.dn.as_str();
         let mut lease = self.pool.lease().await.map_err(|error| AdError::NotSent(Box::new(error)))?;
+        let written_to = lease.dc().unwrap_or_default().to_owned();
         match action {
             Action::ForcePasswordChange | Action::CancelForcedPasswordChange => {
                 // pwdLastSet takes only 0 (must change) and -1 (now); a plain replace is idempotent.
@@ -468,9 +482,18 @@ impl Inner {
         }
         // The connection goes back before waiting for the read-back, which needs one too.
         drop(lease);
-        let after = self.read_back(before.object_guid, dn).await?;
-        verify(action, &expected, &after)?;
-        Ok(AdChange { before: before.clone(), after })
+        let (read_from, after) = self.read_back(before.object_guid, dn).await?;
+        // Read-your-writes: the read-back goes to the DC in use, which is the one written to
+        // unless it failed in between. Another DC that does not show the write yet has not
+        // replicated it (or the first never applied it): unconfirmed, not failed.
+        if let Err(not_effective) = verify(action, &expected, &after) {
+            if read_from != written_to {
+                tracing::warn!(dn = %dn, action = %action, written_to = %written_to, read_from = %read_from, "the write is not visible on the DC in use yet");
+                return Err(AdError::Unconfirmed { dn: dn.to_owned(), action, written_to, read_from });
+            }
+            return Err(not_effective);
+        }
+        Ok(AdChange { before: before.clone(), after, dc: written_to })
     }
 }
 
@@ -579,6 +602,7 @@ impl AdDirectory for LdapDirectory {
                 action = %action,
                 user_account_control = change.after.user_account_control,
                 computed = change.after.user_account_control_computed,
+                dc = %change.dc,
                 "applied and verified"
             ),
             Err(error) => tracing::warn!(

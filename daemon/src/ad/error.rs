@@ -75,6 +75,13 @@ pub enum AdError {
     #[error("{action} on {dn} was accepted by the DC but is not effective: {reason}")]
     NotEffective { dn: String, action: Action, reason: String },
 
+    /// The write went to one DC, which then failed; the read-back, on the DC that serves now, does
+    /// not show it yet. Not a failure: AD replication may still bring it (or the first DC never
+    /// applied it). Transient: the next pass observes again and plans from what the DC shows
+    /// (see [`remedy_policies::replication`]).
+    #[error("{action} on {dn} was written to {written_to}, which then failed; {read_from} does not show it yet (AD replication): checked again on the next pass")]
+    Unconfirmed { dn: String, action: Action, written_to: String, read_from: String },
+
     /// The DC sent something remedy cannot read (a malformed or missing attribute).
     #[error("{dn}: cannot read {attribute}: {message}")]
     Decode { dn: String, attribute: &'static str, message: String },
@@ -101,7 +108,10 @@ impl AdError {
     /// a missing object, a constraint the DC enforces.
     pub fn is_transient(&self) -> bool {
         match self {
-            AdError::Connection { .. } | AdError::Timeout { .. } | AdError::ConcurrentChange { .. } => true,
+            AdError::Connection { .. }
+            | AdError::Timeout { .. }
+            | AdError::ConcurrentChange { .. }
+            | AdError::Unconfirmed { .. } => true,
             AdError::Ldap { code, .. } => matches!(code, 3 | 51 | 52 | 81 | 85),
             AdError::Config(_)
             | AdError::Tls { .. }

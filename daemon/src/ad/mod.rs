@@ -37,6 +37,8 @@ pub use error::AdError;
 pub struct AdChange {
     pub before: AdAccount,
     pub after: AdAccount,
+    /// The URL of the DC the write went to (and was read back from).
+    pub dc: String,
 }
 
 /// Active Directory as the controller sees it.

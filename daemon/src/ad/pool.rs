@@ -1,23 +1,29 @@
-//! A small pool of bound LDAP connections, rebuilt when the DC drops them.
+//! A small pool of bound LDAP connections to one of the domain's DCs, rebuilt when the DC drops
+//! them, moved to another DC when it fails.
 //!
 //! ldap3 gives one connection per `LdapConnAsync` and no reconnect. The pool keeps up to
 //! `connections` of them; an operation leases one (waiting for a permit: that bounds operations in
-//! flight), and a lease whose connection is closed or broken opens a new one first. Reconnects
-//! after failures are spaced by exponential backoff with jitter, shared by the whole pool: while
-//! the DC is down a lease fails at once with the last error instead of hammering the DC (a wrong
-//! password retried in a loop would also lock the action account out). There is no retry loop
-//! here: a failed operation returns its error, and the controller's error policy decides.
+//! flight), and a lease whose connection is closed, broken or to another DC than the one in use
+//! opens a new one first. Which DC is in use is [`remedy_policies::dc_choice`]'s rule: the most
+//! preferred that answers; when it fails to connect or bind, the next one at once (within the same
+//! lease); back to a more preferred one once a probe has seen it answer for `returnAfter`.
+//! Reconnects to a failed DC are spaced by exponential backoff with jitter: while every DC is down
+//! a lease fails at once with the last error instead of hammering them (a wrong password retried
+//! in a loop would also lock the action account out). There is no retry loop here: a failed
+//! operation returns its error, and the controller's error policy decides.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError};
+use remedy_policies::dc_choice::{self, Candidate, Choice, Health as DcHealth};
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio::time::Instant;
 
 use super::error::AdError;
 use super::tls;
@@ -31,9 +37,15 @@ use crate::secret::Secret;
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// How often, at most, more preferred DCs are probed while remedy uses a less preferred one.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
 /// Where and how to connect. Holds the password, so its `Debug` is written by hand.
 pub struct Target {
-    pub url: String,
+    /// The DCs, most preferred first (at least one).
+    pub urls: Vec<String>,
+    /// How long a more preferred DC must answer before the pool returns to it.
+    pub return_after: Duration,
     pub settings: LdapConnSettings,
     pub bind_user: String,
     pub password: Secret,
@@ -46,7 +58,7 @@ pub struct Target {
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Target")
-            .field("url", &self.url)
+            .field("urls", &self.urls)
             .field("bind_user", &self.bind_user)
             .field("password", &self.password)
             .field("connect_timeout", &self.connect_timeout)
@@ -63,21 +75,29 @@ pub struct Counters {
     pub searches: AtomicU64,
     pub entries: AtomicU64,
     pub modifies: AtomicU64,
+    /// Times the pool moved to another DC.
+    pub switches: AtomicU64,
 }
 
+/// What the pool knows of the DCs: each one's health (as [`dc_choice`] reads it), the last error
+/// of each that failed, and the DC in use.
 #[derive(Debug, Default)]
-struct Health {
-    failures: u32,
-    retry_at: Option<Instant>,
-    last_error: Option<AdError>,
+struct Dcs {
+    health: BTreeMap<String, DcHealth>,
+    last_error: BTreeMap<String, AdError>,
+    current: Option<String>,
+    /// Whether a task probes the more preferred DCs (while the pool uses a less preferred one).
+    probing: bool,
 }
 
 pub struct Pool {
     pub target: Target,
-    /// One slot per connection not leased right now; `None` is a connection to (re)open.
-    idle: Mutex<Vec<Option<Ldap>>>,
+    candidates: Vec<Candidate>,
+    /// One slot per connection not leased right now, with the DC it is bound to; `None` is a
+    /// connection to (re)open.
+    idle: Mutex<Vec<Option<(String, Ldap)>>>,
     permits: Semaphore,
-    health: Mutex<Health>,
+    dcs: Mutex<Dcs>,
     pub counters: Counters,
 }
 
@@ -99,97 +119,212 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Pool {
     pub fn new(target: Target, connections: usize) -> Self {
         let connections = connections.max(1);
+        let candidates = target
+            .urls
+            .iter()
+            .enumerate()
+            .map(|(order, url)| Candidate { url: url.clone(), site: None, order })
+            .collect();
         Pool {
             target,
+            candidates,
             idle: Mutex::new((0..connections).map(|_| None).collect()),
             permits: Semaphore::new(connections),
-            health: Mutex::new(Health::default()),
+            dcs: Mutex::new(Dcs::default()),
             counters: Counters::default(),
         }
     }
 
-    fn lock_idle(&self) -> MutexGuard<'_, Vec<Option<Ldap>>> {
+    fn lock_idle(&self) -> MutexGuard<'_, Vec<Option<(String, Ldap)>>> {
         lock(&self.idle)
     }
 
-    /// A bound connection for one operation, opened now if needed.
-    pub async fn lease(&self) -> Result<Lease<'_>, AdError> {
+    /// The DC in use (the most preferred one before any connection was made).
+    pub fn current_url(&self) -> String {
+        lock(&self.dcs).current.clone().unwrap_or_else(|| self.target.urls[0].clone())
+    }
+
+    /// A bound connection for one operation, on the DC in use, opened now if needed.
+    pub async fn lease(self: &Arc<Self>) -> Result<Lease<'_>, AdError> {
         let permit = self.permits.acquire().await.map_err(|_| AdError::Connection {
-            url: self.target.url.clone(),
+            url: self.current_url(),
             message: "the connection pool is closed".into(),
         })?;
         // Permits and slots are equal in number, so a permit always finds a slot.
         let slot = self.lock_idle().pop().flatten();
         let mut lease = Lease { pool: self, ldap: None, _permit: permit };
+        let want = self.choose()?;
         lease.ldap = match slot {
-            Some(mut ldap) => {
+            Some((url, mut ldap)) if url == want => {
                 if ldap.is_closed() {
-                    Some(self.open().await?)
+                    Some(self.open(want).await?)
                 } else {
-                    Some(ldap)
+                    Some((url, ldap))
                 }
             }
-            None => Some(self.open().await?),
+            _ => Some(self.open(want).await?),
         };
         Ok(lease)
     }
 
-    /// Opens and binds one connection, unless the backoff says to wait.
-    async fn open(&self) -> Result<Ldap, AdError> {
+    /// The DC to use now, by [`dc_choice::choose`].
+    fn choose(&self) -> Result<String, AdError> {
+        self.choice().map(|(url, _)| url)
+    }
+
+    /// The DC to use now and the more preferred DCs to probe.
+    fn choice(&self) -> Result<(String, Vec<String>), AdError> {
+        let now = Utc::now();
+        let dcs = lock(&self.dcs);
+        let return_after = chrono::Duration::from_std(self.target.return_after).unwrap_or(chrono::Duration::MAX);
+        match dc_choice::choose(&self.candidates, None, &dcs.health, dcs.current.as_deref(), return_after, now) {
+            Choice::Use { url, probe, .. } => Ok((url, probe)),
+            Choice::Wait { url, until } => Err(self.waiting(&dcs, &url, until, now)),
+            Choice::None { why } => Err(AdError::Config(why)),
+        }
+    }
+
+    /// While the pool uses a less preferred DC, a task probes the more preferred ones every
+    /// [`PROBE_EVERY`], so that remedy learns when one is back (and returns to it once it has
+    /// answered for `returnAfter`) even when nothing else happens. It ends when the pool is back
+    /// on its most preferred DC, or is dropped.
+    fn keep_probing(self: &Arc<Self>) {
         {
-            let health = lock(&self.health);
-            if let (Some(retry_at), Some(last)) = (health.retry_at, &health.last_error) {
-                let now = Instant::now();
-                if now < retry_at {
-                    return Err(match last {
-                        AdError::Connection { url, message } => AdError::Connection {
-                            url: url.clone(),
-                            message: format!("{message} (next attempt in {}ms)", (retry_at - now).as_millis()),
-                        },
-                        other => other.clone(),
-                    });
+            let mut dcs = lock(&self.dcs);
+            if dcs.probing || dcs.current.as_deref() == Some(self.target.urls[0].as_str()) {
+                return;
+            }
+            dcs.probing = true;
+        }
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let Some(pool) = pool.upgrade() else { return };
+                let probe = match pool.choice() {
+                    Ok((url, probe)) if url != pool.target.urls[0] || !probe.is_empty() => probe,
+                    Ok(_) => {
+                        let mut dcs = lock(&pool.dcs);
+                        if dcs.current.as_deref() == Some(pool.target.urls[0].as_str()) {
+                            dcs.probing = false;
+                            return;
+                        }
+                        Vec::new()
+                    }
+                    Err(_) => Vec::new(),
+                };
+                pool.probe(probe).await;
+            }
+        });
+    }
+
+    /// Every DC is backing off: the error of the one to be tried next, with when.
+    fn waiting(&self, dcs: &Dcs, url: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> AdError {
+        let in_ms = (until - now).num_milliseconds().max(0);
+        let others = if self.target.urls.len() > 1 { "every DC is down; " } else { "" };
+        match dcs.last_error.get(url) {
+            Some(AdError::Connection { url, message }) => AdError::Connection {
+                url: url.clone(),
+                message: format!("{message} ({others}next attempt in {in_ms}ms)"),
+            },
+            Some(other) => other.clone(),
+            None => AdError::Connection { url: url.to_owned(), message: format!("{others}next attempt in {in_ms}ms") },
+        }
+    }
+
+    /// Connects and binds to `first`; when that fails, to the next DC the rule names, until one
+    /// answers or every DC is backing off.
+    async fn open(self: &Arc<Self>, first: String) -> Result<(String, Ldap), AdError> {
+        let mut url = first;
+        for _ in 0..self.candidates.len() {
+            match self.connect_and_bind(&url).await {
+                Ok(ldap) => {
+                    self.mark_up(&url, true);
+                    self.counters.connects.fetch_add(1, Ordering::Relaxed);
+                    self.keep_probing();
+                    return Ok((url, ldap));
+                }
+                Err(error) => {
+                    self.mark_down(&url, &error);
+                    let next = self.choose();
+                    match next {
+                        Ok(next) if next != url => url = next,
+                        Ok(_) => return Err(error),
+                        Err(waiting) => return Err(if self.candidates.len() > 1 { waiting } else { error }),
+                    }
                 }
             }
         }
-        match self.connect_and_bind().await {
-            Ok(ldap) => {
-                let mut health = lock(&self.health);
-                if health.failures > 0 {
-                    tracing::info!(url = %self.target.url, after_failures = health.failures, "reconnected to the DC");
-                }
-                *health = Health::default();
-                self.counters.connects.fetch_add(1, Ordering::Relaxed);
-                Ok(ldap)
+        Err(self.choose().err().unwrap_or_else(|| AdError::Connection {
+            url: url.clone(),
+            message: "no domain controller answered".to_owned(),
+        }))
+    }
+
+    /// A DC answered: up since now unless it already was; `used` makes it the DC in use.
+    fn mark_up(&self, url: &str, used: bool) {
+        let mut dcs = lock(&self.dcs);
+        if let Some(DcHealth::Down { failures, .. }) = dcs.health.get(url) {
+            tracing::info!(url = %url, after_failures = failures, "the DC answers again");
+        }
+        if !matches!(dcs.health.get(url), Some(DcHealth::Up { .. })) {
+            dcs.health.insert(url.to_owned(), DcHealth::Up { since: Utc::now() });
+        }
+        dcs.last_error.remove(url);
+        if used && dcs.current.as_deref() != Some(url) {
+            if let Some(previous) = dcs.current.replace(url.to_owned()) {
+                self.counters.switches.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(from = %previous, to = %url, "now using another domain controller");
             }
-            Err(error) => {
-                let mut health = lock(&self.health);
-                health.failures = health.failures.saturating_add(1);
-                let delay = backoff(health.failures);
-                health.retry_at = Some(Instant::now() + delay);
-                health.last_error = Some(error.clone());
-                tracing::warn!(url = %self.target.url, failures = health.failures, retry_in_ms = delay.as_millis() as u64, error = %error, "cannot connect to the DC");
-                Err(error)
+        }
+    }
+
+    fn mark_down(&self, url: &str, error: &AdError) {
+        let now = Utc::now();
+        let mut dcs = lock(&self.dcs);
+        let (since, failures) = match dcs.health.get(url) {
+            Some(DcHealth::Down { since, failures, .. }) => (*since, failures.saturating_add(1)),
+            _ => (now, 1),
+        };
+        let delay = backoff(failures);
+        let retry_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        dcs.health.insert(url.to_owned(), DcHealth::Down { since, failures, retry_at });
+        dcs.last_error.insert(url.to_owned(), error.clone());
+        tracing::warn!(url = %url, failures, retry_in_ms = delay.as_millis() as u64, error = %error, "cannot connect to the DC");
+    }
+
+    /// Connects and binds to each DC named (more preferred than the one in use), to learn when
+    /// one is back; a probe reads nothing and writes nothing.
+    async fn probe(&self, urls: Vec<String>) {
+        for url in urls {
+            match self.connect_and_bind(&url).await {
+                Ok(ldap) => {
+                    self.mark_up(&url, false);
+                    let mut ldap = ldap;
+                    let _ = ldap.unbind().await;
+                }
+                Err(error) => self.mark_down(&url, &error),
             }
         }
     }
 
     /// A connection of its own, outside the pool's slots (a change-notification connection,
-    /// held for as long as its searches last).
-    pub async fn dedicated(&self) -> Result<Ldap, AdError> {
-        let ldap = self.connect_and_bind().await?;
-        self.counters.connects.fetch_add(1, Ordering::Relaxed);
-        Ok(ldap)
+    /// held for as long as its searches last), to the DC in use, with that DC's URL.
+    pub async fn dedicated(self: &Arc<Self>) -> Result<(String, Ldap), AdError> {
+        let want = self.choose()?;
+        self.open(want).await
     }
 
-    async fn connect_and_bind(&self) -> Result<Ldap, AdError> {
+    async fn connect_and_bind(&self, url: &str) -> Result<Ldap, AdError> {
         let target = &self.target;
-        let operation = format!("connect to {}", target.url);
-        let connecting = LdapConnAsync::with_settings(target.settings.clone(), &target.url);
-        let (conn, mut ldap) = self.finish(&operation, None, target.connect_timeout, connecting).await?;
-        let url = target.url.clone();
+        let operation = format!("connect to {url}");
+        let connecting = LdapConnAsync::with_settings(target.settings.clone(), url);
+        let (conn, mut ldap) = self.finish_on(url, &operation, None, target.connect_timeout, connecting).await?;
+        let url = url.to_owned();
+        let driven = url.clone();
         tokio::spawn(async move {
             if let Err(error) = conn.drive().await {
-                tracing::debug!(url = %url, error = %error, "LDAP connection ended");
+                tracing::debug!(url = %driven, error = %error, "LDAP connection ended");
             }
         });
         // The bind request carries the password: it is never logged, and its errors carry only
@@ -200,13 +335,14 @@ impl Pool {
                 .await?
                 .success()
         };
-        self.finish("bind", Some(&target.bind_user), target.operation_timeout, bind).await?;
+        self.finish_on(&url, "bind", Some(&target.bind_user), target.operation_timeout, bind).await?;
         Ok(ldap)
     }
 
-    /// Runs one LDAP call under a timeout and maps its error.
-    pub async fn finish<T>(
+    /// Runs one LDAP call on the DC at `url` under a timeout and maps its error.
+    pub async fn finish_on<T>(
         &self,
+        url: &str,
         operation: &str,
         dn: Option<&str>,
         timeout: Duration,
@@ -214,13 +350,13 @@ impl Pool {
     ) -> Result<T, AdError> {
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(self.map_error(operation, dn, timeout, error)),
+            Ok(Err(error)) => Err(self.map_error(url, operation, dn, timeout, error)),
             Err(_) => Err(AdError::Timeout { operation: operation_text(operation, dn), after: timeout }),
         }
     }
 
-    fn map_error(&self, operation: &str, dn: Option<&str>, timeout: Duration, error: LdapError) -> AdError {
-        let url = self.target.url.clone();
+    fn map_error(&self, url: &str, operation: &str, dn: Option<&str>, timeout: Duration, error: LdapError) -> AdError {
+        let url = url.to_owned();
         match error {
             LdapError::LdapResult { result } => AdError::Ldap {
                 operation: static_operation(operation),
@@ -237,7 +373,7 @@ impl Pool {
                     }
                     // ldaps:// on a plain LDAP port: the DC reads the ClientHello as a broken
                     // LDAP message and drops the connection before any TLS answer.
-                    None if self.target.url.starts_with("ldaps://")
+                    None if url.starts_with("ldaps://")
                         && operation.starts_with("connect")
                         && matches!(source.kind(), ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof) =>
                     {
@@ -294,17 +430,23 @@ pub fn backoff(failures: u32) -> Duration {
 /// One leased connection. Returned to the pool on drop; dropped instead when marked broken.
 pub struct Lease<'a> {
     pool: &'a Pool,
-    ldap: Option<Ldap>,
+    /// The DC's URL and the connection to it.
+    ldap: Option<(String, Ldap)>,
     _permit: SemaphorePermit<'a>,
 }
 
 impl fmt::Debug for Lease<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease").field("open", &self.ldap.is_some()).finish()
+        f.debug_struct("Lease").field("dc", &self.ldap.as_ref().map(|(url, _)| url)).finish()
     }
 }
 
 impl Lease<'_> {
+    /// The URL of the DC this connection is bound to.
+    pub fn dc(&self) -> Option<&str> {
+        self.ldap.as_ref().map(|(url, _)| url.as_str())
+    }
+
     /// Runs one call on this connection (given a handle: ldap3 handles are cheap clones of one
     /// connection). A connection-level failure (I/O, timeout) retires the connection so that the
     /// next lease opens a fresh one.
@@ -313,13 +455,13 @@ impl Lease<'_> {
         F: FnOnce(Ldap) -> Fut,
         Fut: Future<Output = Result<T, LdapError>>,
     {
-        let Some(ldap) = self.ldap.clone() else {
+        let Some((url, ldap)) = self.ldap.clone() else {
             return Err(AdError::Connection {
-                url: self.pool.target.url.clone(),
+                url: self.pool.current_url(),
                 message: format!("the connection was retired before {operation}"),
             });
         };
-        let result = self.pool.finish(operation, dn, self.pool.target.operation_timeout, call(ldap)).await;
+        let result = self.pool.finish_on(&url, operation, dn, self.pool.target.operation_timeout, call(ldap)).await;
         if let Err(error) = &result {
             if matches!(error, AdError::Connection { .. } | AdError::Timeout { .. } | AdError::Tls { .. }) {
                 tracing::debug!(error = %error, "retiring the connection");

@@ -173,6 +173,7 @@ pub(super) fn unsent_records(
                     note: None,
                     duration_ms: 0,
                     acting_account: None,
+                    domain_controller: None,
                 };
                 events.push((key.clone(), (decided_at, Event::Action(record))));
             }

@@ -79,5 +79,6 @@ pub fn failed_record(identity: &Identity, planned: &PlannedAction) -> ActionReco
         note: None,
         duration_ms: 0,
         acting_account: None,
+        domain_controller: None,
     }
 }

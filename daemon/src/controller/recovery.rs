@@ -79,6 +79,7 @@ pub fn recheck(
         let record = ActionRecord {
             intent: Some(intent.id),
             acting_account: acting_account(change.provider),
+            domain_controller: None,
             before,
             note,
             ..change.settled(outcome, after, error)

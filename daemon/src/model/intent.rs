@@ -84,6 +84,7 @@ impl IntendedChange {
             note: None,
             duration_ms: 0,
             acting_account: None,
+            domain_controller: None,
         }
     }
 }

@@ -132,6 +132,9 @@ pub struct ActionRecord {
     /// The account remedy acted as (bind DN, application id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acting_account: Option<String>,
+    /// The DC an Active Directory action went to (its URL), when it was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_controller: Option<String>,
 }
 
 impl ActionRecord {
@@ -172,6 +175,7 @@ impl ActionRecord {
             note: None,
             duration_ms: 0,
             acting_account: None,
+            domain_controller: None,
         })
     }
 

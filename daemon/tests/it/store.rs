@@ -64,6 +64,7 @@ fn action_record(who: &str, action: Action, outcome: ActionOutcome, manifests: &
         note: None,
         duration_ms: 42,
         acting_account: Some("CN=svc-remedy,OU=Service,DC=contoso,DC=com".into()),
+        domain_controller: None,
     }
 }
 

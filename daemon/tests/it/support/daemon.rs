@@ -44,6 +44,9 @@ pub struct Options {
     pub extra_yaml: String,
     /// The DC's address as remedy reaches it (a proxy's), instead of the DC's own URL.
     pub ldaps_url: Option<String>,
+    /// `activeDirectory.domainControllers` instead of `url`, and its `returnAfter`.
+    pub domain_controllers: Vec<String>,
+    pub return_after: Option<&'static str>,
     /// `entraId.deltaInterval` (the default, 30s, when `None`).
     pub delta_interval: Option<&'static str>,
 }
@@ -59,6 +62,8 @@ impl Default for Options {
             ad_watch: String::new(),
             extra_yaml: String::new(),
             ldaps_url: None,
+            domain_controllers: Vec::new(),
+            return_after: None,
             delta_interval: None,
         }
     }
@@ -93,6 +98,13 @@ pub fn config_yaml(dc: &Dc, dir: &Path, manifests: &Path, options: &Options, sim
     );
     if let Some(url) = &options.ldaps_url {
         yaml = yaml.replace(&format!("url: {}\n", env.ldaps_url), &format!("url: {url}\n"));
+    }
+    if !options.domain_controllers.is_empty() {
+        let mut list = format!("domainControllers: {:?}\n", options.domain_controllers);
+        if let Some(after) = options.return_after {
+            list.push_str(&format!("  returnAfter: {after}\n"));
+        }
+        yaml = yaml.replace(&format!("url: {}\n", env.ldaps_url), &list);
     }
     if !options.ad_watch.is_empty() {
         yaml.push_str("  watch:\n");

@@ -92,7 +92,15 @@ impl Dc {
     /// with the exclusive hold.
     pub fn stop(&self) -> Stopped {
         assert!(matches!(*self.0, Hold::Exclusive(_)), "only a test holding Dc::exclusive() may stop the DC");
-        samba_dc("stop");
+        samba_dc(&["stop"]);
+        Stopped { started: false }
+    }
+
+    /// Stops one DC of the two (`dc1` or `dc2`), leaving the other up; both run again when the
+    /// result is dropped. Only with the exclusive hold.
+    pub fn stop_one(&self, which: &str) -> Stopped {
+        assert!(matches!(*self.0, Hold::Exclusive(_)), "only a test holding Dc::exclusive() may stop a DC");
+        samba_dc(&["stop", which]);
         Stopped { started: false }
     }
 }
@@ -106,28 +114,28 @@ pub struct Stopped {
 impl Stopped {
     pub fn start(mut self) {
         self.started = true;
-        samba_dc("start");
+        samba_dc(&["start"]);
     }
 }
 
 impl Drop for Stopped {
     fn drop(&mut self) {
         if !self.started {
-            samba_dc("start");
+            samba_dc(&["start"]);
         }
     }
 }
 
-fn samba_dc(command: &str) {
+fn samba_dc(command: &[&str]) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/samba-dc");
     let mut process = Command::new(&script);
-    process.arg(command);
+    process.args(command);
     // The DC the environment names, whichever checkout this test was built from.
     if let Ok(dir) = std::env::var("REMEDY_TEST_DC_DIR") {
         process.env("REMEDY_DC_DIR", dir);
     }
     let status = process.status().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(status.success(), "scripts/samba-dc {command} failed: {status}");
+    assert!(status.success(), "scripts/samba-dc {} failed: {status}", command.join(" "));
 }
 
 /// Where the DC is and who may bind to it (`eval "$(scripts/samba-dc env)"`).
@@ -144,6 +152,8 @@ pub struct TestEnv {
     pub staff_ou: String,
     pub other_ou: String,
     pub tests_ou: String,
+    /// The second DC of the domain (joined, replicating with the first).
+    pub dc2_ldaps_url: String,
 }
 
 fn var(name: &str) -> String {
@@ -170,6 +180,7 @@ fn env() -> &'static TestEnv {
         staff_ou: var("REMEDY_TEST_STAFF_OU"),
         other_ou: var("REMEDY_TEST_OTHER_OU"),
         tests_ou: var("REMEDY_TEST_TESTS_OU"),
+        dc2_ldaps_url: var("REMEDY_TEST_DC2_LDAPS_URL"),
     })
 }
 
@@ -193,16 +204,23 @@ fn action_config() -> ActiveDirectoryConfig {
         connections: 2,
         page_size: 500,
         watch: Default::default(),
+        domain_controllers: Vec::new(),
+        return_after: Duration::from_secs(60),
     }
 }
 
 async fn admin() -> Ldap {
+    admin_on(&env().ldaps_url).await
+}
+
+/// An administrator connection over LDAPS to the DC at `url` (either DC of the domain).
+pub async fn admin_on(url: &str) -> Ldap {
     let env = env();
     let tls = remedy::ad::tls::client_config(Some(&env.ca_file)).expect("test CA");
     let settings = LdapConnSettings::new().set_config(tls).set_conn_timeout(Duration::from_secs(10));
-    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &env.ldaps_url).await.unwrap_or_else(|e| {
-        panic!("cannot connect to {} (is the DC running? scripts/samba-dc status): {e}", env.ldaps_url)
-    });
+    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url} (is the DC running? scripts/samba-dc status): {e}"));
     tokio::spawn(async move {
         let _ = conn.drive().await;
     });
@@ -221,6 +239,14 @@ pub struct UserState {
     pub pwd_last_set: i64,
     pub guid: Uuid,
     pub sid: String,
+}
+
+/// The user's userAccountControl, or `None` while the DC does not have the user (yet).
+pub async fn try_read_uac(ldap: &mut Ldap, dn: &str) -> Option<u32> {
+    let (entries, _) =
+        ldap.search(dn, Scope::Base, "(objectClass=*)", vec!["userAccountControl"]).await.ok()?.success().ok()?;
+    let entry = SearchEntry::construct(entries.into_iter().next()?);
+    entry.attrs.get("userAccountControl")?.first()?.parse().ok()
 }
 
 pub async fn read_user(ldap: &mut Ldap, dn: &str) -> UserState {
