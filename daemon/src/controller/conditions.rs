@@ -353,6 +353,17 @@ fn identity_findings(
             format!("{who}: an action interrupted by a restart cannot be checked yet{}", retry()),
         ));
     }
+    for ((awaiting_who, action), until) in &pass.awaiting {
+        if names_of(identity).contains(awaiting_who) {
+            findings.push(Finding::progressing(
+                ConditionReason::AwaitingConfirmation,
+                format!(
+                    "{action} {who} was accepted by the directory and is awaiting confirmation: not visible in its reads yet, re-read until {} and never sent again meanwhile",
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            ));
+        }
+    }
     for ((parked_who, action), error) in &pass.parked {
         if parked_who == who {
             findings.push(Finding::stalled(
@@ -415,6 +426,11 @@ fn identity_state(identity: &IdentityPlan, pass: &PassResult) -> IdentityState {
             Outcome::Failed | Outcome::Skipped => {
                 notes.push(format!("{} failed: {}", report.action, report.error.as_deref().unwrap_or("")))
             }
+            Outcome::AwaitingConfirmation => notes.push(format!(
+                "{} sent and awaiting confirmation: {}",
+                report.action,
+                report.error.as_deref().unwrap_or("")
+            )),
         }
     }
     IdentityState { identity: identity.identity.clone(), resolved: identity.resolved.clone(), status, notes }

@@ -3,6 +3,7 @@
 //! the plan and what became of the actions sent; the pass ([`super::reconcile`]) carries them out
 //! and the controller applies the verdicts ([`super::policy::WorkQueue::settle`]).
 
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 
 use remedy_policies::manifest::Generation;
@@ -150,9 +151,36 @@ pub fn verdict_of(
     let permanent: Vec<(Action, String)> =
         failed.iter().filter(|s| !s.transient).map(|s| (s.action, s.error.clone().unwrap_or_default())).collect();
     Verdict {
-        retry: unobserved(identity, deferred) || failed.iter().any(|s| s.transient),
+        retry: unobserved(identity, deferred)
+            || failed.iter().any(|s| s.transient)
+            || sent_to(sent, &identity.identity).iter().any(|s| s.outcome == Outcome::AwaitingConfirmation),
         fingerprint: if permanent.is_empty() { String::new() } else { fingerprint(identity, generations) },
         park: permanent,
+    }
+}
+
+/// Adds to an account's verdict what its actions awaiting confirmation ask for: a pass after the
+/// error policy's backoff while one awaits (it is read again then), and parking for one not
+/// effective by its deadline (not sent again until the manifests change or an operator asks).
+pub fn confirmations(
+    verdict: &mut Verdict,
+    identity: &IdentityPlan,
+    awaiting: &BTreeMap<(Identity, Action), DateTime<Utc>>,
+    not_effective: &[(Identity, Action, String)],
+    generations: &BTreeMap<ManifestName, Generation>,
+) {
+    let names = names_of(identity);
+    if awaiting.keys().any(|(who, _)| names.contains(who)) {
+        verdict.retry = true;
+    }
+    let parked: Vec<(Action, String)> = not_effective
+        .iter()
+        .filter(|(who, _, _)| names.contains(who))
+        .map(|(_, action, error)| (*action, error.clone()))
+        .collect();
+    if !parked.is_empty() {
+        verdict.park.extend(parked);
+        verdict.fingerprint = fingerprint(identity, generations);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Settling intents left unsettled by a crash, against what the directories show now (the
 //! recovery protocol of `store::journal`): never by sending the action again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use remedy_policies::observed::{AdAccount, EntraUser, ObservedState, ProviderView};
@@ -21,6 +21,13 @@ pub struct Recovery {
     /// Accounts whose provider could not be asked: their intents stay unsettled, and nothing is
     /// sent to them until they are settled.
     pub deferred: BTreeSet<Identity>,
+    /// Actions the directory accepted and does not show yet, within their confirmation deadline
+    /// (the value): their intents stay unsettled, the action is not sent again, and the account
+    /// is read again after the error policy's backoff.
+    pub awaiting: BTreeMap<(Identity, Action), DateTime<Utc>>,
+    /// Actions the directory accepted and still did not show at their deadline: settled as
+    /// failed now, and parked (with this error) rather than sent again.
+    pub not_effective: Vec<(Identity, Action, String)>,
 }
 
 /// Decides each unsettled intent from `observed`, which must have been observed after the crash
@@ -43,7 +50,39 @@ pub fn recheck(
                 judge(observation.map(|o| &o.entra_id), |user| entra_effect_holds(change.action, user, change.at))
             }
         };
-        let (outcome, before, after, error, note) = match verdict {
+        let (outcome, before, after, error, note) = match (verdict, change.awaiting_until) {
+            // Sent, accepted, not visible yet: confirmed when it shows, not effective once its
+            // deadline has passed without it showing, awaited until then.
+            (Judgement::Holds(after), Some(_)) => (
+                ActionOutcome::confirmed(&change.cause),
+                change.before.clone(),
+                after,
+                None,
+                Some(format!(
+                    "accepted by the directory at {}; its effect shows when read again: confirmed",
+                    change.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )),
+            ),
+            (Judgement::DoesNotHold(_), Some(until)) if observed_at < until => {
+                tracing::debug!(intent = %intent.id, identity = %change.identity, action = %change.action, %until, "still awaiting confirmation");
+                recovery.awaiting.insert((change.identity.clone(), change.action), until);
+                continue;
+            }
+            (Judgement::DoesNotHold(now), Some(until)) => {
+                let error = format!(
+                    "{} on {} was accepted by the directory at {} but is not effective: {} still reads {now} at the confirmation deadline {} ({})",
+                    change.action,
+                    change.identity,
+                    change.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    change.action.attribute(),
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    change.unconfirmed.as_deref().unwrap_or("not visible when read back"),
+                );
+                tracing::warn!(intent = %intent.id, identity = %change.identity, action = %change.action, %until, "not effective by the confirmation deadline");
+                recovery.not_effective.push((change.identity.clone(), change.action, error.clone()));
+                (ActionOutcome::Failed, change.before.clone(), now, Some(error), None)
+            }
+            (verdict, _) => match verdict {
             Judgement::Unknown(why) => {
                 tracing::warn!(intent = %intent.id, identity = %change.identity, action = %change.action, %why, "an unconfirmed action cannot be checked yet");
                 recovery.deferred.insert(change.identity.clone());
@@ -74,6 +113,7 @@ pub fn recheck(
                 Some(format!("{}; {why}", interrupted(change))),
                 None,
             ),
+            },
         };
         tracing::info!(intent = %intent.id, identity = %change.identity, action = %change.action, ?outcome, "settled an interrupted action from what the directory shows");
         let record = ActionRecord {
