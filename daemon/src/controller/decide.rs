@@ -439,4 +439,32 @@ mod tests {
         assert_eq!(sent_to(&list, &id("aaron")).len(), 0);
         assert_eq!(sent_to(&list, &id("zoe")).len(), 0);
     }
+
+    #[test]
+    fn awaited_actions_are_read_again_and_one_not_effective_is_parked() {
+        let suspend = planned(Action::SuspendUser, Cause::Desired, Disposition::Allowed);
+        let alice = account("alice", IdentityStatus::Pending, vec![suspend]);
+        let deadline = chrono::Utc::now();
+        let none = BTreeSet::new();
+        // Sent this pass and awaiting: a pass comes again after the backoff; nothing parked.
+        let awaiting_now = [sent("alice", Action::SuspendUser, Outcome::AwaitingConfirmation, false)];
+        let verdict = verdict_of(&alice, &awaiting_now, &none, &generations());
+        assert!(verdict.retry && verdict.park.is_empty(), "{verdict:?}");
+        // Awaited from an earlier pass: the same.
+        let mut verdict = verdict_of(&alice, &[], &none, &generations());
+        assert!(!verdict.retry);
+        let awaiting = BTreeMap::from([((id("alice"), Action::SuspendUser), deadline)]);
+        confirmations(&mut verdict, &alice, &awaiting, &[], &generations());
+        assert!(verdict.retry && verdict.park.is_empty(), "{verdict:?}");
+        // Past its deadline, not shown: parked under the manifests' fingerprint.
+        let mut verdict = verdict_of(&alice, &[], &none, &generations());
+        let not_effective = [(id("alice"), Action::SuspendUser, "not effective".to_owned())];
+        confirmations(&mut verdict, &alice, &BTreeMap::new(), &not_effective, &generations());
+        assert_eq!(verdict.park, [(Action::SuspendUser, "not effective".to_owned())]);
+        assert_eq!(verdict.fingerprint, "inc-1@g1");
+        // Another account's are not this one's business.
+        let mut verdict = verdict_of(&account("bob", IdentityStatus::Pending, vec![]), &[], &none, &generations());
+        confirmations(&mut verdict, &account("bob", IdentityStatus::Pending, vec![]), &awaiting, &not_effective, &generations());
+        assert_eq!(verdict, Verdict::settled());
+    }
 }

@@ -171,3 +171,105 @@ fn ad_effect_holds(action: Action, account: &AdAccount) -> (bool, String) {
 fn entra_effect_holds(action: Action, user: &EntraUser, intended_at: DateTime<Utc>) -> (bool, String) {
     (action.shows_on_entra(user, intended_at - CLOCK_SKEW), action.value_on_entra(user))
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use remedy_policies::observed::{Observation, RiskState};
+    use remedy_policies::plan::Cause;
+
+    use super::*;
+    use crate::model::{IntendedChange, IntentId};
+
+    fn sent_at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 5, 10, 0, 0).unwrap()
+    }
+
+    fn alice() -> Identity {
+        Identity::user_principal_name("alice@remedy.test").unwrap()
+    }
+
+    /// A suspension Graph accepted at `sent_at` and the reads did not show, awaited 5 minutes.
+    fn awaiting_suspension() -> Intent {
+        let change = IntendedChange {
+            at: sent_at(),
+            identity: alice(),
+            resolved: Default::default(),
+            provider: Provider::EntraId,
+            action: Action::SuspendUser,
+            manifests: Vec::new(),
+            before: "true".into(),
+            after: "false".into(),
+            cause: Cause::Desired,
+            reason: "INC-1".into(),
+            unconfirmed: Some("accountEnabled reads back true, expected false".into()),
+            awaiting_until: Some(sent_at() + chrono::Duration::minutes(5)),
+        };
+        Intent { id: IntentId(7), change }
+    }
+
+    fn observed(enabled: bool) -> ObservedState {
+        let user = EntraUser {
+            id: "a1".into(),
+            user_principal_name: "alice@remedy.test".into(),
+            account_enabled: enabled,
+            on_premises_sync_enabled: false,
+            sign_in_sessions_valid_from: None,
+            last_password_change: None,
+            risk_state: RiskState::None,
+            risk_last_updated: None,
+            guest: false,
+        };
+        let observation =
+            Observation { active_directory: ProviderView::NotConfigured, entra_id: ProviderView::Found(user) };
+        ObservedState { accounts: [(alice(), observation)].into(), privileged_groups: None }
+    }
+
+    fn acting(_: Provider) -> Option<String> {
+        Some("application x".into())
+    }
+
+    #[test]
+    fn an_awaited_write_that_shows_is_confirmed() {
+        let recovery = recheck(&[awaiting_suspension()], &observed(false), sent_at() + chrono::Duration::seconds(9), acting);
+        assert!(recovery.awaiting.is_empty() && recovery.not_effective.is_empty());
+        let (intent, _, record) = &recovery.settlements[0];
+        assert_eq!(*intent, IntentId(7));
+        assert_eq!(record.outcome, ActionOutcome::Succeeded);
+        assert_eq!(record.after, "false");
+        assert_eq!(record.error, None);
+        assert!(record.note.as_deref().unwrap().contains("confirmed"), "{record:?}");
+    }
+
+    #[test]
+    fn an_awaited_write_not_shown_before_its_deadline_is_awaited_still_and_not_settled() {
+        let recovery = recheck(&[awaiting_suspension()], &observed(true), sent_at() + chrono::Duration::minutes(4), acting);
+        assert!(recovery.settlements.is_empty());
+        assert_eq!(
+            recovery.awaiting,
+            BTreeMap::from([((alice(), Action::SuspendUser), sent_at() + chrono::Duration::minutes(5))])
+        );
+        assert!(recovery.deferred.is_empty(), "the account's other actions are not held back");
+    }
+
+    #[test]
+    fn an_awaited_write_not_shown_at_its_deadline_is_not_effective() {
+        let recovery = recheck(&[awaiting_suspension()], &observed(true), sent_at() + chrono::Duration::minutes(5), acting);
+        assert!(recovery.awaiting.is_empty());
+        let (_, _, record) = &recovery.settlements[0];
+        assert_eq!(record.outcome, ActionOutcome::Failed);
+        let error = record.error.as_deref().unwrap();
+        assert!(error.contains("accepted by the directory at 2026-12-05T10:00:00Z but is not effective"), "{error}");
+        assert!(error.contains("accountEnabled still reads true at the confirmation deadline 2026-12-05T10:05:00Z"), "{error}");
+        assert_eq!(recovery.not_effective, [(alice(), Action::SuspendUser, error.to_owned())]);
+    }
+
+    #[test]
+    fn an_interrupted_write_without_a_deadline_is_settled_as_before() {
+        let mut intent = awaiting_suspension();
+        intent.change.awaiting_until = None;
+        let recovery = recheck(&[intent], &observed(true), sent_at() + chrono::Duration::seconds(9), acting);
+        assert_eq!(recovery.settlements[0].2.outcome, ActionOutcome::NotApplied);
+        assert!(recovery.awaiting.is_empty() && recovery.not_effective.is_empty());
+    }
+}
