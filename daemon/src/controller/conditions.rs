@@ -4,7 +4,7 @@
 //! The reason is the most pressing of the manifest's accounts, in this order: Invalid (the
 //! manifest itself), Ambiguous, NotFound, Denied, Conflict (another manifest's safer state
 //! overrules this one), NeedsApproval, Failed permanently (Stalled: someone must act); ProviderUnavailable, Failed transiently (Reconciling: remedy retries);
-//! Blocked (Stalled: e.g. password never expires); then Ready (Succeeded, Suspended, Released).
+//! AwaitingConfirmation (Reconciling: an accepted write not visible yet, re-read); Blocked (Stalled: e.g. password never expires); then Ready (Succeeded, Suspended, Released).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -295,9 +295,10 @@ fn rank(reason: ConditionReason) -> u8 {
         ConditionReason::NeedsApproval => 5,
         ConditionReason::Failed => 6,
         ConditionReason::ProviderUnavailable => 7,
-        ConditionReason::Progressing => 8,
-        ConditionReason::Blocked => 9,
-        _ => 10,
+        ConditionReason::AwaitingConfirmation => 8,
+        ConditionReason::Progressing => 9,
+        ConditionReason::Blocked => 10,
+        _ => 11,
     }
 }
 

@@ -464,7 +464,13 @@ mod tests {
         assert_eq!(verdict.fingerprint, "inc-1@g1");
         // Another account's are not this one's business.
         let mut verdict = verdict_of(&account("bob", IdentityStatus::Pending, vec![]), &[], &none, &generations());
-        confirmations(&mut verdict, &account("bob", IdentityStatus::Pending, vec![]), &awaiting, &not_effective, &generations());
+        confirmations(
+            &mut verdict,
+            &account("bob", IdentityStatus::Pending, vec![]),
+            &awaiting,
+            &not_effective,
+            &generations(),
+        );
         assert_eq!(verdict, Verdict::settled());
     }
 }

@@ -83,36 +83,36 @@ pub fn recheck(
                 (ActionOutcome::Failed, change.before.clone(), now, Some(error), None)
             }
             (verdict, _) => match verdict {
-            Judgement::Unknown(why) => {
-                tracing::warn!(intent = %intent.id, identity = %change.identity, action = %change.action, %why, "an unconfirmed action cannot be checked yet");
-                recovery.deferred.insert(change.identity.clone());
-                continue;
-            }
-            Judgement::Holds(after) => (
-                ActionOutcome::confirmed(&change.cause),
-                change.before.clone(),
-                after,
-                Some(format!("{}; the directory shows its effect: confirmed when read again", interrupted(change))),
-                None,
-            ),
-            // Nothing changed: the record shows the value as it is, before and after, and says why.
-            Judgement::DoesNotHold(now) => (
-                ActionOutcome::NotApplied,
-                now.clone(),
-                now,
-                None,
-                Some(format!(
-                    "{}; the directory does not show its effect: not applied, and planned again from what it shows",
-                    interrupted(change)
-                )),
-            ),
-            Judgement::Gone(why) => (
-                ActionOutcome::Failed,
-                change.before.clone(),
-                change.before.clone(),
-                Some(format!("{}; {why}", interrupted(change))),
-                None,
-            ),
+                Judgement::Unknown(why) => {
+                    tracing::warn!(intent = %intent.id, identity = %change.identity, action = %change.action, %why, "an unconfirmed action cannot be checked yet");
+                    recovery.deferred.insert(change.identity.clone());
+                    continue;
+                }
+                Judgement::Holds(after) => (
+                    ActionOutcome::confirmed(&change.cause),
+                    change.before.clone(),
+                    after,
+                    Some(format!("{}; the directory shows its effect: confirmed when read again", interrupted(change))),
+                    None,
+                ),
+                // Nothing changed: the record shows the value as it is, before and after, and says why.
+                Judgement::DoesNotHold(now) => (
+                    ActionOutcome::NotApplied,
+                    now.clone(),
+                    now,
+                    None,
+                    Some(format!(
+                        "{}; the directory does not show its effect: not applied, and planned again from what it shows",
+                        interrupted(change)
+                    )),
+                ),
+                Judgement::Gone(why) => (
+                    ActionOutcome::Failed,
+                    change.before.clone(),
+                    change.before.clone(),
+                    Some(format!("{}; {why}", interrupted(change))),
+                    None,
+                ),
             },
         };
         tracing::info!(intent = %intent.id, identity = %change.identity, action = %change.action, ?outcome, "settled an interrupted action from what the directory shows");
@@ -231,7 +231,8 @@ mod tests {
 
     #[test]
     fn an_awaited_write_that_shows_is_confirmed() {
-        let recovery = recheck(&[awaiting_suspension()], &observed(false), sent_at() + chrono::Duration::seconds(9), acting);
+        let recovery =
+            recheck(&[awaiting_suspension()], &observed(false), sent_at() + chrono::Duration::seconds(9), acting);
         assert!(recovery.awaiting.is_empty() && recovery.not_effective.is_empty());
         let (intent, _, record) = &recovery.settlements[0];
         assert_eq!(*intent, IntentId(7));
@@ -243,7 +244,8 @@ mod tests {
 
     #[test]
     fn an_awaited_write_not_shown_before_its_deadline_is_awaited_still_and_not_settled() {
-        let recovery = recheck(&[awaiting_suspension()], &observed(true), sent_at() + chrono::Duration::minutes(4), acting);
+        let recovery =
+            recheck(&[awaiting_suspension()], &observed(true), sent_at() + chrono::Duration::minutes(4), acting);
         assert!(recovery.settlements.is_empty());
         assert_eq!(
             recovery.awaiting,
@@ -254,13 +256,17 @@ mod tests {
 
     #[test]
     fn an_awaited_write_not_shown_at_its_deadline_is_not_effective() {
-        let recovery = recheck(&[awaiting_suspension()], &observed(true), sent_at() + chrono::Duration::minutes(5), acting);
+        let recovery =
+            recheck(&[awaiting_suspension()], &observed(true), sent_at() + chrono::Duration::minutes(5), acting);
         assert!(recovery.awaiting.is_empty());
         let (_, _, record) = &recovery.settlements[0];
         assert_eq!(record.outcome, ActionOutcome::Failed);
         let error = record.error.as_deref().unwrap();
         assert!(error.contains("accepted by the directory at 2026-12-05T10:00:00Z but is not effective"), "{error}");
-        assert!(error.contains("accountEnabled still reads true at the confirmation deadline 2026-12-05T10:05:00Z"), "{error}");
+        assert!(
+            error.contains("accountEnabled still reads true at the confirmation deadline 2026-12-05T10:05:00Z"),
+            "{error}"
+        );
         assert_eq!(recovery.not_effective, [(alice(), Action::SuspendUser, error.to_owned())]);
     }
 

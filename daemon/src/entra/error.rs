@@ -107,7 +107,10 @@ impl EntraError {
                 true
             }
             EntraError::Graph { status, code, .. } => {
-                retryable_status(*status) || (*status == 409 && code == "Directory_ConcurrencyViolation")
+                retryable_status(*status)
+                    || (*status == 409 && code == "Directory_ConcurrencyViolation")
+                    // A read answered 202 Accepted without the resource: reading again may work.
+                    || *status == 202
             }
             EntraError::Token { status, code, .. } => {
                 retryable_status(*status) || code == "temporarily_unavailable" || code == "server_error"

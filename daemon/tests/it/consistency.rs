@@ -38,7 +38,12 @@ async fn start(lag: Duration, deadline: &str) -> Daemon {
     .expect("simulator starts");
     let dir = tempfile::tempdir().expect("temporary directory");
     write_private(&dir.path().join("client-secret"), &format!("{SECRET}\n"));
-    let tokens = Tokens::write(dir.path(), ("ops", "op-0123456789abcdef0123456789abcdef"), ("reader", "rd-0123456789abcdef0123456789abcdef"), "wrong");
+    let tokens = Tokens::write(
+        dir.path(),
+        ("ops", "op-0123456789abcdef0123456789abcdef"),
+        ("reader", "rd-0123456789abcdef0123456789abcdef"),
+        "wrong",
+    );
     std::fs::create_dir(dir.path().join("manifests")).expect("mkdir");
     std::fs::write(
         dir.path().join("manifests/inc-1.yaml"),
@@ -64,11 +69,12 @@ async fn start(lag: Duration, deadline: &str) -> Daemon {
 
 /// A plain HTTP client (the API listens on loopback HTTP); reqwest wants a TLS provider all the same.
 fn http_client() -> reqwest::Client {
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
     reqwest::Client::builder().tls_backend_preconfigured(tls).timeout(Duration::from_secs(10)).build().expect("client")
 }
 
@@ -156,7 +162,10 @@ async fn consistency_a_suspension_that_never_shows_is_not_effective_after_the_de
     let outcomes: Vec<&str> = records.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["awaiting-confirmation", "failed"], "{records:#?}");
     let error = records[1]["error"].as_str().unwrap();
-    assert!(error.contains("is not effective: accountEnabled still reads true at the confirmation deadline"), "{error}");
+    assert!(
+        error.contains("is not effective: accountEnabled still reads true at the confirmation deadline"),
+        "{error}"
+    );
     // Parked, not sent again: the status says so, and Graph saw one write.
     let started = Instant::now();
     loop {

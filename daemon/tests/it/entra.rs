@@ -764,8 +764,9 @@ async fn a_lagging_replica_does_not_fail_a_suspension_that_shows_within_the_read
 
 #[tokio::test]
 async fn a_write_the_reads_do_not_show_yet_awaits_confirmation_and_is_not_sent_again() {
-    let env = start_with(lagging(vec![SimUser::new("alice@remedy.test")], ReplicaLag::fixed(Duration::from_secs(3600))))
-        .await;
+    let env =
+        start_with(lagging(vec![SimUser::new("alice@remedy.test")], ReplicaLag::fixed(Duration::from_secs(3600))))
+            .await;
     let directory = env.directory();
     let alice = observe(&directory, &["alice@remedy.test".into()]).await.remove(0);
     env.sim.clear_log();
@@ -842,4 +843,18 @@ async fn a_batch_throttled_as_a_whole_is_sent_again_after_retry_after() {
     assert!(batches[1].at - batches[0].at >= chrono::Duration::seconds(1), "Retry-After honoured");
     assert_eq!(log.iter().filter(|e| e.in_batch).count(), 3, "each user read once");
     assert!(directory.stats().throttled >= 1);
+}
+
+#[tokio::test]
+async fn a_read_answered_202_without_the_user_is_read_again() {
+    let env = start(staff(2)).await;
+    let directory = env.directory();
+    env.sim.clear_log();
+    env.sim.inject(Fault::AcceptedGets { count: 1 });
+    let users = observe(&directory, &upns(&env.sim.state())).await;
+    assert_eq!(users.len(), 2, "both read, none taken from an empty answer");
+    let log = env.sim.log();
+    let reads: Vec<u16> = log.iter().filter(|e| e.in_batch).map(|e| e.status).collect();
+    assert_eq!(reads.iter().filter(|s| **s == 202).count(), 1, "{log:#?}");
+    assert_eq!(reads.iter().filter(|s| **s == 200).count(), 2, "{log:#?}");
 }

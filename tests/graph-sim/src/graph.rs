@@ -47,6 +47,10 @@ pub(crate) fn serve(shared: &Shared, call: &Call<'_>, context: &Context) -> Repl
     if let Some(throttled) = inner.spend_budget(&shared.config, Instant::now()) {
         return throttled;
     }
+    if call.method.eq_ignore_ascii_case("GET") && inner.take_accepted_get() {
+        // Fault::AcceptedGets (Assumption: see there).
+        return crate::odata::Reply { status: 202, headers: Vec::new(), body: None };
+    }
     dispatch(&mut inner, &shared.config, call, context)
 }
 

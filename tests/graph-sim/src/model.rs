@@ -383,6 +383,12 @@ pub enum Fault {
     /// Every delta and skip token of `/users/delta` issued so far is now expired: using one
     /// answers 400 `syncStateNotFound`, as a token older than `deltaTokenLifetime` does.
     ExpireDeltaTokens,
+    /// The next `count` GET requests (alone or in `$batch`) answer 202 Accepted without a body: the
+    /// service took the read and has no resource to give yet. Assumption: Graph documents 202 for
+    /// asynchronous operations (a `Location` to poll), not for reads of a user; a client must not
+    /// take such an answer for the resource, and reads again.
+    #[serde(rename_all = "camelCase")]
+    AcceptedGets { count: u32 },
     /// The next `count` `$batch` requests are throttled as a whole: the batch itself answers 429
     /// with `Retry-After`, and none of its requests is run.
     /// Source: https://learn.microsoft.com/en-us/graph/throttling ("Throttling and batching":

@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     before_write: HashMap<String, (SimUser, Instant)>,
     /// `$batch` requests still to be throttled as a whole, and their `Retry-After`.
     batch_throttle: Option<(u32, Duration)>,
+    /// GET requests still to be answered 202 Accepted without a body.
+    accepted_gets: u32,
 }
 
 /// One numbered change to a user, in the simulator's change log.
@@ -97,6 +99,7 @@ impl Shared {
             replica_lag: config.replica_lag,
             before_write: HashMap::new(),
             batch_throttle: None,
+            accepted_gets: 0,
         };
         Shared { config, inner: Mutex::new(inner) }
     }
@@ -142,6 +145,15 @@ impl Inner {
         } else {
             (user, false)
         }
+    }
+
+    /// Whether this GET is answered 202 Accepted without a body (consumes one).
+    pub fn take_accepted_get(&mut self) -> bool {
+        if self.accepted_gets == 0 {
+            return false;
+        }
+        self.accepted_gets -= 1;
+        true
     }
 
     /// Whether this `$batch` request is throttled as a whole; `Some` is its `Retry-After`.
@@ -213,6 +225,7 @@ impl Inner {
             Fault::BatchThrottle { count, retry_after } if count > 0 => {
                 self.batch_throttle = Some((count, retry_after))
             }
+            Fault::AcceptedGets { count } => self.accepted_gets += count,
             Fault::Status { .. } | Fault::Throttle { .. } | Fault::BatchThrottle { .. } => {}
             Fault::Latency(latency) => self.latency = latency,
             Fault::ExpireDeltaTokens => {

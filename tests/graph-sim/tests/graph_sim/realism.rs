@@ -84,9 +84,9 @@ async fn realism_revoking_a_guest_is_answered_and_changes_nothing() {
     assert!(after.body["signInSessionsValidFromDateTime"].is_null(), "{:?}", after.body);
     let member = env.get(&format!("/v1.0/users/{CLOUD}?$select=userType")).await;
     assert_eq!(member.body["userType"], json!("Member"));
-    assert!(SimConfig::from_yaml(&format!(
-        "tenantId: t\nclientId: c\nclientSecret: s\nusers:\n  - {{id: x, userPrincipalName: a@b.c, userType: Visitor}}\n"
-    ))
+    assert!(SimConfig::from_yaml(
+        "tenantId: t\nclientId: c\nclientSecret: s\nusers:\n  - {id: x, userPrincipalName: a@b.c, userType: Visitor}\n"
+    )
     .unwrap_err()
     .contains("userType \"Visitor\" is not one of Member, Guest"));
 }
@@ -116,6 +116,31 @@ async fn realism_a_tenant_without_entra_id_p2_refuses_risky_users() {
     assert_eq!(risky.status, 403);
     assert_odata_error(&risky.body, Some("Authentication_RequestFromNonPremiumTenantOrB2CTenant"));
     assert_eq!(env.get(&format!("/v1.0/users/{CLOUD}")).await.status, 200, "users need no licence");
+}
+
+#[tokio::test]
+async fn realism_a_get_can_be_answered_202_without_a_body() {
+    let env = start(config()).await;
+    env.sim.inject(Fault::AcceptedGets { count: 2 });
+    let path = format!("/v1.0/users/{CLOUD}");
+    assert_eq!(
+        env.call(Method::PATCH, &path, Some(json!({"accountEnabled": false}))).await.status,
+        204,
+        "writes are not affected"
+    );
+    let accepted = env.get(&path).await;
+    assert_eq!(accepted.status, 202);
+    assert!(accepted.body.is_null(), "{:?}", accepted.body);
+    let batch = env
+        .call(
+            Method::POST,
+            "/v1.0/$batch",
+            Some(json!({"requests": [{"id": "1", "method": "GET", "url": format!("/users/{CLOUD}")}]})),
+        )
+        .await;
+    assert_eq!(batch.status, 200);
+    assert_eq!(batch.body["responses"][0]["status"], json!(202));
+    assert_eq!(env.get(&path).await.status, 200, "then reads answer again");
 }
 
 #[tokio::test]
