@@ -88,6 +88,7 @@ async fn run(args: Args) {
         ca_file: None,
         request_timeout: Duration::from_secs(30),
         delta_interval: Duration::from_secs(30),
+        confirmation_deadline: Duration::from_secs(300),
     };
     let directory = GraphDirectory::new(&config, dir.path()).expect("provider");
     directory.check().await.expect("token");

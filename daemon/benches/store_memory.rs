@@ -185,6 +185,7 @@ fn intended(i: usize) -> IntendedChange {
         cause: Cause::Desired,
         reason: format!("INC-{i}: disable the account"),
         unconfirmed: None,
+        awaiting_until: None,
     }
 }
 

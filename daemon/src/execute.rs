@@ -20,7 +20,7 @@ use remedy_policies::{Action, Identity, Provider};
 use serde::Serialize;
 
 use crate::ad::{AdDirectory, AdError};
-use crate::entra::EntraDirectory;
+use crate::entra::{EntraDirectory, EntraError};
 use crate::model::{ActionOutcome, ActionRecord, ManifestRef};
 
 /// What became of one action.
@@ -33,6 +33,9 @@ pub enum Outcome {
     Failed,
     /// Not sent because an earlier action of the same identity and provider failed.
     Skipped,
+    /// Sent and accepted by the directory, whose reads do not show it yet (Entra ID is eventually
+    /// consistent): confirmed, or found not effective, by a later pass.
+    AwaitingConfirmation,
 }
 
 /// The report of one action attempt.
@@ -79,6 +82,7 @@ impl ActionReport {
             Outcome::Succeeded => ActionOutcome::confirmed(&self.planned.cause),
             Outcome::Failed => ActionOutcome::Failed,
             Outcome::Skipped => ActionOutcome::Skipped,
+            Outcome::AwaitingConfirmation => ActionOutcome::AwaitingConfirmation,
         };
         ActionRecord {
             intent: None,
@@ -231,6 +235,10 @@ async fn execute_entra<E: EntraDirectory + Sync>(
                 nothing_sent: false,
                 duration,
                 at: attempted_at,
+            },
+            Err(error @ EntraError::NotVisibleYet { .. }) => ActionReport {
+                outcome: Outcome::AwaitingConfirmation,
+                ..failed(identity, planned, error.to_string(), false, attempted_at)
             },
             Err(error) => {
                 tracing::warn!(identity = %identity.identity, action = %planned.action, error = %error, "action failed");

@@ -26,6 +26,8 @@ pub struct Providers {
     acting_ad: Option<String>,
     acting_entra: Option<String>,
     concurrency: usize,
+    /// `entraId.confirmationDeadline`: how long a write Graph accepted may stay invisible.
+    confirmation_deadline: Duration,
     /// `guardrails.protectedGroups`, for the AD provider to look up.
     protected_groups: Vec<String>,
 }
@@ -89,6 +91,10 @@ impl Providers {
             acting_entra: config.entra_id.as_ref().map(|e| format!("application {}", e.client_id)),
             concurrency: config.active_directory.as_ref().map_or(1, |ad| ad.connections.max(1)),
             protected_groups: config.guardrails.protected_groups.clone(),
+            confirmation_deadline: config
+                .entra_id
+                .as_ref()
+                .map_or_else(remedy_policies::config::default_confirmation_deadline, |e| e.confirmation_deadline),
         })
     }
 
@@ -181,6 +187,12 @@ impl Providers {
     }
 
     /// How many accounts are worked on at once in AD.
+    /// How long an action the directory accepted may stay invisible in its reads before it is
+    /// settled as not effective (`entraId.confirmationDeadline`).
+    pub fn confirmation_deadline(&self) -> Duration {
+        self.confirmation_deadline
+    }
+
     pub fn concurrency(&self) -> usize {
         self.concurrency
     }

@@ -312,6 +312,7 @@ mod tests {
             last_password_change: None,
             risk_state,
             risk_last_updated: None,
+            guest: false,
         }
     }
 

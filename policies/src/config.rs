@@ -409,10 +409,20 @@ pub struct EntraConfig {
     /// it off (the resync schedule is then the only backstop).
     #[serde(default = "default_delta_interval", with = "duration_text")]
     pub delta_interval: Duration,
+    /// How long a write Graph accepted (2xx) may stay invisible in Graph's reads before it is
+    /// reported not effective. Entra ID is eventually consistent (a revocation may take minutes):
+    /// until then the action awaits confirmation, re-read at later passes and never sent again.
+    #[serde(default = "default_confirmation_deadline", with = "duration_text")]
+    pub confirmation_deadline: Duration,
 }
 
 fn default_delta_interval() -> Duration {
     Duration::from_secs(30)
+}
+
+/// The default of [`EntraConfig::confirmation_deadline`]: 5 minutes.
+pub fn default_confirmation_deadline() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 fn default_authority_host() -> String {

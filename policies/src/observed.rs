@@ -195,6 +195,10 @@ pub struct EntraUser {
     pub risk_state: RiskState,
     #[serde(default, rename = "riskLastUpdatedDateTime", skip_serializing_if = "Option::is_none")]
     pub risk_last_updated: Option<DateTime<Utc>>,
+    /// A guest (`userType: Guest`): an external user who signs in at its home tenant, so revoking
+    /// its sessions in this tenant does not apply.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guest: bool,
 }
 
 /// What one provider could say about one identity.

@@ -96,11 +96,20 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
                     action.error.as_deref().unwrap_or("")
                 ),
                 Outcome::Skipped => format!("skipped: {}", action.error.as_deref().unwrap_or("")),
+                Outcome::AwaitingConfirmation => {
+                    format!("sent, awaiting confirmation: {}", action.error.as_deref().unwrap_or(""))
+                }
             };
             writeln!(out, "{} {}: {outcome}", action.identity, action.action)?;
         }
         let failed = sent.iter().filter(|s| s.outcome != Outcome::Succeeded).count();
         writeln!(out, "{} action(s) applied, {failed} not", sent.len() - failed)?;
+        if sent.iter().any(|s| s.outcome == Outcome::AwaitingConfirmation) {
+            writeln!(
+                out,
+                "an action awaiting confirmation is re-read by the next `remedy apply` or by `remedy serve`, never sent again before its confirmation deadline"
+            )?;
+        }
         if !unfinished.is_empty() {
             writeln!(out, "not done: {}", unfinished.join(", "))?;
         }
@@ -122,6 +131,7 @@ fn unfinished(plan: &Plan, sent: &[Sent]) -> Vec<String> {
         (tally.unavailable, "provider unavailable"),
         (outcomes(Outcome::Failed), "failed"),
         (outcomes(Outcome::Skipped), "skipped"),
+        (outcomes(Outcome::AwaitingConfirmation), "awaiting confirmation"),
     ]
     .into_iter()
     .filter(|(count, _)| *count > 0)

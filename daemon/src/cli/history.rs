@@ -51,7 +51,7 @@ struct ListArgs {
     #[arg(long, value_parser = parse_kebab::<Action>)]
     action: Option<Action>,
     /// Actions with one outcome (succeeded, failed, skipped, blocked, denied, held, drift-corrected,
-    /// restored, not-applied).
+    /// restored, not-applied, awaiting-confirmation).
     #[arg(long, value_parser = parse_kebab::<ActionOutcome>)]
     outcome: Option<ActionOutcome>,
     /// At or after: a time (RFC 3339, 2026-11-30T10:00:00Z) or an age (30m, 24h, 7d).

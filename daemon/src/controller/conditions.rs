@@ -4,7 +4,7 @@
 //! The reason is the most pressing of the manifest's accounts, in this order: Invalid (the
 //! manifest itself), Ambiguous, NotFound, Denied, Conflict (another manifest's safer state
 //! overrules this one), NeedsApproval, Failed permanently (Stalled: someone must act); ProviderUnavailable, Failed transiently (Reconciling: remedy retries);
-//! Blocked (Stalled: e.g. password never expires); then Ready (Succeeded, Suspended, Released).
+//! AwaitingConfirmation (Reconciling: an accepted write not visible yet, re-read); Blocked (Stalled: e.g. password never expires); then Ready (Succeeded, Suspended, Released).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -295,9 +295,10 @@ fn rank(reason: ConditionReason) -> u8 {
         ConditionReason::NeedsApproval => 5,
         ConditionReason::Failed => 6,
         ConditionReason::ProviderUnavailable => 7,
-        ConditionReason::Progressing => 8,
-        ConditionReason::Blocked => 9,
-        _ => 10,
+        ConditionReason::AwaitingConfirmation => 8,
+        ConditionReason::Progressing => 9,
+        ConditionReason::Blocked => 10,
+        _ => 11,
     }
 }
 
@@ -352,6 +353,17 @@ fn identity_findings(
             ConditionReason::ProviderUnavailable,
             format!("{who}: an action interrupted by a restart cannot be checked yet{}", retry()),
         ));
+    }
+    for ((awaiting_who, action), until) in &pass.awaiting {
+        if names_of(identity).contains(awaiting_who) {
+            findings.push(Finding::progressing(
+                ConditionReason::AwaitingConfirmation,
+                format!(
+                    "{action} {who} was accepted by the directory and is awaiting confirmation: not visible in its reads yet, re-read until {} and never sent again meanwhile",
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            ));
+        }
     }
     for ((parked_who, action), error) in &pass.parked {
         if parked_who == who {
@@ -415,6 +427,11 @@ fn identity_state(identity: &IdentityPlan, pass: &PassResult) -> IdentityState {
             Outcome::Failed | Outcome::Skipped => {
                 notes.push(format!("{} failed: {}", report.action, report.error.as_deref().unwrap_or("")))
             }
+            Outcome::AwaitingConfirmation => notes.push(format!(
+                "{} sent and awaiting confirmation: {}",
+                report.action,
+                report.error.as_deref().unwrap_or("")
+            )),
         }
     }
     IdentityState { identity: identity.identity.clone(), resolved: identity.resolved.clone(), status, notes }

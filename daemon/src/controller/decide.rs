@@ -3,6 +3,7 @@
 //! the plan and what became of the actions sent; the pass ([`super::reconcile`]) carries them out
 //! and the controller applies the verdicts ([`super::policy::WorkQueue::settle`]).
 
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 
 use remedy_policies::manifest::Generation;
@@ -150,9 +151,36 @@ pub fn verdict_of(
     let permanent: Vec<(Action, String)> =
         failed.iter().filter(|s| !s.transient).map(|s| (s.action, s.error.clone().unwrap_or_default())).collect();
     Verdict {
-        retry: unobserved(identity, deferred) || failed.iter().any(|s| s.transient),
+        retry: unobserved(identity, deferred)
+            || failed.iter().any(|s| s.transient)
+            || sent_to(sent, &identity.identity).iter().any(|s| s.outcome == Outcome::AwaitingConfirmation),
         fingerprint: if permanent.is_empty() { String::new() } else { fingerprint(identity, generations) },
         park: permanent,
+    }
+}
+
+/// Adds to an account's verdict what its actions awaiting confirmation ask for: a pass after the
+/// error policy's backoff while one awaits (it is read again then), and parking for one not
+/// effective by its deadline (not sent again until the manifests change or an operator asks).
+pub fn confirmations(
+    verdict: &mut Verdict,
+    identity: &IdentityPlan,
+    awaiting: &BTreeMap<(Identity, Action), DateTime<Utc>>,
+    not_effective: &[(Identity, Action, String)],
+    generations: &BTreeMap<ManifestName, Generation>,
+) {
+    let names = names_of(identity);
+    if awaiting.keys().any(|(who, _)| names.contains(who)) {
+        verdict.retry = true;
+    }
+    let parked: Vec<(Action, String)> = not_effective
+        .iter()
+        .filter(|(who, _, _)| names.contains(who))
+        .map(|(_, action, error)| (*action, error.clone()))
+        .collect();
+    if !parked.is_empty() {
+        verdict.park.extend(parked);
+        verdict.fingerprint = fingerprint(identity, generations);
     }
 }
 
@@ -410,5 +438,39 @@ mod tests {
         assert_eq!(sent_to(&list, &id("bob")).len(), 2);
         assert_eq!(sent_to(&list, &id("aaron")).len(), 0);
         assert_eq!(sent_to(&list, &id("zoe")).len(), 0);
+    }
+
+    #[test]
+    fn awaited_actions_are_read_again_and_one_not_effective_is_parked() {
+        let suspend = planned(Action::SuspendUser, Cause::Desired, Disposition::Allowed);
+        let alice = account("alice", IdentityStatus::Pending, vec![suspend]);
+        let deadline = chrono::Utc::now();
+        let none = BTreeSet::new();
+        // Sent this pass and awaiting: a pass comes again after the backoff; nothing parked.
+        let awaiting_now = [sent("alice", Action::SuspendUser, Outcome::AwaitingConfirmation, false)];
+        let verdict = verdict_of(&alice, &awaiting_now, &none, &generations());
+        assert!(verdict.retry && verdict.park.is_empty(), "{verdict:?}");
+        // Awaited from an earlier pass: the same.
+        let mut verdict = verdict_of(&alice, &[], &none, &generations());
+        assert!(!verdict.retry);
+        let awaiting = BTreeMap::from([((id("alice"), Action::SuspendUser), deadline)]);
+        confirmations(&mut verdict, &alice, &awaiting, &[], &generations());
+        assert!(verdict.retry && verdict.park.is_empty(), "{verdict:?}");
+        // Past its deadline, not shown: parked under the manifests' fingerprint.
+        let mut verdict = verdict_of(&alice, &[], &none, &generations());
+        let not_effective = [(id("alice"), Action::SuspendUser, "not effective".to_owned())];
+        confirmations(&mut verdict, &alice, &BTreeMap::new(), &not_effective, &generations());
+        assert_eq!(verdict.park, [(Action::SuspendUser, "not effective".to_owned())]);
+        assert_eq!(verdict.fingerprint, "inc-1@g1");
+        // Another account's are not this one's business.
+        let mut verdict = verdict_of(&account("bob", IdentityStatus::Pending, vec![]), &[], &none, &generations());
+        confirmations(
+            &mut verdict,
+            &account("bob", IdentityStatus::Pending, vec![]),
+            &awaiting,
+            &not_effective,
+            &generations(),
+        );
+        assert_eq!(verdict, Verdict::settled());
     }
 }

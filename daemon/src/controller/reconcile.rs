@@ -80,6 +80,9 @@ pub struct PassResult {
     pub parked: BTreeMap<(Identity, Action), String>,
     /// Accounts with interrupted actions that could not be checked: nothing was sent to them.
     pub deferred: BTreeSet<Identity>,
+    /// Actions the directory accepted and does not show yet, with their confirmation deadlines:
+    /// not sent again, read again at the next passes.
+    pub awaiting: BTreeMap<(Identity, Action), DateTime<Utc>>,
     /// Interrupted actions settled at the start of the pass.
     pub recovered: usize,
     pub departed: Vec<DepartedManifest>,
@@ -111,7 +114,7 @@ impl PassResult {
 
     /// How many actions sent failed.
     pub fn failed(&self) -> usize {
-        self.sent.iter().filter(|s| s.outcome != Outcome::Succeeded).count()
+        self.sent.iter().filter(|s| !matches!(s.outcome, Outcome::Succeeded | Outcome::AwaitingConfirmation)).count()
     }
 }
 
@@ -139,6 +142,8 @@ pub async fn run_pass(
         recovery.settlements.iter().map(|(_, _, r)| (r.provider, r.outcome)).collect();
     blocking(store, move |store| store.settle_all(&recovery.settlements)).await?;
     let deferred = recovery.deferred;
+    let mut awaiting = recovery.awaiting;
+    let not_effective = recovery.not_effective;
 
     let remedy_changes = if input.one_shot.is_some() {
         Vec::new()
@@ -160,14 +165,19 @@ pub async fn run_pass(
         input.queue.parked(who, action, fingerprint)
     });
     sorted.withheld.extend(decide::spaced_corrections(&plan, input.spaced));
+    // Sent already: awaiting confirmation, or not effective by its deadline (parked below).
+    sorted.withheld.extend(awaiting.keys().cloned());
+    sorted.withheld.extend(not_effective.iter().map(|(who, action, _)| (who.clone(), *action)));
     let refs =
         |provenance: &[ManifestName], cause: &Cause| manifest_refs(provenance, cause, &known.generations, input.commit);
     let mut sent = Vec::new();
     for slice in slices(Work { identities: &plan.identities, withheld: &sorted.withheld }) {
         let work = Work { identities: &plan.identities[slice], withheld: &sorted.withheld };
-        let (done, outcomes) = send_slice(input.now, input.clock, work, &observed, providers, store, &refs).await?;
+        let (done, outcomes, now_awaiting) =
+            send_slice(input.now, input.clock, work, &observed, providers, store, &refs).await?;
         sent.extend(done);
         recorded.extend(outcomes);
+        awaiting.extend(now_awaiting);
     }
     sent.sort_by(|a, b| (&a.identity, a.action).cmp(&(&b.identity, b.action)));
 
@@ -179,7 +189,11 @@ pub async fn run_pass(
     let verdicts = plan
         .identities
         .iter()
-        .map(|identity| (identity.identity.clone(), decide::verdict_of(identity, &sent, &deferred, &known.generations)))
+        .map(|identity| {
+            let mut verdict = decide::verdict_of(identity, &sent, &deferred, &known.generations);
+            decide::confirmations(&mut verdict, identity, &awaiting, &not_effective, &known.generations);
+            (identity.identity.clone(), verdict)
+        })
         .collect();
     let releasable = decide::releasable(&known.departed, &plan, &sent, &deferred);
     let forgotten = if input.focus.is_some() { Vec::new() } else { release(input, store, releasable).await? };
@@ -191,6 +205,7 @@ pub async fn run_pass(
         planned: sorted.planned,
         parked: sorted.parked,
         deferred,
+        awaiting,
         recovered,
         departed: known.departed,
         forgotten,

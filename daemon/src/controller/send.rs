@@ -16,7 +16,7 @@ use super::decide::Sent;
 use super::records::{drift_note, failed_record};
 use super::store_call::blocking;
 use crate::execute::{execute, Outcome, Work};
-use crate::model::{ActionOutcome, IntendedChange, ManifestRef};
+use crate::model::{ActionOutcome, Event, IntendedChange, ManifestRef};
 use crate::providers::Providers;
 use crate::store::{Store, StoreError};
 
@@ -45,6 +45,10 @@ pub(super) fn slices(work: Work<'_>) -> Vec<Range<usize>> {
     ranges
 }
 
+/// What a slice's sending came to: what became of each action, the provider and outcome of each
+/// record appended, and the actions now awaiting confirmation with their deadlines.
+pub(super) type SliceSent = (Vec<Sent>, Vec<(Provider, ActionOutcome)>, Vec<((Identity, Action), DateTime<Utc>)>);
+
 /// Journals the slice's intents, sends them, and settles each from its report: what became of it
 /// and the provider and outcome of each record appended. `now` is what the pass judges against;
 /// records are dated by `clock` when their attempt or read-back happened.
@@ -56,7 +60,7 @@ pub(super) async fn send_slice(
     providers: &Providers,
     store: &Store,
     refs: &impl Fn(&[ManifestName], &Cause) -> Vec<ManifestRef>,
-) -> Result<(Vec<Sent>, Vec<(Provider, ActionOutcome)>), StoreError> {
+) -> Result<SliceSent, StoreError> {
     // The changes go to the store and are dropped once journaled: only their keys are kept.
     let work_ref = &work;
     let (keys, changes): (Vec<(Identity, Action)>, Vec<IntendedChange>) = work
@@ -78,11 +82,37 @@ pub(super) async fn send_slice(
 
     let mut settlements = Vec::new();
     let mut unconfirmed = Vec::new();
+    let mut awaiting = Vec::new();
+    let mut awaiting_records = Vec::new();
+    let mut awaiting_keys = Vec::new();
     for report in &reports {
         let Some(intent) = intent_of.remove(&(report.identity.clone(), report.action)) else {
             tracing::error!(identity = %report.identity, action = %report.action, "a report without an intent: not recorded");
             continue;
         };
+        // Accepted and not visible yet (Entra ID is eventually consistent): recorded as awaiting
+        // confirmation, and the intent stays journaled, marked with its deadline, for the next
+        // passes to confirm from what the directory shows (never sent again before then).
+        if report.outcome == Outcome::AwaitingConfirmation {
+            let until = report.at
+                + chrono::Duration::from_std(providers.confirmation_deadline()).unwrap_or(chrono::Duration::MAX);
+            let resolved = work.identities.iter().find(|i| i.identity == report.identity).map(|i| i.resolved.clone());
+            let mut record = report.record(
+                resolved.unwrap_or_default(),
+                refs(&report.planned.provenance, &report.planned.cause),
+                providers.acting_account(report.provider),
+            );
+            record.intent = Some(intent);
+            record.note = Some(format!(
+                "accepted by the directory and not visible in its reads yet: awaiting confirmation, re-read at the next passes until {} (the confirmation deadline), never sent again meanwhile",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+            tracing::info!(identity = %report.identity, action = %report.action, intent = %intent, until = %until, "awaiting confirmation");
+            awaiting.push((intent, report.error.clone().unwrap_or_default(), until));
+            awaiting_keys.push(((report.identity.clone(), report.action), until));
+            awaiting_records.push((report.at, Event::Action(record)));
+            continue;
+        }
         // A transient failure may have come after the directory applied the write (a timeout, a
         // broken connection, a read-back that failed): the intent stays journaled, and the next
         // pass settles it from what the directory shows, as after a crash. One that failed
@@ -117,10 +147,19 @@ pub(super) async fn send_slice(
             settlements.push((intent, clock.now(), record));
         }
     }
-    let outcomes = settlements.iter().map(|(_, _, r)| (r.provider, r.outcome)).collect();
+    let mut outcomes: Vec<(Provider, ActionOutcome)> =
+        settlements.iter().map(|(_, _, r)| (r.provider, r.outcome)).collect();
+    outcomes.extend(awaiting_records.iter().filter_map(|(_, event)| match event {
+        Event::Action(record) => Some((record.provider, record.outcome)),
+        _ => None,
+    }));
     blocking(store, move |store| store.settle_all(&settlements)).await?;
     blocking(store, move |store| store.mark_unconfirmed(&unconfirmed)).await?;
-    Ok((reports.iter().map(Sent::of).collect(), outcomes))
+    // The journal first: a crash before the record is written leaves an awaiting intent that the
+    // next pass settles all the same, its history then without the "awaiting" step.
+    blocking(store, move |store| store.mark_awaiting(&awaiting)).await?;
+    blocking(store, move |store| store.append_all(&awaiting_records)).await?;
+    Ok((reports.iter().map(Sent::of).collect(), outcomes, awaiting_keys))
 }
 
 #[cfg(test)]

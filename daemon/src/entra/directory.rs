@@ -36,8 +36,10 @@ pub struct GraphOptions {
     pub confirm_interval: Duration,
     /// How far Graph's clock may be behind remedy's when a revocation's time is checked.
     pub clock_skew: Duration,
-    /// Reads of a written user before a missing effect is reported: the directory is eventually
-    /// consistent and a read right after a write may reach a replica that has not seen it yet.
+    /// Reads of a written user before its effect is reported not visible yet
+    /// ([`EntraError::NotVisibleYet`], which the controller confirms later): the directory is
+    /// eventually consistent and a read right after a write may reach a replica that has not seen
+    /// it yet.
     pub verify_reads: u32,
     /// Wait between those reads.
     pub verify_delay: Duration,
@@ -320,7 +322,7 @@ impl GraphDirectory {
                 let (before, action) = &items[i];
                 match answer.and_then(|after| verify(*action, &after, sent_at, skew).map(|()| after)) {
                     Ok(after) => done.push((i, Ok(EntraChange { before: before.clone(), after }))),
-                    Err(error @ EntraError::NotEffective { .. }) if round < reads => {
+                    Err(error @ EntraError::NotVisibleYet { .. }) if round < reads => {
                         tracing::debug!(id = %before.id, action = %action, error = %error, "effect not visible yet; reading again");
                         again.push((i, sent_at));
                     }
@@ -355,6 +357,20 @@ impl GraphDirectory {
                         continue;
                     }
                     GraphRequest { method: Method::PATCH, path, body: Some(json!({ "accountEnabled": enable })) }
+                }
+                Action::RevokeSessions if user.guest => {
+                    // Source: https://learn.microsoft.com/en-us/graph/api/user-revokesigninsessions
+                    // (external users sign in at their home tenant: revoking here does not apply).
+                    results.push((
+                        i,
+                        Err(EntraError::NotApplicable {
+                            id: user.id.clone(),
+                            upn: user.user_principal_name.clone(),
+                            action: *action,
+                            reason: "the user is a guest (userType Guest), who signs in at its home tenant: revoking its sessions in this tenant does not end them; ask the guest's home tenant, or suspend the guest here".to_owned(),
+                        }),
+                    ));
+                    continue;
                 }
                 // An action without parameters; Graph wants a body with a Content-Type in $batch.
                 Action::RevokeSessions => GraphRequest {
@@ -448,6 +464,13 @@ fn log_result(user: &EntraUser, action: Action, result: &Result<EntraChange, Ent
                 tracing::info!(id = %user.id, upn = %user.user_principal_name, "synced user suspended in the cloud: directory sync undoes it unless the AD account is disabled too");
             }
         }
+        Err(error @ EntraError::NotVisibleYet { .. }) => tracing::info!(
+            id = %user.id,
+            upn = %user.user_principal_name,
+            action = %action,
+            error = %error,
+            "accepted by Graph, awaiting confirmation"
+        ),
         Err(error) => tracing::warn!(
             id = %user.id,
             upn = %user.user_principal_name,

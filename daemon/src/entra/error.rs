@@ -41,10 +41,18 @@ pub enum EntraError {
     #[error("{operation}: gave up after {attempts} attempt(s) in {}s (retry budget spent): {last}", elapsed.as_secs())]
     RetryBudgetExhausted { operation: String, attempts: u32, elapsed: Duration, last: Box<EntraError> },
 
-    /// Graph accepted the write but reading the user back shows that the intended effect did not
-    /// happen.
-    #[error("{action} on {upn} ({id}) was accepted by Graph but is not effective: {reason}")]
-    NotEffective { id: String, upn: String, action: Action, reason: String },
+    /// Graph accepted the write (2xx) but the user's reads do not show its effect yet. Entra ID is
+    /// eventually consistent (a read right after a write may reach a replica that has not seen
+    /// it; a revocation may take minutes): the write is trusted as sent and awaits confirmation by
+    /// a later read, never sent again meanwhile. Not a failure; whether it ever shows is decided
+    /// by the controller against the confirmation deadline.
+    #[error("{action} on {upn} ({id}) was accepted by Graph at {} and is not visible in its reads yet: {reason}", sent_at.to_rfc3339())]
+    NotVisibleYet { id: String, upn: String, action: Action, reason: String, sent_at: chrono::DateTime<chrono::Utc> },
+
+    /// The action does not apply to this user, so it is not sent (revoking a guest's sessions:
+    /// a guest signs in at its home tenant).
+    #[error("{action} on {upn} ({id}) is not applicable: {reason}")]
+    NotApplicable { id: String, upn: String, action: Action, reason: String },
 
     /// Graph sent something remedy cannot read.
     #[error("{operation}: cannot read Graph's answer: {message}")]
@@ -99,7 +107,10 @@ impl EntraError {
                 true
             }
             EntraError::Graph { status, code, .. } => {
-                retryable_status(*status) || (*status == 409 && code == "Directory_ConcurrencyViolation")
+                retryable_status(*status)
+                    || (*status == 409 && code == "Directory_ConcurrencyViolation")
+                    // A read answered 202 Accepted without the resource: reading again may work.
+                    || *status == 202
             }
             EntraError::Token { status, code, .. } => {
                 retryable_status(*status) || code == "temporarily_unavailable" || code == "server_error"
@@ -107,7 +118,8 @@ impl EntraError {
             EntraError::Config(_)
             | EntraError::DeltaExpired { .. }
             | EntraError::UntrustedLink { .. }
-            | EntraError::NotEffective { .. }
+            | EntraError::NotVisibleYet { .. }
+            | EntraError::NotApplicable { .. }
             | EntraError::Decode { .. }
             | EntraError::NotAnEntraAction(_) => false,
         }
@@ -170,6 +182,9 @@ pub(crate) struct InnerError {
     pub request_id: Option<String>,
 }
 
+/// Microsoft Entra ID P2: what the riskyUsers API needs.
+pub(crate) const P2_LICENCE_HINT: &str = "Identity Protection's riskyUsers API needs a Microsoft Entra ID P2 licence in the tenant (and the application permission IdentityRiskyUser.Read.All, or IdentityRiskyUser.ReadWrite.All to confirm a compromise): without the licence Graph refuses every riskyUsers request";
+
 /// Builds a [`EntraError::Graph`] from an error answer. `header_request_id` is the `request-id`
 /// response header (or sub-response header inside `$batch`), used when the body has none.
 pub(crate) fn graph_error(
@@ -185,6 +200,13 @@ pub(crate) fn graph_error(
         truncate(&body.to_string(), 300)
     } else {
         parsed.message
+    };
+    // A 403 from Identity Protection is usually a tenant without Entra ID P2 (or a missing
+    // permission); Graph's own words do not say so plainly, so the error does.
+    let message = if status == 403 && operation.contains("/identityProtection/") {
+        format!("{message} ({P2_LICENCE_HINT})")
+    } else {
+        message
     };
     EntraError::Graph { operation, status, code: parsed.code, message, request_id }
 }
@@ -316,6 +338,16 @@ mod tests {
         );
         assert_eq!(bare.request_id(), Some("h"));
         assert!(bare.to_string().contains("bad gateway"), "{bare}");
+    }
+
+    #[test]
+    fn a_refused_risky_user_read_names_the_licence() {
+        let body = serde_json::json!({"error": {"code": "Authentication_RequestFromNonPremiumTenantOrB2CTenant", "message": "Neither tenant is B2C or tenant doesn't have premium license"}});
+        let error = graph_error("GET /identityProtection/riskyUsers/1".into(), 403, &body, None);
+        assert!(error.to_string().contains("needs a Microsoft Entra ID P2 licence"), "{error}");
+        assert!(!error.is_transient());
+        let users = graph_error("PATCH /users/1".into(), 403, &body, None);
+        assert!(!users.to_string().contains("P2"), "{users}");
     }
 
     #[test]

@@ -187,6 +187,17 @@ impl Graph {
         if status == 401 {
             return Outcome::Unauthorized(response);
         }
+        if status == 202 && operation.starts_with("GET ") {
+            // A read accepted without the resource (a busy service): not the user, read again.
+            let error = EntraError::Graph {
+                operation,
+                status,
+                code: String::new(),
+                message: "202 Accepted without the resource: read again".into(),
+                request_id: response.request_id,
+            };
+            return Outcome::Retry { error, retry_after };
+        }
         let error = || graph_error(operation.clone(), status, &response.body, response.request_id.clone());
         if retryable_status(status) {
             return Outcome::Retry { error: error(), retry_after };

@@ -187,6 +187,7 @@ mod tests {
             ca_file: None,
             request_timeout: Duration::from_secs(15),
             delta_interval: Duration::from_secs(30),
+            confirmation_deadline: Duration::from_secs(300),
         }
     }
 

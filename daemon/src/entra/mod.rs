@@ -9,8 +9,11 @@
 //!   request per second per tenant, for reads as for writes, so those reads are paced.
 //! - Writes (suspend, unsuspend, revoke sessions) go 20 per `$batch`; confirmations of compromise
 //!   go through the same paced Identity Protection lane, many users per request. Every write is
-//!   read back and verified; a write Graph accepts but does not show is an error
-//!   ([`EntraError::NotEffective`]), not a success.
+//!   read back and verified (a few reads, `verify_reads` apart by `verify_delay`); a write Graph
+//!   accepted (2xx) whose effect the reads do not show yet is [`EntraError::NotVisibleYet`]:
+//!   Entra ID is eventually consistent, so it is neither a success nor a failure but awaits
+//!   confirmation by later reads (the controller's confirmation deadline decides when it is not
+//!   effective). Revoking a guest's sessions is [`EntraError::NotApplicable`], never sent.
 //! - Throttling: `Retry-After` honoured (seconds or HTTP date, top-level and per sub-request),
 //!   exponential backoff with jitter otherwise, a retry budget, and only the failed part of a
 //!   batch is sent again.
@@ -221,6 +224,7 @@ mod tests {
             last_password_change: None,
             risk_state: RiskState::None,
             risk_last_updated: None,
+            guest: false,
         }
     }
 

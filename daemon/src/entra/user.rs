@@ -12,7 +12,7 @@ use super::http::{encode_segment, user_path};
 
 /// The user properties the plan needs, and no others (`$select`).
 pub const USER_SELECT: &str =
-    "id,userPrincipalName,accountEnabled,onPremisesSyncEnabled,signInSessionsValidFromDateTime,lastPasswordChangeDateTime";
+    "id,userPrincipalName,accountEnabled,onPremisesSyncEnabled,signInSessionsValidFromDateTime,lastPasswordChangeDateTime,userType";
 
 /// `GET /users/{id or UPN}?$select=...`.
 pub fn user_request_path(key: &str) -> String {
@@ -39,6 +39,8 @@ struct GraphUser {
     sign_in_sessions_valid_from_date_time: Option<DateTime<Utc>>,
     #[serde(default)]
     last_password_change_date_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    user_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +48,10 @@ struct GraphUser {
 struct GraphRiskyUser {
     #[serde(default)]
     risk_state: Option<RiskState>,
+    /// Identity Protection is still working on the user's risk: what it shows may not include the
+    /// latest confirmation yet.
+    #[serde(default)]
+    is_processing: bool,
     #[serde(default)]
     risk_last_updated_date_time: Option<DateTime<Utc>>,
 }
@@ -65,6 +71,8 @@ pub fn user_from_json(operation: &str, body: &Value) -> Result<EntraUser, EntraE
         last_password_change: user.last_password_change_date_time,
         risk_state: RiskState::None,
         risk_last_updated: None,
+        // "Member" or "Guest"; null on users created before the property existed (members).
+        guest: user.user_type.is_some_and(|t| t.eq_ignore_ascii_case("Guest")),
     })
 }
 
@@ -76,11 +84,16 @@ pub fn apply_risk(operation: &str, user: &mut EntraUser, body: &Value) -> Result
     })?;
     user.risk_state = risk.risk_state.unwrap_or_default();
     user.risk_last_updated = risk.risk_last_updated_date_time;
+    if risk.is_processing {
+        tracing::debug!(id = %user.id, risk_state = ?user.risk_state, "riskyUser isProcessing: its risk state may not be final yet");
+    }
     Ok(())
 }
 
 /// Whether `after` shows the effect of `action`. `sent_at` is when the write that Graph accepted
-/// was sent (remedy's clock); `clock_skew` is how far Graph's clock may be behind it.
+/// was sent (remedy's clock); `clock_skew` is how far Graph's clock may be behind it. A read that
+/// does not show it is [`EntraError::NotVisibleYet`]: Entra ID is eventually consistent, and the
+/// read may have reached a replica that has not seen the write.
 pub fn verify(
     action: Action,
     after: &EntraUser,
@@ -103,7 +116,13 @@ pub fn verify(
             format!("{} reads back {shown}, expected {}", action.attribute(), action.value_on_entra(&expected))
         }
     };
-    Err(EntraError::NotEffective { id: after.id.clone(), upn: after.user_principal_name.clone(), action, reason })
+    Err(EntraError::NotVisibleYet {
+        id: after.id.clone(),
+        upn: after.user_principal_name.clone(),
+        action,
+        reason,
+        sent_at,
+    })
 }
 
 #[cfg(test)]
@@ -144,7 +163,7 @@ mod tests {
             user_from_json("GET", &json!({"id": "1", "userPrincipalName": "a@x.com", "accountEnabled": true})).unwrap();
         let error = verify(Action::SuspendUser, &user, sent, skew).unwrap_err();
         assert!(error.to_string().contains("accountEnabled reads back true"), "{error}");
-        assert!(!error.is_transient());
+        assert!(matches!(error, EntraError::NotVisibleYet { .. }), "{error:?}");
         assert!(verify(Action::UnsuspendUser, &user, sent, skew).is_ok());
         assert!(verify(Action::RevokeSessions, &user, sent, skew).is_err());
         user.sign_in_sessions_valid_from = Some(sent - chrono::Duration::minutes(10));

@@ -34,6 +34,11 @@ pub struct IntendedChange {
     /// is read again (the write may have reached the directory before the connection broke).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unconfirmed: Option<String>,
+    /// Accepted by the directory (Graph answered 2xx) and not visible in its reads yet: re-read
+    /// at every pass until this deadline, never sent again meanwhile; still not visible after
+    /// it, the action is settled as not effective.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_until: Option<DateTime<Utc>>,
 }
 
 fn desired() -> Cause {
@@ -61,6 +66,7 @@ impl IntendedChange {
             cause: planned.cause.clone(),
             reason: planned.reason.clone(),
             unconfirmed: None,
+            awaiting_until: None,
         }
     }
 

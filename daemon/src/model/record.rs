@@ -79,6 +79,12 @@ pub enum ActionOutcome {
     /// read again, never applied. Not a failure: the account is planned again from what the
     /// directory shows, and the change is sent under a new intent if it is still wanted.
     NotApplied,
+    /// Sent and accepted by the directory (Microsoft Graph answered 2xx), and not visible in its
+    /// reads yet: Entra ID is eventually consistent. Not sent again; re-read at later passes (with
+    /// the error policy's backoff) until `entraId.confirmationDeadline`. A later record of the
+    /// same intent says how it ended: confirmed (`succeeded`, `drift-corrected`, `restored`) or
+    /// `failed` (not effective).
+    AwaitingConfirmation,
 }
 
 impl ActionOutcome {

@@ -50,6 +50,9 @@ pub enum ConditionReason {
     Released,
     /// Corrected again and again within the contest window.
     RepeatedDrift,
+    /// An action the directory accepted is not visible in its reads yet (Entra ID is eventually
+    /// consistent): re-read until its confirmation deadline.
+    AwaitingConfirmation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -228,16 +228,31 @@ impl Store {
     /// when it returns. Written in chunks of [`WRITE_CHUNK`], each one transaction: a note is only
     /// a detail for that settlement, so a failed chunk leaves the notes before it in place.
     pub fn mark_unconfirmed(&self, intents: &[(IntentId, String)]) -> Result<(), StoreError> {
+        let intents: Vec<(IntentId, String, Option<DateTime<Utc>>)> =
+            intents.iter().map(|(id, error)| (*id, error.clone(), None)).collect();
+        self.mark_sent(&intents)
+    }
+
+    /// Marks intents as sent, accepted by the directory and not visible yet: they stay unsettled
+    /// until a pass sees their effect, or `until` has passed (see `IntendedChange::awaiting_until`).
+    pub fn mark_awaiting(&self, intents: &[(IntentId, String, DateTime<Utc>)]) -> Result<(), StoreError> {
+        let intents: Vec<(IntentId, String, Option<DateTime<Utc>>)> =
+            intents.iter().map(|(id, why, until)| (*id, why.clone(), Some(*until))).collect();
+        self.mark_sent(&intents)
+    }
+
+    fn mark_sent(&self, intents: &[(IntentId, String, Option<DateTime<Utc>>)]) -> Result<(), StoreError> {
         let abort = ConflictableTransactionError::Abort;
         for chunk in intents.chunks(WRITE_CHUNK) {
             let result = self.journal.transaction(|journal| {
-                for (id, error) in chunk {
+                for (id, error, until) in chunk {
                     let key = id_key(id.0);
                     let Some(bytes) = journal.get(key)? else {
                         return Err(abort(StoreError::UnknownIntent(*id)));
                     };
                     let mut intent: Intent = decode(layout::JOURNAL, &id.to_string(), &bytes).map_err(abort)?;
                     intent.change.unconfirmed = Some(error.clone());
+                    intent.change.awaiting_until = *until;
                     journal.insert(&key, encode(layout::JOURNAL, &intent).map_err(abort)?)?;
                 }
                 Ok(())

@@ -13,7 +13,7 @@ use remedy::entra::{
     sync_reverted, DeltaFrom, DeltaRound, EntraDirectory, EntraError, EntraLookup, GraphDirectory, GraphOptions,
     RetryPolicy, RiskReads,
 };
-use remedy_graph_sim::{spawn, Fault, LoggedRequest, Sim, SimConfig, SimUser};
+use remedy_graph_sim::{spawn, Fault, LoggedRequest, ReplicaLag, Sim, SimConfig, SimUser};
 use remedy_policies::config::EntraConfig;
 use remedy_policies::observed::{EntraUser, ProviderView, RiskState};
 use remedy_policies::{Action, Identity};
@@ -45,6 +45,7 @@ async fn start_with(sim_config: SimConfig) -> Env {
         ca_file: None,
         request_timeout: Duration::from_secs(10),
         delta_interval: Duration::from_secs(30),
+        confirmation_deadline: Duration::from_secs(300),
     };
     Env { sim, dir, config }
 }
@@ -347,7 +348,7 @@ async fn observation_is_batched_with_select_and_reads_only_the_risk_asked_for() 
     assert_eq!(user_reads.len(), 45);
     for read in user_reads {
         assert!(
-            read.path.ends_with("?$select=id,userPrincipalName,accountEnabled,onPremisesSyncEnabled,signInSessionsValidFromDateTime,lastPasswordChangeDateTime"),
+            read.path.ends_with("?$select=id,userPrincipalName,accountEnabled,onPremisesSyncEnabled,signInSessionsValidFromDateTime,lastPasswordChangeDateTime,userType"),
             "{}",
             read.path
         );
@@ -739,4 +740,121 @@ async fn a_throttled_delta_request_is_retried_after_retry_after() {
     assert!(sent[1].at - sent[0].at >= chrono::Duration::seconds(1), "Retry-After honoured");
     let stats = directory.stats();
     assert!(stats.throttled >= 1 && stats.retries >= 2, "{stats:?}");
+}
+
+// Entra ID as it really behaves (eventually consistent, guests, `$` UPNs, licences, a throttled
+// `$batch`): the simulator's `replicaLag`, guests, and faults.
+
+fn lagging(users: Vec<SimUser>, lag: ReplicaLag) -> SimConfig {
+    SimConfig { users, replica_lag: Some(lag), ..SimConfig::new(TENANT, CLIENT_ID, SECRET) }
+}
+
+#[tokio::test]
+async fn a_lagging_replica_does_not_fail_a_suspension_that_shows_within_the_reads() {
+    // Lags of up to 150 ms: the third read, 200 ms after the write, always sees it.
+    let lag = ReplicaLag { min: Duration::ZERO, max: Duration::from_millis(150) };
+    let env = start_with(lagging(vec![SimUser::new("alice@remedy.test")], lag)).await;
+    let directory = env.directory();
+    let alice = observe(&directory, &["alice@remedy.test".into()]).await.remove(0);
+    env.sim.clear_log();
+    let change = directory.apply(&alice, Action::SuspendUser, Utc::now()).await.expect("suspended and confirmed");
+    assert!(!change.after.account_enabled);
+    assert_eq!(patches_of(&env.sim.log(), &alice.id).len(), 1, "written once, however many reads it took");
+}
+
+#[tokio::test]
+async fn a_write_the_reads_do_not_show_yet_awaits_confirmation_and_is_not_sent_again() {
+    let env =
+        start_with(lagging(vec![SimUser::new("alice@remedy.test")], ReplicaLag::fixed(Duration::from_secs(3600))))
+            .await;
+    let directory = env.directory();
+    let alice = observe(&directory, &["alice@remedy.test".into()]).await.remove(0);
+    env.sim.clear_log();
+    let error = directory.apply(&alice, Action::SuspendUser, Utc::now()).await.expect_err("not visible yet");
+    assert!(matches!(error, EntraError::NotVisibleYet { action: Action::SuspendUser, .. }), "{error:?}");
+    assert!(error.to_string().contains("accepted by Graph"), "{error}");
+    assert!(error.to_string().contains("accountEnabled reads back true"), "{error}");
+    let log = env.sim.log();
+    assert_eq!(patches_of(&log, &alice.id).len(), 1, "sent once: {log:#?}");
+    let reads = log.iter().filter(|e| e.method == "GET" && e.path.contains(&alice.id)).count();
+    assert_eq!(reads, 3, "the quick reads, then it is the controller's to confirm later");
+    assert!(!env.sim.user("alice@remedy.test").unwrap().account_enabled, "Graph has it");
+}
+
+#[tokio::test]
+async fn revoking_a_guests_sessions_is_not_applicable_and_not_sent() {
+    let env = start(vec![SimUser::new("partner_fabrikam.com#EXT#@remedy.test").guest()]).await;
+    let directory = env.directory();
+    let guest = observe(&directory, &["partner_fabrikam.com#EXT#@remedy.test".into()]).await.remove(0);
+    assert!(guest.guest, "userType Guest is read");
+    env.sim.clear_log();
+    let error = directory.apply(&guest, Action::RevokeSessions, Utc::now()).await.expect_err("not applicable");
+    assert!(matches!(error, EntraError::NotApplicable { .. }), "{error:?}");
+    assert!(error.to_string().contains("not applicable: the user is a guest"), "{error}");
+    assert!(!error.is_transient());
+    assert!(env.sim.log().iter().all(|e| !e.path.ends_with("/revokeSignInSessions")), "nothing sent");
+    // A guest can still be suspended in this tenant.
+    directory.apply(&guest, Action::SuspendUser, Utc::now()).await.expect("suspended");
+}
+
+#[tokio::test]
+async fn a_upn_starting_with_a_dollar_is_addressed_the_documented_way() {
+    let env = start(vec![SimUser::new("$svc-backup@remedy.test")]).await;
+    let directory = env.directory();
+    env.sim.clear_log();
+    let user = observe(&directory, &["$svc-backup@remedy.test".into()]).await.remove(0);
+    assert_eq!(user.user_principal_name, "$svc-backup@remedy.test");
+    let log = env.sim.log();
+    let read = log.iter().find(|e| e.in_batch && e.method == "GET").expect("the read");
+    assert!(read.path.starts_with("/v1.0/users('%24svc-backup@remedy.test')?"), "{read:?}");
+    assert_eq!(read.status, 200);
+}
+
+#[tokio::test]
+async fn risky_users_refused_without_entra_id_p2_name_the_licence() {
+    let env = start_with(SimConfig {
+        users: vec![SimUser::new("alice@remedy.test")],
+        identity_protection_licensed: false,
+        ..SimConfig::new(TENANT, CLIENT_ID, SECRET)
+    })
+    .await;
+    let directory = env.directory();
+    // Reading: the user is found, its risk unknown (suspension does not wait for a licence).
+    let alice = observe_risk(&directory, &["alice@remedy.test".into()], RiskReads::All).await.remove(0);
+    assert_eq!(alice.risk_state, RiskState::UnknownFutureValue);
+    // Confirming: a permanent error that says what is missing.
+    let error = directory.apply(&alice, Action::ConfirmCompromised, Utc::now()).await.expect_err("refused");
+    assert_eq!(error.status(), Some(403), "{error}");
+    assert!(!error.is_transient());
+    assert!(error.to_string().contains("needs a Microsoft Entra ID P2 licence"), "{error}");
+}
+
+#[tokio::test]
+async fn a_batch_throttled_as_a_whole_is_sent_again_after_retry_after() {
+    let env = start(staff(3)).await;
+    let directory = env.directory();
+    env.sim.clear_log();
+    env.sim.inject(Fault::BatchThrottle { count: 1, retry_after: Duration::from_secs(1) });
+    let users = observe(&directory, &upns(&env.sim.state())).await;
+    assert_eq!(users.len(), 3);
+    let log = env.sim.log();
+    let batches: Vec<_> = log.iter().filter(|e| e.path == "/v1.0/$batch").collect();
+    assert_eq!(batches.iter().map(|e| e.status).collect::<Vec<_>>(), [429, 200], "{log:#?}");
+    assert!(batches[1].at - batches[0].at >= chrono::Duration::seconds(1), "Retry-After honoured");
+    assert_eq!(log.iter().filter(|e| e.in_batch).count(), 3, "each user read once");
+    assert!(directory.stats().throttled >= 1);
+}
+
+#[tokio::test]
+async fn a_read_answered_202_without_the_user_is_read_again() {
+    let env = start(staff(2)).await;
+    let directory = env.directory();
+    env.sim.clear_log();
+    env.sim.inject(Fault::AcceptedGets { count: 1 });
+    let users = observe(&directory, &upns(&env.sim.state())).await;
+    assert_eq!(users.len(), 2, "both read, none taken from an empty answer");
+    let log = env.sim.log();
+    let reads: Vec<u16> = log.iter().filter(|e| e.in_batch).map(|e| e.status).collect();
+    assert_eq!(reads.iter().filter(|s| **s == 202).count(), 1, "{log:#?}");
+    assert_eq!(reads.iter().filter(|s| **s == 200).count(), 2, "{log:#?}");
 }

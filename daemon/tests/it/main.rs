@@ -13,6 +13,7 @@ mod support;
 mod ad;
 mod api;
 mod cli;
+mod consistency;
 mod crash;
 mod dc_outage;
 mod entra;

@@ -582,6 +582,7 @@ fn intended(i: u64) -> IntendedChange {
         cause: Cause::Desired,
         reason: "incident 1".into(),
         unconfirmed: None,
+        awaiting_until: None,
     }
 }
 

@@ -332,7 +332,22 @@ fn plan_entra(group: &Group<'_>, user: &EntraUser, desired: &Desired, input: &Pl
         }
     }
     if let Some(shot) = &desired.revoke_sessions {
-        if Action::RevokeSessions.shows_on_entra(user, graph_precision(shot.since)) {
+        if user.guest {
+            // Source: https://learn.microsoft.com/en-us/graph/api/user-revokesigninsessions
+            // (external users sign in at their home tenant).
+            work.blocked.push(BlockedItem {
+                action: Action::RevokeSessions,
+                reason: BlockReason::GuestUser,
+                provenance: shot.provenance.clone(),
+                spec_reason: desired.reason(&shot.provenance),
+                before: String::new(),
+                after: String::new(),
+                message: "entraId.revokeSessions: not applicable: the user is a guest (userType Guest), who signs \
+                          in at its home tenant, so revoking its sessions in this tenant would not end them. \
+                          Suspend the guest here (entraId.suspended: true), or ask its home tenant to revoke them."
+                    .to_owned(),
+            });
+        } else if Action::RevokeSessions.shows_on_entra(user, graph_precision(shot.since)) {
             work.notes.push(format!(
                 "revokeSessions is satisfied: sessions were revoked at {}, after the manifest took effect at {}",
                 Action::RevokeSessions.value_on_entra(user),

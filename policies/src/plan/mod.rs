@@ -363,6 +363,9 @@ pub enum BlockReason {
     PasswordNeverExpires,
     /// The provider the item needs is not configured in `remedy.yaml`.
     ProviderNotConfigured,
+    /// The Entra ID user is a guest (`userType` Guest): it signs in at its home tenant, so
+    /// revoking its sessions in this tenant does not apply.
+    GuestUser,
 }
 
 /// Manifests that disagree about a state item of one account.

@@ -128,6 +128,7 @@ fn entra_user(i: usize) -> impl Strategy<Value = EntraUser> {
             last_password_change: None,
             risk_state: risk,
             risk_last_updated: risk_at,
+            guest: false,
         },
     )
 }

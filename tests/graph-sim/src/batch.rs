@@ -108,6 +108,10 @@ fn parse(body: Option<&Value>) -> Result<Vec<SubRequest>, Reply> {
 
 /// Runs a batch (already authenticated; latency already paid once for the HTTP request).
 pub(crate) fn run(shared: &Shared, body: Option<&Value>, context: &Context) -> Reply {
+    if let Some(retry_after) = shared.lock().take_batch_throttle() {
+        // The batch itself throttled (Fault::BatchThrottle): nothing in it is run.
+        return crate::state::too_many_requests(retry_after);
+    }
     let requests = match parse(body) {
         Ok(requests) => requests,
         Err(reply) => return reply,

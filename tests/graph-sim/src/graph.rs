@@ -47,13 +47,31 @@ pub(crate) fn serve(shared: &Shared, call: &Call<'_>, context: &Context) -> Repl
     if let Some(throttled) = inner.spend_budget(&shared.config, Instant::now()) {
         return throttled;
     }
+    if call.method.eq_ignore_ascii_case("GET") && inner.take_accepted_get() {
+        // Fault::AcceptedGets (Assumption: see there).
+        return crate::odata::Reply { status: 202, headers: Vec::new(), body: None };
+    }
     dispatch(&mut inner, &shared.config, call, context)
 }
 
 fn dispatch(inner: &mut Inner, config: &SimConfig, call: &Call<'_>, context: &Context) -> Reply {
     let target = Target::parse(call.target);
-    let segments: Vec<&str> = target.segments.iter().map(String::as_str).collect();
     let method = call.method.to_ascii_uppercase();
+    let addressed = match address_by_key(&target.segments) {
+        Ok(addressed) => addressed,
+        Err(reply) => return reply,
+    };
+    let segments: Vec<&str> = addressed.iter().map(String::as_str).collect();
+    if segments.first() == Some(&"identityProtection") && !config.identity_protection_licensed {
+        // Source: https://learn.microsoft.com/en-us/graph/api/riskyuser-get ("Using the riskyUsers API
+        // requires a Microsoft Entra ID P2 license"). Assumption: the code and wording, those Graph
+        // uses for other premium-only APIs (sign-in logs) in a tenant without the licence.
+        return Reply::error(
+            403,
+            "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+            "Neither tenant is B2C or tenant doesn't have premium license",
+        );
+    }
     if segments.first() == Some(&"identityProtection")
         && !inner.allow_identity_protection(config.confirm_compromised_per_second, Instant::now())
     {
@@ -99,6 +117,38 @@ fn dispatch(inner: &mut Inner, config: &SimConfig, call: &Call<'_>, context: &Co
     }
 }
 
+/// The path's segments with a user addressed by key (`users('$x@contoso.com')`) written as
+/// `users/$x@contoso.com`; a bare `users/$...` (other than `$batch`-like system segments) is
+/// refused, as Graph reads a `$` segment as a system query option or function.
+/// Source: https://learn.microsoft.com/en-us/graph/api/user-get ("If the userPrincipalName begins
+/// with a $ character, remove the slash (/) after /users and enclose the userPrincipalName in
+/// parentheses and single quotes", e.g. `/users('$AdeleVance@contoso.com')`). Assumption: the
+/// 400 code and wording for the bare form.
+fn address_by_key(segments: &[String]) -> Result<Vec<String>, Reply> {
+    let mut out = Vec::with_capacity(segments.len() + 1);
+    for (position, segment) in segments.iter().enumerate() {
+        if position == 0 {
+            if let Some(key) = segment.strip_prefix("users('").and_then(|rest| rest.strip_suffix("')")) {
+                out.push("users".to_owned());
+                out.push(key.replace("''", "'"));
+                continue;
+            }
+        }
+        if position == 1 && segments[0] == "users" && segment.starts_with('$') {
+            return Err(Reply::error(
+                400,
+                "BadRequest",
+                format!(
+                    "Resource not found for the segment '{segment}'. A userPrincipalName that begins with '$' is \
+                     addressed as /users('{segment}')."
+                ),
+            ));
+        }
+        out.push(segment.clone());
+    }
+    Ok(out)
+}
+
 /// 404 for a user that does not exist, in the directory service's words.
 /// Source: https://learn.microsoft.com/en-us/graph/errors (404 Not Found) and the directory's
 /// `Request_ResourceNotFound` code (observed wording).
@@ -130,6 +180,7 @@ pub(crate) fn user_json(user: &SimUser, properties: &[&str]) -> Map<String, Valu
             }
             "signInSessionsValidFromDateTime" => json!(user.sign_in_sessions_valid_from.map(odata::seconds)),
             "lastPasswordChangeDateTime" => json!(user.last_password_change.map(odata::seconds)),
+            "userType" => json!(user.user_type),
             _ => continue,
         };
         object.insert(property.to_owned(), value);
@@ -156,7 +207,8 @@ fn get_user(inner: &Inner, key: &str, target: &Target, context: &Context) -> Rep
     let mut object = Map::new();
     let selected = target.option("$select").map(|_| properties.as_slice());
     object.insert("@odata.context".into(), json!(metadata_context(context, selected, true)));
-    object.extend(user_json(&inner.users[index], &properties));
+    let (user, _lagging) = inner.read_user(index);
+    object.extend(user_json(user, &properties));
     Reply::json(200, Value::Object(object))
 }
 
@@ -339,6 +391,7 @@ fn update_user(inner: &mut Inner, key: &str, body: Option<&Value>, now: DateTime
             );
         }
     }
+    inner.before_write(index);
     if let Some(enabled) = account_enabled {
         inner.set_account_enabled(index, enabled);
     }
@@ -411,9 +464,18 @@ fn revoke_sign_in_sessions(inner: &mut Inner, key: &str, context: &Context) -> R
     let Some(index) = inner.find_user(key) else {
         return user_not_found(key);
     };
-    inner.users[index].sign_in_sessions_valid_from = Some(context.now);
-    let id = inner.users[index].id.clone();
-    inner.record_change(&id, &["signInSessionsValidFromDateTime"]);
+    // A guest signs in at its home tenant: revoking its sessions here does not apply. Source:
+    // https://learn.microsoft.com/en-us/graph/api/user-revokesigninsessions (remarks: external
+    // users are not affected). Assumption: the request is still answered as a success and
+    // signInSessionsValidFromDateTime does not move.
+    if inner.users[index].user_type != "Guest" {
+        // "There might be a small delay of a few minutes before tokens are revoked" (same page):
+        // with replicaLag set, reads may not show it at once.
+        inner.before_write(index);
+        inner.users[index].sign_in_sessions_valid_from = Some(context.now);
+        let id = inner.users[index].id.clone();
+        inner.record_change(&id, &["signInSessionsValidFromDateTime"]);
+    }
     Reply::json(
         200,
         json!({"@odata.context": format!("{}/{VERSION}/$metadata#Edm.Boolean", context.base), "value": true}),
@@ -429,7 +491,12 @@ fn get_risky_user(inner: &Inner, id: &str, context: &Context) -> Reply {
         // Assumption: same 404 shape as for users.
         return Reply::error(404, "ResourceNotFound", format!("Resource '{id}' does not exist."));
     };
-    let user = &inner.users[index];
+    // While a lagging replica has not seen a confirmCompromised yet, the riskyUser says it is
+    // being processed. Source: https://learn.microsoft.com/en-us/graph/api/resources/riskyuser
+    // (isProcessing: "Indicates whether a user's risky state is being processed by the backend").
+    // Assumption: when it is true.
+    let (user, lagging) = inner.read_user(index);
+    let processing = lagging && user.risk_state != inner.users[index].risk_state;
     let detail = match user.risk_state.as_str() {
         "confirmedCompromised" => "adminConfirmedUserCompromised",
         "none" => "none",
@@ -441,7 +508,7 @@ fn get_risky_user(inner: &Inner, id: &str, context: &Context) -> Reply {
             "@odata.context": format!("{}/{VERSION}/$metadata#identityProtection/riskyUsers/$entity", context.base),
             "id": user.id,
             "isDeleted": false,
-            "isProcessing": false,
+            "isProcessing": processing,
             "riskLastUpdatedDateTime": user.risk_last_updated.map(odata::fractional),
             "riskLevel": user.risk_level,
             "riskState": user.risk_state,
@@ -483,6 +550,7 @@ fn confirm_compromised(inner: &mut Inner, body: Option<&Value>, now: DateTime<Ut
         }
     }
     for index in indices {
+        inner.before_write(index);
         let user = &mut inner.users[index];
         user.risk_state = "confirmedCompromised".to_owned();
         user.risk_level = "high".to_owned();

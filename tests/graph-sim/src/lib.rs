@@ -59,7 +59,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use model::{
-    format_duration, parse_duration, Fault, LoggedRequest, SimConfig, SimUser, Throttle, RISK_LEVELS, RISK_STATES,
+    format_duration, parse_duration, Fault, LoggedRequest, ReplicaLag, SimConfig, SimUser, Throttle, RISK_LEVELS,
+    RISK_STATES, USER_TYPES,
 };
 
 use state::Shared;

@@ -49,6 +49,47 @@ pub struct SimConfig {
     /// (https://learn.microsoft.com/graph/delta-query-overview, "Token duration").
     #[serde(default = "default_delta_token_lifetime", with = "duration_text")]
     pub delta_token_lifetime: Duration,
+    /// Replicas that lag behind writes: a read of a user or riskyUser (`GET /users/{id}`,
+    /// `GET /identityProtection/riskyUsers/{id}`, alone or in `$batch`) may reach a replica that has
+    /// not seen the latest write yet, and then shows the user as it was before it. The lag is drawn
+    /// anew for every read, uniformly between `min` and `max`. `None`: every read sees every write.
+    /// Source: https://devblogs.microsoft.com/identity/designing-for-eventual-consistency-for-microsoft-entra/
+    /// ("A successful write to Microsoft Entra does not guarantee that an immediate read will
+    /// reflect that change"). Assumption: lists and `/users/delta` are not lagged here.
+    #[serde(default)]
+    pub replica_lag: Option<ReplicaLag>,
+    /// The tenant has Microsoft Entra ID P2, which the riskyUsers API needs. Without it every
+    /// `/identityProtection/riskyUsers` request answers 403. Default true.
+    /// Source: https://learn.microsoft.com/en-us/graph/api/riskyuser-get ("Using the riskyUsers API
+    /// requires a Microsoft Entra ID P2 license").
+    #[serde(default = "yes")]
+    pub identity_protection_licensed: bool,
+}
+
+/// How far behind writes a lagging replica is (see [`SimConfig::replica_lag`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplicaLag {
+    #[serde(default, with = "duration_text")]
+    pub min: Duration,
+    #[serde(with = "duration_text")]
+    pub max: Duration,
+}
+
+impl ReplicaLag {
+    /// Every read up to `lag` after a write misses it.
+    pub fn fixed(lag: Duration) -> Self {
+        ReplicaLag { min: lag, max: lag }
+    }
+
+    /// One read's lag, drawn uniformly between `min` and `max`.
+    pub fn draw(&self) -> Duration {
+        if self.max <= self.min {
+            return self.min;
+        }
+        let span = u64::try_from((self.max - self.min).as_micros()).unwrap_or(u64::MAX);
+        self.min + Duration::from_micros(fastrand::u64(0..=span))
+    }
 }
 
 fn default_delta_token_lifetime() -> Duration {
@@ -82,6 +123,8 @@ impl SimConfig {
             page_size: default_page_size(),
             directory_sync_interval: None,
             delta_token_lifetime: default_delta_token_lifetime(),
+            replica_lag: None,
+            identity_protection_licensed: true,
         }
     }
 
@@ -116,6 +159,11 @@ impl SimConfig {
         if self.token_lifetime.is_zero() {
             problems.push("tokenLifetime must be longer than 0".to_owned());
         }
+        if let Some(lag) = &self.replica_lag {
+            if lag.min > lag.max {
+                problems.push("replicaLag.min must not be longer than replicaLag.max".to_owned());
+            }
+        }
         if let Some(throttle) = &self.throttle {
             if throttle.window.is_zero() {
                 problems.push("throttle.window must be longer than 0".to_owned());
@@ -144,6 +192,9 @@ impl SimConfig {
                     RISK_STATES.join(", ")
                 ));
             }
+            if !USER_TYPES.contains(&user.user_type.as_str()) {
+                problems.push(format!("{at}: userType {:?} is not one of {}", user.user_type, USER_TYPES.join(", ")));
+            }
             if !RISK_LEVELS.contains(&user.risk_level.as_str()) {
                 problems.push(format!(
                     "{at}: riskLevel {:?} is not one of {}",
@@ -160,6 +211,9 @@ impl SimConfig {
 /// Source: https://learn.microsoft.com/en-us/graph/api/resources/riskyuser
 pub const RISK_STATES: &[&str] =
     &["none", "confirmedSafe", "remediated", "dismissed", "atRisk", "confirmedCompromised", "unknownFutureValue"];
+/// userType values of Graph's user resource.
+/// Source: https://learn.microsoft.com/en-us/graph/api/resources/user (userType: "Member" or "Guest").
+pub const USER_TYPES: &[&str] = &["Member", "Guest"];
 /// riskLevel values of Graph's riskyUser resource (same source).
 pub const RISK_LEVELS: &[&str] = &["low", "medium", "high", "hidden", "none", "unknownFutureValue"];
 
@@ -183,6 +237,9 @@ pub struct SimUser {
     /// riskyUser riskLevel: "none", "low", "medium", "high", ...
     pub risk_level: String,
     pub risk_last_updated: Option<DateTime<Utc>>,
+    /// "Member" or "Guest" (an external user invited into the tenant: it signs in at its home
+    /// tenant, so revoking its sessions here does not apply).
+    pub user_type: String,
 }
 
 impl SimUser {
@@ -193,6 +250,12 @@ impl SimUser {
             user_principal_name: user_principal_name.into(),
             ..SeedUser::default()
         })
+    }
+
+    /// The same user, as a guest (`userType: Guest`).
+    pub fn guest(mut self) -> Self {
+        self.user_type = "Guest".to_owned();
+        self
     }
 
     /// The same user, synchronised from on-premises AD (with AD saying it is enabled as it is now).
@@ -227,6 +290,8 @@ struct SeedUser {
     risk_level: String,
     #[serde(default, alias = "riskLastUpdatedDateTime")]
     risk_last_updated: Option<DateTime<Utc>>,
+    #[serde(default = "member")]
+    user_type: String,
 }
 
 impl Default for SeedUser {
@@ -243,8 +308,13 @@ impl Default for SeedUser {
             risk_state: none(),
             risk_level: none(),
             risk_last_updated: None,
+            user_type: member(),
         }
     }
+}
+
+fn member() -> String {
+    "Member".to_owned()
 }
 
 fn yes() -> bool {
@@ -269,6 +339,7 @@ impl From<SeedUser> for SimUser {
             risk_state: seed.risk_state,
             risk_level: seed.risk_level,
             risk_last_updated: seed.risk_last_updated,
+            user_type: seed.user_type,
         }
     }
 }
@@ -312,6 +383,23 @@ pub enum Fault {
     /// Every delta and skip token of `/users/delta` issued so far is now expired: using one
     /// answers 400 `syncStateNotFound`, as a token older than `deltaTokenLifetime` does.
     ExpireDeltaTokens,
+    /// The next `count` GET requests (alone or in `$batch`) answer 202 Accepted without a body: the
+    /// service took the read and has no resource to give yet. Assumption: Graph documents 202 for
+    /// asynchronous operations (a `Location` to poll), not for reads of a user; a client must not
+    /// take such an answer for the resource, and reads again.
+    #[serde(rename_all = "camelCase")]
+    AcceptedGets { count: u32 },
+    /// The next `count` `$batch` requests are throttled as a whole: the batch itself answers 429
+    /// with `Retry-After`, and none of its requests is run.
+    /// Source: https://learn.microsoft.com/en-us/graph/throttling ("Throttling and batching":
+    /// requests in a batch are evaluated individually, and the batch as a whole can be throttled
+    /// too). Assumption: the body is Graph's usual TooManyRequests error.
+    #[serde(rename_all = "camelCase")]
+    BatchThrottle {
+        count: u32,
+        #[serde(with = "duration_text")]
+        retry_after: Duration,
+    },
     /// Every delta and skip token issued so far needs a synchronization reset: using one answers
     /// 410 Gone with a `Location` to start again from.
     ResetDeltaTokens,

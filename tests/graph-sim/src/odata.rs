@@ -165,6 +165,7 @@ pub const USER_PROPERTIES: &[&str] = &[
     "onPremisesSyncEnabled",
     "signInSessionsValidFromDateTime",
     "lastPasswordChangeDateTime",
+    "userType",
 ];
 
 /// What `GET /users/{id}` returns without `$select`: Graph's v1.0 default set, of which the simulator

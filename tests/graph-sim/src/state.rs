@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::model::{Fault, LoggedRequest, SimConfig, SimUser};
+use crate::model::{Fault, LoggedRequest, ReplicaLag, SimConfig, SimUser};
 use crate::odata::Reply;
 
 /// What every request handler shares.
@@ -42,6 +42,15 @@ pub(crate) struct Inner {
     pub delta_reset_below: u64,
     /// The zero of the delta tokens' issue times.
     pub delta_clock_origin: Instant,
+    /// How far lagging replicas are behind (see [`SimConfig::replica_lag`]).
+    pub replica_lag: Option<ReplicaLag>,
+    /// By lower-case object id: the user as it was before its latest write, and when that write
+    /// was made (what a lagging replica still shows).
+    before_write: HashMap<String, (SimUser, Instant)>,
+    /// `$batch` requests still to be throttled as a whole, and their `Retry-After`.
+    batch_throttle: Option<(u32, Duration)>,
+    /// GET requests still to be answered 202 Accepted without a body.
+    accepted_gets: u32,
 }
 
 /// One numbered change to a user, in the simulator's change log.
@@ -87,6 +96,10 @@ impl Shared {
             delta_expired_below: 0,
             delta_reset_below: 0,
             delta_clock_origin: Instant::now(),
+            replica_lag: config.replica_lag,
+            before_write: HashMap::new(),
+            batch_throttle: None,
+            accepted_gets: 0,
         };
         Shared { config, inner: Mutex::new(inner) }
     }
@@ -108,6 +121,50 @@ impl Inner {
 
     pub fn find_user_by_id(&self, id: &str) -> Option<usize> {
         self.users.iter().position(|u| u.id.eq_ignore_ascii_case(id))
+    }
+
+    /// Keeps the user at `index` as it is now, for lagging replicas: call before writing to it.
+    pub fn before_write(&mut self, index: usize) {
+        if self.replica_lag.is_some() {
+            let user = self.users[index].clone();
+            self.before_write.insert(user.id.to_ascii_lowercase(), (user, Instant::now()));
+        }
+    }
+
+    /// The user at `index` as this read sees it: from a replica that lags by a newly drawn
+    /// amount, which may not have seen the latest write yet (`true` then).
+    pub fn read_user(&self, index: usize) -> (&SimUser, bool) {
+        let user = &self.users[index];
+        let (Some(lag), Some((before, written))) =
+            (self.replica_lag, self.before_write.get(&user.id.to_ascii_lowercase()))
+        else {
+            return (user, false);
+        };
+        if written.elapsed() < lag.draw() {
+            (before, true)
+        } else {
+            (user, false)
+        }
+    }
+
+    /// Whether this GET is answered 202 Accepted without a body (consumes one).
+    pub fn take_accepted_get(&mut self) -> bool {
+        if self.accepted_gets == 0 {
+            return false;
+        }
+        self.accepted_gets -= 1;
+        true
+    }
+
+    /// Whether this `$batch` request is throttled as a whole; `Some` is its `Retry-After`.
+    pub fn take_batch_throttle(&mut self) -> Option<Duration> {
+        let (remaining, retry_after) = self.batch_throttle.as_mut()?;
+        let after = *retry_after;
+        *remaining -= 1;
+        if *remaining == 0 {
+            self.batch_throttle = None;
+        }
+        Some(after)
     }
 
     /// A change Graph cannot show (on-premises state, risk): only the version moves.
@@ -165,7 +222,11 @@ impl Inner {
             Fault::Throttle { count, retry_after } if count > 0 => {
                 self.faults.push_back(PendingFault::Throttle { remaining: count, retry_after })
             }
-            Fault::Status { .. } | Fault::Throttle { .. } => {}
+            Fault::BatchThrottle { count, retry_after } if count > 0 => {
+                self.batch_throttle = Some((count, retry_after))
+            }
+            Fault::AcceptedGets { count } => self.accepted_gets += count,
+            Fault::Status { .. } | Fault::Throttle { .. } | Fault::BatchThrottle { .. } => {}
             Fault::Latency(latency) => self.latency = latency,
             Fault::ExpireDeltaTokens => {
                 self.delta_generation += 1;

@@ -7,6 +7,7 @@ mod batch;
 mod binary;
 mod delta;
 mod faults;
+mod realism;
 mod support;
 mod token;
 mod users;
