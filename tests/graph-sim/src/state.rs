@@ -42,6 +42,14 @@ pub(crate) struct Inner {
     pub delta_reset_below: u64,
     /// The zero of the delta tokens' issue times.
     pub delta_clock_origin: Instant,
+    /// The token endpoint's injected outage ([`Fault::TokenOutage`]).
+    token_outage: Option<TokenOutage>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TokenOutage {
+    status: u16,
+    until: Instant,
 }
 
 /// One numbered change to a user, in the simulator's change log.
@@ -87,6 +95,7 @@ impl Shared {
             delta_expired_below: 0,
             delta_reset_below: 0,
             delta_clock_origin: Instant::now(),
+            token_outage: None,
         };
         Shared { config, inner: Mutex::new(inner) }
     }
@@ -181,6 +190,21 @@ impl Inner {
                     *expiry = (*expiry).min(now);
                 }
             }
+            Fault::TokenOutage { status, duration } => {
+                self.token_outage = Some(TokenOutage { status, until: Instant::now() + duration })
+            }
+        }
+    }
+
+    /// The status the token endpoint answers while it is down, if it is.
+    pub fn token_outage(&mut self) -> Option<u16> {
+        match self.token_outage {
+            Some(outage) if Instant::now() < outage.until => Some(outage.status),
+            Some(_) => {
+                self.token_outage = None;
+                None
+            }
+            None => None,
         }
     }
 
