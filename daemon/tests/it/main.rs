@@ -16,6 +16,7 @@ mod cli;
 mod crash;
 mod dc_outage;
 mod entra;
+mod entra_credentials;
 mod operator_cli;
 mod recontain;
 mod secrets;
