@@ -31,7 +31,8 @@ impl Jwt {
     /// Splits and decodes a compact JWS; the reason when it is not one.
     pub fn parse(text: &str) -> Result<Jwt, String> {
         let mut parts = text.split('.');
-        let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err("a JWT has three parts separated by '.'".into());
         };
@@ -155,8 +156,11 @@ pub fn sign_jwt(key_pem: &str, mut header: Map<String, Value>, claims: &Value) -
     .map_err(|e| format!("not an RSA key: {e}"))?;
     header.entry("alg").or_insert_with(|| Value::from("RS256"));
     header.entry("typ").or_insert_with(|| Value::from("JWT"));
-    let padding: &'static dyn signature::RsaEncoding =
-        if header.get("alg").and_then(Value::as_str) == Some("PS256") { &signature::RSA_PSS_SHA256 } else { &signature::RSA_PKCS1_SHA256 };
+    let padding: &'static dyn signature::RsaEncoding = if header.get("alg").and_then(Value::as_str) == Some("PS256") {
+        &signature::RSA_PSS_SHA256
+    } else {
+        &signature::RSA_PKCS1_SHA256
+    };
     let signed = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(Value::Object(header).to_string()),

@@ -63,7 +63,7 @@ use tokio::task::JoinHandle;
 
 pub use assertion::{sign_jwt, thumbprint_sha256};
 pub use model::{
-    format_duration, parse_duration, FederatedCredential, Fault, LoggedRequest, SimConfig, SimUser, Throttle,
+    format_duration, parse_duration, Fault, FederatedCredential, LoggedRequest, SimConfig, SimUser, Throttle,
     FEDERATED_AUDIENCE, RISK_LEVELS, RISK_STATES,
 };
 

@@ -78,7 +78,12 @@ impl TokenError {
 }
 
 /// `audience_url`: the URLs of this endpoint a client assertion's `aud` may name.
-fn check(config: &SimConfig, tenant: &str, audience_url: &[String], form: &Map<String, Value>) -> Result<(), TokenError> {
+fn check(
+    config: &SimConfig,
+    tenant: &str,
+    audience_url: &[String],
+    form: &Map<String, Value>,
+) -> Result<(), TokenError> {
     let field = |name: &str| form.get(name).and_then(Value::as_str).unwrap_or("");
     if !tenant.eq_ignore_ascii_case(&config.tenant_id) {
         return Err(TokenError {
@@ -152,7 +157,9 @@ fn check(config: &SimConfig, tenant: &str, audience_url: &[String], form: &Map<S
                 status: 400,
                 error: "invalid_request",
                 code: 50027,
-                description: format!("JWT token is invalid or malformed. (client_assertion_type must be '{JWT_BEARER}'.)"),
+                description: format!(
+                    "JWT token is invalid or malformed. (client_assertion_type must be '{JWT_BEARER}'.)"
+                ),
             });
         }
         return check_assertion(config, tenant, audience_url, assertion, Utc::now().timestamp());
@@ -197,21 +204,40 @@ fn invalid_client(code: u32, description: String) -> TokenError {
 
 /// A client assertion: the app's own (`iss` = the client id), signed with a registered
 /// certificate's key; or an external token (any other `iss`) matched to a federated credential.
-fn check_assertion(config: &SimConfig, tenant: &str, audience_url: &[String], text: &str, now: i64) -> Result<(), TokenError> {
-    let jwt = Jwt::parse(text)
-        .map_err(|why| invalid_client(50027, format!("JWT token is invalid or malformed. ({why})")))?;
+fn check_assertion(
+    config: &SimConfig,
+    tenant: &str,
+    audience_url: &[String],
+    text: &str,
+    now: i64,
+) -> Result<(), TokenError> {
+    let jwt =
+        Jwt::parse(text).map_err(|why| invalid_client(50027, format!("JWT token is invalid or malformed. ({why})")))?;
     let issuer = jwt.claim_text("iss").unwrap_or("");
     let subject = jwt.claim_text("sub").unwrap_or("");
     if issuer == config.client_id {
         if subject != config.client_id {
-            return Err(invalid_client(50027, format!("JWT token is invalid or malformed. (sub '{subject}' must be the client id, as iss is.)")));
+            return Err(invalid_client(
+                50027,
+                format!("JWT token is invalid or malformed. (sub '{subject}' must be the client id, as iss is.)"),
+            ));
         }
         if !jwt.audiences().iter().any(|aud| audience_url.iter().any(|url| url.eq_ignore_ascii_case(aud))) {
-            return Err(invalid_client(50027, format!("JWT token is invalid or malformed. (aud {:?} must be the token endpoint, {}.)", jwt.audiences(), audience_url.first().map_or("", String::as_str))));
+            return Err(invalid_client(
+                50027,
+                format!(
+                    "JWT token is invalid or malformed. (aud {:?} must be the token endpoint, {}.)",
+                    jwt.audiences(),
+                    audience_url.first().map_or("", String::as_str)
+                ),
+            ));
         }
         let thumbprint = named_thumbprint(&jwt);
         if thumbprint.is_empty() {
-            return Err(invalid_client(50027, "JWT token is invalid or malformed. (The header names no certificate: x5t#S256 or x5t.)".into()));
+            return Err(invalid_client(
+                50027,
+                "JWT token is invalid or malformed. (The header names no certificate: x5t#S256 or x5t.)".into(),
+            ));
         }
         let registered: Vec<Certificate> =
             config.client_certificates.iter().filter_map(|pem| Certificate::from_pem(pem).ok()).collect();
@@ -232,8 +258,12 @@ fn check_assertion(config: &SimConfig, tenant: &str, audience_url: &[String], te
     }) else {
         return Err(invalid_client(70021, format!("No matching federated identity record found for presented assertion. Assertion Issuer: '{issuer}'. Assertion Subject: '{subject}'. Assertion Audience: '{}'. https://learn.microsoft.com/entra/workload-id/workload-identity-federation (tenant '{tenant}', app '{}')", audiences.join(","), config.client_id)));
     };
-    let signer = Certificate::from_pem(&credential.issuer_certificate)
-        .map_err(|e| invalid_client(700027, format!("Client assertion failed signature validation. (The issuer's key cannot be read: {e}.)")))?;
+    let signer = Certificate::from_pem(&credential.issuer_certificate).map_err(|e| {
+        invalid_client(
+            700027,
+            format!("Client assertion failed signature validation. (The issuer's key cannot be read: {e}.)"),
+        )
+    })?;
     if jwt.verify(&signer.public_key).is_err() {
         return Err(invalid_client(700027, format!("Client assertion failed signature validation. [Reason - The provided signature value did not match the expected signature value of the issuer '{issuer}'.]")));
     }
@@ -253,7 +283,8 @@ fn within_time_range(jwt: &Jwt, now: i64) -> Result<(), TokenError> {
 }
 
 fn date(seconds: i64) -> String {
-    DateTime::from_timestamp(seconds, 0).map_or_else(|| seconds.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+    DateTime::from_timestamp(seconds, 0)
+        .map_or_else(|| seconds.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 fn random_token() -> String {
@@ -304,7 +335,9 @@ pub(crate) async fn token(
             status,
             error: "temporarily_unavailable",
             code: 90033,
-            description: "A transient error has occurred. Please try again. (graph-sim: an injected token endpoint outage.)".into(),
+            description:
+                "A transient error has occurred. Please try again. (graph-sim: an injected token endpoint outage.)"
+                    .into(),
         })
     } else if form_encoded {
         check(&shared.config, &tenant, &audience_url, &form)

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use remedy_graph_sim::testdata::{certificate, valid_certificate, APP_KEY, ISSUER_KEY, OTHER_KEY};
-use remedy_graph_sim::{sign_jwt, spawn, thumbprint_sha256, FederatedCredential, Fault, Sim, SimConfig};
+use remedy_graph_sim::{sign_jwt, spawn, thumbprint_sha256, Fault, FederatedCredential, Sim, SimConfig};
 use serde_json::{json, Map, Value};
 
 use crate::support::*;
@@ -149,7 +149,12 @@ async fn bad_certificate_assertions_are_refused_with_the_identity_platforms_code
         ),
         (
             "for another audience",
-            sign_jwt(APP_KEY, good_header(), &claims(&sim, json!({"aud": "https://login.microsoftonline.com/other/oauth2/v2.0/token"}))).unwrap(),
+            sign_jwt(
+                APP_KEY,
+                good_header(),
+                &claims(&sim, json!({"aud": "https://login.microsoftonline.com/other/oauth2/v2.0/token"})),
+            )
+            .unwrap(),
             401,
             50027,
             "aud",
@@ -161,20 +166,8 @@ async fn bad_certificate_assertions_are_refused_with_the_identity_platforms_code
             50027,
             "sub",
         ),
-        (
-            "no exp",
-            sign_jwt(APP_KEY, good_header(), &claims(&sim, json!({"exp": null}))).unwrap(),
-            401,
-            50027,
-            "exp",
-        ),
-        (
-            "no thumbprint",
-            sign_jwt(APP_KEY, Map::new(), &claims(&sim, json!({}))).unwrap(),
-            401,
-            50027,
-            "x5t#S256",
-        ),
+        ("no exp", sign_jwt(APP_KEY, good_header(), &claims(&sim, json!({"exp": null}))).unwrap(), 401, 50027, "exp"),
+        ("no thumbprint", sign_jwt(APP_KEY, Map::new(), &claims(&sim, json!({}))).unwrap(), 401, 50027, "x5t#S256"),
         ("not a JWT", "not-a-jwt".to_owned(), 401, 50027, "JWT token is invalid or malformed"),
     ];
     for (case, assertion, status, code, words) in cases {
@@ -211,9 +204,11 @@ async fn federated_tokens_must_match_a_federated_credential_and_its_issuers_key(
     let (status, body) = with_assertion(&sim, JWT_BEARER, &federated(ISSUER_KEY, json!({}))).await;
     assert_eq!(status, 200, "{body}");
 
-    let answer = with_assertion(&sim, JWT_BEARER, &federated(ISSUER_KEY, json!({"sub": "system:serviceaccount:x:y"}))).await;
+    let answer =
+        with_assertion(&sim, JWT_BEARER, &federated(ISSUER_KEY, json!({"sub": "system:serviceaccount:x:y"}))).await;
     assert_refused(&answer, 401, 70021, "Assertion Subject: 'system:serviceaccount:x:y'");
-    let answer = with_assertion(&sim, JWT_BEARER, &federated(ISSUER_KEY, json!({"iss": "https://elsewhere.test/"}))).await;
+    let answer =
+        with_assertion(&sim, JWT_BEARER, &federated(ISSUER_KEY, json!({"iss": "https://elsewhere.test/"}))).await;
     assert_refused(&answer, 401, 70021, "Assertion Issuer: 'https://elsewhere.test/'");
     let answer = with_assertion(&sim, JWT_BEARER, &federated(ISSUER_KEY, json!({"aud": "api://other"}))).await;
     assert_refused(&answer, 401, 70021, "Assertion Audience: 'api://other'");
