@@ -82,7 +82,9 @@ async fn run(args: Args) {
     let config = EntraConfig {
         tenant_id: "bench-tenant".into(),
         client_id: "bench-app".into(),
-        client_secret_file: "client-secret".into(),
+        client_secret_file: Some("client-secret".into()),
+        client_certificate_file: None,
+        federated_token_file: None,
         authority_host: sim.url(),
         graph_url: sim.url(),
         ca_file: None,

@@ -394,8 +394,21 @@ fn default_page_size() -> usize {
 pub struct EntraConfig {
     pub tenant_id: String,
     pub client_id: String,
-    /// File holding the app registration's client secret (never the secret itself).
-    pub client_secret_file: String,
+    /// How the app registration proves who it is: exactly one of the three `*File` keys (see
+    /// [`EntraConfig::credential`]). File holding the app registration's client secret (never the
+    /// secret itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<String>,
+    /// PEM file holding the private key (RSA, PKCS#8 or PKCS#1, unencrypted) and the certificate
+    /// uploaded to the app registration: remedy signs a client assertion with it
+    /// (`private_key_jwt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_file: Option<String>,
+    /// File holding a token from an identity provider the app registration trusts (workload
+    /// identity federation, e.g. the service account token AKS mounts at
+    /// `AZURE_FEDERATED_TOKEN_FILE`); read again for every token request, as it rotates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated_token_file: Option<String>,
     #[serde(default = "default_authority_host")]
     pub authority_host: String,
     #[serde(default = "default_graph_url")]
@@ -414,6 +427,60 @@ pub struct EntraConfig {
     /// until then the action awaits confirmation, re-read at later passes and never sent again.
     #[serde(default = "default_confirmation_deadline", with = "duration_text")]
     pub confirmation_deadline: Duration,
+}
+
+/// The one credential `entraId` names, by kind, with the file it is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntraCredential<'a> {
+    ClientSecret(&'a str),
+    ClientCertificate(&'a str),
+    FederatedToken(&'a str),
+}
+
+impl EntraConfig {
+    /// The credential configured: exactly one of `clientSecretFile`, `clientCertificateFile` and
+    /// `federatedTokenFile`. Otherwise, what is wrong, naming the keys.
+    pub fn credential(&self) -> Result<EntraCredential<'_>, String> {
+        let named: Vec<EntraCredential<'_>> = [
+            self.client_secret_file.as_deref().map(EntraCredential::ClientSecret),
+            self.client_certificate_file.as_deref().map(EntraCredential::ClientCertificate),
+            self.federated_token_file.as_deref().map(EntraCredential::FederatedToken),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match named.as_slice() {
+            [one] if one.file().trim().is_empty() => Err(format!("{} must name a file", one.key())),
+            [one] => Ok(*one),
+            [] => Err("name the app registration's credential: one of clientSecretFile, clientCertificateFile \
+                       (preferred over a secret) or federatedTokenFile"
+                .to_owned()),
+            many => Err(format!(
+                "{} are set: name exactly one credential (clientSecretFile, clientCertificateFile or federatedTokenFile)",
+                many.iter().map(EntraCredential::key).collect::<Vec<_>>().join(" and ")
+            )),
+        }
+    }
+}
+
+impl EntraCredential<'_> {
+    /// The configuration key that names it.
+    pub fn key(&self) -> &'static str {
+        match self {
+            EntraCredential::ClientSecret(_) => "clientSecretFile",
+            EntraCredential::ClientCertificate(_) => "clientCertificateFile",
+            EntraCredential::FederatedToken(_) => "federatedTokenFile",
+        }
+    }
+
+    /// The file it is read from, as configured.
+    pub fn file(&self) -> &str {
+        match self {
+            EntraCredential::ClientSecret(file)
+            | EntraCredential::ClientCertificate(file)
+            | EntraCredential::FederatedToken(file) => file,
+        }
+    }
 }
 
 fn default_delta_interval() -> Duration {
@@ -504,6 +571,11 @@ impl Config {
         if let Some(ad) = &config.active_directory {
             problems.extend(ad.problems().into_iter().map(|(path, message)| error(path, message)));
             config.guardrails.action_account = Some(ad.bind_user.clone());
+        }
+        if let Some(entra) = &config.entra_id {
+            if let Err(message) = entra.credential() {
+                problems.push(error("entraId", message));
+            }
         }
         if problems.is_empty() {
             Ok(config)
@@ -675,5 +747,31 @@ mod tests {
         assert_eq!(Config::from_yaml("remedy.yaml", &twice).expect_err("duplicates").len(), 2);
         let role = format!("{base}  - {{name: a, role: global-admin, sha256: {hash}}}\n");
         assert!(Config::from_yaml("remedy.yaml", &role).is_err(), "unknown role");
+    }
+
+    #[test]
+    fn entra_names_exactly_one_credential() {
+        let entra = "entraId:\n  tenantId: t\n  clientId: c\n";
+        for (key, kind) in [
+            ("clientSecretFile", "clientSecretFile"),
+            ("clientCertificateFile", "clientCertificateFile"),
+            ("federatedTokenFile", "federatedTokenFile"),
+        ] {
+            let config = Config::from_yaml("r.yaml", &format!("{MINIMAL}{entra}  {key}: /etc/remedy/x\n")).unwrap();
+            let credential = config.entra_id.as_ref().unwrap().credential().unwrap();
+            assert_eq!((credential.key(), credential.file()), (kind, "/etc/remedy/x"));
+        }
+        let none = Config::from_yaml("r.yaml", &format!("{MINIMAL}{entra}")).unwrap_err();
+        assert_eq!(none.len(), 1, "{none:?}");
+        assert_eq!(none[0].path, "entraId");
+        for key in ["clientSecretFile", "clientCertificateFile", "federatedTokenFile"] {
+            assert!(none[0].message.contains(key), "{none:?}");
+        }
+        let two = format!("{MINIMAL}{entra}  clientSecretFile: /s\n  federatedTokenFile: /f\n");
+        let two = Config::from_yaml("r.yaml", &two).unwrap_err();
+        assert!(two[0].message.starts_with("clientSecretFile and federatedTokenFile are set"), "{two:?}");
+        let empty =
+            Config::from_yaml("r.yaml", &format!("{MINIMAL}{entra}  clientCertificateFile: \"\"\n")).unwrap_err();
+        assert!(empty[0].message.contains("clientCertificateFile must name a file"), "{empty:?}");
     }
 }

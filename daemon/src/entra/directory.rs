@@ -12,6 +12,7 @@ use remedy_policies::{Action, Identity};
 use reqwest::Method;
 use serde_json::json;
 
+use super::credential::Credential;
 use super::delta::{self, DeltaFrom, DeltaRound, DeltaUser};
 use super::error::{CodeField, EntraError};
 use super::graph::{Graph, GraphRequest, GraphResponse, GraphStats, BATCH_LIMIT};
@@ -21,7 +22,6 @@ use super::retry::RetryPolicy;
 use super::token::TokenSource;
 use super::user::{apply_risk, risky_user_path, user_from_json, user_request_path, verify};
 use super::{EntraChange, EntraDirectory, EntraLookup, RiskReads};
-use crate::secret::Secret;
 
 /// Tuning of the provider; the defaults suit the real service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +78,9 @@ enum Risk {
 }
 
 impl GraphDirectory {
-    /// Builds the provider: reads the client secret file and the CA file (relative paths are
-    /// relative to `config_dir`) and checks the URLs. Nothing is sent yet: see [`Self::check`].
+    /// Builds the provider: reads the credential (client secret, certificate and key, or a first
+    /// look at the federated token file) and the CA file (relative paths are relative to
+    /// `config_dir`) and checks the URLs. Nothing is sent yet: see [`Self::check`].
     pub fn new(config: &EntraConfig, config_dir: &Path) -> Result<Self, EntraError> {
         Self::with_options(config, config_dir, GraphOptions::default())
     }
@@ -94,15 +95,14 @@ impl GraphDirectory {
             }
         };
         let endpoints = Endpoints::from_config(config)?;
-        let secret =
-            Secret::from_file(&resolve(&config.client_secret_file)).map_err(|e| EntraError::Config(e.to_string()))?;
+        let credential = Credential::from_config(config, resolve)?;
         let ca_file = config.ca_file.as_deref().map(resolve);
         let http = http::client(config, ca_file.as_deref(), &endpoints)?;
         let tokens = TokenSource::new(
             http.clone(),
             endpoints.token_url.clone(),
             config.client_id.trim().to_owned(),
-            secret,
+            credential,
             endpoints.scope.clone(),
             config.request_timeout,
             options.retry.clone(),

@@ -20,9 +20,11 @@ pub enum EntraError {
     Config(String),
 
     /// The token endpoint refused to issue a token (`invalid_client`: wrong or expired secret,
-    /// `unauthorized_client`, unknown tenant, ...) or could not answer.
-    #[error("token request to {url} failed: HTTP {status} {code}: {description}{}", trace_suffix(trace_id.as_deref()))]
-    Token { url: String, status: u16, code: String, description: String, trace_id: Option<String> },
+    /// a certificate or federated token it does not accept, `unauthorized_client`, unknown
+    /// tenant, ...) or could not answer. `fix` says what to do, when remedy knows (by the AADSTS
+    /// number and the credential in use).
+    #[error("token request to {url} failed: HTTP {status} {code}: {description}{}{}", trace_suffix(trace_id.as_deref()), fix_suffix(fix.as_deref()))]
+    Token { url: String, status: u16, code: String, description: String, trace_id: Option<String>, fix: Option<String> },
 
     /// Microsoft Graph answered a request with an error.
     #[error("{operation}: HTTP {status} {}: {message}{}", code_text(code), request_suffix(request_id.as_deref()))]
@@ -84,6 +86,10 @@ fn code_text(code: &str) -> &str {
 
 fn request_suffix(request_id: Option<&str>) -> String {
     request_id.map(|id| format!(" (request-id {id})")).unwrap_or_default()
+}
+
+fn fix_suffix(fix: Option<&str>) -> String {
+    fix.map(|fix| format!(". To fix: {fix}")).unwrap_or_default()
 }
 
 fn trace_suffix(trace_id: Option<&str>) -> String {
@@ -305,6 +311,7 @@ mod tests {
             code: code.into(),
             description: "AADSTS7000215: Invalid client secret provided.".into(),
             trace_id: None,
+            fix: None,
         };
         assert!(!token(401, "invalid_client").is_transient());
         assert!(!token(400, "unauthorized_client").is_transient());

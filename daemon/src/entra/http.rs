@@ -181,7 +181,9 @@ mod tests {
         EntraConfig {
             tenant_id: "contoso.onmicrosoft.com".into(),
             client_id: "00000000-0000-0000-0000-000000000001".into(),
-            client_secret_file: "secret".into(),
+            client_secret_file: Some("secret".into()),
+            client_certificate_file: None,
+            federated_token_file: None,
             authority_host: authority.into(),
             graph_url: graph.into(),
             ca_file: None,

@@ -1,8 +1,8 @@
 //! The Entra ID provider: observes users and applies actions over Microsoft Graph v1.0.
 //!
 //! - [`EntraDirectory`] is what the controller uses; [`GraphDirectory`] implements it against
-//!   Graph with an app registration's client secret (client credentials grant, one shared token,
-//!   refreshed ahead of expiry and once after a 401).
+//!   Graph as an app registration (client credentials grant with a client secret, a certificate
+//!   or a federated token; one shared token, refreshed ahead of expiry and once after a 401).
 //! - Observation reads many users per request: `$batch` of 20 `GET /users/{id|upn}?$select=...`,
 //!   several batches in flight. Risk state (`GET /identityProtection/riskyUsers/{id}`) is read
 //!   only for the identities the caller names ([`RiskReads`]): Identity Protection allows one
@@ -17,13 +17,15 @@
 //! - Throttling: `Retry-After` honoured (seconds or HTTP date, top-level and per sub-request),
 //!   exponential backoff with jitter otherwise, a retry budget, and only the failed part of a
 //!   batch is sent again.
-//! - The client secret and the tokens are [`crate::secret::Secret`]s: never formatted.
+//! - The client secret, client assertions, federated tokens and access tokens are
+//!   [`crate::secret::Secret`]s: never formatted; the certificate's private key is never shown.
 //! - Change tracking: [`GraphDirectory::delta`] reads one round of Graph's delta query of users
 //!   (every nextLink followed, only on the configured Graph host); an expired or unknown delta
 //!   link is [`EntraError::DeltaExpired`], which asks for a full resync.
 //! - Synced users: the cloud suspension is immediate but directory sync undoes it while AD says
 //!   enabled; [`sync_reverted`] tells the controller when that happened.
 
+mod credential;
 mod delta;
 mod directory;
 pub mod error;
@@ -43,6 +45,7 @@ use remedy_policies::manifest::Target;
 use remedy_policies::observed::{EntraUser, ProviderView};
 use remedy_policies::{Action, Identity};
 
+pub use credential::CredentialKind;
 pub use delta::{DeltaFrom, DeltaRound, DeltaUser, DELTA_SELECT};
 pub use directory::{GraphDirectory, GraphOptions};
 pub use error::EntraError;

@@ -1,5 +1,11 @@
 //! App-only access tokens: the OAuth 2.0 client credentials grant against the Microsoft identity
-//! platform, one token shared by every request.
+//! platform, one token shared by every request. The app proves who it is with a client secret, a
+//! signed client assertion or a federated token ([`super::credential`]).
+//!
+//! A refusal that needs a person (a wrong or expired secret, an unregistered certificate, no
+//! matching federated credential) is returned at once, never retried, with what to do about it;
+//! an endpoint that is down (5xx, refused connections, timeouts) is retried within the retry
+//! policy, and past it the error is transient: the provider is unavailable for now.
 //!
 //! The token is refreshed ahead of its expiry (5 minutes, or a tenth of its lifetime when that is
 //! shorter). Refreshes are single-flight: callers that find the token due wait for the one refresh
@@ -14,6 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::credential::{aadsts_number, fix_for, Credential};
 use super::error::{scrub, transport_error, truncate, EntraError};
 use super::retry::{parse_retry_after, Gate, RetryPolicy};
 use crate::secret::Secret;
@@ -55,7 +62,7 @@ pub struct TokenSource {
     http: reqwest::Client,
     token_url: String,
     client_id: String,
-    client_secret: Secret,
+    credential: Credential,
     scope: String,
     timeout: Duration,
     retry: RetryPolicy,
@@ -78,7 +85,7 @@ impl fmt::Debug for TokenSource {
         f.debug_struct("TokenSource")
             .field("token_url", &self.token_url)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
+            .field("credential", &self.credential)
             .field("scope", &self.scope)
             .field("token", &state)
             .field("requests", &self.requests.load(Ordering::Relaxed))
@@ -110,6 +117,8 @@ struct TokenErrorResponse {
     error_description: String,
     #[serde(default)]
     trace_id: Option<String>,
+    #[serde(default)]
+    error_codes: Vec<u32>,
 }
 
 impl TokenSource {
@@ -117,7 +126,7 @@ impl TokenSource {
         http: reqwest::Client,
         token_url: String,
         client_id: String,
-        client_secret: Secret,
+        credential: Credential,
         scope: String,
         timeout: Duration,
         retry: RetryPolicy,
@@ -126,7 +135,7 @@ impl TokenSource {
             http,
             token_url,
             client_id,
-            client_secret,
+            credential,
             scope,
             timeout,
             retry,
@@ -222,13 +231,11 @@ impl TokenSource {
     }
 
     async fn fetch_once(&self) -> Result<AccessToken, (EntraError, Option<Duration>)> {
+        let proof = self.credential.proof(&self.token_url, &self.client_id).map_err(|e| (e, None))?;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let form = [
-            ("client_id", self.client_id.as_str()),
-            ("scope", self.scope.as_str()),
-            ("client_secret", self.client_secret.expose()),
-            ("grant_type", "client_credentials"),
-        ];
+        let mut form = vec![("client_id", self.client_id.as_str()), ("scope", self.scope.as_str())];
+        form.extend(proof.fields());
+        form.push(("grant_type", "client_credentials"));
         let sent = Instant::now();
         let response = self
             .http
@@ -284,8 +291,10 @@ impl TokenSource {
             return Ok(token);
         }
         let text = String::from_utf8_lossy(&bytes);
-        let secret = self.client_secret.expose();
+        let secret = proof.secret();
         let parsed: TokenErrorResponse = serde_json::from_str(&text).unwrap_or_default();
+        let fix = aadsts_number(&parsed.error_codes, &parsed.error_description)
+            .and_then(|number| fix_for(number, self.credential.kind()));
         let (code, description) = if parsed.error.is_empty() {
             (String::new(), truncate(&scrub(&text, secret), 300))
         } else {
@@ -297,12 +306,14 @@ impl TokenSource {
             code,
             description,
             trace_id: parsed.trace_id.map(|t| scrub(&t, secret)),
+            fix,
         };
         tracing::warn!(
             status,
             code = error.code().unwrap_or("-"),
             trace_id = error.request_id().unwrap_or("-"),
             transient = error.is_transient(),
+            credential = self.credential.kind().key(),
             "token request refused"
         );
         Err((error, retry_after))

@@ -39,7 +39,9 @@ async fn start_with(sim_config: SimConfig) -> Env {
     let config = EntraConfig {
         tenant_id: TENANT.into(),
         client_id: CLIENT_ID.into(),
-        client_secret_file: "client-secret".into(),
+        client_secret_file: Some("client-secret".into()),
+        client_certificate_file: None,
+        federated_token_file: None,
         authority_host: sim.url(),
         graph_url: sim.url(),
         ca_file: None,
@@ -412,7 +414,7 @@ async fn an_invalid_client_secret_is_permanent_and_never_shown() {
     let env = start(vec![SimUser::new("frank@remedy.test")]).await;
     let wrong = "wr0ng~Secret.value-42";
     write_secret(env.dir.path(), "wrong-secret", wrong);
-    let config = EntraConfig { client_secret_file: "wrong-secret".into(), ..env.config.clone() };
+    let config = EntraConfig { client_secret_file: Some("wrong-secret".into()), ..env.config.clone() };
     let directory = GraphDirectory::with_options(&config, env.dir.path(), options()).unwrap();
     let error = directory.check().await.expect_err("refused");
     assert!(!error.is_transient(), "{error}");

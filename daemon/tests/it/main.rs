@@ -17,6 +17,7 @@ mod consistency;
 mod crash;
 mod dc_outage;
 mod entra;
+mod entra_credentials;
 mod failover;
 mod operator_cli;
 mod recontain;

@@ -550,3 +550,40 @@ async fn a_records_before_and_after_are_written_as_the_plan_writes_them() {
     }
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_token_endpoint_outage_holds_only_the_entra_actions_and_they_are_sent_once_it_is_back() {
+    let dc = Dc::shared().await;
+    let ou = dc.ou("serve-token-outage").await;
+    let user = ou.add_user("outage", 0x200).await;
+    let options = Options { entra_users: vec![SimUser::new(&user.upn)], ..Options::default() };
+    let daemon = Daemon::start(&dc, options).await;
+    let sim = daemon.sim.as_ref().expect("graph-sim");
+    // Longer than one pass's token retries (4 attempts within 6 s), so that a pass meets it.
+    sim.inject(remedy_graph_sim::Fault::TokenOutage { status: 503, duration: Duration::from_secs(9) });
+
+    daemon.save("inc-1.yaml", &manifest("inc-1", &user.sam, DISABLE_AND_SUSPEND));
+    let waiting = daemon
+        .wait_status("inc-1", Duration::from_secs(20), |status| {
+            status.conditions.iter().any(|c| c.reason == ConditionReason::ProviderUnavailable)
+        })
+        .await;
+    let (state, _, message) = condition(&waiting, ConditionType::Reconciling);
+    assert_eq!(state, ConditionStatus::True, "{waiting:#?}");
+    assert!(message.contains("token request") && message.contains("503"), "the status says why: {message}");
+    let mut ldap = dc.admin().await;
+    assert_eq!(dc::read_user(&mut ldap, &user.dn).await.user_account_control, 0x202, "AD did not wait");
+    assert!(sim.user(&user.upn).expect("in Entra").account_enabled, "nothing sent to Entra ID without a token");
+
+    // The error policy retries; once the endpoint answers, the suspension goes out, once.
+    daemon.wait_status("inc-1", Duration::from_secs(45), is_ready).await;
+    assert!(!sim.user(&user.upn).expect("in Entra").account_enabled, "suspended in Entra ID");
+    let suspensions: Vec<_> = actions(&daemon.history(&sam(&user)))
+        .into_iter()
+        .filter(|(action, _, _, _)| *action == Action::SuspendUser)
+        .collect();
+    assert_eq!(suspensions, vec![(Action::SuspendUser, ActionOutcome::Succeeded, "true".into(), "false".into())]);
+    let patches = sim.log().iter().filter(|e| e.method == "PATCH").count();
+    assert_eq!(patches, 1, "sent once");
+    daemon.stop().await;
+}

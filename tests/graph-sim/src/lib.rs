@@ -6,12 +6,13 @@
 //! simulator works against the real service by configuration alone. Where the documentation is silent
 //! the simulator says so in a comment ("Assumption") next to the code that guesses.
 //!
-//! One simulator is one tenant with one app registration (client credentials with a secret). Its URL
-//! serves as both the identity platform's authority host and the Graph URL:
+//! One simulator is one tenant with one app registration (client credentials with a secret, and
+//! optionally certificates and federated identity credentials). Its URL serves as both the identity
+//! platform's authority host and the Graph URL:
 //!
 //! | endpoint | what it does |
 //! |---|---|
-//! | `POST /{tenant}/oauth2/v2.0/token` | client credentials grant → opaque bearer token |
+//! | `POST /{tenant}/oauth2/v2.0/token` | client credentials grant (secret, certificate assertion or federated token) → opaque bearer token |
 //! | `GET /v1.0/users/{id or userPrincipalName}` | `$select` |
 //! | `GET /v1.0/users` | `$filter` (`id`/`userPrincipalName` with `eq`, `in`, `or`), `$select`, `$top`, nextLink paging |
 //! | `GET /v1.0/users/delta` | change tracking: `$select`, nextLink/deltaLink, `$deltatoken=latest`, `@removed`, expiry |
@@ -40,6 +41,7 @@
 //! # Ok(()) }
 //! ```
 
+mod assertion;
 mod batch;
 mod delta;
 mod graph;
@@ -47,6 +49,7 @@ mod inspect;
 mod model;
 mod odata;
 mod state;
+pub mod testdata;
 mod token;
 
 use std::net::SocketAddr;
@@ -58,9 +61,10 @@ use axum::Router;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use assertion::{sign_jwt, thumbprint_sha256};
 pub use model::{
-    format_duration, parse_duration, Fault, LoggedRequest, ReplicaLag, SimConfig, SimUser, Throttle, RISK_LEVELS,
-    RISK_STATES, USER_TYPES,
+    format_duration, parse_duration, Fault, FederatedCredential, LoggedRequest, ReplicaLag, SimConfig, SimUser,
+    Throttle, FEDERATED_AUDIENCE, RISK_LEVELS, RISK_STATES, USER_TYPES,
 };
 
 use state::Shared;

@@ -64,6 +64,19 @@ pub struct SimConfig {
     /// requires a Microsoft Entra ID P2 license").
     #[serde(default = "yes")]
     pub identity_protection_licensed: bool,
+    /// The app's client secret has passed its end date: the right secret is refused with
+    /// AADSTS7000222 (as every secret is, after at most two years).
+    #[serde(default)]
+    pub client_secret_expired: bool,
+    /// Certificates uploaded to the app registration (PEM text, public part only): a client
+    /// assertion signed with one of their keys and naming its thumbprint is accepted in place of
+    /// the secret.
+    #[serde(default)]
+    pub client_certificates: Vec<String>,
+    /// Federated identity credentials of the app registration: tokens from these issuers, for
+    /// these subjects, are accepted as client assertions (workload identity federation).
+    #[serde(default)]
+    pub federated_credentials: Vec<FederatedCredential>,
 }
 
 /// How far behind writes a lagging replica is (see [`SimConfig::replica_lag`]).
@@ -90,6 +103,46 @@ impl ReplicaLag {
         let span = u64::try_from((self.max - self.min).as_micros()).unwrap_or(u64::MAX);
         self.min + Duration::from_micros(fastrand::u64(0..=span))
     }
+}
+
+/// One federated identity credential: which external tokens stand for the app.
+///
+/// Source: https://learn.microsoft.com/graph/api/resources/federatedidentitycredential (`issuer`,
+/// `subject`, `audiences`). Assumption: the real service fetches the issuer's signing keys from
+/// its OpenID Connect discovery document (`{issuer}/.well-known/openid-configuration`, `jwks_uri`);
+/// the simulator never reaches the network, so the issuer's signing certificate is configured here
+/// instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FederatedCredential {
+    /// The `iss` of the tokens, e.g. an AKS cluster's OIDC issuer URL.
+    pub issuer: String,
+    /// The `sub` of the tokens, e.g. `system:serviceaccount:remedy:remedy`.
+    pub subject: String,
+    /// Accepted `aud` values. Default: `api://AzureADTokenExchange`, the documented one.
+    #[serde(default = "default_federated_audiences")]
+    pub audiences: Vec<String>,
+    /// PEM certificate of the key the issuer signs its tokens with.
+    pub issuer_certificate: String,
+}
+
+impl FederatedCredential {
+    /// A credential for `issuer` and `subject` with the default audience.
+    pub fn new(issuer: impl Into<String>, subject: impl Into<String>, issuer_certificate: impl Into<String>) -> Self {
+        FederatedCredential {
+            issuer: issuer.into(),
+            subject: subject.into(),
+            audiences: default_federated_audiences(),
+            issuer_certificate: issuer_certificate.into(),
+        }
+    }
+}
+
+/// The audience Entra ID expects in federated tokens.
+pub const FEDERATED_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+fn default_federated_audiences() -> Vec<String> {
+    vec![FEDERATED_AUDIENCE.to_owned()]
 }
 
 fn default_delta_token_lifetime() -> Duration {
@@ -125,6 +178,9 @@ impl SimConfig {
             delta_token_lifetime: default_delta_token_lifetime(),
             replica_lag: None,
             identity_protection_licensed: true,
+            client_secret_expired: false,
+            client_certificates: Vec::new(),
+            federated_credentials: Vec::new(),
         }
     }
 
@@ -167,6 +223,23 @@ impl SimConfig {
         if let Some(throttle) = &self.throttle {
             if throttle.window.is_zero() {
                 problems.push("throttle.window must be longer than 0".to_owned());
+            }
+        }
+        for (index, pem) in self.client_certificates.iter().enumerate() {
+            if let Err(e) = crate::assertion::Certificate::from_pem(pem) {
+                problems.push(format!("clientCertificates[{index}]: {e}"));
+            }
+        }
+        for (index, credential) in self.federated_credentials.iter().enumerate() {
+            let at = format!("federatedCredentials[{index}]");
+            if credential.issuer.trim().is_empty() || credential.subject.trim().is_empty() {
+                problems.push(format!("{at}: issuer and subject must not be empty"));
+            }
+            if credential.audiences.is_empty() {
+                problems.push(format!("{at}: audiences must name at least one (api://AzureADTokenExchange)"));
+            }
+            if let Err(e) = crate::assertion::Certificate::from_pem(&credential.issuer_certificate) {
+                problems.push(format!("{at}.issuerCertificate: {e}"));
             }
         }
         let mut ids = HashSet::new();
@@ -362,7 +435,7 @@ pub struct Throttle {
 ///
 /// JSON (for `POST /_sim/faults`): `{"status":{"status":503,"count":2}}`,
 /// `{"throttle":{"count":1,"retryAfter":"2s"}}`, `{"latency":"200ms"}`, `"expireTokens"`,
-/// `"expireDeltaTokens"`, `"resetDeltaTokens"`.
+/// `"expireDeltaTokens"`, `"resetDeltaTokens"`, `{"tokenOutage":{"status":503,"duration":"5s"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Fault {
@@ -403,6 +476,16 @@ pub enum Fault {
     /// Every delta and skip token issued so far needs a synchronization reset: using one answers
     /// 410 Gone with a `Location` to start again from.
     ResetDeltaTokens,
+    /// The token endpoint is down for `duration` from now: every token request answers `status`
+    /// (500, 503, 504 ...) with the identity platform's error body. (A token endpoint that refuses
+    /// connections is a stopped simulator: [`crate::Sim::shutdown`], then [`crate::spawn_on`] the
+    /// same address.)
+    #[serde(rename_all = "camelCase")]
+    TokenOutage {
+        status: u16,
+        #[serde(with = "duration_text")]
+        duration: Duration,
+    },
 }
 
 /// One request as the simulator saw it.

@@ -51,6 +51,14 @@ pub(crate) struct Inner {
     batch_throttle: Option<(u32, Duration)>,
     /// GET requests still to be answered 202 Accepted without a body.
     accepted_gets: u32,
+    /// The token endpoint's injected outage ([`Fault::TokenOutage`]).
+    token_outage: Option<TokenOutage>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TokenOutage {
+    status: u16,
+    until: Instant,
 }
 
 /// One numbered change to a user, in the simulator's change log.
@@ -100,6 +108,7 @@ impl Shared {
             before_write: HashMap::new(),
             batch_throttle: None,
             accepted_gets: 0,
+            token_outage: None,
         };
         Shared { config, inner: Mutex::new(inner) }
     }
@@ -242,6 +251,21 @@ impl Inner {
                     *expiry = (*expiry).min(now);
                 }
             }
+            Fault::TokenOutage { status, duration } => {
+                self.token_outage = Some(TokenOutage { status, until: Instant::now() + duration })
+            }
+        }
+    }
+
+    /// The status the token endpoint answers while it is down, if it is.
+    pub fn token_outage(&mut self) -> Option<u16> {
+        match self.token_outage {
+            Some(outage) if Instant::now() < outage.until => Some(outage.status),
+            Some(_) => {
+                self.token_outage = None;
+                None
+            }
+            None => None,
         }
     }
 

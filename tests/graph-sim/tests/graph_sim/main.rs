@@ -5,6 +5,7 @@
 
 mod batch;
 mod binary;
+mod credentials;
 mod delta;
 mod faults;
 mod realism;
