@@ -163,6 +163,13 @@ impl Providers {
         state
     }
 
+    /// The URL of the DC that serves Active Directory now, when AD is connected and several DCs are
+    /// configured (with one DC there is no other DC to wait for).
+    pub fn ad_dc(&self) -> Option<String> {
+        let several = self.ad_config.as_ref().is_some_and(|c| c.dc_urls().len() > 1);
+        self.ad.as_ref().filter(|_| several).map(LdapDirectory::current_dc)
+    }
+
     pub fn ad(&self) -> Option<&LdapDirectory> {
         self.ad.as_ref()
     }

@@ -163,6 +163,11 @@ impl LdapDirectory {
         Ok(LdapDirectory { inner: Arc::new(inner), protected_groups: Vec::new() })
     }
 
+    /// The URL of the DC in use (the most preferred one before any connection).
+    pub fn current_dc(&self) -> String {
+        self.inner.pool.current_url()
+    }
+
     /// Also protects the members of these groups (`guardrails.protectedGroups`: SIDs, DNs or
     /// names), beside the AdminSDHolder set, which is always read.
     pub fn with_protected_groups(self, groups: &[String]) -> Self {

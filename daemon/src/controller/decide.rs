@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use remedy_policies::manifest::Generation;
 use remedy_policies::observed::{ObservedState, ProviderView};
-use remedy_policies::plan::{Cause, DepartedManifest, Disposition, IdentityPlan, IdentityStatus, Plan};
+use remedy_policies::plan::{Cause, DepartedManifest, Disposition, IdentityPlan, IdentityStatus, Plan, RecordedChange};
+use remedy_policies::replication::{self, Allowance, DcRef, Sent as ReplicationSent, Settlement};
 use remedy_policies::{Action, Identity, ManifestName, Provider};
 
 use super::policy::Verdict;
@@ -134,6 +135,54 @@ pub fn spaced_corrections(plan: &Plan, spaced: &BTreeSet<Identity>) -> Vec<(Iden
                 .map(|planned| (identity.identity.clone(), planned.action))
         })
         .collect()
+}
+
+/// The drift corrections that may only be replication catching up: remedy's latest change of the
+/// attribute was made on another DC than the one that served this pass's observation, within the
+/// replication allowance (`policies::replication`). They are neither sent nor counted as drift yet;
+/// each is looked at again by its deadline (awaiting, with the deadline), and corrected on the DC
+/// in use once the allowance is used up without the change showing.
+pub fn replication_pending(
+    plan: &Plan,
+    remedy_changes: &[RecordedChange],
+    serving_dc: Option<&str>,
+    now: DateTime<Utc>,
+) -> BTreeMap<(Identity, Action), DateTime<Utc>> {
+    let Some(serving) = serving_dc else { return BTreeMap::new() };
+    let serving = DcRef { url: serving.to_owned(), site: None };
+    let attribute = |action: Action| action.inverse().map_or(action, |inverse| inverse.min(action));
+    let mut pending = BTreeMap::new();
+    for identity in &plan.identities {
+        let names = names_of(identity);
+        for planned in &identity.actions {
+            if planned.cause != Cause::DriftCorrection || planned.provider != Provider::ActiveDirectory {
+                continue;
+            }
+            let latest = remedy_changes
+                .iter()
+                .filter(|c| attribute(c.action) == attribute(planned.action) && names.contains(&c.identity))
+                .max_by_key(|c| c.at);
+            let Some(change) = latest.filter(|c| c.action == planned.action) else { continue };
+            let Some(dc) = &change.dc else { continue };
+            let sent = ReplicationSent { to: Some(DcRef { url: dc.clone(), site: None }), at: change.at };
+            // remedy knows no sites for a list of DCs: it allows them the within-site minute (list
+            // the DCs of remedy's own site; between sites replication can take 15 minutes).
+            let allowance = Allowance { between_sites: Allowance::default().within_site, ..Allowance::default() };
+            if let Settlement::Pending { check_again_at } = replication::settle(&sent, &serving, false, &allowance, now)
+            {
+                tracing::info!(
+                    identity = %identity.identity,
+                    action = %planned.action,
+                    written_to = %dc,
+                    serving = %serving.url,
+                    until = %check_again_at,
+                    "not shown by the DC in use yet: waiting for replication before correcting"
+                );
+                pending.insert((identity.identity.clone(), planned.action), check_again_at);
+            }
+        }
+    }
+    pending
 }
 
 /// The error policy's input for one account: transient trouble (a provider that could not be
@@ -472,5 +521,81 @@ mod tests {
             &generations(),
         );
         assert_eq!(verdict, Verdict::settled());
+    }
+
+    #[test]
+    fn a_correction_that_may_be_replication_waits_for_the_allowance_and_only_then() {
+        let dc1 = "ldaps://dc1";
+        let dc2 = "ldaps://dc2";
+        let now = chrono::Utc::now();
+        let ago = |seconds: i64| now - chrono::Duration::seconds(seconds);
+        let change = |action: Action, seconds: i64, dc: Option<&str>| RecordedChange {
+            manifest: name("inc-1"),
+            identity: id("alice"),
+            action,
+            at: ago(seconds),
+            dc: dc.map(str::to_owned),
+        };
+        let correction = || {
+            plan_of(vec![account(
+                "alice",
+                IdentityStatus::Pending,
+                vec![planned(Action::DisableAccount, Cause::DriftCorrection, Disposition::Allowed)],
+            )])
+        };
+        let key = (id("alice"), Action::DisableAccount);
+        // (remedy's changes, the DC serving now, waits until)
+        let cases: Vec<(&str, Vec<RecordedChange>, Option<&str>, Option<DateTime<Utc>>)> = vec![
+            (
+                "written on dc1 10 s ago, dc2 serves: wait",
+                vec![change(Action::DisableAccount, 10, Some(dc1))],
+                Some(dc2),
+                Some(ago(10) + chrono::Duration::minutes(1)),
+            ),
+            (
+                "written on dc1 2 min ago: the allowance is used up",
+                vec![change(Action::DisableAccount, 120, Some(dc1))],
+                Some(dc2),
+                None,
+            ),
+            (
+                "the same DC serves: its view decides at once",
+                vec![change(Action::DisableAccount, 10, Some(dc1))],
+                Some(dc1),
+                None,
+            ),
+            (
+                "no DC named in the record (one DC, or an old record)",
+                vec![change(Action::DisableAccount, 10, None)],
+                Some(dc2),
+                None,
+            ),
+            ("one DC configured: nothing to wait for", vec![change(Action::DisableAccount, 10, Some(dc1))], None, None),
+            (
+                "remedy's latest change of the attribute was the opposite",
+                vec![change(Action::DisableAccount, 30, Some(dc1)), change(Action::EnableAccount, 10, Some(dc1))],
+                Some(dc2),
+                None,
+            ),
+            (
+                "the latest of several decides",
+                vec![change(Action::DisableAccount, 120, Some(dc2)), change(Action::DisableAccount, 10, Some(dc1))],
+                Some(dc2),
+                Some(ago(10) + chrono::Duration::minutes(1)),
+            ),
+        ];
+        for (what, changes, serving, waits_until) in cases {
+            let pending = replication_pending(&correction(), &changes, serving, now);
+            assert_eq!(pending.get(&key).copied(), waits_until, "{what}");
+        }
+        // Only drift corrections wait: a manifest's first disable goes at once.
+        let first = plan_of(vec![account(
+            "alice",
+            IdentityStatus::Pending,
+            vec![planned(Action::DisableAccount, Cause::Desired, Disposition::Allowed)],
+        )]);
+        assert!(
+            replication_pending(&first, &[change(Action::DisableAccount, 10, Some(dc1))], Some(dc2), now).is_empty()
+        );
     }
 }

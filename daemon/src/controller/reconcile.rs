@@ -159,6 +159,9 @@ pub async fn run_pass(
         approvals: input.approvals,
         now: input.now,
     });
+    // Several DCs: a correction that may only be replication catching up waits (awaiting, with
+    // its deadline) instead of being sent as drift.
+    let replicating = decide::replication_pending(&plan, &remedy_changes, providers.ad_dc().as_deref(), input.now);
     drop(remedy_changes);
 
     let mut sorted = decide::sort_allowed(&plan, &deferred, &known.generations, |who, action, fingerprint| {
@@ -168,6 +171,8 @@ pub async fn run_pass(
     // Sent already: awaiting confirmation, or not effective by its deadline (parked below).
     sorted.withheld.extend(awaiting.keys().cloned());
     sorted.withheld.extend(not_effective.iter().map(|(who, action, _)| (who.clone(), *action)));
+    sorted.withheld.extend(replicating.keys().cloned());
+    awaiting.extend(replicating);
     let refs =
         |provenance: &[ManifestName], cause: &Cause| manifest_refs(provenance, cause, &known.generations, input.commit);
     let mut sent = Vec::new();

@@ -197,6 +197,7 @@ impl ActionRecord {
                 identity: self.identity.clone(),
                 action: self.action,
                 at,
+                dc: self.domain_controller.clone(),
             })
             .collect()
     }

@@ -6,6 +6,8 @@
 //! is back.
 
 use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, Scope};
@@ -62,6 +64,26 @@ async fn disabled_in(ldap: &mut Ldap, base: &str) -> usize {
         .and_then(|r| r.success())
         .unwrap_or_else(|e| panic!("count the disabled users below {base}: {e}"));
     entries.len()
+}
+
+/// The action records of `identity` that say a change was made (succeeded, drift-corrected,
+/// restored), with the DC each went to.
+fn made(records: &[HistoryRecord], identity: &Identity) -> Vec<(Option<String>, ActionOutcome, DateTime<Utc>)> {
+    records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Action(a)
+                if &a.identity == identity
+                    && matches!(
+                        a.outcome,
+                        ActionOutcome::Succeeded | ActionOutcome::DriftCorrected | ActionOutcome::Restored
+                    ) =>
+            {
+                Some((a.domain_controller.clone(), a.outcome, r.at))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The succeeded action records of `identity`.
@@ -152,25 +174,52 @@ async fn failover_dc1_stopped_mid_pass_loses_no_change_and_repeats_none() {
     let stopped_at = Instant::now();
     assert!(done_before < USERS, "the pass ended before dc1 was stopped: the test needs more users");
 
+    // The failover time: until dc2 shows the disables dc1 had not made.
+    let mut on_dc2 = dc::admin_on(&env.dc2_ldaps_url).await;
+    while disabled_in(&mut on_dc2, &ou.dn).await < USERS - done_before {
+        assert!(stopped_at.elapsed() < REPLICATED_WITHIN, "the pass did not go on on dc2: {:#?}", daemon.progress());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failover = stopped_at.elapsed();
     wait_on(&env.dc2_ldaps_url, &users, 0x2, 0x2, "disabled on dc2").await;
     eprintln!(
-        "failover: {done_before} of {USERS} disables done when dc1 was stopped; all {USERS} visible on dc2 {:?} later",
+        "failover: {done_before} of {USERS} disables done when dc1 was stopped; the other {} visible on dc2 {failover:?} \
+         after the stop, all {USERS} {:?} after it",
+        USERS - done_before,
         stopped_at.elapsed()
     );
     // Every status settles (the manifests of the interrupted actions included).
     for user in &users {
         daemon.wait_status(&user.sam, Duration::from_secs(60), is_ready).await;
     }
+    // Each account is disabled once per DC at most: a disable dc1 made and could not replicate
+    // before it stopped is written on dc2 only after the replication allowance (1 minute), never
+    // at once as if someone had undone it.
     let history = all_history(&daemon.store);
     let mut by_dc: BTreeMap<String, usize> = BTreeMap::new();
+    let mut rewritten = 0;
     for user in &users {
-        let done = succeeded(&history, &sam(user));
-        assert!(done.len() <= 1, "{} disabled more than once: {done:?}", user.sam);
-        if let Some((Some(dc), _)) = done.first() {
-            *by_dc.entry(dc.clone()).or_default() += 1;
+        let done = made(&history, &sam(user));
+        match done.as_slice() {
+            [_] => {}
+            [(Some(first), _, at), (Some(second), _, again)]
+                if first == &env.ldaps_url && second == &env.dc2_ldaps_url =>
+            {
+                assert!(
+                    *again - *at >= chrono::Duration::seconds(55),
+                    "{}: written again on dc2 {} s after dc1's write, within the replication allowance: {done:?}",
+                    user.sam,
+                    (*again - *at).num_seconds()
+                );
+                rewritten += 1;
+            }
+            _ => panic!("{} must be disabled once, or once per DC after the allowance: {done:?}", user.sam),
+        }
+        for (dc, _, _) in &done {
+            *by_dc.entry(dc.clone().unwrap_or_default()).or_default() += 1;
         }
     }
-    eprintln!("failover: succeeded disables by DC: {by_dc:?}");
+    eprintln!("failover: disables by DC: {by_dc:?}; {rewritten} written again on dc2 after the replication allowance");
     assert!(by_dc.get(&env.dc2_ldaps_url).copied().unwrap_or(0) > 0, "some went to dc2: {by_dc:?}");
 
     stopped.start();

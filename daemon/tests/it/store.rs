@@ -953,6 +953,7 @@ fn recorded_changes_are_remedys_own_changes_per_identity() {
         identity: identity("sam:alice"),
         action,
         at: at(seconds),
+        dc: None,
     };
     assert_eq!(
         store.recorded_changes(&identity("sam:alice")).expect("read"),

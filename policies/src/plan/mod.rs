@@ -64,6 +64,10 @@ pub struct RecordedChange {
     pub identity: Identity,
     pub action: Action,
     pub at: DateTime<Utc>,
+    /// The DC an Active Directory change was made on (its URL), when known: another DC may not
+    /// show it until replication brings it (see [`crate::replication`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dc: Option<String>,
 }
 
 /// Everything [`plan`] decides from.

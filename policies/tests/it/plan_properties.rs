@@ -262,7 +262,13 @@ fn history(owners: Vec<(ManifestName, Identity)>) -> impl Strategy<Value = Vec<R
                             }
                             (identity, _) => identity.clone(),
                         };
-                        RecordedChange { manifest: manifest.clone(), identity, action, at: minutes_before_now(minutes) }
+                        RecordedChange {
+                            manifest: manifest.clone(),
+                            identity,
+                            action,
+                            at: minutes_before_now(minutes),
+                            dc: None,
+                        }
                     })
                     .collect::<Vec<_>>()
             })
@@ -275,6 +281,7 @@ fn history(owners: Vec<(ManifestName, Identity)>) -> impl Strategy<Value = Vec<R
                 identity,
                 action,
                 at: minutes_before_now(minutes),
+                dc: None,
             })
             .collect::<Vec<_>>()
     });
@@ -350,6 +357,7 @@ fn apply_allowed(world: &mut World, plan: &Plan) {
                 identity: target.unwrap_or_else(|| identity.identity.clone()),
                 action: planned.action,
                 at: now(),
+                dc: None,
             });
         }
     }
