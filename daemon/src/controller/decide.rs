@@ -544,8 +544,9 @@ mod tests {
             )])
         };
         let key = (id("alice"), Action::DisableAccount);
-        // (remedy's changes, the DC serving now, waits until)
-        let cases: Vec<(&str, Vec<RecordedChange>, Option<&str>, Option<DateTime<Utc>>)> = vec![
+        // (what, remedy's changes, the DC serving now, waits until)
+        type Case<'a> = (&'a str, Vec<RecordedChange>, Option<&'a str>, Option<DateTime<Utc>>);
+        let cases: Vec<Case> = vec![
             (
                 "written on dc1 10 s ago, dc2 serves: wait",
                 vec![change(Action::DisableAccount, 10, Some(dc1))],
