@@ -423,7 +423,10 @@ fn identity_state(identity: &IdentityPlan, pass: &PassResult) -> IdentityState {
     }
     for report in sent {
         match report.outcome {
-            Outcome::Succeeded => notes.push(format!("{}: {} → {}", report.action, report.before, report.after)),
+            Outcome::Succeeded => notes.push(match &report.domain_controller {
+                Some(dc) => format!("{}: {} → {} (on {dc})", report.action, report.before, report.after),
+                None => format!("{}: {} → {}", report.action, report.before, report.after),
+            }),
             Outcome::Failed | Outcome::Skipped => {
                 notes.push(format!("{} failed: {}", report.action, report.error.as_deref().unwrap_or("")))
             }

@@ -33,6 +33,8 @@ pub struct Sent {
     pub duration_ms: u64,
     /// The AD account's `uSNChanged` as read back after the write.
     pub usn_after: Option<u64>,
+    /// The DC an Active Directory action went to, when it succeeded.
+    pub domain_controller: Option<String>,
 }
 
 impl Sent {
@@ -48,6 +50,7 @@ impl Sent {
             after: report.observed_after.clone().unwrap_or_else(|| report.planned.after.clone()),
             duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
             usn_after: report.usn_after,
+            domain_controller: report.domain_controller.clone(),
         }
     }
 }
@@ -347,6 +350,7 @@ mod tests {
             after: "514".into(),
             duration_ms: 3,
             usn_after: None,
+            domain_controller: None,
         }
     }
 

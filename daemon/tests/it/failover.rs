@@ -113,7 +113,12 @@ async fn failover_a_manifest_committed_while_dc1_is_down_is_applied_on_dc2_and_r
     let stopped = dc.stop_one("dc1");
     let committed = Instant::now();
     daemon.save("first.yaml", &manifest("first", &first.sam, DISABLE));
-    daemon.wait_status("first", Duration::from_secs(60), is_ready).await;
+    let status = daemon.wait_status("first", Duration::from_secs(60), is_ready).await;
+    let notes: Vec<&String> = status.identities.iter().flat_map(|i| i.notes.iter()).collect();
+    assert!(
+        notes.iter().any(|note| note.contains(&env.dc2_ldaps_url)),
+        "the status names the DC the disable went to: {notes:?}"
+    );
     eprintln!(
         "failover: a manifest committed with dc1 down was applied on dc2 {:?} after the commit",
         committed.elapsed()
