@@ -278,24 +278,11 @@ impl Collector for ProviderCounters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let ProviderStats { ldap, graph, watcher, graph_watcher } = self.with(|p| p.clone());
         let graph = match (graph, graph_watcher.map(|g| g.stats())) {
-            (Some(client), Some(delta)) => Some(GraphStats {
-                token_requests: client.token_requests + delta.token_requests,
-                batches: client.batches + delta.batches,
-                sub_requests: client.sub_requests + delta.sub_requests,
-                single_requests: client.single_requests + delta.single_requests,
-                throttled: client.throttled + delta.throttled,
-                retries: client.retries + delta.retries,
-            }),
+            (Some(client), Some(delta)) => Some(client + delta),
             (graph, delta) => graph.or(delta),
         };
         let ldap = match (ldap, watcher.map(|w| w.stats())) {
-            (Some(pool), Some(watch)) => Some(AdStats {
-                connects: pool.connects + watch.connects,
-                searches: pool.searches + watch.searches,
-                pages: pool.pages + watch.pages,
-                entries: pool.entries + watch.entries,
-                modifies: pool.modifies + watch.modifies,
-            }),
+            (Some(pool), Some(watch)) => Some(pool + watch),
             (ldap, watch) => ldap.or(watch),
         };
         if let Some(ldap) = ldap {
@@ -311,6 +298,12 @@ impl Collector for ProviderCounters {
                 "remedy_ldap_entries",
                 "Entries Active Directory's searches returned.",
                 ldap.entries,
+            )?;
+            counter(
+                &mut encoder,
+                "remedy_ldap_dc_switches",
+                "Times remedy's connections moved to another domain controller (activeDirectory.domainControllers).",
+                ldap.dc_switches,
             )?;
         }
         if let Some(graph) = graph {
@@ -355,7 +348,7 @@ mod tests {
         metrics.set_queue_depth(3);
         let without_providers = metrics.render();
         assert!(!without_providers.contains("remedy_ldap_") && !without_providers.contains("remedy_graph_"));
-        metrics.set_ldap(AdStats { connects: 4, searches: 3, pages: 7, entries: 900, modifies: 2 });
+        metrics.set_ldap(AdStats { connects: 4, searches: 3, pages: 7, entries: 900, modifies: 2, dc_switches: 1 });
         metrics.set_graph(GraphStats {
             token_requests: 1,
             batches: 5,

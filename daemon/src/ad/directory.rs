@@ -39,6 +39,24 @@ pub struct AdStats {
     pub entries: u64,
     /// Modify operations sent.
     pub modifies: u64,
+    /// Times the connections moved to another DC (several DCs configured).
+    pub dc_switches: u64,
+}
+
+impl std::ops::Add for AdStats {
+    type Output = AdStats;
+
+    /// Two clients' counters together (the pool's and the change watcher's).
+    fn add(self, other: AdStats) -> AdStats {
+        AdStats {
+            connects: self.connects + other.connects,
+            searches: self.searches + other.searches,
+            pages: self.pages + other.pages,
+            entries: self.entries + other.entries,
+            modifies: self.modifies + other.modifies,
+            dc_switches: self.dc_switches + other.dc_switches,
+        }
+    }
 }
 
 /// The Active Directory provider: a pool of bound LDAP connections to one DC.
@@ -198,6 +216,7 @@ impl Inner {
             pages: self.pages.load(Ordering::Relaxed),
             entries: counters.entries.load(Ordering::Relaxed),
             modifies: counters.modifies.load(Ordering::Relaxed),
+            dc_switches: counters.switches.load(Ordering::Relaxed),
         }
     }
 

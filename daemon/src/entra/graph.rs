@@ -86,6 +86,22 @@ pub struct GraphStats {
     pub retries: u64,
 }
 
+impl std::ops::Add for GraphStats {
+    type Output = GraphStats;
+
+    /// Two clients' counters together (the provider's and the delta poller's).
+    fn add(self, other: GraphStats) -> GraphStats {
+        GraphStats {
+            token_requests: self.token_requests + other.token_requests,
+            batches: self.batches + other.batches,
+            sub_requests: self.sub_requests + other.sub_requests,
+            single_requests: self.single_requests + other.single_requests,
+            throttled: self.throttled + other.throttled,
+            retries: self.retries + other.retries,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     batches: AtomicU64,
