@@ -20,6 +20,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use super::error::AdError;
+use super::kerberos::{Credentials, Kerberos};
 use super::tls;
 use crate::backoff::Backoff;
 use crate::secret::Secret;
@@ -31,12 +32,20 @@ use crate::secret::Secret;
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// How the action account binds.
+#[derive(Debug)]
+pub enum Bind {
+    /// A simple bind with the account's name and password.
+    Simple { user: String, password: Secret },
+    /// A SASL GSSAPI bind with tickets from a keytab.
+    Kerberos(Kerberos),
+}
+
 /// Where and how to connect. Holds the password, so its `Debug` is written by hand.
 pub struct Target {
     pub url: String,
     pub settings: LdapConnSettings,
-    pub bind_user: String,
-    pub password: Secret,
+    pub bind: Bind,
     pub connect_timeout: Duration,
     pub operation_timeout: Duration,
     /// For error messages about certificate verification.
@@ -47,8 +56,7 @@ impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Target")
             .field("url", &self.url)
-            .field("bind_user", &self.bind_user)
-            .field("password", &self.password)
+            .field("bind", &self.bind)
             .field("connect_timeout", &self.connect_timeout)
             .field("operation_timeout", &self.operation_timeout)
             .field("ca_file", &self.ca_file)
@@ -72,10 +80,16 @@ struct Health {
     last_error: Option<AdError>,
 }
 
+/// A bound connection, and when to bind a new one instead (a Kerberos bind's ticket runs out).
+struct Bound {
+    ldap: Ldap,
+    renew_at: Option<Instant>,
+}
+
 pub struct Pool {
     pub target: Target,
     /// One slot per connection not leased right now; `None` is a connection to (re)open.
-    idle: Mutex<Vec<Option<Ldap>>>,
+    idle: Mutex<Vec<Option<Bound>>>,
     permits: Semaphore,
     health: Mutex<Health>,
     pub counters: Counters,
@@ -108,7 +122,7 @@ impl Pool {
         }
     }
 
-    fn lock_idle(&self) -> MutexGuard<'_, Vec<Option<Ldap>>> {
+    fn lock_idle(&self) -> MutexGuard<'_, Vec<Option<Bound>>> {
         lock(&self.idle)
     }
 
@@ -120,22 +134,31 @@ impl Pool {
         })?;
         // Permits and slots are equal in number, so a permit always finds a slot.
         let slot = self.lock_idle().pop().flatten();
-        let mut lease = Lease { pool: self, ldap: None, _permit: permit };
-        lease.ldap = match slot {
-            Some(mut ldap) => {
-                if ldap.is_closed() {
-                    Some(self.open().await?)
-                } else {
-                    Some(ldap)
+        let mut lease = Lease { pool: self, ldap: None, renew_at: None, _permit: permit };
+        let bound = match slot {
+            Some(mut bound) => {
+                let closed = bound.ldap.is_closed();
+                if !closed && bound.renew_at.is_none_or(|at| Instant::now() < at) {
+                    lease.ldap = Some(bound.ldap);
+                    lease.renew_at = bound.renew_at;
+                    return Ok(lease);
                 }
+                if !closed {
+                    tracing::debug!(url = %self.target.url, "the connection's Kerberos ticket is near its end: binding a new connection");
+                    // The old connection is let go; it is closed once its last handle is gone.
+                    let _ = bound.ldap.unbind().await;
+                }
+                self.open().await?
             }
-            None => Some(self.open().await?),
+            None => self.open().await?,
         };
+        lease.ldap = Some(bound.ldap);
+        lease.renew_at = bound.renew_at;
         Ok(lease)
     }
 
     /// Opens and binds one connection, unless the backoff says to wait.
-    async fn open(&self) -> Result<Ldap, AdError> {
+    async fn open(&self) -> Result<Bound, AdError> {
         {
             let health = lock(&self.health);
             if let (Some(retry_at), Some(last)) = (health.retry_at, &health.last_error) {
@@ -176,12 +199,12 @@ impl Pool {
     /// A connection of its own, outside the pool's slots (a change-notification connection,
     /// held for as long as its searches last).
     pub async fn dedicated(&self) -> Result<Ldap, AdError> {
-        let ldap = self.connect_and_bind().await?;
+        let bound = self.connect_and_bind().await?;
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
-        Ok(ldap)
+        Ok(bound.ldap)
     }
 
-    async fn connect_and_bind(&self) -> Result<Ldap, AdError> {
+    async fn connect_and_bind(&self) -> Result<Bound, AdError> {
         let target = &self.target;
         let operation = format!("connect to {}", target.url);
         let connecting = LdapConnAsync::with_settings(target.settings.clone(), &target.url);
@@ -192,16 +215,41 @@ impl Pool {
                 tracing::debug!(url = %url, error = %error, "LDAP connection ended");
             }
         });
-        // The bind request carries the password: it is never logged, and its errors carry only
-        // the DC's answer.
-        let bind = async {
-            ldap.with_timeout(target.operation_timeout)
-                .simple_bind(&target.bind_user, target.password.expose())
-                .await?
-                .success()
-        };
-        self.finish("bind", Some(&target.bind_user), target.operation_timeout, bind).await?;
-        Ok(ldap)
+        match &target.bind {
+            Bind::Simple { user, password } => {
+                // The bind request carries the password: it is never logged, and its errors carry
+                // only the DC's answer.
+                let bind = async {
+                    ldap.with_timeout(target.operation_timeout).simple_bind(user, password.expose()).await?.success()
+                };
+                self.finish("bind", Some(user), target.operation_timeout, bind).await.map_err(explain_simple_bind)?;
+                Ok(Bound { ldap, renew_at: None })
+            }
+            Bind::Kerberos(kerberos) => {
+                let Credentials { cred, renew_after } = self.kerberos_credentials(kerberos).await?;
+                let bind = async {
+                    ldap.with_timeout(target.operation_timeout)
+                        .sasl_gssapi_cred_bind(cred, &kerberos.host)
+                        .await?
+                        .success()
+                };
+                self.finish("bind", Some(&kerberos.principal), target.operation_timeout, bind).await?;
+                Ok(Bound { ldap, renew_at: Some(Instant::now() + renew_after) })
+            }
+        }
+    }
+
+    /// The keytab's credentials, got on a blocking thread (the KDC is asked over the network),
+    /// within the connect timeout.
+    async fn kerberos_credentials(&self, kerberos: &Kerberos) -> Result<Credentials, AdError> {
+        let kerberos = kerberos.clone();
+        let principal = kerberos.principal.clone();
+        let timeout = self.target.connect_timeout;
+        match tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || kerberos.credentials())).await {
+            Ok(Ok(credentials)) => credentials,
+            Ok(Err(join)) => Err(AdError::Kerberos { principal, message: join.to_string(), transient: true }),
+            Err(_) => Err(AdError::Timeout { operation: format!("Kerberos credentials for {principal}"), after: timeout }),
+        }
     }
 
     /// Runs one LDAP call under a timeout and maps its error.
@@ -266,6 +314,25 @@ impl Pool {
     }
 }
 
+/// A simple bind refused because the DC wants more than a password over this connection: say why
+/// and what to do, keeping the DC's words.
+fn explain_simple_bind(error: AdError) -> AdError {
+    match error {
+        AdError::Ldap { operation, dn, code: code @ (8 | 13), message } => AdError::Ldap {
+            operation,
+            dn,
+            code,
+            message: format!(
+                "{message} — the DC requires strong authentication and refuses a simple bind on a connection without \
+                 TLS: use ldaps:// or startTls: true, or a kerberos bind (signed and sealed), or relax the DC's \
+                 policy (Windows: \"Domain controller: LDAP server signing requirements\"; Samba: \"ldap server \
+                 require strong auth\")"
+            ),
+        },
+        other => other,
+    }
+}
+
 fn operation_text(operation: &str, dn: Option<&str>) -> String {
     match dn {
         Some(dn) => format!("{operation} {dn}"),
@@ -295,6 +362,7 @@ pub fn backoff(failures: u32) -> Duration {
 pub struct Lease<'a> {
     pool: &'a Pool,
     ldap: Option<Ldap>,
+    renew_at: Option<Instant>,
     _permit: SemaphorePermit<'a>,
 }
 
@@ -332,13 +400,34 @@ impl Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        self.pool.lock_idle().push(self.ldap.take());
+        let renew_at = self.renew_at;
+        self.pool.lock_idle().push(self.ldap.take().map(|ldap| Bound { ldap, renew_at }));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_simple_bind_refused_for_strong_auth_says_why_and_what_to_do() {
+        // Samba's answer with `ldap server require strong auth = yes`, and Windows' with LDAP
+        // signing required.
+        for (code, text) in [
+            (8, "BindSimple: Transport encryption required."),
+            (8, "00002028: LdapErr: DSID-0C090259, comment: The server requires binds to turn on integrity checking if SSL\\TLS are not already active on the connection, data 0, v4563"),
+        ] {
+            let refused = AdError::Ldap { operation: "bind", dn: Some("svc@x".into()), code, message: text.into() };
+            let explained = explain_simple_bind(refused).to_string();
+            assert!(explained.starts_with("bind svc@x: LDAP 8 (strongerAuthRequired): "), "{explained}");
+            assert!(explained.contains(text), "the DC's words are kept: {explained}");
+            for fix in ["ldaps://", "startTls: true", "kerberos bind", "ldap server require strong auth"] {
+                assert!(explained.contains(fix), "{fix}: {explained}");
+            }
+        }
+        let wrong_password = AdError::Ldap { operation: "bind", dn: None, code: 49, message: "x".into() };
+        assert_eq!(explain_simple_bind(wrong_password).to_string(), "bind: LDAP 49 (invalidCredentials): x");
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_a_cap() {
