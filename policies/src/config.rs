@@ -663,7 +663,10 @@ mod tests {
         assert!(Config::from_yaml("r.yaml", &with("ldaps://dc1.x.com:636", keytab)).is_ok());
         for url in ["ldaps://127.0.0.1", "ldap://[::1]:389", "ldaps://dc1"] {
             let errors = Config::from_yaml("r.yaml", &with(url, keytab)).expect_err(url);
-            assert!(errors[0].to_string().contains("activeDirectory.url") && errors[0].message.contains("DNS name"), "{errors:?}");
+            assert!(
+                errors[0].to_string().contains("activeDirectory.url") && errors[0].message.contains("DNS name"),
+                "{errors:?}"
+            );
         }
         let both = format!("{keytab}  passwordFile: /p\n");
         let errors = Config::from_yaml("r.yaml", &with("ldaps://dc1.x.com", &both)).expect_err("both");

@@ -49,7 +49,7 @@ pub struct Kerberos {
 pub struct Credentials {
     pub cred: Cred,
     /// Nine tenths of the ticket's remaining lifetime: past it, the pool binds a new connection
-    /// rather than wait for a DC that ends sessions when their ticket expires (Windows does).
+    /// rather than wait for a DC that ends sessions when their ticket expires (Samba does).
     pub renew_after: Duration,
 }
 
@@ -76,7 +76,10 @@ impl Kerberos {
         let krb5_config = kerberos.krb5_config.as_deref().map(resolve);
         if let Some(path) = &krb5_config {
             if let Err(error) = std::fs::File::open(path) {
-                return Err(AdError::Config(format!("cannot read the Kerberos configuration {}: {error}", path.display())));
+                return Err(AdError::Config(format!(
+                    "cannot read the Kerberos configuration {}: {error}",
+                    path.display()
+                )));
             }
         }
         let host = config.host().to_owned();
@@ -134,7 +137,7 @@ impl Kerberos {
                 " (the realm's KDCs are not found: name them in krb5.conf's [realms] or publish _kerberos._tcp SRV records)".into()
             }
             Some(KRB5KDC_ERR_PREAUTH_FAILED | KRB5KRB_AP_ERR_BAD_INTEGRITY) => format!(
-                " (the keytab's key is not the account's: export the keytab again after a password change, or keep it current with gmsad or msktutil for a gMSA; `klist -k {keytab}` shows its key versions)"
+                " (the keytab's key is not the account's: export the keytab again after a password change, or keep it current with gmsad (a gMSA) or msktutil; `klist -k {keytab}` shows its key versions)"
             ),
             Some(KRB5KDC_ERR_C_PRINCIPAL_UNKNOWN) => format!(" (the KDC knows no {principal}: check kerberos.principal)"),
             Some(KRB5KDC_ERR_S_PRINCIPAL_UNKNOWN) => format!(

@@ -197,11 +197,12 @@ impl Pool {
     }
 
     /// A connection of its own, outside the pool's slots (a change-notification connection,
-    /// held for as long as its searches last).
-    pub async fn dedicated(&self) -> Result<Ldap, AdError> {
+    /// held for as long as its searches last), and when it should be bound again: a Kerberos
+    /// bind's ticket runs out then, and a DC ends the session when it has (Samba does).
+    pub async fn dedicated(&self) -> Result<(Ldap, Option<Instant>), AdError> {
         let bound = self.connect_and_bind().await?;
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
-        Ok(bound.ldap)
+        Ok((bound.ldap, bound.renew_at))
     }
 
     async fn connect_and_bind(&self) -> Result<Bound, AdError> {
@@ -248,7 +249,9 @@ impl Pool {
         match tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || kerberos.credentials())).await {
             Ok(Ok(credentials)) => credentials,
             Ok(Err(join)) => Err(AdError::Kerberos { principal, message: join.to_string(), transient: true }),
-            Err(_) => Err(AdError::Timeout { operation: format!("Kerberos credentials for {principal}"), after: timeout }),
+            Err(_) => {
+                Err(AdError::Timeout { operation: format!("Kerberos credentials for {principal}"), after: timeout })
+            }
         }
     }
 

@@ -611,8 +611,11 @@ async fn passwords_never_appear_in_logs_debug_output_or_errors() {
     let not_effective =
         directory.apply(&account, Action::ForcePasswordChange, Utc::now()).await.expect_err("never expires");
     let disabled = directory.apply(&account, Action::DisableAccount, Utc::now()).await.expect("disable");
-    let wrong =
-        ActiveDirectoryConfig { bind_user: user.upn.clone(), password_file: Some("wrong".into()), ..dc.action_config() };
+    let wrong = ActiveDirectoryConfig {
+        bind_user: user.upn.clone(),
+        password_file: Some("wrong".into()),
+        ..dc.action_config()
+    };
     let bind_error = LdapDirectory::connect(&wrong, dir.path()).await.expect_err("wrong password");
     let secret = remedy::secret::Secret::from_file(&dc.env().action_password_file).expect("secret");
 

@@ -10,10 +10,10 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::support::dc::{self, Dc, TestOu, TestUser};
+use crate::support::free_port;
 use crate::support::kerberos;
 use crate::support::proxy::Proxy;
 use crate::support::serve::Serve;
-use crate::support::free_port;
 
 fn disable(name: &str, user: &TestUser) -> String {
     format!(
@@ -167,11 +167,11 @@ async fn kerberos_a_keytab_that_cannot_work_is_said_plainly() {
     let output = remedy(&["plan"], &config);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains(&format!("klist -k {}", others.display())), "{}", text(&output));
+    assert!(text(&output).contains("Can't find client principal"), "the library's words are kept: {}", text(&output));
 
     // A stale keytab: the account's password changed after the export.
     let mut ldap = dc.admin().await;
-    let quoted: Vec<u8> =
-        format!("\"{}\"", dc::random_password()).encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let quoted: Vec<u8> = format!("\"{}\"", dc::random_password()).encode_utf16().flat_map(u16::to_le_bytes).collect();
     ldap.modify(&user.dn, vec![ldap3::Mod::Replace(b"unicodePwd".to_vec(), [quoted].into())])
         .await
         .and_then(|r| r.success())
@@ -181,6 +181,7 @@ async fn kerberos_a_keytab_that_cannot_work_is_said_plainly() {
     let output = remedy(&["plan"], &config);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("export the keytab again"), "{}", text(&output));
+    assert!(text(&output).contains("(Preauthentication failed)"), "the KDC's words are kept: {}", text(&output));
 }
 
 /// Tickets of three minutes (the shortest the test KDC serves): `remedy serve` outlives several of
@@ -202,17 +203,25 @@ async fn kerberos_serve_goes_on_after_its_tickets_expire() {
     let mut serve = Serve::start(&config, dir.path().join("serve.log"), "info,remedy::ad=debug", false);
     wait_disabled(&dc, &first, Duration::from_secs(60), &mut serve).await;
 
-    // Past the first ticket's end (and its refresh at half-life): both the pool's connection and
-    // the change watcher's were bound with a ticket that has expired.
+    // Within the last tenth of the first ticket's life: the watcher has registered again, and the
+    // pool binds a new connection for the correction, both with a new ticket.
     let lifetime = Duration::from_secs(3 * 60);
-    tokio::time::sleep((lifetime + Duration::from_secs(20)).saturating_sub(started.elapsed())).await;
+    tokio::time::sleep((lifetime * 19 / 20).saturating_sub(started.elapsed())).await;
     let mut ldap = dc.admin().await;
     dc::set_uac(&mut ldap, &first.dn, 0x200).await;
     wait_disabled(&dc, &first, Duration::from_secs(30), &mut serve).await;
+    // Past the first ticket's end: remedy acts on.
+    tokio::time::sleep((lifetime + Duration::from_secs(20)).saturating_sub(started.elapsed())).await;
     fs::write(dir.path().join("manifests/inc-krb-1.yaml"), disable("inc-krb-1", &second)).expect("manifest");
     wait_disabled(&dc, &second, Duration::from_secs(30), &mut serve).await;
     serve.assert_running();
     let log = serve.log();
     assert!(!log.contains("Ticket expired"), "no operation failed for an expired ticket:\n{log}");
+    // Bound again before the ticket ran out, rather than cut off by the DC when it had (Samba
+    // ends a session whose ticket expired: the notification search then ends
+    // with "premature end of search stream").
+    assert!(log.contains("Kerberos ticket is near its end: binding a new connection"), "the pool's:\n{log}");
+    assert!(log.contains("Kerberos ticket is near its end: registering again"), "the watcher's:\n{log}");
+    assert!(!log.contains("watching the DC for changes stopped"), "the watcher was not cut off:\n{log}");
     serve.terminate(Duration::from_secs(10)).await;
 }

@@ -17,7 +17,11 @@ pub async fn dc_host(dc: &Dc) -> &'static str {
     static HOST: OnceCell<String> = OnceCell::const_new();
     HOST.get_or_init(|| async {
         let mut ldap = dc.admin().await;
-        let (root, _) = ldap.search("", Scope::Base, "(objectClass=*)", vec!["dnsHostName"]).await.and_then(|r| r.success()).expect("rootDSE");
+        let (root, _) = ldap
+            .search("", Scope::Base, "(objectClass=*)", vec!["dnsHostName"])
+            .await
+            .and_then(|r| r.success())
+            .expect("rootDSE");
         let root = SearchEntry::construct(root.into_iter().next().expect("the rootDSE"));
         let host = root.attrs.get("dnsHostName").and_then(|v| v.first()).expect("dnsHostName").to_ascii_lowercase();
         let filter = format!("(&(objectClass=computer)(dNSHostName={host}))");
@@ -28,7 +32,8 @@ pub async fn dc_host(dc: &Dc) -> &'static str {
             .expect("the DC's computer account");
         let computer = SearchEntry::construct(computers.into_iter().next().expect("the DC's computer account"));
         let spn = format!("ldap/{host}");
-        let has = computer.attrs.get("servicePrincipalName").is_some_and(|v| v.iter().any(|s| s.eq_ignore_ascii_case(&spn)));
+        let has =
+            computer.attrs.get("servicePrincipalName").is_some_and(|v| v.iter().any(|s| s.eq_ignore_ascii_case(&spn)));
         if !has {
             ldap.modify(&computer.dn, vec![Mod::Add("servicePrincipalName", HashSet::from([spn.as_str()]))])
                 .await

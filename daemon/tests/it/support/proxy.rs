@@ -60,10 +60,7 @@ impl Proxy {
                     let Ok(server) = TcpStream::connect(target).await else { return };
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
-                    tokio::join!(
-                        pump(client_read, server_write, seen.clone()),
-                        pump(server_read, client_write, seen)
-                    );
+                    tokio::join!(pump(client_read, server_write, seen.clone()), pump(server_read, client_write, seen));
                 });
             }
         });
