@@ -145,8 +145,9 @@ impl Pool {
                 }
                 if !closed {
                     tracing::debug!(url = %self.target.url, "the connection's Kerberos ticket is near its end: binding a new connection");
-                    // The old connection is let go; it is closed once its last handle is gone.
-                    let _ = bound.ldap.unbind().await;
+                    // Let go politely (an unbind has no answer); it closes once its last handle is
+                    // gone in any case.
+                    let _ = tokio::time::timeout(self.target.operation_timeout, bound.ldap.unbind()).await;
                 }
                 self.open().await?
             }
