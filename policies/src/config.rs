@@ -309,10 +309,15 @@ pub struct ActiveDirectoryConfig {
     /// Plain LDAP without TLS, or TLS without certificate checks: only when written in so many words.
     #[serde(default)]
     pub allow_insecure: bool,
-    /// The action account, e.g. `svc-remedy@contoso.com` or its DN.
+    /// The action account, e.g. `svc-remedy@contoso.com` or its DN: the simple bind's name, and
+    /// with Kerberos the account that remedy recognises as its own (never touched).
     pub bind_user: String,
-    /// File holding the action account's password (never the password itself).
-    pub password_file: String,
+    /// File holding the action account's password (never the password itself): a simple bind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// A Kerberos (SASL GSSAPI) bind from a keytab instead of a password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kerberos: Option<KerberosConfig>,
     pub base_dn: String,
     #[serde(default = "default_connect_timeout", with = "duration_text")]
     pub connect_timeout: Duration,
@@ -327,6 +332,21 @@ pub struct ActiveDirectoryConfig {
     /// How remedy notices changes to the managed accounts between resyncs.
     #[serde(default)]
     pub watch: AdWatchConfig,
+}
+
+/// A Kerberos bind: tickets for `principal` got from `keytab` by remedy itself, kept in its own
+/// in-memory ticket cache and got again before they expire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KerberosConfig {
+    /// The keytab holding the action account's keys (exported, or kept current by gmsad/msktutil).
+    pub keytab: String,
+    /// The action account's principal in the keytab, e.g. `svc-remedy@CONTOSO.COM` or
+    /// `gmsa-remedy$@CONTOSO.COM`.
+    pub principal: String,
+    /// The Kerberos configuration file (`krb5.conf`); absent: `KRB5_CONFIG`, else `/etc/krb5.conf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub krb5_config: Option<String>,
 }
 
 /// How remedy notices changes to the managed accounts as they happen (see
@@ -615,15 +635,36 @@ impl ActiveDirectoryConfig {
                     ));
                 }
             } else if lower.starts_with("ldap://") {
-                if !self.start_tls && !self.allow_insecure {
+                // Kerberos on plain LDAP signs and seals the connection: neither credentials nor
+                // changes travel in clear.
+                if !self.start_tls && !self.allow_insecure && self.kerberos.is_none() {
                     problems.push((
                         key,
-                        "plain ldap:// sends the action account's password in clear: use ldaps://, or startTls: true, or write allowInsecure: true to accept it".to_owned(),
+                        "plain ldap:// sends the action account's password in clear: use ldaps://, or startTls: true, or a kerberos bind, or write allowInsecure: true to accept it".to_owned(),
                     ));
                 }
             } else {
                 problems.push((key, format!("{url:?} must start with ldaps:// or ldap://")));
             }
+        }
+        match (&self.password_file, &self.kerberos) {
+            (Some(_), Some(_)) => problems.push((
+                "activeDirectory.kerberos",
+                "write either passwordFile (a simple bind) or kerberos (a keytab), not both".to_owned(),
+            )),
+            (None, None) => problems.push((
+                "activeDirectory.bindUser",
+                "say how the action account binds: passwordFile (a simple bind) or kerberos (a keytab)".to_owned(),
+            )),
+            (None, Some(kerberos)) => {
+                // Each DC's name is checked; the keytab and principal once.
+                for problem in self.dc_urls().into_iter().flat_map(|url| kerberos_problems(url, kerberos)) {
+                    if !problems.contains(&problem) {
+                        problems.push(problem);
+                    }
+                }
+            }
+            (Some(_), None) => {}
         }
         if self.connections == 0 {
             problems.push(("activeDirectory.connections", "must be at least 1".to_owned()));
@@ -652,6 +693,47 @@ impl ActiveDirectoryConfig {
     pub fn is_insecure(&self) -> bool {
         self.allow_insecure
     }
+}
+
+/// The host of an `ldap://` or `ldaps://` URL: what follows the scheme, up to the port or path.
+pub fn url_host(url: &str) -> &str {
+    let rest = url.trim().split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    }
+}
+
+/// Kerberos asks the KDC for a ticket to `ldap/<host of the URL>`: the DC's DNS name, which its
+/// service principal names carry; an address has no such name.
+fn kerberos_problems(url: &str, kerberos: &KerberosConfig) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    let host = url_host(url);
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        problems.push((
+            "activeDirectory.url",
+            format!(
+                "a kerberos bind asks for a ticket to ldap/<host of the url>, and {host} is an address: name the DC by its DNS name (e.g. ldaps://dc1.contoso.com)"
+            ),
+        ));
+    } else if !host.contains('.') {
+        problems.push((
+            "activeDirectory.url",
+            format!("a kerberos bind asks for a ticket to ldap/{host}: name the DC by its fully qualified DNS name (e.g. ldaps://dc1.contoso.com)"),
+        ));
+    }
+    if kerberos.keytab.trim().is_empty() {
+        problems.push(("activeDirectory.kerberos.keytab", "name the keytab file".to_owned()));
+    }
+    match kerberos.principal.rsplit_once('@') {
+        Some((name, realm)) if !name.is_empty() && !realm.is_empty() => {}
+        _ => problems.push((
+            "activeDirectory.kerberos.principal",
+            format!("{:?} is not a principal: write name@REALM, e.g. svc-remedy@CONTOSO.COM", kerberos.principal),
+        )),
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -696,6 +778,36 @@ mod tests {
         assert!(config.active_directory.unwrap().is_insecure());
         let tls = Config::from_yaml("r.yaml", &format!("{MINIMAL}{ad}  startTls: true\n")).unwrap();
         assert_eq!(tls.guardrails.action_account.as_deref(), Some("svc@x"));
+    }
+
+    #[test]
+    fn a_kerberos_bind_needs_the_dc_by_name_and_no_password() {
+        let ad = "activeDirectory:\n  bindUser: svc@x.com\n  baseDn: DC=x\n";
+        let keytab = "  kerberos: {keytab: /etc/remedy/remedy.keytab, principal: svc@X.COM}\n";
+        let with = |url: &str, rest: &str| format!("{MINIMAL}{ad}  url: {url}\n{rest}");
+        // Sealed by Kerberos, plain ldap:// needs no allowInsecure.
+        let config = Config::from_yaml("r.yaml", &with("ldap://dc1.x.com", keytab)).expect("valid");
+        let ad_config = config.active_directory.expect("ad");
+        assert_eq!(ad_config.kerberos.expect("kerberos").principal, "svc@X.COM");
+        assert_eq!(config.guardrails.action_account.as_deref(), Some("svc@x.com"));
+        assert!(Config::from_yaml("r.yaml", &with("ldaps://dc1.x.com:636", keytab)).is_ok());
+        for url in ["ldaps://127.0.0.1", "ldap://[::1]:389", "ldaps://dc1"] {
+            let errors = Config::from_yaml("r.yaml", &with(url, keytab)).expect_err(url);
+            assert!(
+                errors[0].to_string().contains("activeDirectory.url") && errors[0].message.contains("DNS name"),
+                "{errors:?}"
+            );
+        }
+        let both = format!("{keytab}  passwordFile: /p\n");
+        let errors = Config::from_yaml("r.yaml", &with("ldaps://dc1.x.com", &both)).expect_err("both");
+        assert!(errors[0].message.contains("not both"), "{errors:?}");
+        let errors = Config::from_yaml("r.yaml", &with("ldaps://dc1.x.com", "")).expect_err("neither");
+        assert!(errors[0].message.contains("passwordFile") && errors[0].message.contains("kerberos"), "{errors:?}");
+        let realmless = "  kerberos: {keytab: k, principal: svc}\n";
+        let errors = Config::from_yaml("r.yaml", &with("ldaps://dc1.x.com", realmless)).expect_err("no realm");
+        assert!(errors[0].to_string().contains("activeDirectory.kerberos.principal"), "{errors:?}");
+        let unknown = "  kerberos: {keytab: k, principal: svc@X.COM, ccache: FILE:/tmp/x}\n";
+        assert!(Config::from_yaml("r.yaml", &with("ldaps://dc1.x.com", unknown)).is_err(), "unknown keys are refused");
     }
 
     #[test]

@@ -302,8 +302,13 @@ impl Session<'_> {
         // Register first …
         let (heard_tx, mut heard) = mpsc::channel::<Heard>(1024);
         let mut connections = Vec::new();
+        let mut renew_at: Option<tokio::time::Instant> = None;
         for registrations in &coverage.connections {
-            let (_dc, ldap) = watcher.inner.pool.dedicated().await?;
+            let (_dc, ldap, until) = watcher.inner.pool.dedicated().await?;
+            renew_at = match (renew_at, until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             for registration in registrations {
                 watcher.register(ldap.clone(), registration.clone(), heard_tx.clone()).await?;
             }
@@ -364,6 +369,12 @@ impl Session<'_> {
                         break Err(error);
                     }
                 }
+                // Registered again, with new tickets, before the DC ends the sessions whose
+                // ticket expired; the catch-up after registering covers the moment between.
+                _ = sleep_until_some(renew_at) => {
+                    tracing::debug!("the change-notification connections' Kerberos ticket is near its end: registering again");
+                    break Ok(Ended::Rewatch);
+                }
                 _ = self.signals.closed() => break Ok(Ended::Stopped),
             }
         };
@@ -405,6 +416,14 @@ impl Session<'_> {
 }
 
 /// objectGUID and uSNChanged of a change report.
+/// Sleeps until `at`; never ends when there is no `at`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn change_of(entry: &SearchEntry) -> Option<(Uuid, u64)> {
     let guid = entry.bin_attrs.get("objectGUID")?.first().and_then(|b| codec::guid_from_bytes(b))?;
     let usn = entry.attrs.get("uSNChanged")?.first()?.parse().ok()?;

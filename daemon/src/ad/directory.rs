@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::codec::{escape_filter_bytes, escape_filter_value, sid_from_bytes, sid_to_bytes};
 use super::entry::{account_from_entry, raw_values, texts, ATTRIBUTES};
 use super::error::AdError;
-use super::pool::{Lease, Pool, Target};
+use super::pool::{Bind, Lease, Pool, Target};
 use super::resolve::{guids_filter, resolve, users_filter, CHUNK_SIZE};
 use super::{tls, AdChange, AdDirectory};
 use crate::secret::Secret;
@@ -124,14 +124,24 @@ pub(super) fn target(config: &ActiveDirectoryConfig, config_dir: &Path) -> Resul
     let url = config.dc_list();
     let tls = all_ldaps || config.start_tls;
     // Checked again here (config validation does it too): a provider built from an unvalidated
-    // configuration must not send the password in clear either.
-    if !tls && !config.allow_insecure {
+    // configuration must not send the password in clear either. Kerberos seals plain LDAP.
+    if !tls && !config.allow_insecure && config.kerberos.is_none() {
         return Err(AdError::Config(
             "plain ldap:// sends the action account's password in clear: use ldaps://, or startTls: true, or write allowInsecure: true to accept it".into(),
         ));
     }
-    let password =
-        Secret::from_file(&resolve_path(&config.password_file)).map_err(|e| AdError::Config(e.to_string()))?;
+    let bind = match (super::kerberos::prepare_process(config, config_dir)?, &config.password_file) {
+        (Some(kerberos), _) => Bind::Kerberos(kerberos),
+        (None, Some(file)) => Bind::Simple {
+            user: config.bind_user.clone(),
+            password: Secret::from_file(&resolve_path(file)).map_err(|e| AdError::Config(e.to_string()))?,
+        },
+        (None, None) => {
+            return Err(AdError::Config(
+                "say how the action account binds: passwordFile (a simple bind) or kerberos (a keytab)".into(),
+            ))
+        }
+    };
     let ca_file = config.ca_file.as_deref().map(resolve_path);
     let mut settings = LdapConnSettings::new().set_conn_timeout(config.connect_timeout);
     if tls {
@@ -144,7 +154,9 @@ pub(super) fn target(config: &ActiveDirectoryConfig, config_dir: &Path) -> Resul
         }
     }
     if config.allow_insecure {
-        if !tls {
+        if !tls && config.kerberos.is_some() {
+            tracing::warn!(url = %url, "activeDirectory.allowInsecure is set but has no effect: the kerberos bind signs and seals plain LDAP");
+        } else if !tls {
             tracing::warn!(url = %url, "activeDirectory.allowInsecure: plain LDAP without TLS; the action account's password and every change cross the network in clear");
         } else if ca_file.is_none() {
             tracing::warn!(url = %url, "activeDirectory.allowInsecure: TLS without certificate verification; anyone on the path can impersonate the DC");
@@ -156,8 +168,7 @@ pub(super) fn target(config: &ActiveDirectoryConfig, config_dir: &Path) -> Resul
         urls,
         return_after: config.return_after,
         settings,
-        bind_user: config.bind_user.clone(),
-        password,
+        bind,
         connect_timeout: config.connect_timeout,
         operation_timeout: config.operation_timeout,
         ca_file,
@@ -177,7 +188,7 @@ impl LdapDirectory {
         let others = (1..inner.connections).map(|_| inner.pool.lease());
         drop(futures::future::try_join_all(others).await?);
         let url = inner.pool.current_url();
-        tracing::info!(url = %url, bind_user = %config.bind_user, base_dn = %config.base_dn, connections = inner.connections, "connected to Active Directory");
+        tracing::info!(url = %url, bind_user = %config.bind_user, bind = if config.kerberos.is_some() { "kerberos" } else { "simple" }, base_dn = %config.base_dn, connections = inner.connections, "connected to Active Directory");
         Ok(LdapDirectory { inner: Arc::new(inner), protected_groups: Vec::new() })
     }
 

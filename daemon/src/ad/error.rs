@@ -58,6 +58,11 @@ pub enum AdError {
     #[error("cannot reach {url}: {message}")]
     Connection { url: String, message: String },
 
+    /// Kerberos credentials for a keytab bind could not be had (the keytab's key is stale, the KDC
+    /// is unreachable, the clock is off...). Transient only when the KDC could not be reached.
+    #[error("Kerberos for {principal}: {message}")]
+    Kerberos { principal: String, message: String, transient: bool },
+
     /// A connect or an operation took longer than its configured timeout.
     #[error("{operation} timed out after {}ms", after.as_millis())]
     Timeout { operation: String, after: Duration },
@@ -113,6 +118,7 @@ impl AdError {
             | AdError::ConcurrentChange { .. }
             | AdError::Unconfirmed { .. } => true,
             AdError::Ldap { code, .. } => matches!(code, 3 | 51 | 52 | 81 | 85),
+            AdError::Kerberos { transient, .. } => *transient,
             AdError::Config(_)
             | AdError::Tls { .. }
             | AdError::NotEffective { .. }

@@ -7,14 +7,16 @@
 //! - Every write is conditioned on the value observed and verified by reading the account back
 //!   (read-backs of concurrent writes are coalesced into one search); a change the DC accepts but
 //!   ignores is an error ([`AdError::NotEffective`]), not a success.
-//! - The password travels only in the bind request and is never formatted (see
-//!   [`crate::secret::Secret`]).
+//! - The action account binds with its password (a simple bind: the password travels only in the
+//!   bind request and is never formatted, see [`crate::secret::Secret`]) or with Kerberos from a
+//!   keytab ([`kerberos`]).
 
 pub mod changes;
 mod codec;
 mod directory;
 mod entry;
 pub mod error;
+pub mod kerberos;
 mod pool;
 pub mod resolve;
 pub mod tls;

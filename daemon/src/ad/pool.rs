@@ -24,8 +24,10 @@ use chrono::{DateTime, Utc};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError};
 use remedy_policies::dc_choice::{self, Candidate, Choice, Health as DcHealth};
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
 
 use super::error::AdError;
+use super::kerberos::{Credentials, Kerberos};
 use super::tls;
 use crate::backoff::Backoff;
 use crate::secret::Secret;
@@ -40,6 +42,15 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often, at most, more preferred DCs are probed while remedy uses a less preferred one.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 
+/// How the action account binds.
+#[derive(Debug)]
+pub enum Bind {
+    /// A simple bind with the account's name and password.
+    Simple { user: String, password: Secret },
+    /// A SASL GSSAPI bind with tickets from a keytab (the service ticket for each DC's name).
+    Kerberos(Kerberos),
+}
+
 /// Where and how to connect. Holds the password, so its `Debug` is written by hand.
 pub struct Target {
     /// The DCs, most preferred first (at least one).
@@ -47,8 +58,7 @@ pub struct Target {
     /// How long a more preferred DC must answer before the pool returns to it.
     pub return_after: Duration,
     pub settings: LdapConnSettings,
-    pub bind_user: String,
-    pub password: Secret,
+    pub bind: Bind,
     pub connect_timeout: Duration,
     pub operation_timeout: Duration,
     /// For error messages about certificate verification.
@@ -59,8 +69,7 @@ impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Target")
             .field("urls", &self.urls)
-            .field("bind_user", &self.bind_user)
-            .field("password", &self.password)
+            .field("bind", &self.bind)
             .field("connect_timeout", &self.connect_timeout)
             .field("operation_timeout", &self.operation_timeout)
             .field("ca_file", &self.ca_file)
@@ -90,12 +99,20 @@ struct Dcs {
     probing: bool,
 }
 
+/// A bound connection: its DC, and when to bind a new one instead (a Kerberos bind's ticket runs
+/// out then, and a DC ends the session when it has: Samba does).
+struct Conn {
+    url: String,
+    ldap: Ldap,
+    renew_at: Option<Instant>,
+}
+
 pub struct Pool {
     pub target: Target,
     candidates: Vec<Candidate>,
     /// One slot per connection not leased right now, with the DC it is bound to; `None` is a
     /// connection to (re)open.
-    idle: Mutex<Vec<Option<(String, Ldap)>>>,
+    idle: Mutex<Vec<Option<Conn>>>,
     permits: Semaphore,
     dcs: Mutex<Dcs>,
     pub counters: Counters,
@@ -135,7 +152,7 @@ impl Pool {
         }
     }
 
-    fn lock_idle(&self) -> MutexGuard<'_, Vec<Option<(String, Ldap)>>> {
+    fn lock_idle(&self) -> MutexGuard<'_, Vec<Option<Conn>>> {
         lock(&self.idle)
     }
 
@@ -152,18 +169,27 @@ impl Pool {
         })?;
         // Permits and slots are equal in number, so a permit always finds a slot.
         let slot = self.lock_idle().pop().flatten();
-        let mut lease = Lease { pool: self, ldap: None, _permit: permit };
+        let mut lease = Lease { pool: self, ldap: None, renew_at: None, _permit: permit };
         let want = self.choose()?;
-        lease.ldap = match slot {
-            Some((url, mut ldap)) if url == want => {
-                if ldap.is_closed() {
-                    Some(self.open(want).await?)
+        let conn = match slot {
+            Some(mut conn) if conn.url == want => {
+                let closed = conn.ldap.is_closed();
+                if !closed && conn.renew_at.is_none_or(|at| Instant::now() < at) {
+                    conn
                 } else {
-                    Some((url, ldap))
+                    if !closed {
+                        tracing::debug!(url = %conn.url, "the connection's Kerberos ticket is near its end: binding a new connection");
+                        // Let go politely (an unbind has no answer); it closes once its last
+                        // handle is gone in any case.
+                        let _ = tokio::time::timeout(self.target.operation_timeout, conn.ldap.unbind()).await;
+                    }
+                    self.open(want).await?
                 }
             }
-            _ => Some(self.open(want).await?),
+            _ => self.open(want).await?,
         };
+        lease.renew_at = conn.renew_at;
+        lease.ldap = Some((conn.url, conn.ldap));
         Ok(lease)
     }
 
@@ -234,15 +260,15 @@ impl Pool {
 
     /// Connects and binds to `first`; when that fails, to the next DC the rule names, until one
     /// answers or every DC is backing off.
-    async fn open(self: &Arc<Self>, first: String) -> Result<(String, Ldap), AdError> {
+    async fn open(self: &Arc<Self>, first: String) -> Result<Conn, AdError> {
         let mut url = first;
         for _ in 0..self.candidates.len() {
             match self.connect_and_bind(&url).await {
-                Ok(ldap) => {
+                Ok((ldap, renew_at)) => {
                     self.mark_up(&url, true);
                     self.counters.connects.fetch_add(1, Ordering::Relaxed);
                     self.keep_probing();
-                    return Ok((url, ldap));
+                    return Ok(Conn { url, ldap, renew_at });
                 }
                 Err(error) => {
                     self.mark_down(&url, &error);
@@ -298,10 +324,9 @@ impl Pool {
     async fn probe(&self, urls: Vec<String>) {
         for url in urls {
             match self.connect_and_bind(&url).await {
-                Ok(ldap) => {
+                Ok((mut ldap, _)) => {
                     self.mark_up(&url, false);
-                    let mut ldap = ldap;
-                    let _ = ldap.unbind().await;
+                    let _ = tokio::time::timeout(self.target.operation_timeout, ldap.unbind()).await;
                 }
                 Err(error) => self.mark_down(&url, &error),
             }
@@ -309,13 +334,15 @@ impl Pool {
     }
 
     /// A connection of its own, outside the pool's slots (a change-notification connection,
-    /// held for as long as its searches last), to the DC in use, with that DC's URL.
-    pub async fn dedicated(self: &Arc<Self>) -> Result<(String, Ldap), AdError> {
+    /// held for as long as its searches last), to the DC in use: that DC's URL, the connection,
+    /// and when it should be bound again (a Kerberos bind's ticket runs out then).
+    pub async fn dedicated(self: &Arc<Self>) -> Result<(String, Ldap, Option<Instant>), AdError> {
         let want = self.choose()?;
-        self.open(want).await
+        let conn = self.open(want).await?;
+        Ok((conn.url, conn.ldap, conn.renew_at))
     }
 
-    async fn connect_and_bind(&self, url: &str) -> Result<Ldap, AdError> {
+    async fn connect_and_bind(&self, url: &str) -> Result<(Ldap, Option<Instant>), AdError> {
         let target = &self.target;
         let operation = format!("connect to {url}");
         let connecting = LdapConnAsync::with_settings(target.settings.clone(), url);
@@ -327,16 +354,45 @@ impl Pool {
                 tracing::debug!(url = %driven, error = %error, "LDAP connection ended");
             }
         });
-        // The bind request carries the password: it is never logged, and its errors carry only
-        // the DC's answer.
-        let bind = async {
-            ldap.with_timeout(target.operation_timeout)
-                .simple_bind(&target.bind_user, target.password.expose())
-                .await?
-                .success()
-        };
-        self.finish_on(&url, "bind", Some(&target.bind_user), target.operation_timeout, bind).await?;
-        Ok(ldap)
+        match &target.bind {
+            Bind::Simple { user, password } => {
+                // The bind request carries the password: it is never logged, and its errors carry
+                // only the DC's answer.
+                let bind = async {
+                    ldap.with_timeout(target.operation_timeout).simple_bind(user, password.expose()).await?.success()
+                };
+                self.finish_on(&url, "bind", Some(user), target.operation_timeout, bind)
+                    .await
+                    .map_err(explain_simple_bind)?;
+                Ok((ldap, None))
+            }
+            Bind::Kerberos(kerberos) => {
+                // The service ticket is for ldap/<this DC's name>.
+                let kerberos = Kerberos { host: url_host(&url).to_owned(), ..kerberos.clone() };
+                let host = kerberos.host.clone();
+                let principal = kerberos.principal.clone();
+                let Credentials { cred, renew_after } = self.kerberos_credentials(kerberos).await?;
+                let bind = async {
+                    ldap.with_timeout(target.operation_timeout).sasl_gssapi_cred_bind(cred, &host).await?.success()
+                };
+                self.finish_on(&url, "bind", Some(&principal), target.operation_timeout, bind).await?;
+                Ok((ldap, Some(Instant::now() + renew_after)))
+            }
+        }
+    }
+
+    /// The keytab's credentials, got on a blocking thread (the KDC is asked over the network),
+    /// within the connect timeout.
+    async fn kerberos_credentials(&self, kerberos: Kerberos) -> Result<Credentials, AdError> {
+        let principal = kerberos.principal.clone();
+        let timeout = self.target.connect_timeout;
+        match tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || kerberos.credentials())).await {
+            Ok(Ok(credentials)) => credentials,
+            Ok(Err(join)) => Err(AdError::Kerberos { principal, message: join.to_string(), transient: true }),
+            Err(_) => {
+                Err(AdError::Timeout { operation: format!("Kerberos credentials for {principal}"), after: timeout })
+            }
+        }
     }
 
     /// Runs one LDAP call on the DC at `url` under a timeout and maps its error.
@@ -402,6 +458,30 @@ impl Pool {
     }
 }
 
+/// A simple bind refused because the DC wants more than a password over this connection: say why
+/// and what to do, keeping the DC's words.
+fn explain_simple_bind(error: AdError) -> AdError {
+    match error {
+        AdError::Ldap { operation, dn, code: code @ (8 | 13), message } => AdError::Ldap {
+            operation,
+            dn,
+            code,
+            message: format!(
+                "{message} — the DC requires strong authentication and refuses a simple bind on a connection without \
+                 TLS: use ldaps:// or startTls: true, or a kerberos bind (signed and sealed), or relax the DC's \
+                 policy (Windows: \"Domain controller: LDAP server signing requirements\"; Samba: \"ldap server \
+                 require strong auth\")"
+            ),
+        },
+        other => other,
+    }
+}
+
+/// The host of an `ldap://` or `ldaps://` URL (no port, no brackets).
+fn url_host(url: &str) -> &str {
+    remedy_policies::config::url_host(url)
+}
+
 fn operation_text(operation: &str, dn: Option<&str>) -> String {
     match dn {
         Some(dn) => format!("{operation} {dn}"),
@@ -432,6 +512,8 @@ pub struct Lease<'a> {
     pool: &'a Pool,
     /// The DC's URL and the connection to it.
     ldap: Option<(String, Ldap)>,
+    /// When to bind a new connection instead of this one (Kerberos).
+    renew_at: Option<Instant>,
     _permit: SemaphorePermit<'a>,
 }
 
@@ -474,13 +556,34 @@ impl Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        self.pool.lock_idle().push(self.ldap.take());
+        let renew_at = self.renew_at;
+        self.pool.lock_idle().push(self.ldap.take().map(|(url, ldap)| Conn { url, ldap, renew_at }));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_simple_bind_refused_for_strong_auth_says_why_and_what_to_do() {
+        // Samba's answer with `ldap server require strong auth = yes`, and Windows' with LDAP
+        // signing required.
+        for (code, text) in [
+            (8, "BindSimple: Transport encryption required."),
+            (8, "00002028: LdapErr: DSID-0C090259, comment: The server requires binds to turn on integrity checking if SSL\\TLS are not already active on the connection, data 0, v4563"),
+        ] {
+            let refused = AdError::Ldap { operation: "bind", dn: Some("svc@x".into()), code, message: text.into() };
+            let explained = explain_simple_bind(refused).to_string();
+            assert!(explained.starts_with("bind svc@x: LDAP 8 (strongerAuthRequired): "), "{explained}");
+            assert!(explained.contains(text), "the DC's words are kept: {explained}");
+            for fix in ["ldaps://", "startTls: true", "kerberos bind", "ldap server require strong auth"] {
+                assert!(explained.contains(fix), "{fix}: {explained}");
+            }
+        }
+        let wrong_password = AdError::Ldap { operation: "bind", dn: None, code: 49, message: "x".into() };
+        assert_eq!(explain_simple_bind(wrong_password).to_string(), "bind: LDAP 49 (invalidCredentials): x");
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_a_cap() {

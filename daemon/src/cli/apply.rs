@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use remedy_policies::plan::Plan;
 use serde::Serialize;
 
-use super::inputs::{config_relative, read_inputs};
+use super::inputs::{config_relative, prepare_kerberos, read_inputs};
 use super::output::{print_structured, Format};
 use super::plan::print_plan;
 use crate::controller::{apply_once, Sent};
@@ -48,6 +48,7 @@ struct Report<'a> {
 
 pub fn run(args: &ApplyArgs) -> Result<ExitCode> {
     let inputs = read_inputs(&args.config, args.manifests.as_deref())?;
+    prepare_kerberos(&inputs.config, &args.config)?;
     let approvals = args.approve.iter().cloned().collect();
     let store_path = config_relative(&args.config, &inputs.config.store.path);
     let (store, opened) = Store::open(&store_path).with_context(|| {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use remedy_policies::config::Config;
 use remedy_policies::identity::Identity;
@@ -25,6 +25,17 @@ pub fn read_config(path: &Path) -> Result<Config> {
         let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid configuration:\n{}", lines.join("\n"))
     })
+}
+
+/// Sets the process up for a Kerberos bind, when `activeDirectory.kerberos` asks for one (see
+/// [`crate::ad::kerberos::prepare_process`]): before the command starts its runtime's threads.
+pub fn prepare_kerberos(config: &Config, config_path: &Path) -> Result<()> {
+    if let Some(ad) = &config.active_directory {
+        let dir = config_path.parent().unwrap_or(Path::new("."));
+        crate::ad::kerberos::prepare_process(ad, dir)
+            .with_context(|| format!("cannot set up the Kerberos bind to {}", ad.url))?;
+    }
+    Ok(())
 }
 
 /// A path from the configuration, relative to the configuration file's directory.

@@ -34,6 +34,7 @@ pub async fn connect(inputs: &Inputs) -> Result<Providers> {
 
 /// Observes the targets in every configured provider.
 pub fn observe(inputs: &Inputs, targets: &[Target], risk_for: &BTreeSet<Identity>) -> Result<ObservedState> {
+    super::inputs::prepare_kerberos(&inputs.config, &inputs.config_path)?;
     runtime()?.block_on(async {
         let mut providers = connect(inputs).await?;
         Ok(providers.observe(targets, risk_for).await)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 
-use super::inputs::{config_relative, read_config};
+use super::inputs::{config_relative, prepare_kerberos, read_config};
 use crate::api::{ApiState, Tokens};
 use crate::controller::{Backoff, Clock, Controller, Settings};
 use crate::providers::Providers;
@@ -31,6 +31,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     let manifest_dir = args.manifests.clone().unwrap_or_else(|| config_relative(&args.config, &config.manifests.path));
     let store_path = config_relative(&args.config, &config.store.path);
     let resync = ResyncSchedule::parse(&config.resync).with_context(|| format!("{}: resync", args.config.display()))?;
+    prepare_kerberos(&config, &args.config)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {

@@ -439,7 +439,7 @@ async fn ldaps_is_verified_against_ca_file_and_relative_paths_follow_the_config_
         .join(env.action_password_file.file_name().expect("name"));
     let config = ActiveDirectoryConfig {
         ca_file: Some(env.ca_file.file_name().expect("name").to_string_lossy().into_owned()),
-        password_file: relative_password.display().to_string(),
+        password_file: Some(relative_password.display().to_string()),
         ..dc.action_config()
     };
     let directory = LdapDirectory::connect(&config, &config_dir).await.expect("ldaps with the test CA");
@@ -552,7 +552,7 @@ async fn wrong_credentials_are_permanent_and_keep_the_dcs_words() {
     let wrong = format!("Wrong-{}-Pw9", ou.suffix);
     std::fs::write(dir.path().join("pw"), &wrong).expect("write");
     let config =
-        ActiveDirectoryConfig { bind_user: user.upn.clone(), password_file: "pw".into(), ..dc.action_config() };
+        ActiveDirectoryConfig { bind_user: user.upn.clone(), password_file: Some("pw".into()), ..dc.action_config() };
     let error = LdapDirectory::connect(&config, dir.path()).await.expect_err("wrong password");
     assert_eq!(error.result_code(), Some(49), "{error:?}");
     assert!(!error.is_transient());
@@ -611,8 +611,11 @@ async fn passwords_never_appear_in_logs_debug_output_or_errors() {
     let not_effective =
         directory.apply(&account, Action::ForcePasswordChange, Utc::now()).await.expect_err("never expires");
     let disabled = directory.apply(&account, Action::DisableAccount, Utc::now()).await.expect("disable");
-    let wrong =
-        ActiveDirectoryConfig { bind_user: user.upn.clone(), password_file: "wrong".into(), ..dc.action_config() };
+    let wrong = ActiveDirectoryConfig {
+        bind_user: user.upn.clone(),
+        password_file: Some("wrong".into()),
+        ..dc.action_config()
+    };
     let bind_error = LdapDirectory::connect(&wrong, dir.path()).await.expect_err("wrong password");
     let secret = remedy::secret::Secret::from_file(&dc.env().action_password_file).expect("secret");
 
@@ -712,7 +715,7 @@ async fn connect_and_operation_timeouts_are_transient_errors() {
     let config = ActiveDirectoryConfig {
         url: format!("ldaps://127.0.0.1:{port}"),
         ca_file: Some(ca),
-        password_file: dir.path().join("pw").display().to_string(),
+        password_file: Some(dir.path().join("pw").display().to_string()),
         operation_timeout: Duration::from_millis(300),
         ..dc.action_config()
     };

@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod dc;
+pub mod kerberos;
 pub mod prometheus;
 pub mod proxy;
 pub mod serve;
