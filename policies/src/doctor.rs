@@ -1,0 +1,455 @@
+//! `remedy doctor`'s judgements: what the pre-flight of a configuration found, check by check,
+//! and how it is shown. The daemon reads the estate (DCs, rights, groups, Graph token); this
+//! module decides what each reading means (ok, warn, fail), what to do about it, and renders it.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use chrono::Duration;
+use serde::Serialize;
+
+/// The attributes remedy writes on AD accounts (disable/enable, force or cancel a password
+/// change, unlock): the action account needs write-property on exactly these.
+pub const NEEDED_AD_ATTRIBUTES: [&str; 3] = ["userAccountControl", "pwdLastSet", "lockoutTime"];
+
+/// Clock skew beyond this is a warning: Kerberos still works, but times in history and the DC's
+/// disagree, and it grows.
+pub const SKEW_WARN: Duration = Duration::minutes(1);
+/// Kerberos refuses tickets beyond this skew (its default `clockskew`, 5 minutes).
+pub const SKEW_FAIL: Duration = Duration::minutes(5);
+
+/// The application permissions remedy needs on Microsoft Graph: each with whether it is needed
+/// whatever the manifests say (`true`), or only by manifests that confirm compromises.
+pub const GRAPH_PERMISSIONS: [(&str, bool); 4] = [
+    ("User.ReadWrite.All", true),
+    ("User.RevokeSessions.All", true),
+    ("IdentityRiskyUser.Read.All", false),
+    ("IdentityRiskyUser.ReadWrite.All", false),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        }
+    }
+}
+
+/// One line of the report: which check, on what, its verdict, what was found, and the fix when it
+/// is not ok.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub target: String,
+    pub status: Status,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+impl Check {
+    pub fn ok(check: &str, target: &str, detail: impl Into<String>) -> Check {
+        Check {
+            check: check.to_owned(),
+            target: target.to_owned(),
+            status: Status::Ok,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    pub fn warn(check: &str, target: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            check: check.to_owned(),
+            target: target.to_owned(),
+            status: Status::Warn,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    pub fn fail(check: &str, target: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            check: check.to_owned(),
+            target: target.to_owned(),
+            status: Status::Fail,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// Whether any check failed (warnings do not fail the pre-flight).
+pub fn any_failed(checks: &[Check]) -> bool {
+    checks.iter().any(|c| c.status == Status::Fail)
+}
+
+/// One line per check, `ok|warn|fail  <check>  <target>: <detail>`, and below a line that is not
+/// ok, `  fix: <what to do>`; a summary at the end.
+pub fn render_text(checks: &[Check]) -> String {
+    let width = checks.iter().map(|c| c.check.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for check in checks {
+        let _ =
+            writeln!(out, "{:<4}  {:<width$}  {}: {}", check.status.as_str(), check.check, check.target, check.detail);
+        if let Some(fix) = check.fix.as_deref().filter(|_| check.status != Status::Ok) {
+            let _ = writeln!(out, "      fix: {fix}");
+        }
+    }
+    let count = |status| checks.iter().filter(|c| c.status == status).count();
+    let _ =
+        writeln!(out, "{} ok, {} warning(s), {} failed", count(Status::Ok), count(Status::Warn), count(Status::Fail));
+    out
+}
+
+/// The DC's clock (rootDSE `currentTime`) against the local one; `skew` is DC minus local.
+pub fn judge_skew(dc: &str, skew: Duration) -> Check {
+    let seconds = skew.num_seconds();
+    let said = if seconds == 0 {
+        "the DC's clock agrees with this host's (within a second)".to_owned()
+    } else {
+        format!("the DC's clock is {}s {} this host's", seconds.abs(), if seconds > 0 { "ahead of" } else { "behind" })
+    };
+    let fix = "synchronise this host's clock with the domain's time source (chrony or systemd-timesyncd \
+               pointed at the DCs, or the PDC emulator)";
+    let magnitude = skew.abs();
+    if magnitude > SKEW_FAIL {
+        Check::fail("dc.clock", dc, format!("{said}: beyond Kerberos's 5 minutes, binds with Kerberos fail"), fix)
+    } else if magnitude > SKEW_WARN {
+        Check::warn("dc.clock", dc, format!("{said}: more than 1 minute (Kerberos fails beyond 5)"), fix)
+    } else {
+        Check::ok("dc.clock", dc, said)
+    }
+}
+
+/// One account the action account was asked about: what the DC says it may write on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rights<'a> {
+    pub dn: &'a str,
+    /// `allowedAttributesEffective`, as the DC computed it for the bound account.
+    pub writable: &'a [String],
+}
+
+fn has(writable: &[String], attribute: &str) -> bool {
+    writable.iter().any(|w| w.eq_ignore_ascii_case(attribute))
+}
+
+/// The action account's rights on the (unprotected) user accounts below one `allowedScopes`
+/// base: it must be able to write every needed attribute on every one of them; write access to
+/// more than that is a warning. `None` for a scope the DC does not have.
+pub fn judge_scope(scope: &str, action_account: &str, accounts: Option<&[Rights<'_>]>) -> Check {
+    const CHECK: &str = "ad.scope";
+    let Some(accounts) = accounts else {
+        return Check::fail(
+            CHECK,
+            scope,
+            "no such object on the DC",
+            "correct guardrails.allowedScopes: each entry is the DN of an existing OU or container",
+        );
+    };
+    if accounts.is_empty() {
+        return Check::warn(
+            CHECK,
+            scope,
+            "no user account (other than protected ones) below this base: the rights cannot be checked",
+            "none needed if the scope is meant to be empty for now; otherwise check the DN",
+        );
+    }
+    let mut missing: BTreeSet<&str> = BTreeSet::new();
+    let mut lacking = Vec::new();
+    let mut extra: BTreeSet<String> = BTreeSet::new();
+    for account in accounts {
+        let absent: Vec<&str> = NEEDED_AD_ATTRIBUTES.iter().copied().filter(|a| !has(account.writable, a)).collect();
+        if !absent.is_empty() {
+            missing.extend(&absent);
+            lacking.push(account.dn);
+        }
+        extra.extend(
+            account
+                .writable
+                .iter()
+                .filter(|w| !NEEDED_AD_ATTRIBUTES.iter().any(|n| n.eq_ignore_ascii_case(w)))
+                .cloned(),
+        );
+    }
+    let needed = NEEDED_AD_ATTRIBUTES.join(", ");
+    if !missing.is_empty() {
+        let missing: Vec<&str> = NEEDED_AD_ATTRIBUTES.iter().copied().filter(|a| missing.contains(a)).collect();
+        let sample = lacking.iter().take(3).copied().collect::<Vec<_>>().join("; ");
+        let more = if lacking.len() > 3 { format!(" and {} more", lacking.len() - 3) } else { String::new() };
+        return Check::fail(
+            CHECK,
+            scope,
+            format!(
+                "{action_account} cannot write {} on {} of {} user account(s) ({sample}{more})",
+                missing.join(", "),
+                lacking.len(),
+                accounts.len()
+            ),
+            format!(
+                "delegate to {action_account} write-property on {needed} for descendant user objects of {scope} \
+                 (e.g. dsacls \"{scope}\" /I:S /G \"<DOMAIN>\\<account>:WP;userAccountControl;user\", and the same \
+                 for pwdLastSet and lockoutTime)"
+            ),
+        );
+    }
+    if !extra.is_empty() {
+        let extra: Vec<String> = extra.into_iter().collect();
+        return Check::warn(
+            CHECK,
+            scope,
+            format!(
+                "{action_account} can write {needed} on all {} user account(s), and also {}: more than remedy needs",
+                accounts.len(),
+                extra.join(", ")
+            ),
+            format!("remove the delegations that give {action_account} more than write-property on {needed}"),
+        );
+    }
+    Check::ok(CHECK, scope, format!("{action_account} can write {needed} on all {} user account(s)", accounts.len()))
+}
+
+/// A protected account and why it is protected (as the plan's guardrails say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protected<'a> {
+    pub rights: Rights<'a>,
+    pub why: String,
+}
+
+/// The action account should have no write access to the attributes remedy writes on any
+/// protected account. Remedy's guardrails refuse to act on them whatever the rights, so this is
+/// a warning: the delegation is wider than it should be (on Windows, AdminSDHolder normally
+/// strips it from the AdminSDHolder set within the hour; Samba does not run SDProp).
+pub fn judge_protected(domain: &str, action_account: &str, accounts: &[Protected<'_>]) -> Check {
+    const CHECK: &str = "ad.protected";
+    let findings: Vec<String> = accounts
+        .iter()
+        .filter_map(|p| {
+            let writable: Vec<&str> =
+                NEEDED_AD_ATTRIBUTES.iter().copied().filter(|a| has(p.rights.writable, a)).collect();
+            (!writable.is_empty()).then(|| format!("{} ({}): can write {}", p.rights.dn, p.why, writable.join(", ")))
+        })
+        .collect();
+    if findings.is_empty() {
+        return Check::ok(
+            CHECK,
+            domain,
+            format!(
+                "{action_account} can write none of {} on the {} protected account(s)",
+                NEEDED_AD_ATTRIBUTES.join(", "),
+                accounts.len()
+            ),
+        );
+    }
+    Check::warn(
+        CHECK,
+        domain,
+        format!(
+            "{action_account} has rights on {} protected account(s): {} (remedy's guardrails still refuse to act \
+             on them)",
+            findings.len(),
+            findings.join("; ")
+        ),
+        format!(
+            "move these accounts out of the OUs delegated to {action_account}, or deny it write-property on them; \
+             on Windows, check that AdminSDHolder's ACL does not grant it and that SDProp runs"
+        ),
+    )
+}
+
+/// Each `protectedGroups` entry must name a group that exists; `resolved` is the group it was
+/// resolved to (its DN and SID), if any.
+pub fn judge_protected_group(entry: &str, resolved: Option<(&str, &str)>) -> Check {
+    match resolved {
+        Some((dn, sid)) => Check::ok("ad.protected-group", entry, format!("{dn} ({sid})")),
+        None => Check::fail(
+            "ad.protected-group",
+            entry,
+            "no group by this SID, DN or name: its members would not be protected",
+            "correct guardrails.protectedGroups (a SID such as S-1-5-21-...-1107 is safest: it survives renames)",
+        ),
+    }
+}
+
+/// The Graph token's `roles` claim against [`GRAPH_PERMISSIONS`]. `None`: the token is not a JWT
+/// whose roles can be read.
+pub fn judge_permissions(client_id: &str, roles: Option<&[String]>) -> Check {
+    const CHECK: &str = "entra.permissions";
+    let Some(roles) = roles else {
+        return Check::warn(
+            CHECK,
+            client_id,
+            "the access token is not a JWT with a roles claim: the granted permissions cannot be read from it",
+            "compare the app registration's API permissions with docs/operations.md by hand",
+        );
+    };
+    let granted = |name: &str| roles.iter().any(|r| r.eq_ignore_ascii_case(name));
+    let missing_required: Vec<&str> =
+        GRAPH_PERMISSIONS.iter().filter(|(n, required)| *required && !granted(n)).map(|(n, _)| *n).collect();
+    let missing_optional: Vec<&str> =
+        GRAPH_PERMISSIONS.iter().filter(|(n, required)| !*required && !granted(n)).map(|(n, _)| *n).collect();
+    let fix = |names: &[&str]| {
+        format!(
+            "in the app registration, API permissions → Add a permission → Microsoft Graph → Application \
+             permissions: add {}, then Grant admin consent",
+            names.join(", ")
+        )
+    };
+    if !missing_required.is_empty() {
+        return Check::fail(
+            CHECK,
+            client_id,
+            format!("the token lacks {} (it grants: {})", missing_required.join(", "), or_none(roles)),
+            fix(&missing_required),
+        );
+    }
+    if !missing_optional.is_empty() {
+        return Check::warn(
+            CHECK,
+            client_id,
+            format!(
+                "the token lacks {}, which manifests with confirmCompromised need (it grants: {})",
+                missing_optional.join(", "),
+                or_none(roles)
+            ),
+            fix(&missing_optional),
+        );
+    }
+    let names: Vec<&str> = GRAPH_PERMISSIONS.iter().map(|(n, _)| *n).collect();
+    Check::ok(CHECK, client_id, format!("the token grants {}", names.join(", ")))
+}
+
+fn or_none(roles: &[String]) -> String {
+    if roles.is_empty() {
+        "none".to_owned()
+    } else {
+        roles.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(values: &[&str]) -> Vec<String> {
+        values.iter().map(|v| (*v).to_owned()).collect()
+    }
+
+    #[test]
+    fn skew_thresholds() {
+        let table = [
+            (0, Status::Ok),
+            (59, Status::Ok),
+            (-60, Status::Ok),
+            (61, Status::Warn),
+            (-299, Status::Warn),
+            (300, Status::Warn),
+            (301, Status::Fail),
+            (-3600, Status::Fail),
+        ];
+        for (seconds, status) in table {
+            let check = judge_skew("ldaps://dc1", Duration::seconds(seconds));
+            assert_eq!(check.status, status, "{seconds}s: {check:?}");
+            assert_eq!(check.fix.is_some(), status != Status::Ok);
+        }
+        assert!(judge_skew("x", Duration::seconds(-90)).detail.contains("90s behind"));
+        assert!(judge_skew("x", Duration::seconds(400)).detail.contains("400s ahead of"));
+    }
+
+    #[test]
+    fn scope_rights() {
+        let all = strings(&["lockoutTime", "pwdLastSet", "userAccountControl"]);
+        let some = strings(&["userAccountControl"]);
+        let more = strings(&["lockoutTime", "pwdLastSet", "userAccountControl", "description"]);
+        let rights = |dn, writable| Rights { dn, writable };
+        let scope = "OU=Staff,DC=x";
+
+        let check = judge_scope(scope, "svc", Some(&[rights("CN=a", &all), rights("CN=b", &all)]));
+        assert_eq!(check.status, Status::Ok, "{check:?}");
+        assert!(check.detail.contains("on all 2 user account(s)"));
+
+        let check = judge_scope(scope, "svc", Some(&[rights("CN=a", &all), rights("CN=b", &some)]));
+        assert_eq!(check.status, Status::Fail);
+        assert!(
+            check.detail.contains("cannot write pwdLastSet, lockoutTime on 1 of 2 user account(s) (CN=b)"),
+            "{}",
+            check.detail
+        );
+
+        let check = judge_scope(scope, "svc", Some(&[rights("CN=a", &[])]));
+        assert!(check.detail.contains("cannot write userAccountControl, pwdLastSet, lockoutTime"), "{}", check.detail);
+
+        let check = judge_scope(scope, "svc", Some(&[rights("CN=a", &more)]));
+        assert_eq!(check.status, Status::Warn);
+        assert!(check.detail.contains("and also description"), "{}", check.detail);
+
+        assert_eq!(judge_scope(scope, "svc", Some(&[])).status, Status::Warn);
+        assert_eq!(judge_scope(scope, "svc", None).status, Status::Fail);
+    }
+
+    #[test]
+    fn rights_on_protected_accounts_are_findings() {
+        let needed = strings(&["pwdLastSet", "userAccountControl"]);
+        let personal = strings(&["telephoneNumber", "mobile"]);
+        let protected =
+            |dn, writable| Protected { rights: Rights { dn, writable }, why: "member of Domain Admins".into() };
+        let check = judge_protected("DC=x", "svc", &[protected("CN=self", &personal)]);
+        assert_eq!(check.status, Status::Ok, "{check:?}");
+        let check = judge_protected("DC=x", "svc", &[protected("CN=self", &personal), protected("CN=alice", &needed)]);
+        assert_eq!(check.status, Status::Warn);
+        assert!(
+            check.detail.contains("CN=alice (member of Domain Admins): can write userAccountControl, pwdLastSet"),
+            "{}",
+            check.detail
+        );
+        assert!(!check.detail.contains("CN=self"));
+    }
+
+    #[test]
+    fn graph_permissions() {
+        let all = strings(&[
+            "User.ReadWrite.All",
+            "User.RevokeSessions.All",
+            "IdentityRiskyUser.Read.All",
+            "IdentityRiskyUser.ReadWrite.All",
+        ]);
+        assert_eq!(judge_permissions("app", Some(&all)).status, Status::Ok);
+        let check = judge_permissions("app", Some(&all[1..]));
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.detail.starts_with("the token lacks User.ReadWrite.All ("), "{}", check.detail);
+        assert!(check.fix.unwrap().contains("add User.ReadWrite.All"));
+        let check = judge_permissions("app", Some(&all[..2]));
+        assert_eq!(check.status, Status::Warn);
+        assert!(check.detail.contains("IdentityRiskyUser.Read.All, IdentityRiskyUser.ReadWrite.All"));
+        let check = judge_permissions("app", Some(&[]));
+        assert!(check.detail.contains("(it grants: none)"), "{}", check.detail);
+        assert_eq!(judge_permissions("app", None).status, Status::Warn);
+    }
+
+    #[test]
+    fn text_has_one_line_per_check_and_the_fix_below_those_not_ok() {
+        let checks = [
+            Check::ok("dc.connect", "ldaps://dc1", "fine"),
+            Check::fail("dc.bind", "ldaps://dc2", "invalid credentials", "check passwordFile"),
+        ];
+        let text = render_text(&checks);
+        assert_eq!(
+            text,
+            "ok    dc.connect  ldaps://dc1: fine\n\
+             fail  dc.bind     ldaps://dc2: invalid credentials\n      \
+             fix: check passwordFile\n\
+             1 ok, 0 warning(s), 1 failed\n"
+        );
+        assert!(any_failed(&checks));
+        assert!(!any_failed(&checks[..1]));
+    }
+}
