@@ -51,6 +51,11 @@ enum Command {
     /// Observe, plan and apply the allowed actions once, journaled and recorded in the store like the
     /// daemon's (refused while `remedy serve` holds the store), printing what was done.
     Apply(cli::apply::ApplyArgs),
+    /// Check a configuration against the live estate before starting: each DC (reachable,
+    /// certificate, bind, clock), the action account's rights on the allowed scopes and on the
+    /// protected accounts, the protected groups, the Graph token and its permissions. Exit 0 when
+    /// no check fails (warnings do not), 1 when one does, 2 when the configuration does not load.
+    Doctor(cli::doctor::DoctorArgs),
     /// Run the daemon: watch the manifests, reconcile continuously, record every action.
     Serve(cli::serve::ServeArgs),
     /// Show the manifests' status as the daemon has it (or wait until they are Ready).
@@ -95,6 +100,7 @@ fn main() -> ExitCode {
         Command::Validate(a) => cli::validate::run(&a),
         Command::Plan(a) => cli::plan::run(&a),
         Command::Apply(a) => cli::apply::run(&a),
+        Command::Doctor(a) => cli::doctor::run(&a),
         Command::Serve(a) => cli::serve::run(&a),
         Command::Status(a) => cli::status::run(&a),
         Command::History(a) => cli::history::run(&a),

@@ -336,12 +336,50 @@ fn or_none(roles: &[String]) -> String {
     }
 }
 
+/// What to do about a bind the DC refused (LDAP result `code`, the DC's `message`): AD's
+/// `data` sub-code in the message says why (52e wrong password, 533 disabled, ...).
+pub fn bind_fix(code: u32, message: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    let data = lower.split("data ").nth(1).map(|rest| rest.split([',', ' ']).next().unwrap_or_default());
+    let reason = match data {
+        Some("52e") => {
+            "the password is wrong: put the action account's current password in activeDirectory.passwordFile"
+        }
+        Some("525") => {
+            "no such account: correct activeDirectory.bindUser (a UPN such as svc-remedy@corp.example, or a DN)"
+        }
+        Some("530" | "531") => {
+            "the account may not log on at this time or from this host: relax its logon restrictions"
+        }
+        Some("532") => "the password has expired: set a new one and put it in passwordFile",
+        Some("533") => "the account is disabled: enable it",
+        Some("701") => "the account has expired: extend its expiry date",
+        Some("773") => "the password must be changed before first use: set a new one and put it in passwordFile",
+        Some("775") => "the account is locked out: unlock it, then check the password (failed binds lock it again)",
+        _ if code == 49 => {
+            "check activeDirectory.bindUser and the password in activeDirectory.passwordFile (the account may also be \
+             disabled, expired or locked out)"
+        }
+        _ => "read the DC's message above; the DC refused the bind for a reason other than the credentials",
+    };
+    reason.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn strings(values: &[&str]) -> Vec<String> {
         values.iter().map(|v| (*v).to_owned()).collect()
+    }
+
+    #[test]
+    fn bind_refusals_say_what_to_do() {
+        let samba = "80090308: LdapErr: DSID-0C09030B, comment: AcceptSecurityContext error, data 52e, v893";
+        assert!(bind_fix(49, samba).starts_with("the password is wrong"));
+        assert!(bind_fix(49, "AcceptSecurityContext error, data 775, v4563").contains("locked out"));
+        assert!(bind_fix(49, "Invalid credentials").contains("bindUser"));
+        assert!(bind_fix(53, "unwilling").contains("other than the credentials"));
     }
 
     #[test]

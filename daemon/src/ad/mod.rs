@@ -16,6 +16,7 @@ mod directory;
 mod entry;
 pub mod error;
 mod pool;
+pub mod preflight;
 pub mod resolve;
 pub mod tls;
 
