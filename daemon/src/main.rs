@@ -11,6 +11,9 @@
 //!   file, no token), the API unreachable, 401 (unknown token), any other 4xx (a request the
 //!   daemon cannot read) and 5xx.
 //!
+//! `remedy doctor` exits 1 when a check fails (warnings do not), 2 when the configuration does not
+//! load.
+//!
 //! `remedy apply` exits 1 when anything it was asked for is not done (denied, held, blocked, not
 //! found, failed...; see `remedy apply --help`).
 //!

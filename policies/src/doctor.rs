@@ -8,9 +8,14 @@ use std::fmt::Write as _;
 use chrono::Duration;
 use serde::Serialize;
 
-/// The attributes remedy writes on AD accounts (disable/enable, force or cancel a password
-/// change, unlock): the action account needs write-property on exactly these.
-pub const NEEDED_AD_ATTRIBUTES: [&str; 3] = ["userAccountControl", "pwdLastSet", "lockoutTime"];
+/// The attributes remedy writes on AD accounts (disable and enable, force or cancel a password
+/// change): the action account needs write-property on exactly these (docs/operations.md, "The
+/// rights to delegate"; remedy does not unlock accounts, so not `lockoutTime`).
+pub const NEEDED_AD_ATTRIBUTES: [&str; 2] = ["userAccountControl", "pwdLastSet"];
+
+/// The attributes whose write access on a protected account is a finding: those remedy writes,
+/// and `lockoutTime` (unlocking), which delegations often grant beside them.
+pub const CONTROL_ATTRIBUTES: [&str; 3] = ["userAccountControl", "pwdLastSet", "lockoutTime"];
 
 /// Clock skew beyond this is a warning: Kerberos still works, but times in history and the DC's
 /// disagree, and it grows.
@@ -198,7 +203,7 @@ pub fn judge_scope(scope: &str, action_account: &str, accounts: Option<&[Rights<
             format!(
                 "delegate to {action_account} write-property on {needed} for descendant user objects of {scope} \
                  (e.g. dsacls \"{scope}\" /I:S /G \"<DOMAIN>\\<account>:WP;userAccountControl;user\", and the same \
-                 for pwdLastSet and lockoutTime)"
+                 for pwdLastSet; see docs/operations.md, The rights to delegate)"
             ),
         );
     }
@@ -212,7 +217,10 @@ pub fn judge_scope(scope: &str, action_account: &str, accounts: Option<&[Rights<
                 accounts.len(),
                 extra.join(", ")
             ),
-            format!("remove the delegations that give {action_account} more than write-property on {needed}"),
+            format!(
+                "remove the delegations that give {action_account} more than write-property on {needed} (see \
+                 docs/operations.md, The rights to delegate)"
+            ),
         );
     }
     Check::ok(CHECK, scope, format!("{action_account} can write {needed} on all {} user account(s)", accounts.len()))
@@ -235,7 +243,7 @@ pub fn judge_protected(domain: &str, action_account: &str, accounts: &[Protected
         .iter()
         .filter_map(|p| {
             let writable: Vec<&str> =
-                NEEDED_AD_ATTRIBUTES.iter().copied().filter(|a| has(p.rights.writable, a)).collect();
+                CONTROL_ATTRIBUTES.iter().copied().filter(|a| has(p.rights.writable, a)).collect();
             (!writable.is_empty()).then(|| format!("{} ({}): can write {}", p.rights.dn, p.why, writable.join(", ")))
         })
         .collect();
@@ -245,7 +253,7 @@ pub fn judge_protected(domain: &str, action_account: &str, accounts: &[Protected
             domain,
             format!(
                 "{action_account} can write none of {} on the {} protected account(s)",
-                NEEDED_AD_ATTRIBUTES.join(", "),
+                CONTROL_ATTRIBUTES.join(", "),
                 accounts.len()
             ),
         );
@@ -405,7 +413,7 @@ mod tests {
 
     #[test]
     fn scope_rights() {
-        let all = strings(&["lockoutTime", "pwdLastSet", "userAccountControl"]);
+        let all = strings(&["pwdLastSet", "userAccountControl"]);
         let some = strings(&["userAccountControl"]);
         let more = strings(&["lockoutTime", "pwdLastSet", "userAccountControl", "description"]);
         let rights = |dn, writable| Rights { dn, writable };
@@ -417,18 +425,14 @@ mod tests {
 
         let check = judge_scope(scope, "svc", Some(&[rights("CN=a", &all), rights("CN=b", &some)]));
         assert_eq!(check.status, Status::Fail);
-        assert!(
-            check.detail.contains("cannot write pwdLastSet, lockoutTime on 1 of 2 user account(s) (CN=b)"),
-            "{}",
-            check.detail
-        );
+        assert!(check.detail.contains("cannot write pwdLastSet on 1 of 2 user account(s) (CN=b)"), "{}", check.detail);
 
         let check = judge_scope(scope, "svc", Some(&[rights("CN=a", &[])]));
-        assert!(check.detail.contains("cannot write userAccountControl, pwdLastSet, lockoutTime"), "{}", check.detail);
+        assert!(check.detail.contains("cannot write userAccountControl, pwdLastSet "), "{}", check.detail);
 
         let check = judge_scope(scope, "svc", Some(&[rights("CN=a", &more)]));
         assert_eq!(check.status, Status::Warn);
-        assert!(check.detail.contains("and also description"), "{}", check.detail);
+        assert!(check.detail.contains("and also description, lockoutTime: more than"), "{}", check.detail);
 
         assert_eq!(judge_scope(scope, "svc", Some(&[])).status, Status::Warn);
         assert_eq!(judge_scope(scope, "svc", None).status, Status::Fail);
@@ -436,7 +440,7 @@ mod tests {
 
     #[test]
     fn rights_on_protected_accounts_are_findings() {
-        let needed = strings(&["pwdLastSet", "userAccountControl"]);
+        let needed = strings(&["lockoutTime", "pwdLastSet", "userAccountControl"]);
         let personal = strings(&["telephoneNumber", "mobile"]);
         let protected =
             |dn, writable| Protected { rights: Rights { dn, writable }, why: "member of Domain Admins".into() };
@@ -445,7 +449,9 @@ mod tests {
         let check = judge_protected("DC=x", "svc", &[protected("CN=self", &personal), protected("CN=alice", &needed)]);
         assert_eq!(check.status, Status::Warn);
         assert!(
-            check.detail.contains("CN=alice (member of Domain Admins): can write userAccountControl, pwdLastSet"),
+            check
+                .detail
+                .contains("CN=alice (member of Domain Admins): can write userAccountControl, pwdLastSet, lockoutTime"),
             "{}",
             check.detail
         );

@@ -268,6 +268,41 @@ mod tests {
         }
     }
 
+    /// `protection_of` (for `remedy doctor`) says what the plan's guardrails say of an account
+    /// alone: the action account by its implicit UPN, RID 500, a protected group by SID; and an
+    /// `allowProtected` exemption makes it unprotected, except for the action account.
+    #[test]
+    fn protection_of_an_account_is_the_guardrails_verdict() {
+        let mut guardrails = Guardrails::with_scopes(&["DC=remedy,DC=test"]);
+        guardrails.action_account = Some("SVC-remedy@remedy.test".into());
+        let action = protection_of(&account(), &guardrails, &[]).expect("the action account");
+        assert!(action.contains("remedy's own action account"), "{action}");
+        guardrails.allow_protected = vec!["svc-remedy".into()];
+        assert!(protection_of(&account(), &guardrails, &[]).is_some(), "the action account cannot be exempted");
+
+        let admins = AdGroup {
+            dn: "CN=Domain Admins,CN=Users,DC=remedy,DC=test".into(),
+            object_sid: "S-1-5-21-1-2-3-512".into(),
+            sam_account_name: "Domain Admins".into(),
+            member_of: vec![],
+        };
+        let alice = crate::observed::AdAccount {
+            dn: "CN=alice,OU=Staff,DC=remedy,DC=test".into(),
+            sam_account_name: "alice".into(),
+            object_sid: "S-1-5-21-1-2-3-1200".into(),
+            member_of: vec![admins.dn.clone()],
+            ..account()
+        };
+        let why = protection_of(&alice, &guardrails, std::slice::from_ref(&admins)).expect("a Domain Admin");
+        assert_eq!(why, "member of Domain Admins (RID 512)");
+        guardrails.allow_protected = vec!["alice".into()];
+        assert_eq!(protection_of(&alice, &guardrails, &[admins]), None, "exempted by allowProtected");
+        let administrator = crate::observed::AdAccount { object_sid: "S-1-5-21-1-2-3-500".into(), ..alice };
+        assert!(protection_of(&administrator, &Guardrails::with_scopes(&[]), &[]).unwrap().contains("RID 500"));
+        let plain = crate::observed::AdAccount { object_sid: "S-1-5-21-1-2-3-1300".into(), ..administrator };
+        assert_eq!(protection_of(&plain, &Guardrails::with_scopes(&[]), &[]), None);
+    }
+
     #[test]
     fn an_account_is_known_by_every_name_it_binds_with() {
         let names = Names::of(&group_of(account()));
