@@ -75,8 +75,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // The daemon says what it does; one-shot commands print their answer and only warn.
-    let default_level = if matches!(args.command, Command::Serve(_)) { "info" } else { "warn" };
+    // The daemon says what it does; one-shot commands print their answer and only warn; doctor's
+    // answer is every failure already, each with its fix, so the providers' warnings would only
+    // repeat its lines.
+    let default_level = match args.command {
+        Command::Serve(_) => "info",
+        Command::Doctor(_) => "error",
+        _ => "warn",
+    };
     let requested = std::env::var("REMEDY_LOG").unwrap_or_default();
     let mut filter = tracing_subscriber::EnvFilter::try_new(&requested).unwrap_or_else(|_| default_level.into());
     if requested.trim().is_empty() {

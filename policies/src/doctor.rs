@@ -23,13 +23,27 @@ pub const SKEW_WARN: Duration = Duration::minutes(1);
 /// Kerberos refuses tickets beyond this skew (its default `clockskew`, 5 minutes).
 pub const SKEW_FAIL: Duration = Duration::minutes(5);
 
-/// The application permissions remedy needs on Microsoft Graph: each with whether it is needed
-/// whatever the manifests say (`true`), or only by manifests that confirm compromises.
-pub const GRAPH_PERMISSIONS: [(&str, bool); 4] = [
-    ("User.ReadWrite.All", true),
-    ("User.RevokeSessions.All", true),
-    ("IdentityRiskyUser.Read.All", false),
-    ("IdentityRiskyUser.ReadWrite.All", false),
+/// What remedy does on Microsoft Graph, and the application permissions that allow it (the least
+/// privileged first: the one to grant). `always`: needed whatever the manifests say; otherwise only
+/// by manifests that confirm compromises. Sources: docs/operations.md's table;
+/// `revokeSignInSessions` is also allowed by `User.ReadWrite.All` (Microsoft's permission table
+/// for the call lists it as a higher privileged permission).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphNeed {
+    pub what: &'static str,
+    pub any_of: &'static [&'static str],
+    pub always: bool,
+}
+
+pub const GRAPH_NEEDS: [GraphNeed; 4] = [
+    GraphNeed { what: "read users and suspend them", any_of: &["User.ReadWrite.All"], always: true },
+    GraphNeed { what: "revoke sessions", any_of: &["User.RevokeSessions.All", "User.ReadWrite.All"], always: true },
+    GraphNeed {
+        what: "read risk",
+        any_of: &["IdentityRiskyUser.Read.All", "IdentityRiskyUser.ReadWrite.All"],
+        always: false,
+    },
+    GraphNeed { what: "confirm compromised", any_of: &["IdentityRiskyUser.ReadWrite.All"], always: false },
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -288,7 +302,7 @@ pub fn judge_protected_group(entry: &str, resolved: Option<(&str, &str)>) -> Che
     }
 }
 
-/// The Graph token's `roles` claim against [`GRAPH_PERMISSIONS`]. `None`: the token is not a JWT
+/// The Graph token's `roles` claim against [`GRAPH_NEEDS`]. `None`: the token is not a JWT
 /// whose roles can be read.
 pub fn judge_permissions(client_id: &str, roles: Option<&[String]>) -> Check {
     const CHECK: &str = "entra.permissions";
@@ -301,10 +315,18 @@ pub fn judge_permissions(client_id: &str, roles: Option<&[String]>) -> Check {
         );
     };
     let granted = |name: &str| roles.iter().any(|r| r.eq_ignore_ascii_case(name));
-    let missing_required: Vec<&str> =
-        GRAPH_PERMISSIONS.iter().filter(|(n, required)| *required && !granted(n)).map(|(n, _)| *n).collect();
-    let missing_optional: Vec<&str> =
-        GRAPH_PERMISSIONS.iter().filter(|(n, required)| !*required && !granted(n)).map(|(n, _)| *n).collect();
+    let unmet = |always: bool| -> Vec<&GraphNeed> {
+        GRAPH_NEEDS.iter().filter(|n| n.always == always && !n.any_of.iter().any(|p| granted(p))).collect()
+    };
+    // The least privileged permission of each unmet need, once each.
+    let to_add = |needs: &[&GraphNeed]| -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = needs.iter().map(|n| n.any_of[0]).collect();
+        names.dedup();
+        names
+    };
+    let lacks = |needs: &[&GraphNeed]| -> String {
+        needs.iter().map(|n| format!("{} (to {})", n.any_of[0], n.what)).collect::<Vec<_>>().join(", ")
+    };
     let fix = |names: &[&str]| {
         format!(
             "in the app registration, API permissions → Add a permission → Microsoft Graph → Application \
@@ -312,28 +334,29 @@ pub fn judge_permissions(client_id: &str, roles: Option<&[String]>) -> Check {
             names.join(", ")
         )
     };
-    if !missing_required.is_empty() {
+    let required = unmet(true);
+    if !required.is_empty() {
         return Check::fail(
             CHECK,
             client_id,
-            format!("the token lacks {} (it grants: {})", missing_required.join(", "), or_none(roles)),
-            fix(&missing_required),
+            format!("the token lacks {}; it grants: {}", lacks(&required), or_none(roles)),
+            fix(&to_add(&required)),
         );
     }
-    if !missing_optional.is_empty() {
+    let optional = unmet(false);
+    if !optional.is_empty() {
         return Check::warn(
             CHECK,
             client_id,
             format!(
-                "the token lacks {}, which manifests with confirmCompromised need (it grants: {})",
-                missing_optional.join(", "),
+                "the token lacks {}, which only manifests with confirmCompromised need; it grants: {}",
+                lacks(&optional),
                 or_none(roles)
             ),
-            fix(&missing_optional),
+            fix(&to_add(&optional)),
         );
     }
-    let names: Vec<&str> = GRAPH_PERMISSIONS.iter().map(|(n, _)| *n).collect();
-    Check::ok(CHECK, client_id, format!("the token grants {}", names.join(", ")))
+    Check::ok(CHECK, client_id, format!("the token grants what remedy needs: {}", or_none(roles)))
 }
 
 fn or_none(roles: &[String]) -> String {
@@ -469,13 +492,26 @@ mod tests {
         assert_eq!(judge_permissions("app", Some(&all)).status, Status::Ok);
         let check = judge_permissions("app", Some(&all[1..]));
         assert_eq!(check.status, Status::Fail);
-        assert!(check.detail.starts_with("the token lacks User.ReadWrite.All ("), "{}", check.detail);
-        assert!(check.fix.unwrap().contains("add User.ReadWrite.All"));
+        assert!(
+            check
+                .detail
+                .starts_with("the token lacks User.ReadWrite.All (to read users and suspend them); it grants: "),
+            "{}",
+            check.detail
+        );
+        assert!(check.fix.unwrap().contains("add User.ReadWrite.All, then"));
+        // User.ReadWrite.All allows revoking sessions too.
+        assert_eq!(
+            judge_permissions("app", Some(&strings(&["User.ReadWrite.All", "IdentityRiskyUser.ReadWrite.All"]))).status,
+            Status::Ok
+        );
         let check = judge_permissions("app", Some(&all[..2]));
         assert_eq!(check.status, Status::Warn);
-        assert!(check.detail.contains("IdentityRiskyUser.Read.All, IdentityRiskyUser.ReadWrite.All"));
+        assert!(check.detail.contains("lacks IdentityRiskyUser.Read.All (to read risk), IdentityRiskyUser.ReadWrite.All (to confirm compromised)"), "{}", check.detail);
         let check = judge_permissions("app", Some(&[]));
-        assert!(check.detail.contains("(it grants: none)"), "{}", check.detail);
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.detail.ends_with("it grants: none"), "{}", check.detail);
+        assert_eq!(check.fix.unwrap(), "in the app registration, API permissions → Add a permission → Microsoft Graph → Application permissions: add User.ReadWrite.All, User.RevokeSessions.All, then Grant admin consent");
         assert_eq!(judge_permissions("app", None).status, Status::Warn);
     }
 

@@ -211,18 +211,13 @@ async fn check_rights(config: &Config, ad: &ActiveDirectoryConfig, directory: &L
             return;
         }
     };
-    let in_own_right = groups
-        .iter()
-        .filter(|g| {
-            privilege::domain_sid(&g.object_sid).is_some_and(|d| d == domain_sid || d == privilege::BUILTIN_DOMAIN_SID)
-                && (privilege::PROTECTED_DOMAIN_RIDS.iter().chain(&privilege::PROTECTED_BUILTIN_RIDS).any(
-                    |(rid, _)| {
-                        g.object_sid == format!("{domain_sid}-{rid}")
-                            || g.object_sid == format!("{}-{rid}", privilege::BUILTIN_DOMAIN_SID)
-                    },
-                ))
-        })
-        .count();
+    let well_known = |sid: &str| {
+        privilege::PROTECTED_DOMAIN_RIDS.iter().any(|(rid, _)| sid == format!("{domain_sid}-{rid}"))
+            || privilege::PROTECTED_BUILTIN_RIDS
+                .iter()
+                .any(|(rid, _)| sid == format!("{}-{rid}", privilege::BUILTIN_DOMAIN_SID))
+    };
+    let in_own_right = groups.iter().filter(|g| well_known(&g.object_sid)).count();
     checks.push(Check::ok(
         "ad.protected-groups",
         &naming_context,

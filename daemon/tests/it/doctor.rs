@@ -325,7 +325,7 @@ fn doctor_a_missing_graph_permission_fails_naming_it() {
     let runtime = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let password = dir.path().join("unused");
-    let sim = runtime.block_on(spawn(sim_config(Some(&ALL_ROLES[..1])))).expect("simulator");
+    let sim = runtime.block_on(spawn(sim_config(Some(&ALL_ROLES[1..])))).expect("simulator");
     let config = write_config(None, dir.path(), &[], &["OU=Staff,DC=remedy,DC=test"], &[], &password, Some(&sim));
     let run = doctor(&config, "json");
     let checks = run.json();
@@ -333,11 +333,12 @@ fn doctor_a_missing_graph_permission_fails_naming_it() {
     let permissions = line(&checks, "entra.permissions", CLIENT_ID);
     assert_eq!(permissions["status"], "fail");
     assert!(
-        text(permissions, "detail")
-            .starts_with("the token lacks User.RevokeSessions.All (it grants: User.ReadWrite.All)"),
+        text(permissions, "detail").starts_with(
+            "the token lacks User.ReadWrite.All (to read users and suspend them); it grants: User.RevokeSessions.All, "
+        ),
         "{permissions}"
     );
-    assert!(text(permissions, "fix").contains("add User.RevokeSessions.All, then Grant admin consent"));
+    assert!(text(permissions, "fix").contains("add User.ReadWrite.All, then Grant admin consent"));
     assert_eq!(status(&checks, "entra.token", TENANT), "ok");
 
     let opaque = runtime.block_on(spawn(sim_config(None))).expect("simulator");
