@@ -11,6 +11,9 @@
 //!   file, no token), the API unreachable, 401 (unknown token), any other 4xx (a request the
 //!   daemon cannot read) and 5xx.
 //!
+//! `remedy doctor` exits 1 when a check fails (warnings do not), 2 when the configuration does not
+//! load.
+//!
 //! `remedy apply` exits 1 when anything it was asked for is not done (denied, held, blocked, not
 //! found, failed...; see `remedy apply --help`).
 //!
@@ -51,6 +54,11 @@ enum Command {
     /// Observe, plan and apply the allowed actions once, journaled and recorded in the store like the
     /// daemon's (refused while `remedy serve` holds the store), printing what was done.
     Apply(cli::apply::ApplyArgs),
+    /// Check a configuration against the live estate before starting: each DC (reachable,
+    /// certificate, bind, clock), the action account's rights on the allowed scopes and on the
+    /// protected accounts, the protected groups, the Graph token and its permissions. Exit 0 when
+    /// no check fails (warnings do not), 1 when one does, 2 when the configuration does not load.
+    Doctor(cli::doctor::DoctorArgs),
     /// Run the daemon: watch the manifests, reconcile continuously, record every action.
     Serve(cli::serve::ServeArgs),
     /// Show the manifests' status as the daemon has it (or wait until they are Ready).
@@ -67,8 +75,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // The daemon says what it does; one-shot commands print their answer and only warn.
-    let default_level = if matches!(args.command, Command::Serve(_)) { "info" } else { "warn" };
+    // The daemon says what it does; one-shot commands print their answer and only warn; doctor's
+    // answer is every failure already, each with its fix, so the providers' warnings would only
+    // repeat its lines.
+    let default_level = match args.command {
+        Command::Serve(_) => "info",
+        Command::Doctor(_) => "error",
+        _ => "warn",
+    };
     let requested = std::env::var("REMEDY_LOG").unwrap_or_default();
     let mut filter = tracing_subscriber::EnvFilter::try_new(&requested).unwrap_or_else(|_| default_level.into());
     if requested.trim().is_empty() {
@@ -95,6 +109,7 @@ fn main() -> ExitCode {
         Command::Validate(a) => cli::validate::run(&a),
         Command::Plan(a) => cli::plan::run(&a),
         Command::Apply(a) => cli::apply::run(&a),
+        Command::Doctor(a) => cli::doctor::run(&a),
         Command::Serve(a) => cli::serve::run(&a),
         Command::Status(a) => cli::status::run(&a),
         Command::History(a) => cli::history::run(&a),

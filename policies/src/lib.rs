@@ -12,6 +12,7 @@ pub mod coverage;
 pub mod dc_choice;
 pub mod diagnostic;
 mod dn;
+pub mod doctor;
 pub mod identity;
 pub mod load;
 pub mod manifest;

@@ -114,8 +114,8 @@ fn protected_in_own_right(group: &AdGroup, configured: &[String]) -> Option<Stri
         .map(|entry| format!("{} (protectedGroups names {entry:?})", group.sam_account_name))
 }
 
-/// Whether a `protectedGroups` entry names this group.
-fn names_group(entry: &str, group: &AdGroup) -> bool {
+/// Whether a `protectedGroups` entry (SID, DN, sAMAccountName or CN) names this group.
+pub fn names_group(entry: &str, group: &AdGroup) -> bool {
     match GroupName::parse(entry) {
         GroupName::Sid(sid) => sid.eq_ignore_ascii_case(&group.object_sid),
         GroupName::Dn(dn) => rdns(dn) == rdns(&group.dn),

@@ -212,6 +212,15 @@ impl LdapDirectory {
     pub fn stats(&self) -> AdStats {
         self.inner.stats()
     }
+
+    pub(super) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// `guardrails.protectedGroups`, as given to [`LdapDirectory::with_protected_groups`].
+    pub(super) fn configured_protected_groups(&self) -> &[String] {
+        &self.protected_groups
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -376,11 +385,21 @@ impl Inner {
         let mut domains: Vec<&str> = accounts.iter().filter_map(|a| privilege::domain_sid(&a.object_sid)).collect();
         domains.sort_unstable();
         domains.dedup();
+        self.privileged_groups_of(&domains, configured).await
+    }
+
+    /// The protected groups of these domains (by domain SID) and every group nested in them: see
+    /// [`Inner::privileged_groups`]. None for no domain.
+    pub(super) async fn privileged_groups_of(
+        &self,
+        domains: &[&str],
+        configured: &[String],
+    ) -> Result<Vec<AdGroup>, AdError> {
         if domains.is_empty() {
             return Ok(Vec::new());
         }
         let base = self.naming_context().await?.to_owned();
-        let roots = self.search_paged(&base, &protected_groups_filter(&domains, configured), &GROUP_ATTRIBUTES).await?;
+        let roots = self.search_paged(&base, &protected_groups_filter(domains, configured), &GROUP_ATTRIBUTES).await?;
         let mut groups = roots.iter().map(group_from_entry).collect::<Result<Vec<_>, _>>()?;
         if !groups.is_empty() {
             let nested: String =
@@ -656,10 +675,10 @@ impl AdDirectory for LdapDirectory {
 
 /// LDAP_MATCHING_RULE_IN_CHAIN: `memberOf:1.2.840.113556.1.4.1941:=DN` matches members at any
 /// depth of nesting.
-const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
+pub(super) const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
 
 /// What is read of a group.
-const GROUP_ATTRIBUTES: [&str; 3] = ["objectSid", "sAMAccountName", "memberOf"];
+pub(super) const GROUP_ATTRIBUTES: [&str; 3] = ["objectSid", "sAMAccountName", "memberOf"];
 
 /// Groups protected in their own right: the AdminSDHolder set of each domain (by binary SID, so a
 /// renamed or localized group is found) and the builtin domain, and `protectedGroups` entries by

@@ -18,6 +18,7 @@ mod entry;
 pub mod error;
 pub mod kerberos;
 mod pool;
+pub mod preflight;
 pub mod resolve;
 pub mod tls;
 

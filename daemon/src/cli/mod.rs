@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod approve;
 pub mod client;
+pub mod doctor;
 pub mod history;
 pub mod inputs;
 pub mod live;

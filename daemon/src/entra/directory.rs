@@ -19,6 +19,7 @@ use super::graph::{Graph, GraphRequest, GraphResponse, GraphStats, BATCH_LIMIT};
 use super::http::{self, user_path, Endpoints};
 use super::lane::ProtectionLane;
 use super::retry::RetryPolicy;
+use super::token::AccessToken;
 use super::token::TokenSource;
 use super::user::{apply_risk, risky_user_path, user_from_json, user_request_path, verify};
 use super::{EntraChange, EntraDirectory, EntraLookup, RiskReads};
@@ -116,6 +117,12 @@ impl GraphDirectory {
     /// Acquires a token, so that a wrong tenant, client id or secret shows at start.
     pub async fn check(&self) -> Result<(), EntraError> {
         self.graph.token().await.map(|_| ())
+    }
+
+    /// An access token from the configured credential (`remedy doctor` reads its `roles` claim).
+    /// Never formatted: see [`AccessToken`].
+    pub async fn access_token(&self) -> Result<AccessToken, EntraError> {
+        self.graph.token().await
     }
 
     pub fn stats(&self) -> GraphStats {

@@ -53,6 +53,7 @@ pub use graph::{GraphRequest, GraphResponse, GraphStats, BATCH_LIMIT};
 pub use http::{user_path, Endpoints};
 pub use lane::CONFIRM_PATH;
 pub use retry::RetryPolicy;
+pub use token::AccessToken;
 pub use user::risky_user_path;
 pub use user::{verify, USER_SELECT};
 

@@ -4,7 +4,7 @@
 //! double over loopback HTTP), never to an in-process fake of LDAP. `scripts/test` starts the DC
 //! and runs them; by hand: `scripts/samba-dc start && eval "$(scripts/samba-dc env)"`.
 //!
-//! The modules whose tests need the DC: `ad`, `serve`, `recontain`, `crash`, `secrets`, `kerberos` and `dc_outage` (which
+//! The modules whose tests need the DC: `ad`, `serve`, `recontain`, `crash`, `secrets`, `failover`, `kerberos`, `doctor` and `dc_outage` (which
 //! stops it: see `support::dc::Dc` for how that is kept from the others); in `cli`, the one test
 //! of `remedy apply`.
 
@@ -16,6 +16,7 @@ mod cli;
 mod consistency;
 mod crash;
 mod dc_outage;
+mod doctor;
 mod entra;
 mod entra_credentials;
 mod failover;

@@ -14,7 +14,7 @@ use crate::action::Provider;
 use crate::config::Guardrails;
 use crate::dn::{in_scope, rdns};
 use crate::identity::Identity;
-use crate::observed::{AdGroup, ObservedState, ProviderView};
+use crate::observed::{AdAccount, AdGroup, ObservedState, ProviderView};
 use crate::privilege;
 
 const RID_ADMINISTRATOR: u32 = 500;
@@ -28,14 +28,8 @@ struct Denial {
 
 pub(super) fn judge(group: &Group<'_>, guardrails: &Guardrails, observed: &ObservedState, work: &mut Work) {
     let names = Names::of(group);
-    let protections = protections(group, guardrails, observed.privileged_groups.as_deref(), &names);
-    // krbtgt and the action account cannot be exempted; naming them in allowProtected changes
-    // nothing, and saying "exempt from ..." about them would mislead.
-    let exemption = guardrails
-        .allow_protected
-        .iter()
-        .find(|entry| names.matches(entry))
-        .filter(|_| protections.iter().all(|(_, exemptable)| *exemptable));
+    let protections = protections(group.ad_account(), guardrails, observed.privileged_groups.as_deref(), &names);
+    let exemption = exemption(guardrails, &names, &protections);
     let mut protection = None;
     for (denial, _) in protections {
         match exemption {
@@ -71,6 +65,30 @@ pub(super) fn judge(group: &Group<'_>, guardrails: &Guardrails, observed: &Obser
     }
 }
 
+/// The `allowProtected` entry that exempts the account from its protections, if one does. krbtgt
+/// and the action account cannot be exempted; naming them in allowProtected changes nothing, and
+/// saying "exempt from ..." about them would mislead.
+fn exemption<'g>(guardrails: &'g Guardrails, names: &Names, protections: &[(Denial, bool)]) -> Option<&'g String> {
+    guardrails
+        .allow_protected
+        .iter()
+        .find(|entry| names.matches(entry))
+        .filter(|_| protections.iter().all(|(_, exemptable)| *exemptable))
+}
+
+/// Why an AD account is protected from remedy, as the plan's guardrails would say it (RID 500 or
+/// 502, the action account, `protectedAccounts`, `protectedGroups` and the AdminSDHolder set given
+/// the groups read, adminCount=1); `None` when it is not, or `allowProtected` exempts it. For
+/// `remedy doctor`, which looks for the action account's rights on protected accounts.
+pub fn protection_of(account: &AdAccount, guardrails: &Guardrails, privileged_groups: &[AdGroup]) -> Option<String> {
+    let names = Names::of_account(account);
+    let protections = protections(Some(account), guardrails, Some(privileged_groups), &names);
+    if exemption(guardrails, &names, &protections).is_some() {
+        return None;
+    }
+    protections.into_iter().next().map(|(denial, _)| denial.detail)
+}
+
 /// While Active Directory cannot be asked, whether the person is protected there (an
 /// administrator, a member of a privileged group) cannot be decided: their Entra ID actions are
 /// not planned, never guessed to be allowed. The pass is retried like any provider outage.
@@ -102,13 +120,12 @@ fn guardrail_name(guardrail: Guardrail) -> &'static str {
 /// Every protection that applies, in precedence order, each with whether allowProtected may
 /// exempt it.
 fn protections(
-    group: &Group<'_>,
+    account: Option<&AdAccount>,
     guardrails: &Guardrails,
     privileged_groups: Option<&[AdGroup]>,
     names: &Names,
 ) -> Vec<(Denial, bool)> {
     let mut found = Vec::new();
-    let account = group.ad_account();
     match account.and_then(|a| a.rid()) {
         Some(RID_KRBTGT) => found.push((
             Denial {
@@ -172,19 +189,7 @@ struct Names {
 
 impl Names {
     fn of(group: &Group<'_>) -> Names {
-        let mut names = Names::default();
-        if let Some(account) = group.ad_account() {
-            let sam = account.sam_account_name.to_lowercase();
-            let rdns = rdns(&account.dn);
-            // An account without userPrincipalName still binds as sam@dns-domain (implicit UPN).
-            let domain: Vec<&str> = rdns.iter().filter_map(|rdn| rdn.strip_prefix("dc=")).collect();
-            if !domain.is_empty() {
-                names.upns.insert(format!("{sam}@{}", domain.join(".")));
-            }
-            names.upns.extend(account.user_principal_name.as_deref().map(str::to_lowercase));
-            names.sams.insert(sam);
-            names.dns.insert(rdns);
-        }
+        let mut names = group.ad_account().map(Names::of_account).unwrap_or_default();
         if let Some(user) = group.entra_user() {
             names.upns.insert(user.user_principal_name.to_lowercase());
         }
@@ -195,6 +200,23 @@ impl Names {
                 Identity::ObjectGuid(_) | Identity::ObjectSid(_) => false,
             };
         }
+        names
+    }
+
+    /// The names an AD account goes by: sAMAccountName, DN, userPrincipalName and the implicit
+    /// UPN.
+    fn of_account(account: &AdAccount) -> Names {
+        let mut names = Names::default();
+        let sam = account.sam_account_name.to_lowercase();
+        let rdns = rdns(&account.dn);
+        // An account without userPrincipalName still binds as sam@dns-domain (implicit UPN).
+        let domain: Vec<&str> = rdns.iter().filter_map(|rdn| rdn.strip_prefix("dc=")).collect();
+        if !domain.is_empty() {
+            names.upns.insert(format!("{sam}@{}", domain.join(".")));
+        }
+        names.upns.extend(account.user_principal_name.as_deref().map(str::to_lowercase));
+        names.sams.insert(sam);
+        names.dns.insert(rdns);
         names
     }
 
@@ -244,6 +266,41 @@ mod tests {
             when_changed: None,
             usn_changed: None,
         }
+    }
+
+    /// `protection_of` (for `remedy doctor`) says what the plan's guardrails say of an account
+    /// alone: the action account by its implicit UPN, RID 500, a protected group by SID; and an
+    /// `allowProtected` exemption makes it unprotected, except for the action account.
+    #[test]
+    fn protection_of_an_account_is_the_guardrails_verdict() {
+        let mut guardrails = Guardrails::with_scopes(&["DC=remedy,DC=test"]);
+        guardrails.action_account = Some("SVC-remedy@remedy.test".into());
+        let action = protection_of(&account(), &guardrails, &[]).expect("the action account");
+        assert!(action.contains("remedy's own action account"), "{action}");
+        guardrails.allow_protected = vec!["svc-remedy".into()];
+        assert!(protection_of(&account(), &guardrails, &[]).is_some(), "the action account cannot be exempted");
+
+        let admins = AdGroup {
+            dn: "CN=Domain Admins,CN=Users,DC=remedy,DC=test".into(),
+            object_sid: "S-1-5-21-1-2-3-512".into(),
+            sam_account_name: "Domain Admins".into(),
+            member_of: vec![],
+        };
+        let alice = crate::observed::AdAccount {
+            dn: "CN=alice,OU=Staff,DC=remedy,DC=test".into(),
+            sam_account_name: "alice".into(),
+            object_sid: "S-1-5-21-1-2-3-1200".into(),
+            member_of: vec![admins.dn.clone()],
+            ..account()
+        };
+        let why = protection_of(&alice, &guardrails, std::slice::from_ref(&admins)).expect("a Domain Admin");
+        assert_eq!(why, "member of Domain Admins (RID 512)");
+        guardrails.allow_protected = vec!["alice".into()];
+        assert_eq!(protection_of(&alice, &guardrails, &[admins]), None, "exempted by allowProtected");
+        let administrator = crate::observed::AdAccount { object_sid: "S-1-5-21-1-2-3-500".into(), ..alice };
+        assert!(protection_of(&administrator, &Guardrails::with_scopes(&[]), &[]).unwrap().contains("RID 500"));
+        let plain = crate::observed::AdAccount { object_sid: "S-1-5-21-1-2-3-1300".into(), ..administrator };
+        assert_eq!(protection_of(&plain, &Guardrails::with_scopes(&[]), &[]), None);
     }
 
     #[test]

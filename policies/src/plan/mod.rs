@@ -18,6 +18,8 @@ mod guardrails;
 mod merge;
 mod release;
 
+pub use guardrails::protection_of;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;

@@ -77,6 +77,18 @@ pub struct SimConfig {
     /// these subjects, are accepted as client assertions (workload identity federation).
     #[serde(default)]
     pub federated_credentials: Vec<FederatedCredential>,
+    /// The application permissions granted to the app (with admin consent), as the `roles` claim
+    /// of its access tokens shows them. `None` (the default): tokens are opaque random strings
+    /// starting `graph-sim.` (easy to look for in logs and stores). `Some`: tokens are JWTs, as
+    /// the real service issues, whose payload carries `aud`, `iss`, `tid`, `appid`, `iat`,
+    /// `nbf`, `exp`, `idtyp: app` and `roles` (left out when empty: a token granting nothing has
+    /// no `roles` claim). Their signature is random bytes: nothing outside the simulator may
+    /// verify them, as no client of Graph should (Microsoft: treat access tokens for Graph as
+    /// opaque). The simulator does not refuse requests for lack of a role.
+    /// Source: https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference
+    /// (`roles`: "the set of permissions ... for application permissions").
+    #[serde(default)]
+    pub app_roles: Option<Vec<String>>,
 }
 
 /// How far behind writes a lagging replica is (see [`SimConfig::replica_lag`]).
@@ -181,6 +193,7 @@ impl SimConfig {
             client_secret_expired: false,
             client_certificates: Vec::new(),
             federated_credentials: Vec::new(),
+            app_roles: None,
         }
     }
 

@@ -293,6 +293,37 @@ fn random_token() -> String {
     token
 }
 
+/// An access token shaped like the real service's app-only tokens (see
+/// [`crate::SimConfig::app_roles`]): a JWT whose payload names the app, the tenant and its roles,
+/// with a random signature.
+fn jwt_token(config: &crate::SimConfig, roles: &[String], lifetime: u64) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let now = Utc::now().timestamp();
+    let header = json!({"typ": "JWT", "alg": "RS256", "kid": "graph-sim"});
+    let mut claims = json!({
+        "aud": "https://graph.microsoft.com",
+        "iss": format!("https://sts.windows.net/{}/", config.tenant_id),
+        "tid": config.tenant_id,
+        "appid": config.client_id,
+        "idtyp": "app",
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime as i64,
+        "uti": std::iter::repeat_with(fastrand::alphanumeric).take(22).collect::<String>(),
+    });
+    if !roles.is_empty() {
+        claims["roles"] = json!(roles);
+    }
+    let signature: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..)).take(256).collect();
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
 pub(crate) async fn token(
     State(shared): State<Arc<Shared>>,
     Path(tenant): Path<String>,
@@ -351,8 +382,11 @@ pub(crate) async fn token(
     };
     let (status, body) = match outcome {
         Ok(()) => {
-            let token = random_token();
             let lifetime = shared.config.token_lifetime;
+            let token = match &shared.config.app_roles {
+                Some(roles) => jwt_token(&shared.config, roles, lifetime.as_secs()),
+                None => random_token(),
+            };
             shared.lock().tokens.insert(token.clone(), Instant::now() + lifetime);
             let seconds = lifetime.as_secs_f64().ceil() as u64;
             (

@@ -30,6 +30,41 @@ async fn client_credentials_issue_a_bearer_token() {
     assert_eq!(logged.body.as_ref().unwrap()["client_secret"], "<redacted>");
 }
 
+/// With `appRoles`, tokens are JWTs whose `roles` claim lists the granted permissions, as the
+/// real service's app-only tokens do; a token granting nothing has no `roles` claim; and such a
+/// token is a bearer token like any other.
+#[tokio::test]
+async fn app_roles_make_tokens_jwts_with_a_roles_claim() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let claims = |token: &str| -> Value {
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3, "{token}");
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap()
+    };
+    let roles = vec!["User.ReadWrite.All".to_owned(), "User.RevokeSessions.All".to_owned()];
+    let sim = spawn(SimConfig { app_roles: Some(roles.clone()), ..config() }).await.unwrap();
+    let (status, body) = token(&http(), &sim, SECRET).await;
+    assert_eq!(status, 200, "{body}");
+    let access_token = body["access_token"].as_str().unwrap();
+    let payload = claims(access_token);
+    assert_eq!(payload["roles"], serde_json::json!(roles), "{payload}");
+    assert_eq!(payload["tid"], TENANT);
+    assert_eq!(payload["appid"], CLIENT);
+    assert_eq!(payload["aud"], "https://graph.microsoft.com");
+    let users = http().get(format!("{}/v1.0/users", sim.url())).bearer_auth(access_token).send().await.unwrap();
+    assert_eq!(users.status().as_u16(), 200);
+
+    let sim = spawn(SimConfig { app_roles: Some(Vec::new()), ..config() }).await.unwrap();
+    let (_, body) = token(&http(), &sim, SECRET).await;
+    let payload = claims(body["access_token"].as_str().unwrap());
+    assert!(payload.get("roles").is_none(), "{payload}");
+
+    let sim = spawn(config()).await.unwrap();
+    let (_, body) = token(&http(), &sim, SECRET).await;
+    assert!(body["access_token"].as_str().unwrap().starts_with("graph-sim."), "{body}");
+}
+
 #[tokio::test]
 async fn token_endpoint_errors_are_the_identity_platforms() {
     let sim = spawn(config()).await.unwrap();
