@@ -225,3 +225,42 @@ async fn kerberos_serve_goes_on_after_its_tickets_expire() {
     assert!(!log.contains("watching the DC for changes stopped"), "the watcher was not cut off:\n{log}");
     serve.terminate(Duration::from_secs(10)).await;
 }
+
+/// Two DCs, Kerberos binds: with dc1 stopped, the disable goes to dc2 with a ticket for
+/// `ldap/dc2.remedy.test` (the KDCs of both DCs are in the lab's krb5.conf).
+#[tokio::test]
+async fn kerberos_with_two_dcs_and_dc1_down_the_disable_lands_on_dc2() {
+    let dc = Dc::exclusive().await;
+    let env = dc.env();
+    let dc1 = kerberos::dc_host(&dc).await;
+    let dc2 = std::env::var("REMEDY_TEST_DC2_NAME").expect("REMEDY_TEST_DC2_NAME (eval \"$(scripts/samba-dc env)\")");
+    kerberos::ensure_ldap_spn(&dc, &dc2).await;
+    let krb5 = std::env::var("REMEDY_TEST_KRB5_CONFIG").expect("REMEDY_TEST_KRB5_CONFIG: the lab's krb5.conf, both KDCs");
+    let ou = dc.ou("krb-two-dcs").await;
+    let user = ou.add_user("k2", 0x200).await;
+    // The user (and dc2's new SPN) replicate to dc2 before dc1 goes.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut on_dc2 = dc::admin_on(&env.dc2_ldaps_url).await;
+        if dc::try_read_uac(&mut on_dc2, &user.dn).await.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} did not replicate to dc2", user.sam);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keytab = kerberos::export_keytab(&env.action_bind, dir.path(), "remedy.keytab");
+    let ad = kerberos::active_directory_yaml(&dc, &format!("ldaps://{dc1}:636"), &keytab, Path::new(&krb5), 2).replace(
+        &format!("  url: ldaps://{dc1}:636\n"),
+        &format!("  domainControllers: [\"ldaps://{dc1}:636\", \"ldaps://{dc2}:636\"]\n"),
+    );
+    let config = setup(dir.path(), &ou, &ad, &[&user]);
+
+    let stopped = dc.stop_one("dc1");
+    let output = remedy(&["apply"], &config);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("disable-account: done"), "{}", text(&output));
+    let mut on_dc2 = dc::admin_on(&env.dc2_ldaps_url).await;
+    assert_eq!(dc::try_read_uac(&mut on_dc2, &user.dn).await.map(|uac| uac & 0x2), Some(0x2), "dc2 shows it disabled");
+    stopped.start();
+}

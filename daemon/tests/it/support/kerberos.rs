@@ -107,3 +107,24 @@ pub fn active_directory_yaml(dc: &Dc, url: &str, keytab: &Path, krb5_conf: &Path
         base = env.base_dn,
     )
 }
+
+/// Makes sure the computer account of the DC named `host` carries `ldap/<host>` (the join of
+/// dc2 adds it on a fresh estate; an estate joined before did not).
+pub async fn ensure_ldap_spn(dc: &Dc, host: &str) {
+    let mut ldap = dc.admin().await;
+    let filter = format!("(&(objectClass=computer)(dNSHostName={host}))");
+    let (computers, _) = ldap
+        .search(&dc.env().base_dn, Scope::Subtree, &filter, vec!["servicePrincipalName"])
+        .await
+        .and_then(|r| r.success())
+        .expect("the DC's computer account");
+    let computer = SearchEntry::construct(computers.into_iter().next().expect("the DC's computer account"));
+    let spn = format!("ldap/{host}");
+    let has = computer.attrs.get("servicePrincipalName").is_some_and(|v| v.iter().any(|s| s.eq_ignore_ascii_case(&spn)));
+    if !has {
+        ldap.modify(&computer.dn, vec![Mod::Add("servicePrincipalName", HashSet::from([spn.as_str()]))])
+            .await
+            .and_then(|r| r.success())
+            .unwrap_or_else(|e| panic!("cannot add {spn} to {}: {e}", computer.dn));
+    }
+}
