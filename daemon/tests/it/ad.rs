@@ -543,6 +543,32 @@ async fn plain_ldap_works_only_with_allow_insecure() {
     observe_one(&directory, "sam:staff0004").await;
 }
 
+/// dc2 requires strong authentication, as Windows Server 2025 DCs do by default: a simple bind in
+/// clear is refused, and remedy says why and what to do, with the DC's own words.
+#[tokio::test]
+async fn a_dc_that_requires_strong_auth_refuses_a_simple_bind_in_clear_and_remedy_says_why() {
+    let dc = Dc::shared().await;
+    let env = dc.env();
+    let plain = ActiveDirectoryConfig {
+        url: env.dc2_ldap_url.clone(),
+        allow_insecure: true,
+        ca_file: None,
+        ..dc.action_config()
+    };
+    let error = LdapDirectory::connect(&plain, Path::new("/")).await.expect_err("dc2 requires strong auth");
+    assert_eq!(error.result_code(), Some(8), "{error:?}");
+    assert!(!error.is_transient(), "a person must change the configuration: {error:?}");
+    let text = error.to_string();
+    for said in
+        ["strongerAuthRequired", "requires strong authentication", "ldaps://", "startTls: true", "kerberos bind"]
+    {
+        assert!(text.contains(said), "{said}: {text}");
+    }
+    // The same bind over TLS is taken.
+    let tls = ActiveDirectoryConfig { url: env.dc2_ldaps_url.clone(), ..dc.action_config() };
+    observe_one(&connect(&tls).await, "sam:staff0004").await;
+}
+
 #[tokio::test]
 async fn wrong_credentials_are_permanent_and_keep_the_dcs_words() {
     let dc = Dc::shared().await;

@@ -153,12 +153,15 @@ fn doctor_passes_against_both_dcs_and_graph_sim_with_the_labs_two_findings() {
     let dc = runtime.block_on(Dc::shared());
     let env = dc.env();
     let sim = runtime.block_on(spawn(sim_config(Some(&ALL_ROLES)))).expect("simulator");
+    // A scope below OU=Tests with a user of its own: OU=Tests itself is empty on a fresh DC.
+    let ou = runtime.block_on(dc.ou("doctor-scope"));
+    runtime.block_on(ou.add_user("dr", 0x200));
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(
         Some(env),
         dir.path(),
         &[&env.ldaps_url, &env.dc2_ldaps_url],
-        &[&env.staff_ou, &env.tests_ou],
+        &[&env.staff_ou, &ou.dn],
         &["Domain Admins"],
         &env.action_password_file,
         Some(&sim),
@@ -172,7 +175,7 @@ fn doctor_passes_against_both_dcs_and_graph_sim_with_the_labs_two_findings() {
         }
     }
     // The lab delegates lockoutTime too, which remedy does not need (it does not unlock).
-    for scope in [&env.staff_ou, &env.tests_ou] {
+    for scope in [&env.staff_ou, &ou.dn] {
         let scope_line = line(&checks, "ad.scope", scope);
         assert_eq!(scope_line["status"], "warn", "{scope_line}");
         let detail = text(scope_line, "detail");

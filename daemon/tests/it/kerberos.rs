@@ -226,8 +226,9 @@ async fn kerberos_serve_goes_on_after_its_tickets_expire() {
     serve.terminate(Duration::from_secs(10)).await;
 }
 
-/// Two DCs, Kerberos binds: with dc1 stopped, the disable goes to dc2 with a ticket for
-/// `ldap/dc2.remedy.test` (the KDCs of both DCs are in the lab's krb5.conf).
+/// Two DCs, Kerberos binds: with dc1 stopped, the disable goes to dc2 — a DC that requires
+/// strong authentication — with a ticket for `ldap/dc2.remedy.test` (the KDCs of both DCs are in
+/// the lab's krb5.conf).
 #[tokio::test]
 async fn kerberos_with_two_dcs_and_dc1_down_the_disable_lands_on_dc2() {
     let dc = Dc::exclusive().await;
@@ -235,7 +236,8 @@ async fn kerberos_with_two_dcs_and_dc1_down_the_disable_lands_on_dc2() {
     let dc1 = kerberos::dc_host(&dc).await;
     let dc2 = std::env::var("REMEDY_TEST_DC2_NAME").expect("REMEDY_TEST_DC2_NAME (eval \"$(scripts/samba-dc env)\")");
     kerberos::ensure_ldap_spn(&dc, &dc2).await;
-    let krb5 = std::env::var("REMEDY_TEST_KRB5_CONFIG").expect("REMEDY_TEST_KRB5_CONFIG: the lab's krb5.conf, both KDCs");
+    let krb5 =
+        std::env::var("REMEDY_TEST_KRB5_CONFIG").expect("REMEDY_TEST_KRB5_CONFIG: the lab's krb5.conf, both KDCs");
     let ou = dc.ou("krb-two-dcs").await;
     let user = ou.add_user("k2", 0x200).await;
     // The user (and dc2's new SPN) replicate to dc2 before dc1 goes.
@@ -250,9 +252,12 @@ async fn kerberos_with_two_dcs_and_dc1_down_the_disable_lands_on_dc2() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let keytab = kerberos::export_keytab(&env.action_bind, dir.path(), "remedy.keytab");
-    let ad = kerberos::active_directory_yaml(&dc, &format!("ldaps://{dc1}:636"), &keytab, Path::new(&krb5), 2).replace(
-        &format!("  url: ldaps://{dc1}:636\n"),
-        &format!("  domainControllers: [\"ldaps://{dc1}:636\", \"ldaps://{dc2}:636\"]\n"),
+    // Plain LDAP, signed and sealed by Kerberos: dc2 requires strong authentication, and Samba
+    // then refuses a GSSAPI bind without sign or seal even over TLS ("SASL:[GSSAPI]: Sign or Seal
+    // are required"), where Windows refuses sign and seal inside TLS.
+    let ad = kerberos::active_directory_yaml(&dc, &format!("ldap://{dc1}:389"), &keytab, Path::new(&krb5), 2).replace(
+        &format!("  url: ldap://{dc1}:389\n"),
+        &format!("  domainControllers: [\"ldap://{dc1}:389\", \"ldap://{dc2}:389\"]\n"),
     );
     let config = setup(dir.path(), &ou, &ad, &[&user]);
 

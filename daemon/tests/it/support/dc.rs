@@ -154,6 +154,8 @@ pub struct TestEnv {
     pub tests_ou: String,
     /// The second DC of the domain (joined, replicating with the first).
     pub dc2_ldaps_url: String,
+    /// dc2 over plain LDAP: it requires strong authentication (no simple bind in clear).
+    pub dc2_ldap_url: String,
 }
 
 fn var(name: &str) -> String {
@@ -181,6 +183,7 @@ fn env() -> &'static TestEnv {
         other_ou: var("REMEDY_TEST_OTHER_OU"),
         tests_ou: var("REMEDY_TEST_TESTS_OU"),
         dc2_ldaps_url: var("REMEDY_TEST_DC2_LDAPS_URL"),
+        dc2_ldap_url: var("REMEDY_TEST_DC2_LDAP_URL"),
     })
 }
 

@@ -120,7 +120,8 @@ pub async fn ensure_ldap_spn(dc: &Dc, host: &str) {
         .expect("the DC's computer account");
     let computer = SearchEntry::construct(computers.into_iter().next().expect("the DC's computer account"));
     let spn = format!("ldap/{host}");
-    let has = computer.attrs.get("servicePrincipalName").is_some_and(|v| v.iter().any(|s| s.eq_ignore_ascii_case(&spn)));
+    let has =
+        computer.attrs.get("servicePrincipalName").is_some_and(|v| v.iter().any(|s| s.eq_ignore_ascii_case(&spn)));
     if !has {
         ldap.modify(&computer.dn, vec![Mod::Add("servicePrincipalName", HashSet::from([spn.as_str()]))])
             .await
