@@ -272,6 +272,11 @@ impl Pool {
                 }
                 Err(error) => {
                     self.mark_down(&url, &error);
+                    // The account's own credentials refused: every DC would refuse them too, and
+                    // each refusal counts toward locking the action account out.
+                    if refuses_the_account(&error) {
+                        return Err(error);
+                    }
                     let next = self.choose();
                     match next {
                         Ok(next) if next != url => url = next,
@@ -477,6 +482,12 @@ fn explain_simple_bind(error: AdError) -> AdError {
     }
 }
 
+/// Whether a failed bind says the action account's credentials are wrong (a wrong password, a
+/// keytab that cannot work), which no other DC would take either.
+fn refuses_the_account(error: &AdError) -> bool {
+    matches!(error, AdError::Ldap { operation: "bind", code: 49, .. } | AdError::Kerberos { transient: false, .. })
+}
+
 /// The host of an `ldap://` or `ldaps://` URL (no port, no brackets).
 fn url_host(url: &str) -> &str {
     remedy_policies::config::url_host(url)
@@ -583,6 +594,23 @@ mod tests {
         }
         let wrong_password = AdError::Ldap { operation: "bind", dn: None, code: 49, message: "x".into() };
         assert_eq!(explain_simple_bind(wrong_password).to_string(), "bind: LDAP 49 (invalidCredentials): x");
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_account_stops_the_move_to_the_next_dc() {
+        let ldap = |code| AdError::Ldap { operation: "bind", dn: Some("svc@x".into()), code, message: "x".into() };
+        assert!(refuses_the_account(&ldap(49)), "a wrong password: every DC says the same");
+        let keytab = AdError::Kerberos { principal: "svc@X".into(), message: "stale key".into(), transient: false };
+        assert!(refuses_the_account(&keytab));
+        for other in [
+            ldap(8), // this DC wants strong authentication: another may not
+            AdError::Connection { url: "ldaps://dc1".into(), message: "refused".into() },
+            AdError::Tls { url: "ldaps://dc1".into(), message: "certificate for another name".into() },
+            AdError::Timeout { operation: "bind".into(), after: Duration::from_secs(1) },
+            AdError::Kerberos { principal: "svc@X".into(), message: "KDC unreachable".into(), transient: true },
+        ] {
+            assert!(!refuses_the_account(&other), "{other:?}: try the next DC");
+        }
     }
 
     #[test]
