@@ -726,13 +726,16 @@ def converge_bound(down_for):
 
 
 def samba_dc(script, command, marker):
-    """scripts/samba-dc stop|start; `marker` exists while this check has the DC stopped (the shell's
-    trap starts the DC again if it finds it)."""
+    """scripts/samba-dc stop dc1|start; `marker` exists while this check has the DC stopped (the
+    shell's trap starts the DC again if it finds it). Only dc1 is stopped: it is the DC remedy is
+    configured with here, and stopping dc2 first would delay dc1's stop by two seconds, long enough
+    for the whole batch to land before the DC dies."""
     if command == "stop":
         with open(marker, "w") as f:
             f.write(str(os.getpid()))
     started = time.monotonic()
-    result = subprocess.run([script, command], text=True, capture_output=True)
+    args = [script, "stop", "dc1"] if command == "stop" else [script, command]
+    result = subprocess.run(args, text=True, capture_output=True)
     took = time.monotonic() - started
     if result.returncode != 0:
         raise Failure(f"scripts/samba-dc {command} failed ({result.returncode}): {result.stderr.strip()[-500:]}")
