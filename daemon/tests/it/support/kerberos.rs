@@ -24,22 +24,8 @@ pub async fn dc_host(dc: &Dc) -> &'static str {
             .expect("rootDSE");
         let root = SearchEntry::construct(root.into_iter().next().expect("the rootDSE"));
         let host = root.attrs.get("dnsHostName").and_then(|v| v.first()).expect("dnsHostName").to_ascii_lowercase();
-        let filter = format!("(&(objectClass=computer)(dNSHostName={host}))");
-        let (computers, _) = ldap
-            .search(&dc.env().base_dn, Scope::Subtree, &filter, vec!["servicePrincipalName"])
-            .await
-            .and_then(|r| r.success())
-            .expect("the DC's computer account");
-        let computer = SearchEntry::construct(computers.into_iter().next().expect("the DC's computer account"));
-        let spn = format!("ldap/{host}");
-        let has =
-            computer.attrs.get("servicePrincipalName").is_some_and(|v| v.iter().any(|s| s.eq_ignore_ascii_case(&spn)));
-        if !has {
-            ldap.modify(&computer.dn, vec![Mod::Add("servicePrincipalName", HashSet::from([spn.as_str()]))])
-                .await
-                .and_then(|r| r.success())
-                .unwrap_or_else(|e| panic!("cannot add {spn} to {}: {e}", computer.dn));
-        }
+        drop(ldap);
+        ensure_ldap_spn(dc, &host).await;
         host
     })
     .await
