@@ -128,6 +128,19 @@ impl Daemon {
         }
     }
 
+    /// Waits (up to 30 s) for the manifest's status to satisfy `done`, and returns it.
+    async fn wait_status(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let status = self.status(name).await;
+            if let Some(status) = status.as_ref().filter(|s| done(s)) {
+                return status.clone();
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{name}: not {what} after 30 s: {status:#?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     fn patches(&self) -> usize {
         let id = self.sim.user(UPN).expect("user").id;
         self.sim.log().iter().filter(|e| e.method == "PATCH" && e.path == format!("/v1.0/users/{id}")).count()
@@ -147,19 +160,7 @@ async fn consistency_a_suspension_a_lagging_replica_hides_ends_confirmed_not_par
     assert_eq!(records[1]["after"], "false");
     assert_eq!(daemon.patches(), 1, "sent once, never again while awaited");
     // The manifest ends Ready.
-    let started = Instant::now();
-    loop {
-        let Some(status) = daemon.status("inc-1").await else {
-            assert!(started.elapsed() < Duration::from_secs(30), "no status for inc-1 after 30 s");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        if condition(&status, "Ready")["status"] == "True" {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{status:#}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    daemon.wait_status("inc-1", "Ready", |s| condition(s, "Ready")["status"] == "True").await;
     daemon.serve.terminate(Duration::from_secs(10)).await;
 }
 
@@ -167,22 +168,12 @@ async fn consistency_a_suspension_a_lagging_replica_hides_ends_confirmed_not_par
 async fn consistency_a_suspension_that_never_shows_is_not_effective_after_the_deadline() {
     let mut daemon = start(Duration::from_secs(3600), "12s").await;
     // While awaited, the status says so.
-    let started = Instant::now();
-    loop {
-        let Some(status) = daemon.status("inc-1").await else {
-            assert!(started.elapsed() < Duration::from_secs(30), "no status for inc-1 after 30 s");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        let ready = condition(&status, "Ready");
-        if ready["reason"] == "AwaitingConfirmation" {
-            assert_eq!(ready["status"], "False", "{status:#}");
-            assert!(ready["message"].as_str().unwrap().contains("awaiting confirmation"), "{status:#}");
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{status:#}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let status = daemon
+        .wait_status("inc-1", "awaiting confirmation", |s| condition(s, "Ready")["reason"] == "AwaitingConfirmation")
+        .await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False", "{status:#}");
+    assert!(ready["message"].as_str().unwrap().contains("awaiting confirmation"), "{status:#}");
     let records = daemon.wait_for_end(Duration::from_secs(60)).await;
     let outcomes: Vec<&str> = records.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["awaiting-confirmation", "failed"], "{records:#?}");
@@ -192,20 +183,8 @@ async fn consistency_a_suspension_that_never_shows_is_not_effective_after_the_de
         "{error}"
     );
     // Parked, not sent again: the status says so, and Graph saw one write.
-    let started = Instant::now();
-    loop {
-        let Some(status) = daemon.status("inc-1").await else {
-            assert!(started.elapsed() < Duration::from_secs(30), "no status for inc-1 after 30 s");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        if condition(&status, "Stalled")["status"] == "True" {
-            assert!(condition(&status, "Stalled")["message"].as_str().unwrap().contains("not effective"), "{status:#}");
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{status:#}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let status = daemon.wait_status("inc-1", "Stalled", |s| condition(s, "Stalled")["status"] == "True").await;
+    assert!(condition(&status, "Stalled")["message"].as_str().unwrap().contains("not effective"), "{status:#}");
     assert_eq!(daemon.patches(), 1);
     daemon.serve.terminate(Duration::from_secs(10)).await;
 }
