@@ -396,9 +396,41 @@ pub fn bind_fix(code: u32, message: &str) -> String {
     reason.to_owned()
 }
 
+/// What to do about a Kerberos bind that could not get its tickets; `message` is the Kerberos
+/// library's text with remedy's hint.
+pub fn kerberos_fix(message: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    let reason = if lower.contains("server not found in kerberos database") {
+        "the KDC knows no ldap/<name> for this DC: put the DC's name as AD knows it in the URL (setspn -Q \
+         ldap/<name> on Windows, samba-tool spn list on Samba)"
+    } else if lower.contains("preauthentication failed") {
+        "the keytab's key is not the account's current one: export the keytab again"
+    } else if lower.contains("clock skew") || lower.contains("more than 5 minutes") {
+        "this host's clock is more than 5 minutes from the DC's: keep it in sync (chrony against the DCs)"
+    } else if lower.contains("cannot contact any kdc") {
+        "no KDC answered: check krb5.conf (kerberos.krb5Config) names reachable KDCs for the realm"
+    } else if lower.contains("cannot read the keytab") {
+        "put the keytab at activeDirectory.kerberos.keytab, readable by remedy's user"
+    } else {
+        "check activeDirectory.kerberos (keytab, principal, krb5Config): klist -k lists the keytab's principals; \
+         docs/operations.md, Kerberos from a keytab"
+    };
+    reason.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kerberos_failures_say_what_to_do() {
+        assert!(kerberos_fix("Server not found in Kerberos database").contains("setspn -Q"));
+        assert!(kerberos_fix("Preauthentication failed (the keytab's key is not the account's)")
+            .contains("export the keytab again"));
+        assert!(kerberos_fix("Clock skew too great").contains("clock"));
+        assert!(kerberos_fix("Cannot contact any KDC for realm 'CONTOSO.COM'").contains("krb5.conf"));
+        assert!(kerberos_fix("something else").contains("klist -k"));
+    }
 
     fn strings(values: &[&str]) -> Vec<String> {
         values.iter().map(|v| (*v).to_owned()).collect()

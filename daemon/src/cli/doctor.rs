@@ -41,6 +41,8 @@ pub struct DoctorArgs {
 pub fn run(args: &DoctorArgs) -> Result<ExitCode> {
     let config = read_config(&args.config)?;
     let config_dir = args.config.parent().unwrap_or(Path::new(".")).to_path_buf();
+    // Before the runtime's threads start, as every command that binds with Kerberos does.
+    super::inputs::prepare_kerberos(&config, &args.config)?;
     let checks = super::live::runtime()?.block_on(checks(&config, &config_dir));
     if !print_structured(args.format, &checks)? {
         let mut out = std::io::stdout().lock();
@@ -122,6 +124,17 @@ async fn check_ad(config: &Config, ad: &ActiveDirectoryConfig, config_dir: &Path
                     if *code == 49 {
                         refused = Some(url.to_owned());
                     }
+                } else if let AdError::Kerberos { principal, message, transient } = &error {
+                    checks.push(Check::fail(
+                        "dc.bind",
+                        url,
+                        format!("no Kerberos ticket for {principal} to bind to this DC: {message}"),
+                        doctor::kerberos_fix(message),
+                    ));
+                    // As the pool does: a keytab that cannot work is not tried on every DC in turn.
+                    if !transient {
+                        refused = Some(url.to_owned());
+                    }
                 } else {
                     checks.push(not_connected(url, &error));
                 }
@@ -142,6 +155,13 @@ async fn check_ad(config: &Config, ad: &ActiveDirectoryConfig, config_dir: &Path
 fn connected(ad: &ActiveDirectoryConfig, url: &str) -> Check {
     let lower = url.to_ascii_lowercase();
     let tls = lower.starts_with("ldaps://") || ad.start_tls;
+    if !tls && ad.kerberos.is_some() {
+        return Check::ok(
+            "dc.connect",
+            url,
+            "plain ldap:// with a Kerberos bind: every message after the bind is signed and sealed (no password crosses)",
+        );
+    }
     if !tls {
         return Check::warn(
             "dc.connect",

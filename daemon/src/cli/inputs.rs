@@ -33,7 +33,7 @@ pub fn prepare_kerberos(config: &Config, config_path: &Path) -> Result<()> {
     if let Some(ad) = &config.active_directory {
         let dir = config_path.parent().unwrap_or(Path::new("."));
         crate::ad::kerberos::prepare_process(ad, dir)
-            .with_context(|| format!("cannot set up the Kerberos bind to {}", ad.url))?;
+            .with_context(|| format!("cannot set up the Kerberos bind to {}", ad.dc_urls().join(", ")))?;
     }
     Ok(())
 }

@@ -182,6 +182,14 @@ async fn kerberos_a_keytab_that_cannot_work_is_said_plainly() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("export the keytab again"), "{}", text(&output));
     assert!(text(&output).contains("(Preauthentication failed)"), "the KDC's words are kept: {}", text(&output));
+    // `remedy doctor` says it as a refused bind with the Kerberos fix, not as a DC out of reach.
+    let output = remedy(&["doctor"], &config);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let bind = text(&output).lines().find(|l| l.contains("dc.bind")).map(str::to_owned);
+    let bind = bind.unwrap_or_else(|| panic!("no dc.bind line: {}", text(&output)));
+    assert!(bind.contains("fail") && bind.contains("Preauthentication failed"), "{}", text(&output));
+    assert!(text(&output).contains("export the keytab again"), "{}", text(&output));
+    assert!(!text(&output).contains("firewall"), "not reported as a DC out of reach: {}", text(&output));
 }
 
 /// Tickets of three minutes (the shortest the test KDC serves): `remedy serve` outlives several of
