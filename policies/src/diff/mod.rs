@@ -408,7 +408,7 @@ impl Judge<'_, '_> {
                     manifest,
                     RowKind::Change,
                     *intent,
-                    Some(format!("{} (asked again by the new version)", old.wanted)),
+                    Some("the same: a new version of the manifest asks again".to_owned()),
                 )),
                 Some(_) => {}
             }
