@@ -127,7 +127,7 @@ fn assert_says_what_the_change_does(markdown: &str) {
         "**3 to add, 1 to change, 1 to release, 2 to restore · 0 held · 0 denied** · ❌ 1 rejected · 1 unchanged manifest(s)",
         "#### ❌ Rejected manifests",
         "broken.yaml:5:1: error: spec.target:",
-        "Blast radius: at most 6 new change(s), within `maxChangesPerReconcile` (25).",
+        "Blast radius: at most 6 new change(s) from this change, within `maxChangesPerReconcile` (25).",
         "#### inc-2 · removed: released (onRelease: restore) · inc-2.yaml",
         "| restore | sam:bob | enable-account (activeDirectory.disabled) | ? → enabled again (was: disabled) |",
         "| restore | sam:bob | unsuspend-user (entraId.suspended) | ? → sign-in allowed again (was: sign-in blocked) |",
@@ -215,4 +215,42 @@ fn gitops_errors_name_the_revision_and_the_directory() {
         String::from_utf8_lossy(&run.stdout).contains("**No change to what remedy does** (3 manifest(s) unchanged)."),
         "{run:?}"
     );
+}
+
+/// `--observed`: the head's plan against a snapshot decides each row (current values, allowed,
+/// already so) and the exact blast radius; `--live` is only for a preview, and not with a snapshot.
+#[test]
+fn gitops_a_preview_against_a_snapshot_takes_the_plans_verdicts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (root, _) = scripted_history(dir.path());
+    fs::remove_file(root.join("manifests/broken.yaml")).expect("delete");
+    fs::copy(repo().join("examples/manifests/inc-4711-staff0042.yaml"), root.join("manifests/inc-4711-staff0042.yaml"))
+        .expect("copy");
+    let observed = repo().join("examples/observed.yaml");
+    let script = format!(
+        "remedy plan --config ci/remedy.yaml --base origin/main --observed {} --now 2026-11-25T09:00:00Z -o markdown",
+        observed.display()
+    );
+    let run = run_ci(&root, &script, &[]);
+    let markdown = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{}{markdown}", String::from_utf8_lossy(&run.stderr));
+    for line in [
+        "Judged against the directories' state as read",
+        "| add | upn:staff0042&#64;remedy.test | disable-account (activeDirectory.disabled) | 0x200 → 0x202 | ✅ allowed |",
+        "| add | upn:staff0042&#64;remedy.test | suspend-user (entraId.suspended) | true → false | ✅ allowed |",
+        // bob and carol are not in the snapshot: nothing is known of them but that.
+        "| restore | sam:bob | enable-account (activeDirectory.disabled) | ? → enabled again (was: disabled) | ❔ restored only where remedy's history records the change",
+    ] {
+        assert!(markdown.contains(line), "the preview does not say {line:?}:\n{markdown}");
+    }
+    assert!(markdown.contains("Blast radius: "), "{markdown}");
+    assert!(!markdown.contains("at most"), "the blast radius is exact with a plan:\n{markdown}");
+
+    for refused in [
+        "remedy plan --config ci/remedy.yaml --live",
+        "remedy plan --config ci/remedy.yaml --base main --live --observed x.yaml",
+    ] {
+        let run = run_ci(&root, refused, &[]);
+        assert_eq!(run.status.code(), Some(2), "{refused}: {run:?}");
+    }
 }

@@ -215,9 +215,13 @@ fn judged_note(judged: Judged) -> String {
 
 fn blast_radius_line(blast: &BlastRadius) -> String {
     match blast {
-        BlastRadius::Within { changes, limit, exact } => format!(
-            "Blast radius: {}{changes} new change(s), within `maxChangesPerReconcile` ({limit}).",
-            if *exact { "" } else { "at most " }
+        BlastRadius::Within { changes, limit, exact: true } => format!(
+            "Blast radius: {changes} new change(s) in the whole plan (this change's and any already pending), \
+             within `maxChangesPerReconcile` ({limit})."
+        ),
+        BlastRadius::Within { changes, limit, exact: false } => format!(
+            "Blast radius: at most {changes} new change(s) from this change, within `maxChangesPerReconcile` \
+             ({limit})."
         ),
         BlastRadius::Held { changes, limit, exact, plan_id } => {
             let approve = match plan_id {

@@ -482,7 +482,7 @@ fn a_long_diff_is_folded_and_capped_and_says_what_was_cut() {
     assert!(text.contains("**⏸ Held for approval:** up to 4000 new change(s)"), "the summary stays whole");
 
     // The same cut at a small limit, whole in a snapshot.
-    insta::assert_snapshot!("capped", render_diff(&offline(&[], &head[..3], &guardrails()), REVISIONS, 1500));
+    insta::assert_snapshot!("capped", render_diff(&offline(&[], &head[..3], &guardrails()), REVISIONS, 2300));
 }
 
 #[test]
