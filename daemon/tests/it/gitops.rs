@@ -254,3 +254,54 @@ fn gitops_a_preview_against_a_snapshot_takes_the_plans_verdicts() {
         assert_eq!(run.status.code(), Some(2), "{refused}: {run:?}");
     }
 }
+
+/// `--live`: the head's plan reads the real DC (read only): the current value of a real account,
+/// a protected one denied, and the blast radius exact.
+#[tokio::test]
+async fn gitops_a_live_preview_reads_the_directory() {
+    let dc = crate::support::dc::Dc::shared().await;
+    let env = dc.env();
+    let ou = dc.ou("gitops-live").await;
+    let user = ou.add_user("live", 0x200).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("repo");
+    fs::create_dir_all(root.join("manifests")).expect("mkdir");
+    git(&root, &["init", "-q", "-b", "main"]);
+    fs::write(
+        root.join("remedy.yaml"),
+        format!(
+            "manifests:\n  path: manifests\nguardrails:\n  allowedScopes: [\"{scope}\"]\n{ad}",
+            scope = ou.dn,
+            ad = dc.active_directory_yaml(&env.action_password_file, 2),
+        ),
+    )
+    .expect("write");
+    git(&root, &["add", "-A"]);
+    git(&root, &["commit", "-q", "-m", "no manifest yet"]);
+    let disable = |name: &str, target: &str| manifest(name, target, "  activeDirectory:\n    disabled: true\n");
+    fs::write(root.join("manifests/inc-live.yaml"), disable("inc-live", &format!("samAccountName: {}", user.sam)))
+        .expect("write");
+    fs::write(root.join("manifests/inc-admin.yaml"), disable("inc-admin", "samAccountName: Administrator"))
+        .expect("write");
+
+    let run = run_ci(&root, "remedy plan --base main --live -o markdown", &[]);
+    let markdown = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{}{markdown}", String::from_utf8_lossy(&run.stderr));
+    let sam = user.sam.to_lowercase();
+    for line in [
+        "**2 to add, 0 to change, 0 to release, 0 to restore · 0 held · 1 denied**".to_owned(),
+        "Judged against the directories' state as read".to_owned(),
+        format!("| add | sam:{sam} | disable-account (activeDirectory.disabled) | 0x200 → 0x202 | ✅ allowed |"),
+        "| add | sam:administrator | disable-account (activeDirectory.disabled) | 0x".to_owned(),
+        "Blast radius: 1 new change(s) in the whole plan".to_owned(),
+    ] {
+        assert!(markdown.contains(&line), "the preview does not say {line:?}:\n{markdown}");
+    }
+    assert!(
+        markdown.contains("⛔ **denied** (built-in account)") || markdown.contains("⛔ **denied** (protectedAccounts)"),
+        "{markdown}"
+    );
+    let mut admin = dc.admin().await;
+    let after = crate::support::dc::read_user(&mut admin, &user.dn).await;
+    assert_eq!(after.user_account_control, 0x200, "a preview changes nothing");
+}
