@@ -404,7 +404,7 @@ impl Judge<'_, '_> {
                     diff.rows.push(self.row(manifest, RowKind::Change, *intent, Some(old.wanted.to_owned())))
                 }
                 // A one-shot is judged from the time remedy first sees this version: asked again.
-                Some(old) if intent.one_shot => diff.rows.push(self.row(
+                Some(_) if intent.one_shot => diff.rows.push(self.row(
                     manifest,
                     RowKind::Change,
                     *intent,

@@ -36,6 +36,19 @@ fn manifest(name: &str, target: &str, spec: &str) -> (String, String) {
     (format!("{name}.yaml"), text)
 }
 
+/// Manifest files: (file name, text).
+type Files = Vec<(String, String)>;
+
+/// A case of the table: what it shows, the base's files, the head's, and the expected lines.
+type Case = (&'static str, Files, Files, Vec<&'static str>);
+
+/// An enum's serialised name: the string itself, or its `kind` tag.
+fn name_of<T: serde::Serialize>(value: &T) -> String {
+    let value = serde_json::to_value(value).expect("serialises");
+    let text = value.as_str().or_else(|| value["kind"].as_str()).expect("a name or a kind");
+    text.to_owned()
+}
+
 fn set(files: &[(String, String)]) -> ManifestSet {
     assemble(files.iter().map(|(file, text)| load_file(file, text)))
 }
@@ -54,17 +67,17 @@ fn describe(diff: &PlanDiff) -> Vec<String> {
         s.add, s.change, s.release, s.restore, s.held, s.denied, s.rejected
     )];
     for manifest in &diff.manifests {
-        let change = serde_json::to_value(manifest.change).expect("serialises")["kind"].as_str().unwrap().to_owned();
+        let change = name_of(&manifest.change);
         if manifest.rows.is_empty() {
             lines.push(format!("{} {change}: no rows", manifest.name));
         }
         for row in &manifest.rows {
-            let kind = serde_json::to_value(row.kind).expect("serialises").as_str().unwrap().to_owned();
+            let kind = name_of(&row.kind);
             let verdict = match &row.verdict {
                 Verdict::Denied { guardrail, .. } => {
-                    format!("denied:{}", serde_json::to_value(guardrail).unwrap().as_str().unwrap())
+                    format!("denied:{}", name_of(guardrail))
                 }
-                other => serde_json::to_value(other).unwrap()["kind"].as_str().unwrap().to_owned(),
+                other => name_of(other),
             };
             lines.push(format!("{} {change}: {kind} {} {verdict}", manifest.name, row.action));
         }
@@ -94,7 +107,7 @@ fn offline(base: &[(String, String)], head: &[(String, String)], guardrails: &Gu
 fn offline_diffs_say_what_a_change_adds_changes_releases_and_restores() {
     let alice = || manifest("inc-1", "userPrincipalName: alice@remedy.test", DISABLE_AND_RESET);
     let bob = || manifest("inc-2", "samAccountName: bob", "entraId:\n  suspended: true\n");
-    let cases: Vec<(&str, Vec<(String, String)>, Vec<(String, String)>, Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "add: a new manifest's intents, not judgeable offline",
             vec![],
