@@ -292,7 +292,7 @@ pub fn print_diff(out: &mut impl Write, preview: &PlanDiff, base: &str, head: &s
             writeln!(out, "rejected: {keeps} stays in force as it is at the base")?;
         }
     }
-    writeln!(out, "blast radius: {}", serde_json::to_string(&preview.blast_radius).unwrap_or_default())?;
+    writeln!(out, "blast radius: {}", preview.blast_radius)?;
     for manifest in &preview.manifests {
         writeln!(out)?;
         let change = serde_json::to_value(manifest.change).ok().and_then(|v| v["kind"].as_str().map(str::to_owned));

@@ -244,13 +244,8 @@ fn manifest_section(manifest: &ManifestDiff) -> String {
     let change = match manifest.change {
         ManifestChange::Added => "added".to_owned(),
         ManifestChange::Changed => "changed".to_owned(),
-        ManifestChange::Removed { on_release, .. } => format!(
-            "removed: released (onRelease: {})",
-            match on_release {
-                OnRelease::Leave => "leave",
-                OnRelease::Restore => "restore",
-            }
-        ),
+        ManifestChange::Removed { on_release, .. } => format!("removed: released (onRelease: {})", word(on_release)),
+        ManifestChange::Expired { on_release } => format!("expired: released (onRelease: {})", word(on_release)),
     };
     let mut out = format!(
         "#### {} · {change} · {}\n\n{}: {}\n\n",
@@ -274,6 +269,13 @@ fn manifest_section(manifest: &ManifestDiff) -> String {
     }
     out.push('\n');
     out
+}
+
+fn word(on_release: OnRelease) -> &'static str {
+    match on_release {
+        OnRelease::Leave => "leave",
+        OnRelease::Restore => "restore",
+    }
 }
 
 fn table_row(identity: &str, row: &DiffRow) -> String {

@@ -126,6 +126,11 @@ pub enum ManifestChange {
         on_release: OnRelease,
         waits: bool,
     },
+    /// Still in the head, with an `expires` the change puts in the past: released as if removed,
+    /// with the head's `onRelease`.
+    Expired {
+        on_release: OnRelease,
+    },
 }
 
 /// One action the change brings about, or one intent it withdraws.
@@ -207,6 +212,37 @@ pub enum BlastRadius {
     },
     /// More than the limit, and this plan id was approved already.
     Approved { plan_id: PlanId },
+}
+
+impl std::fmt::Display for BlastRadius {
+    /// One line of plain text: `at most 6 new change(s) from this change, within
+    /// maxChangesPerReconcile (25)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlastRadius::Within { changes, limit, exact: true } => write!(
+                f,
+                "{changes} new change(s) in the whole plan (this change's and any already pending), within \
+                 maxChangesPerReconcile ({limit})"
+            ),
+            BlastRadius::Within { changes, limit, exact: false } => {
+                write!(f, "at most {changes} new change(s) from this change, within maxChangesPerReconcile ({limit})")
+            }
+            BlastRadius::Held { changes, limit, exact, plan_id } => {
+                write!(
+                    f,
+                    "held for approval: {}{changes} new change(s), more than maxChangesPerReconcile ({limit})",
+                    if *exact { "" } else { "up to " }
+                )?;
+                match plan_id {
+                    Some(id) => write!(f, "; approve plan {id}"),
+                    None => Ok(()),
+                }
+            }
+            BlastRadius::Approved { plan_id } => {
+                write!(f, "more new changes than maxChangesPerReconcile, and plan {plan_id} is approved")
+            }
+        }
+    }
 }
 
 /// A document of the head that remedy would refuse.
@@ -334,7 +370,7 @@ pub fn diff(input: &DiffInput<'_>) -> PlanDiff {
     let blast_radius = judge.blast_radius(&mut manifests);
     let mut summary = Summary { rejected: rejected.len(), ..Summary::default() };
     for manifest in &manifests {
-        if matches!(manifest.change, ManifestChange::Removed { .. }) {
+        if matches!(manifest.change, ManifestChange::Removed { .. } | ManifestChange::Expired { .. }) {
             summary.release += 1;
         }
         for row in &manifest.rows {
@@ -395,7 +431,16 @@ impl Judge<'_, '_> {
                 before.spec.target.identity, manifest.spec.target.identity
             ));
         }
-        let was = intents(before, self.input.now);
+        if manifest.is_expired(self.input.now) && !before.is_expired(self.input.now) {
+            // Released on expiry, as if deleted, with the head's onRelease.
+            let on_release = manifest.spec.on_release;
+            diff.change = ManifestChange::Expired { on_release };
+            diff.rows = self.release_rows(before, on_release, false);
+            return diff;
+        }
+        let retargeted = before.spec.target.identity != manifest.spec.target.identity;
+        // A new account gets every intent anew.
+        let was = if retargeted { Vec::new() } else { intents(before, self.input.now) };
         let now = intents(manifest, self.input.now);
         for intent in &now {
             match was.iter().find(|w| w.field == intent.field) {
@@ -440,28 +485,37 @@ impl Judge<'_, '_> {
         }
         if on_release == OnRelease::Leave {
             diff.notes.push("onRelease: leave — the account stays as it is".to_owned());
-            return diff;
         }
+        diff.rows = self.release_rows(before, on_release, waits);
+        diff
+    }
+
+    /// What releasing `before` puts back: with `onRelease: restore`, the inverse of each of its
+    /// intents that has one.
+    fn release_rows(&self, before: &Manifest, on_release: OnRelease, waits: bool) -> Vec<DiffRow> {
+        if on_release == OnRelease::Leave {
+            return Vec::new();
+        }
+        let mut rows = Vec::new();
         for intent in intents(before, self.input.now) {
             let Some(inverse) = intent.action.inverse() else { continue };
-            let wanted = restored(inverse);
             let (current, after, verdict) = if waits {
                 let why = "the release waits for the rejected documents to be fixed".to_owned();
                 (None, None, Verdict::NothingToDo { why })
             } else {
                 self.restore_verdict(before, intent.action, inverse)
             };
-            diff.rows.push(DiffRow {
+            rows.push(DiffRow {
                 kind: RowKind::Restore,
                 field: intent.field,
                 action: inverse,
                 was: Some(intent.wanted.to_owned()),
                 current,
-                wanted: after.unwrap_or_else(|| wanted.to_owned()),
+                wanted: after.unwrap_or_else(|| restored(inverse).to_owned()),
                 verdict,
             });
         }
-        diff
+        rows
     }
 
     /// A row for an intent of an active manifest.

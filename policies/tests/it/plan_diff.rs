@@ -221,6 +221,31 @@ fn offline_diffs_say_what_a_change_adds_changes_releases_and_restores() {
             ],
         ),
         (
+            "a new target: every intent is new for that account",
+            vec![alice()],
+            vec![manifest("inc-1", "samAccountName: erin", DISABLE_AND_RESET)],
+            vec![
+                "add=2 change=0 release=0 restore=0 held=0 denied=0 rejected=0",
+                "inc-1 changed: add disable-account unknown",
+                "inc-1 changed: add force-password-change unknown",
+                "within 2/25 exact=false",
+            ],
+        ),
+        (
+            "expired by the change: released as if deleted, with the head's onRelease",
+            vec![manifest("inc-3", "userPrincipalName: carol@remedy.test", "activeDirectory:\n  disabled: true\n")],
+            vec![manifest(
+                "inc-3",
+                "userPrincipalName: carol@remedy.test",
+                "activeDirectory:\n  disabled: true\nexpires: 2026-11-01T00:00:00Z\nonRelease: restore\n",
+            )],
+            vec![
+                "add=0 change=0 release=1 restore=1 held=0 denied=0 rejected=0",
+                "inc-3 expired: restore enable-account unknown",
+                "within 1/25 exact=false",
+            ],
+        ),
+        (
             "guardrails judgeable offline: protected by name, RID 500 by SID, the action account",
             vec![],
             vec![
