@@ -305,3 +305,48 @@ async fn gitops_a_live_preview_reads_the_directory() {
     let after = crate::support::dc::read_user(&mut admin, &user.dn).await;
     assert_eq!(after.user_account_control, 0x200, "a preview changes nothing");
 }
+
+/// The other forms: the preview as text and as JSON, and `remedy plan -o markdown` without
+/// `--base` (the plan itself, for a comment).
+#[test]
+fn gitops_the_preview_as_text_and_json_and_the_plan_as_markdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (root, _) = scripted_history(dir.path());
+    let run = run_ci(&root, "remedy plan --config ci/remedy.yaml --base origin/main", &[]);
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{text}");
+    let first = text.lines().next().expect("a summary");
+    assert!(first.starts_with("origin/main ("), "{first}");
+    assert!(
+        first.ends_with(
+            ") -> working tree: 3 to add, 1 to change, 1 to release, 2 to restore; 0 held; 0 denied; 1 rejected; 1 \
+             unchanged (offline)"
+        ),
+        "{first}"
+    );
+    assert!(text.contains("\ninc-2  removed  sam:bob  inc-2.yaml\n"), "{text}");
+
+    let run = run_ci(&root, "remedy plan --config ci/remedy.yaml --base origin/main -o json", &[]);
+    let json: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    assert_eq!(json["summary"]["restore"], 2, "{json}");
+    assert_eq!(json["judged"], "offline");
+    assert_eq!(json["rejected"][0]["file"], "broken.yaml");
+
+    let observed = repo().join("examples/observed.yaml");
+    let manifests = repo().join("examples/manifests");
+    let config = repo().join("examples/remedy.yaml");
+    let script = format!(
+        "remedy plan --config {} --manifests {} --observed {} --now 2026-11-25T09:00:00Z -o markdown",
+        config.display(),
+        manifests.display(),
+        observed.display()
+    );
+    let run = run_ci(dir.path(), &script, &[]);
+    let markdown = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{markdown}");
+    assert!(markdown.starts_with("<!-- remedy-plan -->\n### remedy plan "), "{markdown}");
+    assert!(
+        markdown.contains("| disable-account | 0x200 → 0x202 | ✅ allowed | INC-4711: pass-the-ticket from WS-0193 (MDI alert da637f1c) |"),
+        "{markdown}"
+    );
+}
