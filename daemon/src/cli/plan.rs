@@ -193,7 +193,7 @@ fn run_diff(args: &PlanArgs, base_ref: &str) -> Result<ExitCode> {
         Some((plan, snapshot)) => (Some(plan), snapshot.remedy_changes.as_slice()),
         None => (None, &[][..]),
     };
-    let preview = diff(&DiffInput {
+    let mut preview = diff(&DiffInput {
         base: &base_set.manifests,
         head: &inputs.set,
         guardrails: &inputs.config.guardrails,
@@ -201,6 +201,7 @@ fn run_diff(args: &PlanArgs, base_ref: &str) -> Result<ExitCode> {
         recorded,
         now,
     });
+    in_repository(&mut preview, &repository.relative);
     match args.format {
         PlanFormat::Markdown => {
             let revisions = Revisions { base: &base.label, head: &head_label };
@@ -213,6 +214,24 @@ fn run_diff(args: &PlanArgs, base_ref: &str) -> Result<ExitCode> {
         }
     }
     Ok(if valid { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Names the preview's files as the pull request shows them: relative to the repository's root
+/// (`manifests/inc-1.yaml:7:5: ...`), not to the manifest directory.
+fn in_repository(preview: &mut PlanDiff, relative: &str) {
+    if relative.is_empty() {
+        return;
+    }
+    let prefix = |file: &str| format!("{relative}/{file}");
+    for manifest in &mut preview.manifests {
+        manifest.file = prefix(&manifest.file);
+    }
+    for rejected in &mut preview.rejected {
+        rejected.file = prefix(&rejected.file);
+        for diagnostic in &mut rejected.diagnostics {
+            *diagnostic = prefix(diagnostic);
+        }
+    }
 }
 
 /// The head's plan, as the daemon would make it after the change: the manifests in force by the

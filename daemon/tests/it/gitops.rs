@@ -126,15 +126,15 @@ fn assert_says_what_the_change_does(markdown: &str) {
         "<!-- remedy-plan -->",
         "**3 to add, 1 to change, 1 to release, 2 to restore · 0 held · 0 denied** · ❌ 1 rejected · 1 unchanged manifest(s)",
         "#### ❌ Rejected manifests",
-        "broken.yaml:5:1: error: spec.target:",
+        "manifests/broken.yaml:5:1: error: spec.target:",
         "Blast radius: at most 6 new change(s) from this change, within `maxChangesPerReconcile` (25).",
-        "#### inc-2 · removed: released (onRelease: restore) · inc-2.yaml",
+        "#### inc-2 · removed: released (onRelease: restore) · manifests/inc-2.yaml",
         "| restore | sam:bob | enable-account (activeDirectory.disabled) | ? → enabled again (was: disabled) |",
         "| restore | sam:bob | unsuspend-user (entraId.suspended) | ? → sign-in allowed again (was: sign-in blocked) |",
-        "#### inc-3 · changed · inc-3.yaml",
+        "#### inc-3 · changed · manifests/inc-3.yaml",
         "| change | sam:carol | enable-account (activeDirectory.disabled) | ? → enabled (was: disabled) | ❔ not known offline |",
         "| add | sam:carol | suspend-user (entraId.suspended) | ? → sign-in blocked | ❔ not known offline |",
-        "#### inc-4 · added · inc-4.yaml",
+        "#### inc-4 · added · manifests/inc-4.yaml",
         "| add | upn:dave&#64;remedy.test | force-password-change (activeDirectory.mustChangePassword) |",
     ];
     for line in expected {
@@ -324,13 +324,13 @@ fn gitops_the_preview_as_text_and_json_and_the_plan_as_markdown() {
         ),
         "{first}"
     );
-    assert!(text.contains("\ninc-2  removed  sam:bob  inc-2.yaml\n"), "{text}");
+    assert!(text.contains("\ninc-2  removed  sam:bob  manifests/inc-2.yaml\n"), "{text}");
 
     let run = run_ci(&root, "remedy plan --config ci/remedy.yaml --base origin/main -o json", &[]);
     let json: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
     assert_eq!(json["summary"]["restore"], 2, "{json}");
     assert_eq!(json["judged"], "offline");
-    assert_eq!(json["rejected"][0]["file"], "broken.yaml");
+    assert_eq!(json["rejected"][0]["file"], "manifests/broken.yaml", "named as in the repository");
 
     let observed = repo().join("examples/observed.yaml");
     let manifests = repo().join("examples/manifests");
