@@ -11,6 +11,9 @@
 //!   file, no token), the API unreachable, 401 (unknown token), any other 4xx (a request the
 //!   daemon cannot read) and 5xx.
 //!
+//! `remedy plan` exits 1 when a manifest is invalid, whatever the plan; with `--base` too, and 0
+//! whatever the change does (a pull request's check does not fail because it changes something).
+//!
 //! `remedy doctor` exits 1 when a check fails (warnings do not), 2 when the configuration does not
 //! load.
 //!
@@ -49,7 +52,8 @@ enum Command {
     /// Check manifest files or directories; exit 0 when every document is valid, 1 otherwise.
     Validate(cli::validate::ValidateArgs),
     /// Print the plan for the manifests against the live directories (read only), or offline
-    /// against an observed-state snapshot (--observed).
+    /// against an observed-state snapshot (--observed); or, with --base REF, preview what a change
+    /// to the manifest repository would do (docs/gitops.md).
     Plan(cli::plan::PlanArgs),
     /// Observe, plan and apply the allowed actions once, journaled and recorded in the store like the
     /// daemon's (refused while `remedy serve` holds the store), printing what was done.

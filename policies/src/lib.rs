@@ -11,6 +11,7 @@ pub mod contest;
 pub mod coverage;
 pub mod dc_choice;
 pub mod diagnostic;
+pub mod diff;
 mod dn;
 pub mod doctor;
 pub mod identity;

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod output;
 pub mod plan;
 pub mod reconcile;
+pub mod revision;
 pub mod serve;
 pub mod status;
 pub mod validate;

@@ -20,6 +20,7 @@ mod doctor;
 mod entra;
 mod entra_credentials;
 mod failover;
+mod gitops;
 mod kerberos;
 mod operator_cli;
 mod recontain;

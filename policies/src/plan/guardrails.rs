@@ -89,6 +89,49 @@ pub fn protection_of(account: &AdAccount, guardrails: &Guardrails, privileged_gr
     protections.into_iter().next().map(|(denial, _)| denial.detail)
 }
 
+/// The protection that applies to an account known only by the name a manifest declares (a
+/// preview without a directory, `remedy plan --base`): RID 500 or 502 of a declared objectSid, the
+/// action account and `protectedAccounts` by sAMAccountName or userPrincipalName, and
+/// `allowProtected` as the plan applies it. Group membership, adminCount and the account's other
+/// names need the directory: `None` says only that the declared name protects nothing.
+pub fn protection_by_name(identity: &Identity, guardrails: &Guardrails) -> Option<(Guardrail, String)> {
+    let mut names = Names::default();
+    let mut rid = None;
+    match identity {
+        Identity::SamAccountName(sam) => {
+            names.sams.insert(sam.to_lowercase());
+        }
+        Identity::UserPrincipalName(upn) => {
+            names.upns.insert(upn.to_lowercase());
+        }
+        Identity::ObjectSid(sid) => rid = sid.rsplit('-').next().and_then(|r| r.parse::<u32>().ok()),
+        Identity::ObjectGuid(_) => {}
+    }
+    let mut protections = Vec::new();
+    match rid {
+        Some(RID_KRBTGT) => protections.push((
+            Denial {
+                guardrail: Guardrail::BuiltinAccount,
+                detail: "krbtgt (RID 502) is never touched; allowProtected cannot exempt it".to_owned(),
+            },
+            false,
+        )),
+        Some(RID_ADMINISTRATOR) => protections.push((
+            Denial {
+                guardrail: Guardrail::BuiltinAccount,
+                detail: "the built-in Administrator (RID 500, whatever its name) is protected".to_owned(),
+            },
+            true,
+        )),
+        _ => {}
+    }
+    protections.extend(self::protections(None, guardrails, None, &names));
+    if exemption(guardrails, &names, &protections).is_some() {
+        return None;
+    }
+    protections.into_iter().next().map(|(denial, _)| (denial.guardrail, denial.detail))
+}
+
 /// While Active Directory cannot be asked, whether the person is protected there (an
 /// administrator, a member of a privileged group) cannot be decided: their Entra ID actions are
 /// not planned, never guessed to be allowed. The pass is retried like any provider outage.

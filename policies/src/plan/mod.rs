@@ -18,7 +18,7 @@ mod guardrails;
 mod merge;
 mod release;
 
-pub use guardrails::protection_of;
+pub use guardrails::{protection_by_name, protection_of};
 
 use std::collections::BTreeSet;
 use std::fmt;

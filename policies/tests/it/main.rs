@@ -7,4 +7,5 @@ mod examples_and_docs;
 mod hostile_input;
 mod malformed;
 mod plan_cases;
+mod plan_diff;
 mod plan_properties;
