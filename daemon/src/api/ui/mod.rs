@@ -200,12 +200,7 @@ struct CsrfForm {
 
 /// The checks of every state-changing request: a session (else to the sign-in page), the same
 /// origin and the session's CSRF token (else 403).
-fn check_post(
-    state: &UiState,
-    headers: &HeaderMap,
-    tls: bool,
-    form: Option<&CsrfForm>,
-) -> Result<Session, Response> {
+fn check_post(state: &UiState, headers: &HeaderMap, tls: bool, form: Option<&CsrfForm>) -> Result<Session, Response> {
     let Some(session) = state.sessions.find(headers) else { return Err(to_sign_in()) };
     if let Err(why) = csrf::same_origin(headers, tls) {
         tracing::warn!(caller = %session.caller.name, %why, "a web page request refused: not from this page");
@@ -283,8 +278,12 @@ async fn manifest(State(state): State<UiState>, headers: HeaderMap, Path(name): 
 /// The history filters from the query string: the form's names, empty values ignored.
 fn filters(params: &BTreeMap<String, String>) -> (Filters, Result<HistoryQuery, String>) {
     let get = |name: &str| params.get(name).map(|v| v.trim().to_owned()).unwrap_or_default();
-    let filters =
-        Filters { manifest: get("manifest"), identity: get("identity"), outcome: get("outcome"), action: get("action") };
+    let filters = Filters {
+        manifest: get("manifest"),
+        identity: get("identity"),
+        outcome: get("outcome"),
+        action: get("action"),
+    };
     let mut query = HistoryQuery { limit: PAGE_RECORDS, ..HistoryQuery::default() };
     let parsed = (|| {
         if !filters.manifest.is_empty() {
@@ -306,7 +305,8 @@ fn filters(params: &BTreeMap<String, String>) -> (Filters, Result<HistoryQuery, 
             );
         }
         if let Some(after) = params.get("after") {
-            query.after_id = Some(crate::model::RecordId(after.parse().map_err(|_| "after: not a record id".to_owned())?));
+            query.after_id =
+                Some(crate::model::RecordId(after.parse().map_err(|_| "after: not a record id".to_owned())?));
         }
         Ok(query)
     })();
@@ -444,7 +444,9 @@ async fn health(State(state): State<UiState>, headers: HeaderMap) -> Response {
         let statuses = store.list_status()?;
         let chain = match store.verify_history() {
             Ok(report) => Chain::Verified { records: report.records, head_hash: report.head_hash },
-            Err(StoreError::ChainBroken(broken)) => Chain::Broken { at_id: broken.at_id.0, message: broken.to_string() },
+            Err(StoreError::ChainBroken(broken)) => {
+                Chain::Broken { at_id: broken.at_id.0, message: broken.to_string() }
+            }
             Err(error) => Chain::Unreadable(error.to_string()),
         };
         Ok((statuses, chain))

@@ -193,7 +193,9 @@ pub fn error_page(title: &str, session: Option<&Session>, message: &str) -> Stri
 }
 
 fn table_start(html: &mut Html, caption: &str, headers: &[&'static str]) {
-    html.raw("<div class=\"scroll\" tabindex=\"0\" role=\"region\"").attr("aria-label", caption).raw("><table><caption>");
+    html.raw("<div class=\"scroll\" tabindex=\"0\" role=\"region\"")
+        .attr("aria-label", caption)
+        .raw("><table><caption>");
     html.text(caption).raw("</caption><thead><tr>");
     for header in headers {
         html.raw("<th scope=\"col\">").raw(header).raw("</th>");
@@ -209,12 +211,18 @@ fn table_end(html: &mut Html) {
 pub fn manifests(session: &Session, statuses: &[ManifestStatus], progress: &Progress) -> String {
     page("Manifests", Some(session), Nav::Manifests, |html| {
         if let Some(error) = &progress.load_error {
-            notice(html, Tone::Bad, &format!("The latest load of the manifests failed (the last good set runs): {error}"));
+            notice(
+                html,
+                Tone::Bad,
+                &format!("The latest load of the manifests failed (the last good set runs): {error}"),
+            );
         }
         if let Some(plan) = &progress.held_plan {
-            html.raw("<p class=\"notice warn\" role=\"status\">A plan is held for approval: <a href=\"/ui/approvals\">plan ")
-                .text(&plan.to_string())
-                .raw("</a>.</p>");
+            html.raw(
+                "<p class=\"notice warn\" role=\"status\">A plan is held for approval: <a href=\"/ui/approvals\">plan ",
+            )
+            .text(&plan.to_string())
+            .raw("</a>.</p>");
         }
         if statuses.is_empty() {
             html.raw("<p>No manifest has a status yet.</p>");
@@ -233,7 +241,11 @@ pub fn manifests(session: &Session, statuses: &[ManifestStatus], progress: &Prog
         for status in statuses {
             let (tone, label) = summary(status);
             let name = status.name.to_string();
-            html.raw("<tr><td><a").attr("href", &format!("/ui/manifests/{name}")).raw(">").text(&name).raw("</a></td><td>");
+            html.raw("<tr><td><a")
+                .attr("href", &format!("/ui/manifests/{name}"))
+                .raw(">")
+                .text(&name)
+                .raw("</a></td><td>");
             badge(html, tone, label);
             let why = status.condition(ConditionType::Ready).map(|c| c.message.as_str()).unwrap_or("");
             html.raw("</td>").td(why).td(&status.identities.len().to_string());
@@ -268,7 +280,9 @@ pub fn manifest(
         table_start(html, "Conditions", &["Type", "Status", "Reason", "Message", "Since"]);
         for condition in &status.conditions {
             html.raw("<tr>").td(&format!("{:?}", condition.kind)).td(&format!("{:?}", condition.status));
-            html.td(&format!("{:?}", condition.reason)).td(&condition.message).td(&time(&condition.last_transition_time));
+            html.td(&format!("{:?}", condition.reason))
+                .td(&condition.message)
+                .td(&time(&condition.last_transition_time));
             html.raw("</tr>");
         }
         table_end(html);
@@ -326,9 +340,16 @@ pub fn manifest(
         if done.is_empty() {
             html.raw("<p>Nothing recorded for this manifest yet.</p>");
         } else {
-            records_table(html, "The latest records of this manifest, newest first", done, Some(&status.name.to_string()));
+            records_table(
+                html,
+                "The latest records of this manifest, newest first",
+                done,
+                Some(&status.name.to_string()),
+            );
         }
-        html.raw("<p><a").attr("href", &format!("/ui/history?manifest={}", status.name)).raw(">All of its history</a></p>");
+        html.raw("<p><a")
+            .attr("href", &format!("/ui/history?manifest={}", status.name))
+            .raw(">All of its history</a></p>");
     })
 }
 
@@ -374,7 +395,8 @@ pub fn row(record: &HistoryRecord, manifest: Option<&str>) -> Row {
     match &record.event {
         Event::Action(action) => {
             row.manifests = action.manifests.iter().map(|m| m.name.to_string()).collect::<Vec<_>>().join(", ");
-            let source = action.manifests.iter().find(|m| Some(m.name.as_str()) == manifest).or(action.manifests.first());
+            let source =
+                action.manifests.iter().find(|m| Some(m.name.as_str()) == manifest).or(action.manifests.first());
             row.commit = source.and_then(|m| m.commit.clone()).unwrap_or_default();
             row.account = format!("{} ({})", action.identity, action.provider);
             row.action = format!("{} {} → {}", kebab(&action.action), action.before, action.after);
@@ -479,9 +501,12 @@ impl Filters {
     /// The query string of these filters (`manifest=...&...`), for the live feed.
     pub fn query(&self) -> String {
         let mut pairs: Vec<(&str, String)> = Vec::new();
-        for (name, value) in
-            [("manifest", &self.manifest), ("identity", &self.identity), ("outcome", &self.outcome), ("action", &self.action)]
-        {
+        for (name, value) in [
+            ("manifest", &self.manifest),
+            ("identity", &self.identity),
+            ("outcome", &self.outcome),
+            ("action", &self.action),
+        ] {
             if !value.is_empty() {
                 pairs.push((name, value.clone()));
             }
@@ -527,10 +552,12 @@ pub fn history(session: &Session, filters: &Filters, problem: Option<&str>, reco
         let newest = records.first().map_or(0, |r| r.id.0);
         html.raw("<p class=\"live\"><label><input type=\"checkbox\" id=\"follow\" checked> Follow live (new records appear at the top)</label> <span id=\"live-state\" role=\"status\"></span></p>");
         let feed = format!("/ui/history/feed?{}", filters.query());
-        html.raw("<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"History records\"><table id=\"history\"")
-            .attr("data-feed", &feed)
-            .attr("data-after", &newest.to_string())
-            .raw("><caption>The newest records, newest first</caption><thead><tr>");
+        html.raw(
+            "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"History records\"><table id=\"history\"",
+        )
+        .attr("data-feed", &feed)
+        .attr("data-after", &newest.to_string())
+        .raw("><caption>The newest records, newest first</caption><thead><tr>");
         for header in RECORD_HEADERS {
             html.raw("<th scope=\"col\">").raw(header).raw("</th>");
         }
@@ -602,11 +629,17 @@ pub fn approvals(session: &Session, plans: &[HeldPlan], approved: Option<&str>) 
             if !plan.current {
                 html.raw("<p>This plan is not the one held now (a newer pass replaced it).</p>");
             } else if may_act {
-                html.raw("<form class=\"approve\" method=\"post\"").attr("action", &format!("/ui/approvals/{id}")).raw(">");
+                html.raw("<form class=\"approve\" method=\"post\"")
+                    .attr("action", &format!("/ui/approvals/{id}"))
+                    .raw(">");
                 csrf_field(html, session);
-                html.raw("<label").attr("for", &format!("comment-{id}")).raw(">Comment (recorded with the approval)</label>");
+                html.raw("<label")
+                    .attr("for", &format!("comment-{id}"))
+                    .raw(">Comment (recorded with the approval)</label>");
                 html.raw("<input name=\"comment\" maxlength=\"500\"").attr("id", &format!("comment-{id}")).raw(">");
-                html.raw("<button type=\"submit\" class=\"primary\">Approve plan ").text(&id[..8]).raw("…</button></form>");
+                html.raw("<button type=\"submit\" class=\"primary\">Approve plan ")
+                    .text(&id[..8])
+                    .raw("…</button></form>");
             } else {
                 html.raw("<p class=\"notice info\">Your role, ")
                     .text(&role_name(session.caller.role))
@@ -673,7 +706,9 @@ pub fn health(
             Chain::Verified { records, head_hash } => {
                 html.raw("<p>");
                 badge(html, Tone::Good, "Verified");
-                html.raw(" ").show(records).raw(" records, every hash and link checked; head <code>")
+                html.raw(" ")
+                    .show(records)
+                    .raw(" records, every hash and link checked; head <code>")
                     .text(head_hash)
                     .raw("</code>.</p>");
             }
