@@ -9,7 +9,7 @@
 //!   in an `HttpOnly`, `SameSite=Strict`, `Path=/ui` cookie (`Secure` on TLS), 8 hours.
 //! - [`csrf`]: every POST carries the session's CSRF token, and `Origin`/`Referer`, when sent,
 //!   must be this listener.
-//! - [`pages`]: the pages, escaped by [`html::Html`]; CSS and the one script are embedded.
+//! - [`pages`]: the pages, escaped by [`html::Html`]; CSS, the one script and the icon are embedded.
 //!
 //! Every answer under `/ui` carries a strict Content-Security-Policy (no inline script or style,
 //! nothing from elsewhere), `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`,
@@ -50,6 +50,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self';
 
 const STYLE: &str = include_str!("assets/style.css");
 const SCRIPT: &str = include_str!("assets/live.js");
+const ICON: &str = include_str!("assets/icon.svg");
 
 /// Records a page shows at most (the history page, a manifest's records).
 const PAGE_RECORDS: usize = 200;
@@ -89,6 +90,7 @@ pub fn router(api: ApiState, options: UiOptions) -> Router {
         .route("/ui/health", get(health))
         .route("/ui/static/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/ui/static/live.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/ui/static/icon.svg", get(|| async { asset("image/svg+xml", ICON) }))
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .with_state(state)
         .layer(axum::middleware::from_fn(security_headers))

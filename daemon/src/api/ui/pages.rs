@@ -122,6 +122,7 @@ pub fn page(title: &str, session: Option<&Session>, nav: Nav, body: impl FnOnce(
         .raw("<title>")
         .text(title)
         .raw(" · remedy</title><link rel=\"stylesheet\" href=\"/ui/static/style.css\">")
+        .raw("<link rel=\"icon\" href=\"/ui/static/icon.svg\" type=\"image/svg+xml\">")
         .raw("<script src=\"/ui/static/live.js\" defer></script></head><body>")
         .raw("<a class=\"skip\" href=\"#main\">Skip to content</a><header class=\"top\"><span class=\"brand\">remedy</span>");
     if let Some(session) = session {
@@ -472,7 +473,8 @@ fn records_table(html: &mut Html, caption: &str, records: &[HistoryRecord], mani
 }
 
 fn row_html(html: &mut Html, row: &Row) {
-    html.raw("<tr>").td(&row.id.to_string()).td(&row.at).td(&row.event).td(&row.manifests).td(&row.account);
+    html.raw("<tr><td class=\"nowrap\">").show(row.id).raw("</td><td class=\"nowrap\">").text(&row.at);
+    html.raw("</td><td class=\"nowrap\">").text(&row.event).raw("</td>").td(&row.manifests).td(&row.account);
     html.td(&row.action).raw("<td>");
     if !row.outcome.is_empty() {
         let tone = match row.tone {
@@ -484,7 +486,8 @@ fn row_html(html: &mut Html, row: &Row) {
         };
         badge(html, tone, &row.outcome);
     }
-    html.raw("</td>").td(&row.detail).raw("<td><code>").text(&row.commit.chars().take(12).collect::<String>());
+    html.raw("</td>").td(&row.detail).raw("<td class=\"nowrap\"><code>");
+    html.text(&row.commit.chars().take(12).collect::<String>());
     html.raw("</code></td></tr>");
 }
 

@@ -12,8 +12,9 @@ function labelCells(table) {
   }
 }
 
-function cell(text) {
+function cell(text, nowrap) {
   const td = document.createElement("td");
+  if (nowrap) td.className = "nowrap";
   td.textContent = text;
   return td;
 }
@@ -21,7 +22,10 @@ function cell(text) {
 function rowOf(r) {
   const tr = document.createElement("tr");
   tr.className = "new";
-  for (const text of [String(r.id), r.at, r.event, r.manifests, r.account, r.action]) tr.appendChild(cell(text));
+  tr.appendChild(cell(String(r.id), true));
+  tr.appendChild(cell(r.at, true));
+  tr.appendChild(cell(r.event, true));
+  for (const text of [r.manifests, r.account, r.action]) tr.appendChild(cell(text, false));
   const outcome = document.createElement("td");
   if (r.outcome) {
     const badge = document.createElement("span");
@@ -30,8 +34,9 @@ function rowOf(r) {
     outcome.appendChild(badge);
   }
   tr.appendChild(outcome);
-  tr.appendChild(cell(r.detail));
+  tr.appendChild(cell(r.detail, false));
   const commit = document.createElement("td");
+  commit.className = "nowrap";
   const code = document.createElement("code");
   code.textContent = (r.commit || "").slice(0, 12);
   commit.appendChild(code);
