@@ -388,20 +388,17 @@ async fn ui_approve_needs_a_session_the_csrf_token_this_origin_and_a_role_that_a
     assert!(page.text.contains(&format!("action=\"{action}\"")) && page.text.contains("Approve plan"), "{}", page.text);
     let csrf = page.csrf();
     let zeros = "0".repeat(64);
-    let refusals: [(&str, Option<&str>, Vec<(&str, &str)>, Vec<(&str, &str)>); 5] = [
-        ("no CSRF token", Some(operator.as_str()), vec![], vec![("comment", "x")]),
-        ("a wrong CSRF token", Some(operator.as_str()), vec![], vec![("csrf", &zeros)]),
-        ("another session's CSRF token", Some(operator.as_str()), vec![], vec![("csrf", &reader_csrf)]),
-        ("another origin", Some(operator.as_str()), vec![("Origin", "http://evil.test")], vec![("csrf", &csrf)]),
-        (
-            "another site's page",
-            Some(operator.as_str()),
-            vec![("Referer", "http://evil.test/ui/")],
-            vec![("csrf", &csrf)],
-        ),
+    // (what, extra headers, form), each from the operator's session.
+    let no_headers: Vec<(&str, &str)> = Vec::new();
+    let refusals = [
+        ("no CSRF token", no_headers.clone(), vec![("comment", "x")]),
+        ("a wrong CSRF token", no_headers.clone(), vec![("csrf", zeros.as_str())]),
+        ("another session's CSRF token", no_headers, vec![("csrf", reader_csrf.as_str())]),
+        ("another origin", vec![("Origin", "http://evil.test")], vec![("csrf", csrf.as_str())]),
+        ("another site's page", vec![("Referer", "http://evil.test/ui/")], vec![("csrf", csrf.as_str())]),
     ];
-    for (what, cookie, headers, form) in &refusals {
-        let reply = daemon.send("POST", &action, *cookie, headers, Some(form)).await;
+    for (what, headers, form) in &refusals {
+        let reply = daemon.send("POST", &action, Some(&operator), headers, Some(form)).await;
         assert_eq!(reply.status, 403, "{what}: {reply:#?}");
     }
     assert_to_sign_in(&daemon.send("POST", &action, None, &[], Some(&[("csrf", &csrf)])).await, "no session");

@@ -202,20 +202,25 @@ struct CsrfForm {
 
 /// The checks of every state-changing request: a session (else to the sign-in page), the same
 /// origin and the session's CSRF token (else 403).
-fn check_post(state: &UiState, headers: &HeaderMap, tls: bool, form: Option<&CsrfForm>) -> Result<Session, Response> {
-    let Some(session) = state.sessions.find(headers) else { return Err(to_sign_in()) };
+fn check_post(
+    state: &UiState,
+    headers: &HeaderMap,
+    tls: bool,
+    form: Option<&CsrfForm>,
+) -> Result<Session, Box<Response>> {
+    let Some(session) = state.sessions.find(headers) else { return Err(Box::new(to_sign_in())) };
     if let Err(why) = csrf::same_origin(headers, tls) {
         tracing::warn!(caller = %session.caller.name, %why, "a web page request refused: not from this page");
-        return Err(refused(StatusCode::FORBIDDEN, Some(&session), "Refused", &why.to_string()));
+        return Err(Box::new(refused(StatusCode::FORBIDDEN, Some(&session), "Refused", &why.to_string())));
     }
     if !csrf::token_matches(&session.csrf, form.and_then(|f| f.csrf.as_deref())) {
         tracing::warn!(caller = %session.caller.name, "a web page request refused: no or a wrong CSRF token");
-        return Err(refused(
+        return Err(Box::new(refused(
             StatusCode::FORBIDDEN,
             Some(&session),
             "Refused",
             "The form's CSRF token is missing or wrong: reload the page and try again.",
-        ));
+        )));
     }
     Ok(session)
 }
@@ -229,7 +234,7 @@ async fn sign_out(
     let tls = is_tls(transport);
     let session = match check_post(&state, &headers, tls, form.as_ref().ok().map(|Form(f)| f)) {
         Ok(session) => session,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     state.sessions.end(&session);
     tracing::info!(caller = %session.caller.name, "signed out of the web page");
@@ -417,7 +422,7 @@ async fn approve(
     let form = form.ok().map(|Form(f)| f);
     let session = match check_post(&state, &headers, is_tls(transport), form.as_ref()) {
         Ok(session) => session,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if let Err(error) = session.caller.must_act() {
         tracing::warn!(caller = %session.caller.name, "a web page approval refused: the role may not act");
