@@ -776,6 +776,40 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_state_reads_at_a_glance_from_its_conditions() {
+        use remedy_policies::ManifestName;
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-05T08:00:00Z").expect("time").to_utc();
+        let status = |conditions: &[(ConditionType, ConditionStatus, ConditionReason)]| {
+            let mut status = ManifestStatus::new(ManifestName::new("inc-1").expect("name"));
+            for (kind, state, reason) in conditions {
+                status.set_condition(*kind, *state, *reason, "", now);
+            }
+            status
+        };
+        use ConditionReason as R;
+        use ConditionStatus as S;
+        use ConditionType as T;
+        let cases = [
+            (vec![], (Tone::Neutral, "Unknown")),
+            (vec![(T::Ready, S::True, R::Succeeded)], (Tone::Good, "Ready")),
+            (
+                vec![(T::Ready, S::False, R::NeedsApproval), (T::Stalled, S::True, R::NeedsApproval)],
+                (Tone::Warn, "Held"),
+            ),
+            (vec![(T::Ready, S::False, R::ProviderUnavailable)], (Tone::Bad, "Provider unavailable")),
+            (vec![(T::Ready, S::Unknown, R::Progressing)], (Tone::Info, "Reconciling")),
+            (
+                vec![(T::Ready, S::True, R::Succeeded), (T::Contested, S::True, R::RepeatedDrift)],
+                (Tone::Bad, "Contested"),
+            ),
+            (vec![(T::Ready, S::True, R::Released)], (Tone::Neutral, "Released")),
+        ];
+        for (conditions, expected) in cases {
+            assert_eq!(summary(&status(&conditions)), expected, "{conditions:?}");
+        }
+    }
+
+    #[test]
     fn every_outcome_is_offered_once() {
         let names: std::collections::BTreeSet<String> = OUTCOMES.iter().map(kebab).collect();
         assert_eq!(names.len(), OUTCOMES.len());
