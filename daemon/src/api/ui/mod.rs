@@ -96,7 +96,7 @@ pub fn router(api: ApiState, options: UiOptions) -> Router {
         .layer(axum::middleware::from_fn(security_headers))
 }
 
-/// The headers of every `/ui` answer (pages also `no-store`; the two assets may be cached briefly).
+/// The headers of every `/ui` answer (pages also `no-store`; the static assets may be cached briefly).
 async fn security_headers(request: Request, next: Next) -> Response {
     let is_asset = request.uri().path().starts_with("/ui/static/");
     let mut response = next.run(request).await;
