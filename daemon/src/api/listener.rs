@@ -33,6 +33,13 @@ pub enum ListenError {
     Tls { path: PathBuf, reason: String },
 }
 
+/// What a request came over, for handlers that need it (the web page's `Secure` cookie and
+/// origin check): an extension on every request the listener serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Transport {
+    pub tls: bool,
+}
+
 /// A bound listener, not serving yet.
 pub struct Bound {
     tcp: TcpListener,
@@ -96,6 +103,7 @@ impl Bound {
         let stop = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
+        let app = app.layer(axum::Extension(Transport { tls: self.tls.is_some() }));
         match self.tls {
             None => axum::serve(self.tcp, app).with_graceful_shutdown(stop).await,
             Some(acceptor) => {

@@ -13,6 +13,7 @@ mod auth;
 mod error;
 mod listener;
 mod openapi;
+pub mod ui;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,14 +69,23 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(approve))
 }
 
+/// The API's routes and the web page's (`/ui/`, [`ui`]: a web page, not API, so not in the OpenAPI
+/// document), as `remedy serve` serves them.
 pub fn router(state: ApiState) -> Router {
+    router_with(state, ui::UiOptions::default())
+}
+
+/// [`router`] with the web page's options (tests use a short session lifetime).
+pub fn router_with(state: ApiState, ui: ui::UiOptions) -> Router {
     let (router, _document) = routes().split_for_parts();
+    let page = ui::router(state.clone(), ui);
     router
         .fallback(|| async { ApiError::not_found("no such endpoint: see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(ErrorCode::MethodNotAllowed, "this endpoint does not take that method")
         })
         .with_state(state)
+        .merge(page)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -263,12 +273,21 @@ struct Accepted {
 }
 
 fn command_error(error: CommandError) -> ApiError {
+    ApiError::new(command_error_code(&error), error.to_string())
+}
+
+fn command_error_code(error: &CommandError) -> ErrorCode {
     match error {
-        CommandError::UnknownManifest(_) => ApiError::not_found(error.to_string()),
-        CommandError::NotHeld(..) => ApiError::conflict(error.to_string()),
-        CommandError::Store(_) => ApiError::internal(error.to_string()),
-        CommandError::ShuttingDown => ApiError::unavailable(error.to_string()),
+        CommandError::UnknownManifest(_) => ErrorCode::NotFound,
+        CommandError::NotHeld(..) => ErrorCode::Conflict,
+        CommandError::Store(_) => ErrorCode::Internal,
+        CommandError::ShuttingDown => ErrorCode::Unavailable,
     }
+}
+
+/// The HTTP status the API answers a refused command with (the web page answers the same).
+fn command_error_status(error: &CommandError) -> StatusCode {
+    command_error_code(error).status()
 }
 
 /// Reconcile a manifest now

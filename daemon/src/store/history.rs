@@ -259,6 +259,25 @@ impl Store {
         Ok(HistoryPage { records, next_after_id: None })
     }
 
+    /// The newest records that match `query` (its `after_id` and `limit` too), newest first: what
+    /// the web page's history shows. Reads from the end, one record at a time.
+    pub fn latest_history(&self, query: &HistoryQuery) -> Result<Vec<HistoryRecord>, StoreError> {
+        let limit = query.limit.clamp(1, HistoryQuery::MAX_LIMIT);
+        let start = query.after_id.map_or(0, |id| id.0.saturating_add(1));
+        let mut records = Vec::new();
+        for entry in self.history.range(id_key(start)..).rev() {
+            let (key, value) = entry?;
+            let record: HistoryRecord = decode(layout::HISTORY, &show_id_key(&key), &value)?;
+            if query.matches(&record) {
+                records.push(record);
+                if records.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(records)
+    }
+
     /// Checks the whole chain: ids without gaps from 1, each record linked to the one before,
     /// each record's hash over its content, its stored bytes canonical, and the chain head in
     /// `meta` naming the newest record (so that removing the newest records is seen too).

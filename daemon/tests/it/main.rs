@@ -27,4 +27,5 @@ mod recontain;
 mod secrets;
 mod serve;
 mod store;
+mod ui;
 mod watch;

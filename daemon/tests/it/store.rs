@@ -223,6 +223,28 @@ fn append_then_query_with_filters_and_paging() {
 }
 
 #[test]
+fn the_latest_records_come_newest_first_with_the_same_filters() {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let store = open(dir.path());
+    sample_history(&store);
+    let ids = |query: HistoryQuery| -> Vec<u64> {
+        store.latest_history(&query).expect("records").iter().map(|r| r.id.0).collect()
+    };
+    assert_eq!(ids(HistoryQuery { limit: 3, ..Default::default() }), [22, 21, 20]);
+    assert_eq!(
+        ids(HistoryQuery { identity: Some(identity("sam:bob")), limit: 4, ..Default::default() }),
+        [19, 16, 12, 9]
+    );
+    assert_eq!(ids(HistoryQuery { outcome: Some(ActionOutcome::Held), ..Default::default() }), [20, 13, 6]);
+    // After an id (the web page's live feed): only newer records, newest first.
+    assert_eq!(
+        ids(HistoryQuery { manifest: Some(name("inc-2")), after_id: Some(RecordId(12)), ..Default::default() }),
+        [19, 16, 14]
+    );
+    assert_eq!(ids(HistoryQuery { after_id: Some(RecordId(22)), ..Default::default() }), Vec::<u64>::new());
+}
+
+#[test]
 fn records_round_trip_as_readable_json_and_nothing_else_is_written() {
     let dir = tempfile::tempdir().expect("a tempdir");
     let record = action_record("sam:bob", Action::DisableAccount, ActionOutcome::Failed, &["inc-2"]);
