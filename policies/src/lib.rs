@@ -16,6 +16,7 @@ pub mod doctor;
 pub mod identity;
 pub mod load;
 pub mod manifest;
+pub mod notify;
 pub mod observed;
 #[cfg(feature = "openapi")]
 mod openapi;
