@@ -424,29 +424,39 @@ impl Feeder {
         let store = self.store.clone();
         let sinks = self.sinks.clone();
         let last_fault = self.last_fault.clone();
-        let fault = blocking(move || {
+        let reported = blocking(move || {
             for notification in &health {
                 store.outbox_push(notification)?;
             }
-            let mut fault = None;
+            // A fault is told once (until another is found), before the records it casts doubt on.
+            let mut reported = last_fault;
+            let mut report = |fault: String| -> Result<(), StoreError> {
+                if reported.as_ref() != Some(&fault) {
+                    tracing::error!(%fault, "THE HISTORY'S HASH CHAIN DOES NOT VERIFY");
+                    store.outbox_push(&event::chain_failure(&fault, Utc::now()))?;
+                    reported = Some(fault);
+                }
+                Ok(())
+            };
+            let mut found = false;
             if full_check {
                 match store.verify_history() {
                     Ok(_) => {}
-                    Err(StoreError::ChainBroken(broken)) => fault = Some(broken.to_string()),
+                    Err(StoreError::ChainBroken(broken)) => {
+                        found = true;
+                        report(broken.to_string())?;
+                    }
                     Err(error) => return Err(error),
                 }
             }
             loop {
                 let unfed = store.outbox_unfed(FEED_BATCH)?;
                 let Some(last) = unfed.records.last() else { break };
-                fault = fault.or(unfed.fault);
-                store.outbox_feed(last.id, &event::from_records(&unfed.records))?;
-            }
-            if let Some(fault) = &fault {
-                if last_fault.as_ref() != Some(fault) {
-                    tracing::error!(%fault, "THE HISTORY'S HASH CHAIN DOES NOT VERIFY");
-                    store.outbox_push(&event::chain_failure(fault, Utc::now()))?;
+                if let (Some(fault), false) = (unfed.fault, found) {
+                    found = true;
+                    report(fault)?;
                 }
+                store.outbox_feed(last.id, &event::from_records(&unfed.records))?;
             }
             let done = sinks
                 .iter()
@@ -455,12 +465,10 @@ impl Feeder {
             if let Some(&through) = done.iter().min() {
                 store.outbox_prune(through)?;
             }
-            Ok(fault)
+            Ok(reported)
         })
         .await?;
-        if fault.is_some() {
-            self.last_fault = fault;
-        }
+        self.last_fault = reported;
         let store = self.store.clone();
         blocking(move || store.outbox_last_seq()).await
     }

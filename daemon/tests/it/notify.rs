@@ -504,3 +504,70 @@ async fn notify_a_plan_graph_sim_holds_for_approval_is_told_to_the_webhook() {
     assert!(sim.user("ann@remedy.test").unwrap().account_enabled, "held, not sent");
     serve.terminate(Duration::from_secs(15)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_an_edited_history_record_is_told_as_a_chain_verification_failure() {
+    let receiver = Receiver::new();
+    let _server = receiver.listen().await;
+    let setup = Setup::new(&webhook_sink("soc", "    events: [chain-verification-failed, action-failed]\n"), "");
+    setup.url_file("soc.url", &receiver.url("/in"));
+    let records = setup.seed(incident()[..1].to_vec());
+    // Someone with write access to the store softens the record of the failure.
+    {
+        let db = remedy::store::sled_config(&setup.path("store")).open().expect("sled");
+        let history = db.open_tree(remedy::store::layout::HISTORY).expect("tree");
+        let key = records[0].id.0.to_be_bytes();
+        let text = String::from_utf8(history.get(key).unwrap().unwrap().to_vec()).unwrap();
+        history.insert(key, text.replace("insufficient access rights", "all good").into_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let mut serve = setup.serve("serve.log").await;
+    receiver.wait_for_delivered(2, &mut serve, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = receiver.seen();
+    let kinds: Vec<Value> = seen.iter().map(|r| r.json()["type"].clone()).collect();
+    assert_eq!(kinds, ["chain-verification-failed", "action-failed"], "told once, before the records it doubts");
+    let chain = seen[0].json();
+    assert_eq!(chain["severity"], "critical");
+    assert!(chain["detail"].as_str().is_some_and(|d| d.contains("record 1")), "{chain:#}");
+    assert!(chain["id"].as_str().is_some_and(|id| id.starts_with("evt-")), "{chain:#}");
+    serve.terminate(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_graph_going_down_and_coming_back_is_told_as_unavailable_then_recovered() {
+    const TENANT: &str = "33333333-4444-5555-6666-777777777777";
+    const CLIENT_ID: &str = "cccccccc-dddd-eeee-ffff-000000000000";
+    const SECRET: &str = "notify~health.secret-in-its-file";
+    let config =
+        || SimConfig { users: vec![SimUser::new("ann@remedy.test")], ..SimConfig::new(TENANT, CLIENT_ID, SECRET) };
+    let sim = spawn(config()).await.expect("simulator starts");
+    let address = sim.address();
+    let receiver = Receiver::new();
+    let _server = receiver.listen().await;
+    let entra = entra_yaml(TENANT, CLIENT_ID, "client-secret", &sim.url(), Some("2s"));
+    let setup = Setup::new(&webhook_sink("soc", "    events: [provider-unavailable, provider-recovered]\n"), &entra);
+    // A resync every second: each pass asks Graph again.
+    let yaml = std::fs::read_to_string(setup.path("remedy.yaml")).unwrap().replace("0 0 * * * *", "*/1 * * * * *");
+    std::fs::write(setup.path("remedy.yaml"), yaml).unwrap();
+    write_private(&setup.path("client-secret"), SECRET);
+    setup.url_file("soc.url", &receiver.url("/in"));
+    std::fs::write(
+        setup.path("manifests/inc-a.yaml"),
+        "apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: inc-a\nspec:\n  reason: \"token theft\"\n  \
+         target:\n    userPrincipalName: ann@remedy.test\n  entraId:\n    suspended: true\n",
+    )
+    .unwrap();
+    let mut serve = setup.serve("serve.log").await;
+    serve.wait_for_log("suspend", Duration::from_secs(30)).await;
+    sim.shutdown().await;
+    receiver.wait_for_delivered(1, &mut serve, Duration::from_secs(90)).await;
+    let down = receiver.seen()[0].json();
+    assert_eq!((down["type"].as_str(), down["severity"].as_str()), (Some("provider-unavailable"), Some("critical")));
+    assert_eq!(down["provider"], "entra-id", "{down:#}");
+    let _sim = remedy_graph_sim::spawn_on(config(), address).await.expect("the simulator is back on its address");
+    receiver.wait_for_delivered(2, &mut serve, Duration::from_secs(90)).await;
+    let up = receiver.seen().last().unwrap().json();
+    assert_eq!((up["type"].as_str(), up["severity"].as_str()), (Some("provider-recovered"), Some("info")));
+    serve.terminate(Duration::from_secs(15)).await;
+}
