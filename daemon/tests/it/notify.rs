@@ -98,7 +98,7 @@ impl Receiver {
     }
 
     fn script(&self, replies: &[Reply]) {
-        self.state.lock().unwrap().script.extend(replies.iter().copied());
+        self.state.lock().expect("the receiver's state").script.extend(replies.iter().copied());
     }
 
     /// Starts listening (the port was free when it was picked).
@@ -121,7 +121,7 @@ impl Receiver {
     }
 
     fn seen(&self) -> Vec<Received> {
-        self.state.lock().unwrap().seen.clone()
+        self.state.lock().expect("the receiver's state").seen.clone()
     }
 
     /// The requests answered 2xx, by event id.
@@ -154,7 +154,7 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let reply = state.lock().unwrap().script.pop_front();
+    let reply = state.lock().expect("the receiver's state").script.pop_front();
     let status = match reply {
         None | Some(Reply::Slow(_)) => 200,
         Some(Reply::Status(code)) => code,
@@ -162,10 +162,12 @@ async fn receive(
     };
     // Recorded on arrival: a slow answer's request counts even when remedy gives up waiting.
     let received = Received { at: Instant::now(), path: uri.path().to_owned(), headers, body: body.to_vec(), status };
-    state.lock().unwrap().seen.push(received);
+    state.lock().expect("the receiver's state").seen.push(received);
     match reply {
         None => StatusCode::OK.into_response(),
-        Some(Reply::Status(code)) => (StatusCode::from_u16(code).unwrap(), "scripted failure").into_response(),
+        Some(Reply::Status(code)) => {
+            (StatusCode::from_u16(code).expect("as the test wrote it"), "scripted failure").into_response()
+        }
         Some(Reply::TooMany { retry_after_s }) => {
             (StatusCode::TOO_MANY_REQUESTS, [("retry-after", retry_after_s.to_string())], "slow down").into_response()
         }
@@ -241,12 +243,12 @@ fn action(identity: &str, outcome: ActionOutcome, cause: Cause, error: Option<&s
     Event::Action(ActionRecord {
         intent: None,
         manifests: vec![ManifestRef {
-            name: ManifestName::new("inc-7").unwrap(),
-            generation: serde_json::from_value(serde_json::json!("0123456789abcdef")).unwrap(),
+            name: ManifestName::new("inc-7").expect("as the test wrote it"),
+            generation: serde_json::from_value(serde_json::json!("0123456789abcdef")).expect("as the test wrote it"),
             commit: None,
         }],
         reason: "INC-7: password spray".to_owned(),
-        identity: identity.parse::<Identity>().unwrap(),
+        identity: identity.parse::<Identity>().expect("as the test wrote it"),
         resolved: Resolved::default(),
         provider: Provider::ActiveDirectory,
         action: Action::DisableAccount,
@@ -273,8 +275,8 @@ fn incident() -> Vec<Event> {
         action("sam:dan", ActionOutcome::Held, Cause::Desired, held),
         action("sam:erin", ActionOutcome::Held, Cause::Desired, held),
         Event::Contested(ContestedEvent {
-            identity: "sam:carol".parse().unwrap(),
-            manifests: vec![ManifestName::new("inc-7").unwrap()],
+            identity: "sam:carol".parse().expect("as the test wrote it"),
+            manifests: vec![ManifestName::new("inc-7").expect("as the test wrote it")],
             corrections: 3,
             window_seconds: 600,
             since: Utc::now(),
@@ -445,7 +447,7 @@ async fn notify_slack_and_teams_get_their_shapes_and_only_the_events_they_ask_fo
         assert_eq!(body["blocks"][0]["type"], "header");
         assert!(message.headers.get("remedy-signature").is_none(), "Slack messages are not signed");
     }
-    assert!(slack[0].json()["text"].as_str().unwrap().starts_with("[CRITICAL] Action failed"));
+    assert!(slack[0].json()["text"].as_str().expect("as the test wrote it").starts_with("[CRITICAL] Action failed"));
     let card = teams[0].json();
     assert_eq!(card["type"], "message");
     assert_eq!(card["attachments"][0]["contentType"], "application/vnd.microsoft.card.adaptive");
@@ -474,11 +476,11 @@ async fn notify_a_plan_graph_sim_holds_for_approval_is_told_to_the_webhook() {
     let entra = entra_yaml(TENANT, CLIENT_ID, "client-secret", &sim.url(), Some("10s"));
     let setup = Setup::new(&webhook_sink("soc", ""), &entra);
     // One change per reconcile at most: a manifest suspending two users is held.
-    let config = std::fs::read_to_string(setup.path("remedy.yaml")).unwrap().replace(
+    let config = std::fs::read_to_string(setup.path("remedy.yaml")).expect("as the test wrote it").replace(
         "allowedScopes: [\"OU=Staff,DC=remedy,DC=test\"]\n",
         "allowedScopes: [\"OU=Staff,DC=remedy,DC=test\"]\n  maxChangesPerReconcile: 1\n",
     );
-    std::fs::write(setup.path("remedy.yaml"), config).unwrap();
+    std::fs::write(setup.path("remedy.yaml"), config).expect("as the test wrote it");
     write_private(&setup.path("client-secret"), SECRET);
     setup.url_file("soc.url", &receiver.url("/in"));
     for (name, upn) in [("inc-a", "ann@remedy.test"), ("inc-b", "ben@remedy.test")] {
@@ -489,19 +491,23 @@ async fn notify_a_plan_graph_sim_holds_for_approval_is_told_to_the_webhook() {
                  target:\n    userPrincipalName: {upn}\n  entraId:\n    suspended: true\n"
             ),
         )
-        .unwrap();
+        .expect("as the test wrote it");
     }
     let mut serve = setup.serve("serve.log").await;
     receiver.wait_for_delivered(1, &mut serve, Duration::from_secs(60)).await;
     let event = receiver.seen()[0].json();
     assert_eq!(event["type"], "held-for-approval", "{event:#}");
     assert_eq!(event["count"], 2, "{event:#}");
-    let mut manifests: Vec<String> =
-        event["manifests"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_owned()).collect();
+    let mut manifests: Vec<String> = event["manifests"]
+        .as_array()
+        .expect("as the test wrote it")
+        .iter()
+        .map(|m| m.as_str().expect("as the test wrote it").to_owned())
+        .collect();
     manifests.sort();
     assert_eq!(manifests, ["inc-a", "inc-b"]);
     assert!(receiver.seen()[0].signature_holds(HMAC_KEY));
-    assert!(sim.user("ann@remedy.test").unwrap().account_enabled, "held, not sent");
+    assert!(sim.user("ann@remedy.test").expect("as the test wrote it").account_enabled, "held, not sent");
     serve.terminate(Duration::from_secs(15)).await;
 }
 
@@ -517,9 +523,13 @@ async fn notify_an_edited_history_record_is_told_as_a_chain_verification_failure
         let db = remedy::store::sled_config(&setup.path("store")).open().expect("sled");
         let history = db.open_tree(remedy::store::layout::HISTORY).expect("tree");
         let key = records[0].id.0.to_be_bytes();
-        let text = String::from_utf8(history.get(key).unwrap().unwrap().to_vec()).unwrap();
-        history.insert(key, text.replace("insufficient access rights", "all good").into_bytes()).unwrap();
-        db.flush().unwrap();
+        let text =
+            String::from_utf8(history.get(key).expect("as the test wrote it").expect("as the test wrote it").to_vec())
+                .expect("as the test wrote it");
+        history
+            .insert(key, text.replace("insufficient access rights", "all good").into_bytes())
+            .expect("as the test wrote it");
+        db.flush().expect("as the test wrote it");
     }
     let mut serve = setup.serve("serve.log").await;
     receiver.wait_for_delivered(2, &mut serve, Duration::from_secs(30)).await;
@@ -548,8 +558,10 @@ async fn notify_graph_going_down_and_coming_back_is_told_as_unavailable_then_rec
     let entra = entra_yaml(TENANT, CLIENT_ID, "client-secret", &sim.url(), Some("2s"));
     let setup = Setup::new(&webhook_sink("soc", "    events: [provider-unavailable, provider-recovered]\n"), &entra);
     // A resync every second: each pass asks Graph again.
-    let yaml = std::fs::read_to_string(setup.path("remedy.yaml")).unwrap().replace("0 0 * * * *", "*/1 * * * * *");
-    std::fs::write(setup.path("remedy.yaml"), yaml).unwrap();
+    let yaml = std::fs::read_to_string(setup.path("remedy.yaml"))
+        .expect("as the test wrote it")
+        .replace("0 0 * * * *", "*/1 * * * * *");
+    std::fs::write(setup.path("remedy.yaml"), yaml).expect("as the test wrote it");
     write_private(&setup.path("client-secret"), SECRET);
     setup.url_file("soc.url", &receiver.url("/in"));
     std::fs::write(
@@ -557,7 +569,7 @@ async fn notify_graph_going_down_and_coming_back_is_told_as_unavailable_then_rec
         "apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: inc-a\nspec:\n  reason: \"token theft\"\n  \
          target:\n    userPrincipalName: ann@remedy.test\n  entraId:\n    suspended: true\n",
     )
-    .unwrap();
+    .expect("as the test wrote it");
     let mut serve = setup.serve("serve.log").await;
     serve.wait_for_log("suspend", Duration::from_secs(30)).await;
     sim.shutdown().await;
@@ -567,7 +579,7 @@ async fn notify_graph_going_down_and_coming_back_is_told_as_unavailable_then_rec
     assert_eq!(down["provider"], "entra-id", "{down:#}");
     let _sim = remedy_graph_sim::spawn_on(config(), address).await.expect("the simulator is back on its address");
     receiver.wait_for_delivered(2, &mut serve, Duration::from_secs(90)).await;
-    let up = receiver.seen().last().unwrap().json();
+    let up = receiver.seen().last().expect("as the test wrote it").json();
     assert_eq!((up["type"].as_str(), up["severity"].as_str()), (Some("provider-recovered"), Some("info")));
     serve.terminate(Duration::from_secs(15)).await;
 }
