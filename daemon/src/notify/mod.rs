@@ -616,3 +616,59 @@ impl Delivery {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(kind: SinkKind, url: &str, dir: &Path) -> Result<Sink, NotifyError> {
+        std::fs::write(dir.join("url"), format!("{url}\n")).expect("url file");
+        let config = NotificationSink {
+            name: "soc".to_owned(),
+            kind,
+            url_file: "url".to_owned(),
+            events: None,
+            min_severity: Default::default(),
+            hmac_secret_file: None,
+            timeout: Duration::from_secs(10),
+        };
+        Sink::from_config(&config, dir)
+    }
+
+    #[test]
+    fn a_sink_url_is_https_or_loopback_http_and_never_shown() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        for url in ["https://hooks.slack.com/services/T0/B0/s3cr3t", "http://127.0.0.1:9/x", "http://[::1]/x"] {
+            assert!(sink(SinkKind::Slack, url, dir.path()).is_ok(), "{url}");
+        }
+        for url in ["http://hooks.example.com/s3cr3t", "ftp://example.com/s3cr3t", "not a url s3cr3t"] {
+            let error = sink(SinkKind::Webhook, url, dir.path()).expect_err(url).to_string();
+            assert!(!error.contains("s3cr3t") && error.contains("url"), "{url}: {error}");
+        }
+        let missing = NotificationSink {
+            url_file: "absent".to_owned(),
+            ..NotificationSink {
+                name: "soc".to_owned(),
+                kind: SinkKind::Teams,
+                url_file: String::new(),
+                events: None,
+                min_severity: Default::default(),
+                hmac_secret_file: None,
+                timeout: Duration::from_secs(10),
+            }
+        };
+        let error = Sink::from_config(&missing, dir.path()).expect_err("no file").to_string();
+        assert!(error.contains("notifications soc: urlFile") && error.contains("absent"), "{error}");
+    }
+
+    #[test]
+    fn errors_are_stripped_of_the_url() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = sink(SinkKind::Teams, "https://example.com/workflows/abc123?sig=s3cr3t", dir.path()).expect("sink");
+        let text = sink.redact("error sending request for url (https://example.com/workflows/abc123?sig=s3cr3t): x");
+        assert!(!text.contains("s3cr3t") && !text.contains("abc123"), "{text}");
+        assert_eq!(sink.redact("sig=s3cr3t"), "[url]");
+    }
+}
