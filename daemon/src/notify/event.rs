@@ -38,38 +38,19 @@ fn of_action(kind: EventKind, record: &HistoryRecord, action: &ActionRecord, sum
     n
 }
 
-/// The notifications of history records, in their order. Consecutive held actions of one plan
-/// (the same `error`, which names the plan) make one `held-for-approval` notification, counted.
+/// The notifications of history records, in their order. The held actions of one plan among
+/// `records` (the same `error`, which names the plan) make one `held-for-approval` notification,
+/// at the place of the first, counted.
 pub fn from_records(records: &[HistoryRecord]) -> Vec<Notification> {
     let mut out: Vec<Notification> = Vec::new();
-    let mut held_group: Option<String> = None;
+    let mut held: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for record in records {
         match &record.event {
             Event::Action(action) if action.outcome == ActionOutcome::Held => {
                 let why = action.error.clone().unwrap_or_default();
-                if let (Some(group), Some(last)) = (&held_group, out.last_mut()) {
-                    if *group == why && last.kind == EventKind::HeldForApproval {
-                        last.count += 1;
-                        let identity = action.identity.to_string();
-                        if last.identities.len() < Notification::MAX_IDENTITIES && !last.identities.contains(&identity)
-                        {
-                            last.identities.push(identity);
-                        }
-                        for manifest in &action.manifests {
-                            let name = manifest.name.to_string();
-                            if !last.manifests.contains(&name) {
-                                last.manifests.push(name);
-                            }
-                        }
-                        if last.action.as_deref() != Some(&action.action.to_string()) {
-                            last.action = None;
-                        }
-                        if last.provider.as_deref() != Some(&action.provider.to_string()) {
-                            last.provider = None;
-                        }
-                        last.summary = format!("{} actions held until an operator approves the plan", last.count);
-                        continue;
-                    }
+                if let Some(&at) = held.get(&why) {
+                    join_held(&mut out[at], action);
+                    continue;
                 }
                 let mut n = of_action(
                     EventKind::HeldForApproval,
@@ -78,9 +59,8 @@ pub fn from_records(records: &[HistoryRecord]) -> Vec<Notification> {
                     format!("{} of {} held until an operator approves the plan", action.action, action.identity),
                 );
                 n.detail = action.error.clone();
-                held_group = Some(why);
+                held.insert(why, out.len());
                 out.push(n);
-                continue;
             }
             Event::Action(action) if action.outcome == ActionOutcome::Failed => {
                 let mut n = of_action(
@@ -123,9 +103,30 @@ pub fn from_records(records: &[HistoryRecord]) -> Vec<Notification> {
             }
             _ => {}
         }
-        held_group = None;
     }
     out
+}
+
+/// Counts one more held action of a plan into its notification.
+fn join_held(n: &mut Notification, action: &ActionRecord) {
+    n.count += 1;
+    let identity = action.identity.to_string();
+    if n.identities.len() < Notification::MAX_IDENTITIES && !n.identities.contains(&identity) {
+        n.identities.push(identity);
+    }
+    for manifest in &action.manifests {
+        let name = manifest.name.to_string();
+        if !n.manifests.contains(&name) {
+            n.manifests.push(name);
+        }
+    }
+    if n.action.as_deref() != Some(action.action.to_string().as_str()) {
+        n.action = None;
+    }
+    if n.provider.as_deref() != Some(action.provider.to_string().as_str()) {
+        n.provider = None;
+    }
+    n.summary = format!("{} actions held until an operator approves the plan", n.count);
 }
 
 /// A provider that could not be asked in the latest pass (`name` as `/readyz` shows it).
@@ -223,6 +224,12 @@ mod tests {
             action(7, "sam:gus", ActionOutcome::Denied, Some("denied")),
             action(8, "sam:hal", ActionOutcome::Held, plan),
             action(9, "sam:ida", ActionOutcome::AwaitingConfirmation, None),
+            action(
+                10,
+                "sam:jo",
+                ActionOutcome::Held,
+                Some("held until plan p-2 is approved (too many changes at once)"),
+            ),
         ];
         let events = from_records(&records);
         let kinds: Vec<_> = events.iter().map(|n| (n.kind, n.count, n.history_record.map(|r| r.0))).collect();
@@ -231,14 +238,16 @@ mod tests {
             vec![
                 (EventKind::ActionFailed, 1, Some(2)),
                 (EventKind::DriftCorrected, 1, Some(3)),
-                (EventKind::HeldForApproval, 3, Some(4)),
-                // Not consecutive with the others: a new event.
-                (EventKind::HeldForApproval, 1, Some(8)),
+                // The held actions of plan p-1, though a denial came between: one event.
+                (EventKind::HeldForApproval, 4, Some(4)),
+                // Another plan: another event.
+                (EventKind::HeldForApproval, 1, Some(10)),
             ]
         );
         assert_eq!(events[0].detail.as_deref(), Some("insufficient access"));
         assert_eq!(events[0].severity, remedy_policies::notify::EventSeverity::Critical);
-        assert_eq!(events[2].identities.len(), 3);
+        assert_eq!(events[2].identities.len(), 4);
+        assert!(events[2].summary.starts_with("4 actions held"), "{}", events[2].summary);
         assert_eq!(events[0].id, format!("rec-2-{}", &format!("{:064x}", 2)[..12]));
         assert_eq!(from_records(&records), events, "the same records make the same ids");
     }

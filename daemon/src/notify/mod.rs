@@ -568,7 +568,13 @@ impl Delivery {
         let name = self.sink.name();
         let mut attempt = 0u32;
         loop {
-            match self.sink.post(notification).await {
+            // A stop does not wait for an attempt in flight: the event is sent again after the
+            // restart, with its id.
+            let attempt_result = tokio::select! {
+                result = self.sink.post(notification) => result,
+                _ = shutdown.changed() => return Done::ShuttingDown,
+            };
+            match attempt_result {
                 Ok(()) => {
                     self.handle.metrics().notification_delivered(name);
                     self.status.update(name, |s| {
