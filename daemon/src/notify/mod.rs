@@ -669,6 +669,21 @@ mod tests {
     }
 
     #[test]
+    fn a_receiver_back_after_ten_minutes_down_is_tried_again_within_two_minutes() {
+        // Attempts while it is down, each failing at once, the unluckiest jitter (the longest
+        // waits): the wait after the last failure before it came back is what it waits for.
+        let mut elapsed = Duration::ZERO;
+        let mut attempt = 0;
+        while elapsed < Duration::from_secs(600) {
+            attempt += 1;
+            let wait = BACKOFF.delay(attempt, 1.0);
+            assert!(wait <= Duration::from_secs(120), "attempt {attempt}: {wait:?}");
+            elapsed += wait;
+        }
+        assert!(attempt < 15, "{attempt} attempts in ten minutes");
+    }
+
+    #[test]
     fn errors_are_stripped_of_the_url() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
