@@ -40,7 +40,7 @@ use crate::backoff::Backoff;
 use crate::controller::ControllerHandle;
 use crate::model::Notification;
 use crate::secret::{Secret, SecretError};
-use crate::store::{OutboxEntry, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// An event not delivered within this time after it happened is dropped (and counted).
 pub const EXPIRE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -360,7 +360,8 @@ impl Notifier {
             let unavailable = progress.borrow_and_update().unavailable_providers.clone();
             match feeder.round(unavailable).await {
                 Ok(last) => {
-                    let _ = tail.send(last);
+                    // Wakes the sinks only when something was written.
+                    tail.send_if_modified(|seen| std::mem::replace(seen, last) != last);
                 }
                 Err(error) => tracing::error!(%error, "notifications: the store failed; retrying"),
             }
@@ -407,7 +408,6 @@ impl Feeder {
         let mut health = Vec::new();
         for (name, why) in &unavailable {
             if !self.down.contains_key(name) {
-                tracing::warn!(provider = %name, "notifications: provider unavailable");
                 health.push(event::provider_unavailable(name, why, now));
             }
         }
@@ -416,11 +416,7 @@ impl Feeder {
                 health.push(event::provider_recovered(name, now));
             }
         }
-        self.down = unavailable;
         let full_check = self.last_full_check.is_none_or(|at| at.elapsed() >= CHAIN_CHECK_EVERY);
-        if full_check {
-            self.last_full_check = Some(std::time::Instant::now());
-        }
         let store = self.store.clone();
         let sinks = self.sinks.clone();
         let last_fault = self.last_fault.clone();
@@ -468,7 +464,12 @@ impl Feeder {
             Ok(reported)
         })
         .await?;
+        // Only once written: a round the store failed is done again, transitions included.
+        self.down = unavailable;
         self.last_fault = reported;
+        if full_check {
+            self.last_full_check = Some(std::time::Instant::now());
+        }
         let store = self.store.clone();
         blocking(move || store.outbox_last_seq()).await
     }
@@ -523,8 +524,7 @@ impl Delivery {
             }
         })
         .await?;
-        let wanted: Vec<&OutboxEntry> = entries.iter().filter(|e| self.sink.wants(&e.notification)).collect();
-        let mut pending = wanted.len() as u64;
+        let mut pending = entries.iter().filter(|e| self.sink.wants(&e.notification)).count() as u64;
         self.set_pending(pending);
         let mut unsaved = false;
         for entry in &entries {
