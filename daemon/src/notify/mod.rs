@@ -38,6 +38,7 @@ use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::controller::ControllerHandle;
+use crate::metrics::Metrics;
 use crate::model::Notification;
 use crate::secret::{Secret, SecretError};
 use crate::store::{Store, StoreError};
@@ -344,7 +345,7 @@ impl Notifier {
             let delivery = Delivery {
                 sink: Arc::clone(sink),
                 store: self.store.clone(),
-                handle: self.handle.clone(),
+                metrics: self.handle.shared_metrics(),
                 status: self.status.clone(),
             };
             tasks.push(tokio::spawn(delivery.run(tail_seen.clone(), shutdown.clone())));
@@ -479,7 +480,7 @@ impl Feeder {
 struct Delivery {
     sink: Arc<Sink>,
     store: Store,
-    handle: ControllerHandle,
+    metrics: Arc<Metrics>,
     status: NotifyStatus,
 }
 
@@ -559,7 +560,7 @@ impl Delivery {
     }
 
     fn set_pending(&self, pending: u64) {
-        self.handle.metrics().set_notifications_pending(self.sink.name(), pending);
+        self.metrics.set_notifications_pending(self.sink.name(), pending);
         self.status.update(self.sink.name(), |s| s.pending = pending);
     }
 
@@ -576,7 +577,7 @@ impl Delivery {
             };
             match attempt_result {
                 Ok(()) => {
-                    self.handle.metrics().notification_delivered(name);
+                    self.metrics.notification_delivered(name);
                     self.status.update(name, |s| {
                         s.delivered += 1;
                         s.last_error = None;
@@ -586,14 +587,14 @@ impl Delivery {
                 }
                 Err(failure) => {
                     attempt = attempt.saturating_add(1);
-                    self.handle.metrics().notification_failed(name);
+                    self.metrics.notification_failed(name);
                     self.status.update(name, |s| {
                         s.failed_attempts += 1;
                         s.last_error = Some(failure.text.clone());
                     });
                     let age = (Utc::now() - notification.at).to_std().unwrap_or_default();
                     if age >= EXPIRE_AFTER {
-                        self.handle.metrics().notification_expired(name);
+                        self.metrics.notification_expired(name);
                         self.status.update(name, |s| s.expired += 1);
                         tracing::error!(
                             sink = %name, event = %notification.id, kind = notification.kind.name(),
@@ -681,6 +682,62 @@ mod tests {
             elapsed += wait;
         }
         assert!(attempt < 15, "{attempt} attempts in ten minutes");
+    }
+
+    /// A delivery task for `sink` on a fresh store holding `notification`.
+    fn delivery(sink: Sink, notification: &Notification) -> (Delivery, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = Store::open(dir.path().join("store")).expect("store");
+        store.outbox_start().expect("on");
+        store.set_notify_cursor(sink.name(), 0).expect("cursor");
+        store.outbox_push(notification).expect("pushed");
+        let status = NotifyStatus::default();
+        let delivery = Delivery { sink: Arc::new(sink), store, metrics: Arc::new(Metrics::default()), status };
+        (delivery, dir)
+    }
+
+    /// A URL where nothing listens.
+    fn nowhere() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = listener.local_addr().expect("address").port();
+        drop(listener);
+        format!("http://127.0.0.1:{port}/hooks/s3cr3t")
+    }
+
+    #[tokio::test]
+    async fn an_event_older_than_seven_days_is_dropped_at_its_next_failure_and_counted() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = event::provider_recovered(
+            "entra-id",
+            Utc::now() - chrono::Duration::days(7) - chrono::Duration::minutes(1),
+        );
+        let (delivery, _store_dir) = delivery(sink(SinkKind::Webhook, &nowhere(), dir.path()).expect("sink"), &old);
+        let (_stop, mut shutdown) = watch::channel(false);
+        assert!(!delivery.pass(&mut shutdown).await.expect("a pass"), "done, not stopped");
+        assert_eq!(delivery.store.notify_cursor("soc").expect("cursor"), Some(1), "moved past it");
+        let metrics = delivery.metrics.render();
+        assert!(metrics.contains("remedy_notifications_expired_total{sink=\"soc\"} 1"), "{metrics}");
+        assert!(metrics.contains("remedy_notifications_failed_total{sink=\"soc\"} 1"), "{metrics}");
+        assert!(!metrics.contains("s3cr3t"));
+    }
+
+    #[tokio::test]
+    async fn an_event_not_delivered_stays_where_it_was_when_remedy_stops() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fresh = event::provider_recovered("entra-id", Utc::now());
+        let (delivery, _store_dir) = delivery(sink(SinkKind::Webhook, &nowhere(), dir.path()).expect("sink"), &fresh);
+        let (stop, mut shutdown) = watch::channel(false);
+        let metrics = Arc::clone(&delivery.metrics);
+        let store = delivery.store.clone();
+        let task = tokio::spawn(async move { delivery.pass(&mut shutdown).await });
+        while !metrics.render().contains("remedy_notifications_failed_total{sink=\"soc\"} 1") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(true).expect("stop");
+        assert!(task.await.expect("joined").expect("a pass"), "stopped while retrying");
+        assert_eq!(store.notify_cursor("soc").expect("cursor"), Some(0), "still to deliver after the restart");
     }
 
     #[test]
