@@ -12,6 +12,7 @@ pub mod execute;
 pub mod manifest_dir;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod observe;
 pub mod providers;
 pub mod schedule;

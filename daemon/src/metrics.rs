@@ -79,6 +79,10 @@ pub struct Metrics {
     recontainment: Family<Labels<1>, Histogram>,
     contests: Counter,
     contested: Gauge,
+    notifications_delivered: Family<Labels<1>, Counter>,
+    notifications_failed: Family<Labels<1>, Counter>,
+    notifications_expired: Family<Labels<1>, Counter>,
+    notifications_pending: Family<Labels<1>, Gauge>,
     providers: Arc<ProviderCounters>,
     /// Held while a pass is recorded and while the text is made, so that a scrape never sees a
     /// pass counted in `remedy_reconciles_total` but not yet in the histogram.
@@ -132,6 +136,30 @@ impl Default for Metrics {
         );
         let contested = Gauge::default();
         registry.register("remedy_contested_accounts", "Accounts contested now", contested.clone());
+        let notifications_delivered = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "remedy_notifications_delivered",
+            "Notifications a sink's receiver accepted (2xx), by sink",
+            notifications_delivered.clone(),
+        );
+        let notifications_failed = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "remedy_notifications_failed",
+            "Failed attempts to deliver a notification (each retry counts), by sink",
+            notifications_failed.clone(),
+        );
+        let notifications_expired = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "remedy_notifications_expired",
+            "Notifications dropped undelivered after 7 days of retries, by sink",
+            notifications_expired.clone(),
+        );
+        let notifications_pending = Family::<Labels<1>, Gauge>::default();
+        registry.register(
+            "remedy_notifications_pending",
+            "Notifications written for a sink and not delivered yet, by sink",
+            notifications_pending.clone(),
+        );
         let providers = Arc::new(ProviderCounters::default());
         registry.register_collector(Box::new(Arc::clone(&providers)));
         Metrics {
@@ -146,6 +174,10 @@ impl Default for Metrics {
             recontainment,
             contests,
             contested,
+            notifications_delivered,
+            notifications_failed,
+            notifications_expired,
+            notifications_pending,
             providers,
             pass: Mutex::new(()),
         }
@@ -215,6 +247,33 @@ impl Metrics {
     /// The Graph client's request counters.
     pub fn set_graph(&self, stats: GraphStats) {
         self.providers.with(|p| p.graph = Some(stats));
+    }
+
+    /// A notification sink: its series are shown from the start, at 0.
+    pub fn notification_sink(&self, sink: &str) {
+        let label = [("sink", sink.to_owned())];
+        let _ = self.notifications_delivered.get_or_create(&label);
+        let _ = self.notifications_failed.get_or_create(&label);
+        let _ = self.notifications_expired.get_or_create(&label);
+        let _ = self.notifications_pending.get_or_create(&label);
+    }
+
+    pub fn notification_delivered(&self, sink: &str) {
+        self.notifications_delivered.get_or_create(&[("sink", sink.to_owned())]).inc();
+    }
+
+    pub fn notification_failed(&self, sink: &str) {
+        self.notifications_failed.get_or_create(&[("sink", sink.to_owned())]).inc();
+    }
+
+    pub fn notification_expired(&self, sink: &str) {
+        self.notifications_expired.get_or_create(&[("sink", sink.to_owned())]).inc();
+    }
+
+    pub fn set_notifications_pending(&self, sink: &str, pending: u64) {
+        self.notifications_pending
+            .get_or_create(&[("sink", sink.to_owned())])
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text format ([`CONTENT_TYPE`]).

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::diagnostic::Diagnostic;
 use crate::load::{self, Subject};
+use crate::notify::{EventFilter, EventKind, EventSeverity};
 
 /// The whole `remedy.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,102 @@ pub struct Config {
     /// corrections of it are spaced then.
     #[serde(default)]
     pub contest: ContestConfig,
+    /// Where remedy tells people what happened (webhook, Slack, Microsoft Teams).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationSink>,
+}
+
+/// One receiver of notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotificationSink {
+    /// Names the sink in logs, metrics and `/readyz`, and keys its delivery state in the store.
+    pub name: String,
+    pub kind: SinkKind,
+    /// File holding the URL to post to (a secret: whoever has it can post to the channel).
+    pub url_file: String,
+    /// The events to send; absent: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<EventKind>>,
+    /// Only events of this severity or above.
+    #[serde(default)]
+    pub min_severity: EventSeverity,
+    /// `kind: webhook` only: file holding the key of the `Remedy-Signature` HMAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_secret_file: Option<String>,
+    /// How long one delivery may take (connect, send, answer) before it counts as failed.
+    #[serde(default = "default_notify_timeout", with = "duration_text")]
+    pub timeout: Duration,
+}
+
+/// What a sink's URL expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkKind {
+    /// remedy's own JSON, signed with HMAC-SHA256.
+    Webhook,
+    /// A Slack incoming webhook.
+    Slack,
+    /// A Microsoft Teams Workflows webhook (an Adaptive Card).
+    Teams,
+}
+
+impl NotificationSink {
+    /// Which events it wants.
+    pub fn filter(&self) -> EventFilter<'_> {
+        EventFilter { events: self.events.as_deref(), min_severity: self.min_severity }
+    }
+}
+
+fn default_notify_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn notification_problems(sinks: &[NotificationSink]) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for sink in sinks {
+        let name = &sink.name;
+        if name.trim().is_empty() || name.chars().any(|c| c.is_control() || c == '"') {
+            problems.push(("notifications.name", format!("{name:?} is not a usable name")));
+        } else if !names.insert(name.as_str()) {
+            problems.push(("notifications.name", format!("{name} is listed twice")));
+        }
+        if sink.url_file.trim().is_empty() {
+            problems.push(("notifications.urlFile", format!("{name}: name the file that holds the URL")));
+        }
+        match (sink.kind, &sink.hmac_secret_file) {
+            (SinkKind::Webhook, Some(file)) if file.trim().is_empty() => {
+                problems.push(("notifications.hmacSecretFile", format!("{name}: name the file that holds the key")))
+            }
+            (SinkKind::Slack | SinkKind::Teams, Some(_)) => problems.push((
+                "notifications.hmacSecretFile",
+                format!("{name}: only a webhook sink signs its requests (Slack and Teams do not check a signature)"),
+            )),
+            _ => {}
+        }
+        if let Some(events) = &sink.events {
+            if events.is_empty() {
+                problems.push((
+                    "notifications.events",
+                    format!("{name}: an empty list sends nothing: leave events out to send every event"),
+                ));
+            }
+            if !events.iter().any(|&kind| kind.severity() >= sink.min_severity) && !events.is_empty() {
+                problems.push((
+                    "notifications.minSeverity",
+                    format!(
+                        "{name}: none of the events listed is {} or above: the sink would get nothing",
+                        sink.min_severity.name()
+                    ),
+                ));
+            }
+        }
+        if sink.timeout.is_zero() {
+            problems.push(("notifications.timeout", format!("{name}: must be more than 0s")));
+        }
+    }
+    problems
 }
 
 /// Fights over an account (see [`crate::contest`]).
@@ -597,6 +694,9 @@ impl Config {
                 problems.push(error("entraId", message));
             }
         }
+        problems.extend(
+            notification_problems(&config.notifications).into_iter().map(|(path, message)| error(path, message)),
+        );
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -885,5 +985,57 @@ mod tests {
         let empty =
             Config::from_yaml("r.yaml", &format!("{MINIMAL}{entra}  clientCertificateFile: \"\"\n")).unwrap_err();
         assert!(empty[0].message.contains("clientCertificateFile must name a file"), "{empty:?}");
+    }
+
+    #[test]
+    fn notification_sinks_are_checked_and_located() {
+        let base = format!("{MINIMAL}notifications:\n");
+        let good = format!(
+            "{base}  - {{name: soc, kind: webhook, urlFile: /etc/remedy/soc.url, hmacSecretFile: /etc/remedy/soc.key}}\n  - name: chat\n    kind: teams\n    urlFile: /etc/remedy/teams.url\n    events: [held-for-approval, action-failed]\n    minSeverity: warning\n    timeout: 5s\n"
+        );
+        let config = Config::from_yaml("remedy.yaml", &good).expect("valid");
+        assert_eq!(config.notifications.len(), 2);
+        let soc = &config.notifications[0];
+        assert_eq!(
+            (soc.kind, soc.min_severity, soc.timeout),
+            (SinkKind::Webhook, EventSeverity::Info, Duration::from_secs(10))
+        );
+        assert!(EventKind::ALL.iter().all(|&kind| soc.filter().wants(kind)), "no events: every event");
+        let chat = &config.notifications[1];
+        assert!(chat.filter().wants(EventKind::ActionFailed) && !chat.filter().wants(EventKind::Contested));
+        for (bad, path, words) in [
+            (
+                "  - {name: a, kind: slack, urlFile: u, hmacSecretFile: k}\n",
+                "notifications.hmacSecretFile",
+                "only a webhook",
+            ),
+            (
+                "  - {name: a, kind: slack, urlFile: u}\n  - {name: a, kind: teams, urlFile: v}\n",
+                "notifications.name",
+                "twice",
+            ),
+            ("  - {name: a, kind: webhook, urlFile: \"\"}\n", "notifications.urlFile", "holds the URL"),
+            ("  - {name: a, kind: webhook, urlFile: u, events: []}\n", "notifications.events", "leave events out"),
+            (
+                "  - {name: a, kind: webhook, urlFile: u, events: [drift-corrected], minSeverity: critical}\n",
+                "notifications.minSeverity",
+                "get nothing",
+            ),
+        ] {
+            let problems = Config::from_yaml("remedy.yaml", &format!("{base}{bad}")).expect_err(bad);
+            assert!(
+                problems[0].to_string().contains(path) && problems[0].message.contains(words),
+                "{bad}: {problems:?}"
+            );
+            assert_eq!(problems[0].line, 4, "located at the list: {problems:?}");
+        }
+        for unknown in [
+            "  - {name: a, kind: webhook, url: https://x}\n",
+            "  - {name: a, kind: email, urlFile: u}\n",
+            "  - {name: a, kind: webhook, urlFile: u, events: [everything]}\n",
+            "  - {name: a, kind: webhook, urlFile: u, minSeverity: urgent}\n",
+        ] {
+            assert!(Config::from_yaml("remedy.yaml", &format!("{base}{unknown}")).is_err(), "refused: {unknown}");
+        }
     }
 }

@@ -17,6 +17,7 @@ pub mod doctor;
 pub mod identity;
 pub mod load;
 pub mod manifest;
+pub mod notify;
 pub mod observed;
 #[cfg(feature = "openapi")]
 mod openapi;

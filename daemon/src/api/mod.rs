@@ -49,6 +49,8 @@ pub struct ApiState {
     pub store: Store,
     pub handle: ControllerHandle,
     pub tokens: Arc<Tokens>,
+    /// The notification sinks' delivery state (empty when none is configured).
+    pub notifications: crate::notify::NotifyStatus,
 }
 
 /// Every route with its documentation: the one list both [`router`] and [`openapi`] are made from.
@@ -121,6 +123,10 @@ struct Readiness {
     /// there.
     #[serde(skip_serializing_if = "Option::is_none")]
     store_moved_aside: Option<String>,
+    /// Each notification sink's delivery state, by name (absent when none is configured). A
+    /// receiver that is down does not make remedy unready.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    notifications: BTreeMap<String, crate::notify::SinkStatus>,
 }
 
 /// Readiness
@@ -144,6 +150,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         unavailable_providers: progress.unavailable_providers,
         store_error: progress.store_error,
         store_moved_aside: progress.store_moved_aside.map(|p| p.display().to_string()),
+        notifications: state.notifications.snapshot(),
     };
     let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(readiness)).into_response()

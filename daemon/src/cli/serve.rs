@@ -56,6 +56,8 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         if let Some(wiring) = crate::drift::start(&config, &config_dir, &store, handle.metrics()).await? {
             controller = controller.with_drift(wiring);
         }
+        let notifier = crate::notify::Notifier::new(&config.notifications, &config_dir, &store, &handle)
+            .context("cannot set up notifications")?;
         let (stop, shutdown) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -69,7 +71,9 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             manifests = %manifest_dir.display(), store = %store_path.display(), resync = %config.resync,
             api = %format!("{scheme}://{}", listener.address()), "remedy serve started"
         );
-        let state = ApiState { store, handle, tokens: Arc::new(Tokens::new(&config.api.tokens)) };
+        let notifications = notifier.as_ref().map(|n| n.status()).unwrap_or_default();
+        let notify = notifier.map(|notifier| tokio::spawn(notifier.run(shutdown.clone())));
+        let state = ApiState { store, handle, tokens: Arc::new(Tokens::new(&config.api.tokens)), notifications };
         let api = tokio::spawn(listener.run(crate::api::router(state), shutdown.clone()));
         controller.run(events, || watcher.rescan(), shutdown).await.context("the store failed")?;
         match tokio::time::timeout(std::time::Duration::from_secs(5), api).await {
@@ -77,6 +81,11 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             Ok(Ok(Err(error))) => tracing::error!(%error, "the API server failed"),
             Ok(Err(join)) => tracing::error!(%join, "the API server task failed"),
             Err(_) => tracing::warn!("the API server did not stop within 5 s"),
+        }
+        if let Some(notify) = notify {
+            if tokio::time::timeout(std::time::Duration::from_secs(10), notify).await.is_err() {
+                tracing::warn!("notifications did not stop within 10 s; undelivered ones are sent after the next start");
+            }
         }
         anyhow::Ok(ExitCode::SUCCESS)
     })

@@ -68,6 +68,11 @@ impl ControllerHandle {
         &self.metrics
     }
 
+    /// The metrics, to keep in a task of its own (the notifier's deliveries).
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
     }

@@ -9,11 +9,13 @@
 
 mod ids;
 mod intent;
+mod notification;
 mod record;
 mod status;
 
 pub use ids::{IntentId, RecordId};
 pub use intent::{IntendedChange, Intent};
+pub use notification::Notification;
 pub use record::{
     ActionOutcome, ActionRecord, ApprovalEvent, ContestedEvent, Event, HistoryRecord, ManifestRef,
     ReconcileRequestEvent,

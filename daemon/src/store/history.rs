@@ -24,7 +24,7 @@ use super::{decode, encode, id_key, key_id, layout, show_id_key, transaction_res
 use crate::model::{ActionOutcome, Event, HistoryRecord, IntentId, RecordId};
 
 /// The hash that record 1 links to.
-const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(super) const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The hashed part of a record: everything but the hash, in the stored field order.
 #[derive(Serialize)]
@@ -36,7 +36,7 @@ struct RecordBody<'a> {
     prev_hash: &'a str,
 }
 
-fn hash_of(id: RecordId, at: &DateTime<Utc>, event: &Event, prev_hash: &str) -> Result<String, StoreError> {
+pub(super) fn hash_of(id: RecordId, at: &DateTime<Utc>, event: &Event, prev_hash: &str) -> Result<String, StoreError> {
     let bytes = encode(layout::HISTORY, &RecordBody { id, at, event, prev_hash })?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }

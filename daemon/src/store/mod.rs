@@ -45,6 +45,7 @@ mod error;
 mod history;
 mod journal;
 mod manifests;
+mod outbox;
 mod status;
 mod watermark;
 
@@ -63,6 +64,7 @@ use serde::Serialize;
 pub use error::{ChainBroken, ChainFault, StoreError};
 pub use history::{HistoryPage, HistoryQuery, VerifyReport};
 pub use manifests::KnownManifest;
+pub use outbox::{FedRecords, OutboxEntry};
 
 use crate::model::{HistoryRecord, Intent};
 
@@ -86,6 +88,10 @@ pub mod layout {
     pub const FIRST_SEEN: &str = "first_seen";
     /// Last known content by manifest name.
     pub const KNOWN_MANIFESTS: &str = "known_manifests";
+    /// Notifications not yet delivered to every sink, by sequence number (u64, big-endian).
+    pub const OUTBOX: &str = "outbox";
+    /// Per sink (by name): the sequence number of the last outbox entry it is done with.
+    pub const NOTIFY_CURSORS: &str = "notify_cursors";
 
     pub const FORMAT_VERSION_KEY: &str = "format_version";
     pub const HISTORY_HEAD_KEY: &str = "history_head";
@@ -95,6 +101,11 @@ pub mod layout {
     pub const OPEN_NOTICES_KEY: &str = "open_notices";
     /// The Graph delta link the next round of `/users/delta` starts from.
     pub const ENTRA_DELTA_LINK_KEY: &str = "entra_delta_link";
+    /// The newest history record whose notifications are in the outbox (absent: notifications
+    /// are not configured).
+    pub const OUTBOX_FED_THROUGH_KEY: &str = "outbox_fed_through";
+    /// The next outbox sequence number.
+    pub const OUTBOX_NEXT_SEQ_KEY: &str = "outbox_next_seq";
 
     /// remedy's lock file inside the store directory.
     pub const LOCK_FILE: &str = "remedy.lock";
@@ -102,7 +113,8 @@ pub mod layout {
     pub const WATERMARK_FILE: &str = "remedy.watermark";
 
     /// Every tree remedy writes.
-    pub const TREES: [&str; 7] = [META, HISTORY, CHANGES_BY_IDENTITY, JOURNAL, STATUS, FIRST_SEEN, KNOWN_MANIFESTS];
+    pub const TREES: [&str; 9] =
+        [META, HISTORY, CHANGES_BY_IDENTITY, JOURNAL, STATUS, FIRST_SEEN, KNOWN_MANIFESTS, OUTBOX, NOTIFY_CURSORS];
 }
 
 /// sled's page cache: the store holds thousands of small records, not gigabytes.
@@ -131,6 +143,8 @@ pub struct Store {
     status: sled::Tree,
     first_seen: sled::Tree,
     known: sled::Tree,
+    outbox: sled::Tree,
+    cursors: sled::Tree,
     path: PathBuf,
     watermark: watermark::Shared,
     _lock: Arc<DirLock>,
@@ -219,6 +233,8 @@ impl Store {
             status: tree(layout::STATUS)?,
             first_seen: tree(layout::FIRST_SEEN)?,
             known: tree(layout::KNOWN_MANIFESTS)?,
+            outbox: tree(layout::OUTBOX)?,
+            cursors: tree(layout::NOTIFY_CURSORS)?,
             path: path.to_path_buf(),
             db,
             watermark: Default::default(),
@@ -253,8 +269,17 @@ impl Store {
         let corrupt = |detail: String| StoreError::Corrupt { path: self.path.clone(), detail };
         let marker = watermark::read(&self.path);
         let Some(bytes) = self.meta.get(layout::FORMAT_VERSION_KEY)? else {
-            let trees =
-                [&self.meta, &self.history, &self.changes, &self.journal, &self.status, &self.first_seen, &self.known];
+            let trees = [
+                &self.meta,
+                &self.history,
+                &self.changes,
+                &self.journal,
+                &self.status,
+                &self.first_seen,
+                &self.known,
+                &self.outbox,
+                &self.cursors,
+            ];
             if !trees.iter().all(|tree| tree.is_empty()) {
                 return Err(corrupt("the meta tree has no format_version but the store holds data".to_owned()));
             }

@@ -371,7 +371,12 @@ impl Daemon {
         assert_eq!(bound.is_tls(), tls);
         let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
         let (stop, shutdown) = watch::channel(false);
-        let state = ApiState { store, handle: handle.clone(), tokens: Arc::new(Tokens::new(&config.api.tokens)) };
+        let state = ApiState {
+            store,
+            handle: handle.clone(),
+            tokens: Arc::new(Tokens::new(&config.api.tokens)),
+            notifications: Default::default(),
+        };
         let base = format!("{}://{}", if tls { "https" } else { "http" }, bound.address());
         let api = tokio::spawn(bound.run(remedy::api::router(state), shutdown.clone()));
         let controller = tokio::spawn(async move {

@@ -22,6 +22,7 @@ mod entra_credentials;
 mod failover;
 mod gitops;
 mod kerberos;
+mod notify;
 mod operator_cli;
 mod recontain;
 mod secrets;

@@ -195,6 +195,32 @@ struct Setup<'a> {
     tokens: &'a Tokens,
 }
 
+/// A webhook receiver on loopback that answers 500 to its first two requests, then 200; returns
+/// its port and how many requests it accepted.
+async fn notification_receiver() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let port = listener.local_addr().expect("address").port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (seen, done) = (Arc::clone(&requests), Arc::clone(&accepted));
+    let app = axum::Router::new().fallback(move || {
+        let (seen, done) = (Arc::clone(&seen), Arc::clone(&done));
+        async move {
+            if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                done.fetch_add(1, Ordering::SeqCst);
+                axum::http::StatusCode::OK
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, accepted)
+}
+
 impl Setup<'_> {
     /// `remedy.yaml` for one run: the action account's password and the client secret from the
     /// files given, the API on `port`.
@@ -202,7 +228,8 @@ impl Setup<'_> {
         let yaml = format!(
             "manifests:\n  path: manifests\n  debounce: 100ms\nguardrails:\n  allowedScopes: [\"{tests_ou}\"]\n  \
              maxChangesPerReconcile: 100\nresync: \"0 0 * * * *\"\nstore:\n  path: store\n{ad}{entra}api:\n  \
-             listen: 127.0.0.1:{port}\n  tokens:\n{tokens}",
+             listen: 127.0.0.1:{port}\n  tokens:\n{tokens}notifications:\n  - {{name: soc, kind: webhook, urlFile: \
+             notify.url, hmacSecretFile: notify.key}}\n  - {{name: chat, kind: teams, urlFile: notify-teams.url}}\n",
             tests_ou = self.dc.env().tests_ou,
             ad = self.dc.active_directory_yaml(password_file, 2),
             entra = entra_yaml(TENANT, CLIENT_ID, secret_file.display(), self.sim_url, Some("5s")),
@@ -251,6 +278,19 @@ async fn no_password_secret_or_token_appears_in_logs_output_answers_or_the_store
     write_private(&wrong_secret_file, &format!("{wrong_client_secret}\n"));
     let wrong_password_file = dir.path().join("wrong-ad.password");
     write_private(&wrong_password_file, &format!("{wrong_ad_password}\n"));
+
+    // Notification sinks whose URLs carry a token (path and query, as Slack's and Teams' do), and
+    // a webhook's HMAC key.
+    let (notify_port, notifications_accepted) = notification_receiver().await;
+    let url_token = distinctive("HookToken");
+    let query_token = distinctive("HookSig");
+    let hmac_key = distinctive("whsec");
+    write_private(&dir.path().join("notify.url"), &format!("http://127.0.0.1:{notify_port}/hooks/{url_token}\n"));
+    write_private(
+        &dir.path().join("notify-teams.url"),
+        &format!("http://127.0.0.1:{notify_port}/workflows/run?api-version=1&sig={query_token}\n"),
+    );
+    write_private(&dir.path().join("notify.key"), &format!("{hmac_key}\n"));
 
     let sim_config = SimConfig {
         users: users.iter().map(|u| SimUser::new(&u.upn)).collect(),
@@ -382,7 +422,11 @@ async fn no_password_secret_or_token_appears_in_logs_output_answers_or_the_store
     assert!(readyz.contains("active-directory") && readyz.contains("entra-id"), "{readyz}");
     call(&mut seen, &serve, "GET", "/metrics", Some(&tokens.reader)).await;
     call(&mut seen, &serve, "GET", "/v1/manifests", Some(&tokens.reader)).await;
+    // The providers' unavailability is notified: refused twice, then delivered.
+    serve.wait_for_log("notification delivered", Duration::from_secs(30)).await;
+    call(&mut seen, &serve, "GET", "/readyz", None).await;
     let log_3 = serve.stop().await;
+    assert!(notifications_accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1, "notifications were delivered");
     let run_3 = started.elapsed();
 
     // The store, as the daemon left it: every record and status, and its raw files.
@@ -431,6 +475,9 @@ async fn no_password_secret_or_token_appears_in_logs_output_answers_or_the_store
         ("the operator's token".into(), &tokens.operator),
         ("the reader's token".into(), &tokens.reader),
         ("the unknown token".into(), &tokens.wrong),
+        ("the notification URL's token".into(), &url_token),
+        ("the Teams URL's signature".into(), &query_token),
+        ("the webhook's HMAC key".into(), &hmac_key),
     ];
     for user in &users {
         secrets.push((format!("{}'s password", user.sam), &user.password));

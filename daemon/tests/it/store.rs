@@ -1254,3 +1254,56 @@ fn an_unconfirmed_intent_stays_unsettled_with_its_error() {
     assert_eq!(unsettled[0].change.unconfirmed.as_deref(), Some("operation timed out after 15000ms"));
     assert!(matches!(store.mark_unconfirmed(&[(IntentId(99), "x".into())]), Err(StoreError::UnknownIntent(_))));
 }
+
+/// The notification outbox: it starts after the history written before notifications were
+/// configured, feeds records with their events in one step, keeps entries and cursors across a
+/// reopen, prunes what every sink is done with, and forgets everything when notifications are
+/// turned off.
+#[test]
+fn store_outbox_feeds_from_the_history_keeps_cursors_and_prunes() {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let store = open(dir.path());
+    sample_history(&store);
+    let head = all_records(&store).last().expect("records").id;
+    assert_eq!(store.outbox_start().expect("started"), head, "nothing written before is sent");
+    assert!(store.outbox_unfed(100).expect("read").records.is_empty());
+    let failed =
+        |who: &str| Event::Action(action_record(who, Action::DisableAccount, ActionOutcome::Failed, &["inc-9"]));
+    store.append(at(5000), failed("sam:dan")).expect("appended");
+    store.append(at(5010), failed("sam:erin")).expect("appended");
+    let unfed = store.outbox_unfed(1).expect("read");
+    assert_eq!(unfed.records.iter().map(|r| r.id.0).collect::<Vec<_>>(), vec![head.0 + 1], "at most the limit");
+    assert_eq!(unfed.fault, None, "the records link to the chain");
+    let unfed = store.outbox_unfed(100).expect("read");
+    let events = remedy::notify::event::from_records(&unfed.records);
+    assert_eq!(events.len(), 2);
+    store.outbox_feed(unfed.records[1].id, &events).expect("fed");
+    assert!(store.outbox_unfed(100).expect("read").records.is_empty(), "fed once");
+    let pushed = remedy::notify::event::provider_recovered("entra-id", Utc::now());
+    assert_eq!(store.outbox_push(&pushed).expect("pushed"), 3);
+    store.set_notify_cursor("soc", 1).expect("cursor");
+    store.set_notify_cursor("chat", 2).expect("cursor");
+    drop(store);
+
+    let store = open(dir.path());
+    let entries = store.outbox_after(0, 100).expect("entries");
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3], "durable, in order");
+    assert_eq!(entries[0].notification, events[0]);
+    assert_eq!(entries[2].notification, pushed);
+    assert_eq!((store.notify_cursor("soc").expect("read"), store.notify_cursor("new").expect("read")), (Some(1), None));
+    assert_eq!(store.outbox_after(1, 100).expect("entries").len(), 2, "what soc has not had");
+    assert_eq!(store.outbox_prune(1).expect("pruned"), 1);
+    assert_eq!(store.outbox_after(0, 100).expect("entries")[0].seq, 2);
+    store.retain_notify_cursors(&["chat"]).expect("retained");
+    assert_eq!(store.notify_cursor("soc").expect("read"), None, "a removed sink is forgotten");
+    assert_eq!(store.outbox_last_seq().expect("read"), 3);
+
+    store.outbox_clear().expect("cleared");
+    assert!(store.outbox_after(0, 100).expect("entries").is_empty());
+    assert_eq!(store.notify_cursor("chat").expect("read"), None);
+    store.append(at(6000), failed("sam:fay")).expect("appended");
+    assert!(store.outbox_unfed(100).expect("read").records.is_empty(), "off: nothing is fed");
+    let head = all_records(&store).last().expect("records").id;
+    assert_eq!(store.outbox_start().expect("started"), head, "on again: from now on, no backlog");
+    assert_eq!(store.outbox_push(&pushed).expect("pushed"), 4, "sequence numbers are never reused");
+}

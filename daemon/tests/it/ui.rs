@@ -155,7 +155,12 @@ impl Daemon {
         let bound = remedy::api::serve(&config.api, dir.path()).await.expect("the API listens");
         let (controller, handle) = Controller::new(settings, store.clone(), providers, Clock::System);
         let (stop, shutdown) = watch::channel(false);
-        let state = ApiState { store, handle: handle.clone(), tokens: Arc::new(Tokens::new(&config.api.tokens)) };
+        let state = ApiState {
+            store,
+            handle: handle.clone(),
+            tokens: Arc::new(Tokens::new(&config.api.tokens)),
+            notifications: Default::default(),
+        };
         let base = format!("{}://{}", if tls { "https" } else { "http" }, bound.address());
         let api = tokio::spawn(bound.run(remedy::api::router_with(state, options), shutdown.clone()));
         let controller = tokio::spawn(async move {
