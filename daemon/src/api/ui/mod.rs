@@ -462,7 +462,17 @@ async fn health(State(state): State<UiState>, headers: HeaderMap) -> Response {
     match found {
         Ok((statuses, chain)) => {
             let progress = state.api.handle.progress().borrow().clone();
-            html(StatusCode::OK, pages::health(&session, &progress, &statuses, &chain, session.caller.role))
+            html(
+                StatusCode::OK,
+                pages::health(
+                    &session,
+                    &progress,
+                    &statuses,
+                    &chain,
+                    &state.api.notifications.snapshot(),
+                    session.caller.role,
+                ),
+            )
         }
         Err(error) => store_failed(&session, &error),
     }

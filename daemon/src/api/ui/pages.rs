@@ -1,6 +1,8 @@
 //! The pages, rendered from what the store and the controller say: pure functions from data to
 //! HTML (no I/O here). Every value from outside is escaped by [`Html`].
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use remedy_policies::config::Role;
 use remedy_policies::plan::PlanId;
@@ -15,6 +17,7 @@ use crate::model::{
     ActionOutcome, ConditionReason, ConditionStatus, ConditionType, Event, HistoryRecord, ManifestStatus,
     ProviderHealth,
 };
+use crate::notify::SinkStatus;
 
 /// The page a navigation link leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,7 +232,7 @@ pub fn manifests(session: &Session, statuses: &[ManifestStatus], progress: &Prog
             html.raw("<p>No manifest has a status yet.</p>");
             return;
         }
-        let counts = statuses.iter().fold(std::collections::BTreeMap::<&str, usize>::new(), |mut acc, s| {
+        let counts = statuses.iter().fold(BTreeMap::<&str, usize>::new(), |mut acc, s| {
             *acc.entry(summary(s).1).or_default() += 1;
             acc
         });
@@ -667,6 +670,7 @@ pub fn health(
     progress: &Progress,
     statuses: &[ManifestStatus],
     chain: &Chain,
+    sinks: &BTreeMap<String, SinkStatus>,
     role: Role,
 ) -> String {
     page("Health", Some(session), Nav::Health, |html| {
@@ -703,6 +707,31 @@ pub fn health(
             html.raw("</td>").td(why).raw("</tr>");
         }
         table_end(html);
+
+        if !sinks.is_empty() {
+            table_start(
+                html,
+                "Notifications",
+                &["Sink", "Kind", "Delivery", "Pending", "Delivered", "Failed attempts", "Expired"],
+            );
+            for (name, sink) in sinks {
+                html.raw("<tr>").td(name).td(&sink.kind).raw("<td>");
+                match &sink.last_error {
+                    None => badge(html, Tone::Good, "delivering"),
+                    Some(error) => {
+                        badge(html, Tone::Bad, "retrying");
+                        html.raw(" ").text(error);
+                    }
+                }
+                html.raw("</td>")
+                    .td(&sink.pending.to_string())
+                    .td(&sink.delivered.to_string())
+                    .td(&sink.failed_attempts.to_string())
+                    .td(&sink.expired.to_string())
+                    .raw("</tr>");
+            }
+            table_end(html);
+        }
 
         html.raw("<h2>History chain</h2>");
         match chain {
@@ -768,6 +797,37 @@ pub fn health(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_health_page_shows_each_notification_sink_and_why_it_retries() {
+        use super::super::session::Sessions;
+        let sessions = Sessions::new(std::time::Duration::from_secs(60));
+        let caller = crate::api::Caller { name: "reader".into(), role: Role::SecurityReader };
+        let new = sessions.start(caller).expect("a session");
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(axum::http::header::COOKIE, format!("remedy_session={}", new.id).parse().expect("header"));
+        let session = sessions.find(&headers).expect("found");
+        let sink = |last_error: Option<&str>| SinkStatus {
+            kind: "webhook".into(),
+            pending: 3,
+            delivered: 7,
+            failed_attempts: 2,
+            expired: 0,
+            last_error: last_error.map(str::to_owned),
+        };
+        let sinks = BTreeMap::from([
+            ("soc-<chat>".to_owned(), sink(Some("the receiver answered 503"))),
+            ("siem".to_owned(), sink(None)),
+        ]);
+        let chain = Chain::Verified { records: 1, head_hash: "ab".into() };
+        let page = health(&session, &Progress::default(), &[], &chain, &sinks, Role::SecurityReader);
+        assert!(page.contains("<h2>Notifications</h2>") || page.contains(">Notifications<"), "{page}");
+        assert!(page.contains("soc-&lt;chat&gt;"), "the sink's name escaped: {page}");
+        assert!(page.contains("retrying") && page.contains("the receiver answered 503"), "{page}");
+        assert!(page.contains("delivering"), "{page}");
+        let without = health(&session, &Progress::default(), &[], &chain, &BTreeMap::new(), Role::SecurityReader);
+        assert!(!without.contains("Notifications"), "no table without sinks");
+    }
 
     #[test]
     fn filters_are_percent_encoded_in_the_feed_query() {
