@@ -112,8 +112,15 @@ impl ControllerHandle {
             return Err(CommandError::NotHeld(plan_id, shown));
         }
         self.refuse_when_closed()?;
-        let event = Event::Approval(ApprovalEvent { plan_id: plan_id.clone(), by: by.to_owned(), comment });
-        self.record(event).await?;
+        let approval = ApprovalEvent { plan_id: plan_id.clone(), by: by.to_owned(), comment };
+        let store = self.store.clone();
+        let at = self.clock.now();
+        // Recorded with the plan among the store's approvals: it counts after a restart too.
+        match tokio::task::spawn_blocking(move || store.append_approval(at, approval)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(CommandError::Store(error.to_string())),
+            Err(join) => return Err(CommandError::Store(join.to_string())),
+        }
         self.requests.with(|p| p.approvals.insert(plan_id));
         self.requests.wake.notify_one();
         Ok(())

@@ -196,6 +196,14 @@ impl Controller {
     ) -> Result<(), StoreError> {
         let mut wanted: Option<Trigger> = None;
         let mut next_resync = self.settings.resync.next_after(self.clock.now());
+        // Approvals given before this start still count for their plan.
+        match store_call::blocking(&self.store, |store| store.approvals()).await {
+            Ok(approvals) => self.approvals = approvals,
+            Err(error) => tracing::error!(
+                %error,
+                "cannot read the approvals given before this start: a plan held for approval needs approving again"
+            ),
+        }
         let mut watching = true;
         loop {
             if *shutdown.borrow() {

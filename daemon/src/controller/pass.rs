@@ -9,6 +9,7 @@ use remedy_policies::{ManifestName, Provider};
 use tracing::Instrument;
 
 use super::progress::PassSummary;
+use super::store_call::blocking;
 use super::{conditions, decide, metrics, reconcile, Controller, Trigger};
 use crate::store::StoreError;
 
@@ -98,7 +99,12 @@ impl Controller {
         }
         // Approvals count for the plan they were given for; a new plan needs a new one.
         if !targeted {
+            let before = self.approvals.len();
             self.approvals.retain(|id| *id == result.plan.id);
+            if self.approvals.len() != before {
+                let approvals = self.approvals.clone();
+                blocking(&self.store, move |store| store.set_approvals(&approvals)).await?;
+            }
         }
         let summary = PassSummary {
             trigger,

@@ -11,8 +11,10 @@
 //! Records of actions that changed an account (succeeded, drift-corrected, restored) are also
 //! indexed by identity, in the same transaction, as the `RecordedChange`s the plan needs.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
-use remedy_policies::plan::RecordedChange;
+use remedy_policies::plan::{PlanId, RecordedChange};
 use remedy_policies::{Action, Identity, ManifestName};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -21,7 +23,7 @@ use sled::Transactional;
 
 use super::error::{ChainBroken, ChainFault, StoreError};
 use super::{decode, encode, id_key, key_id, layout, show_id_key, transaction_result, Store};
-use crate::model::{ActionOutcome, Event, HistoryRecord, IntentId, RecordId};
+use crate::model::{ActionOutcome, ApprovalEvent, Event, HistoryRecord, IntentId, RecordId};
 
 /// The hash that record 1 links to.
 pub(super) const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -213,6 +215,44 @@ impl Store {
         self.db.flush()?;
         self.raise_watermark(Some(record.id.0), None);
         Ok(record)
+    }
+
+    /// Records an operator's approval of a held plan: the history record and the plan among the
+    /// [`Store::approvals`], in one transaction, durably — an approval given just before a crash
+    /// or a restart still counts for that plan afterwards.
+    pub fn append_approval(&self, at: DateTime<Utc>, approval: ApprovalEvent) -> Result<HistoryRecord, StoreError> {
+        let plan_id = approval.plan_id.clone();
+        let event = Event::Approval(approval);
+        let result = (&self.history, &self.changes, &self.meta).transaction(|(history, changes, meta)| {
+            let abort = ConflictableTransactionError::Abort;
+            let mut approvals: BTreeSet<PlanId> = match meta.get(layout::APPROVALS_KEY)? {
+                Some(bytes) => decode(layout::META, layout::APPROVALS_KEY, &bytes).map_err(abort)?,
+                None => BTreeSet::new(),
+            };
+            approvals.insert(plan_id.clone());
+            meta.insert(layout::APPROVALS_KEY, encode(layout::META, &approvals).map_err(abort)?)?;
+            append_in(history, changes, meta, at, &event)
+        });
+        let record = transaction_result(result).map_err(|e| self.with_path(e))?;
+        self.db.flush()?;
+        self.raise_watermark(Some(record.id.0), None);
+        Ok(record)
+    }
+
+    /// The held plans approved and not yet done with: the controller reads them at start.
+    pub fn approvals(&self) -> Result<BTreeSet<PlanId>, StoreError> {
+        match self.meta.get(layout::APPROVALS_KEY)? {
+            Some(bytes) => decode(layout::META, layout::APPROVALS_KEY, &bytes),
+            None => Ok(BTreeSet::new()),
+        }
+    }
+
+    /// Replaces the set of [`Store::approvals`] (durably): the controller keeps only the approval
+    /// of the plan in force.
+    pub fn set_approvals(&self, approvals: &BTreeSet<PlanId>) -> Result<(), StoreError> {
+        self.meta.insert(layout::APPROVALS_KEY, encode(layout::META, approvals)?)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Appends several events in one transaction (all or none), durably. One transaction holds

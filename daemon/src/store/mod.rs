@@ -101,6 +101,8 @@ pub mod layout {
     pub const OPEN_NOTICES_KEY: &str = "open_notices";
     /// The Graph delta link the next round of `/users/delta` starts from.
     pub const ENTRA_DELTA_LINK_KEY: &str = "entra_delta_link";
+    /// The held plans approved and not yet done with (see `Store::approvals`).
+    pub const APPROVALS_KEY: &str = "approvals";
     /// The newest history record whose notifications are in the outbox (absent: notifications
     /// are not configured).
     pub const OUTBOX_FED_THROUGH_KEY: &str = "outbox_fed_through";

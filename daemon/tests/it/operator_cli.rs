@@ -156,6 +156,15 @@ impl Daemon {
     }
 
     /// Stops the daemon with SIGTERM; asserts no token was ever printed by a command or the daemon.
+    /// `kill -9` of `remedy serve`, and a new one on the same configuration and store.
+    fn kill_9_and_restart(&mut self) {
+        self.serve.kill_9();
+        let port: u16 = self.server.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the API's port");
+        let config = self.dir.path().join("remedy.yaml");
+        self.serve = Serve::start(&config, self.dir.path().join("serve-restarted.log"), "info", false);
+        self.runtime.block_on(self.serve.wait_for_port(port, Duration::from_secs(30)));
+    }
+
     fn stop(mut self) {
         let status = self.runtime.block_on(self.serve.terminate(Duration::from_secs(20)));
         assert!(status.success(), "remedy serve exited with {status}:\n{}", self.log());
@@ -494,5 +503,42 @@ fn a_held_plan_is_approved_and_every_manifest_converges() {
     assert_eq!(out.stdout.lines().filter(|l| l.contains("Succeeded")).count(), 3, "{}", out.stdout);
     assert!(later.iter().all(|u| !daemon.sim.user(u).expect("user").account_enabled), "all suspended");
 
+    daemon.stop();
+}
+
+/// An approval is durable: given just before remedy is killed — before the approved plan sent
+/// anything — it still counts for that plan after the restart; nobody has to approve again.
+#[test]
+fn an_approval_given_just_before_a_kill_9_counts_after_the_restart() {
+    let users = ["u1@remedy.test", "u2@remedy.test", "u3@remedy.test"];
+    let mut daemon = Daemon::start(
+        &users,
+        &[("inc-21-u1", "u1@remedy.test"), ("inc-21-u2", "u2@remedy.test"), ("inc-21-u3", "u3@remedy.test")],
+        2,
+    );
+    let out = daemon.expect(Who::Reader, &["status", "--wait", "--timeout", "30s"], 1);
+    assert_eq!(out.stderr.matches("is stalled: NeedsApproval: plan ").count(), 3, "{}", out.stderr);
+    let statuses = daemon.expect(Who::Reader, &["status", "-o", "json"], 0).json();
+    let message = condition(&statuses[0], "Stalled")["message"].as_str().expect("a message").to_owned();
+    let plan_id: String = message
+        .strip_prefix("plan ")
+        .map(|rest| rest.chars().take_while(char::is_ascii_hexdigit).collect())
+        .expect("id");
+
+    // Every Graph request now takes 5 s: the pass the approval starts cannot send anything before
+    // remedy is killed, right after the approval is recorded.
+    daemon.sim.inject(remedy_graph_sim::Fault::Latency(Duration::from_secs(5)));
+    daemon.expect(Who::Operator, &["approve", &plan_id, "--comment", "INC-21: checked"], 0);
+    daemon.kill_9_and_restart();
+    let patches = |daemon: &Daemon| daemon.sim.log().iter().filter(|e| e.method == "PATCH").count();
+    assert_eq!(patches(&daemon), 0, "the window this test is about: nothing sent before the kill");
+    daemon.sim.inject(remedy_graph_sim::Fault::Latency(Duration::ZERO));
+
+    // The restarted remedy plans the same changes, finds them approved, and applies them.
+    let out = daemon.expect(Who::Reader, &["status", "--wait", "--timeout", "60s"], 0);
+    assert_eq!(out.stdout.lines().filter(|l| l.contains("Succeeded")).count(), 3, "{}", out.stdout);
+    assert!(users.iter().all(|u| !daemon.sim.user(u).expect("user").account_enabled), "all suspended");
+    let history = daemon.expect(Who::Reader, &["history", "-o", "json"], 0).json();
+    assert_eq!(of_kind(&history, "approval").len(), 1, "approved once: {history}");
     daemon.stop();
 }

@@ -223,6 +223,25 @@ fn append_then_query_with_filters_and_paging() {
 }
 
 #[test]
+fn store_an_approval_is_recorded_and_kept_across_a_reopen_until_it_is_done_with() {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let plan: remedy_policies::plan::PlanId = "0123456789abcdef0123456789abcdef".parse().expect("a plan id");
+    {
+        let store = open(dir.path());
+        assert!(store.approvals().expect("approvals").is_empty());
+        let approval = ApprovalEvent { plan_id: plan.clone(), by: "ops".into(), comment: None };
+        let record = store.append_approval(at(1), approval).expect("recorded");
+        assert!(matches!(record.event, Event::Approval(ref a) if a.plan_id == plan), "{record:?}");
+    }
+    let store = open(dir.path());
+    assert_eq!(store.approvals().expect("approvals"), BTreeSet::from([plan]), "kept across a reopen");
+    assert_eq!(store.verify_history().expect("the chain holds").records, 1);
+    store.set_approvals(&BTreeSet::new()).expect("forgotten");
+    drop(store);
+    assert!(open(dir.path()).approvals().expect("approvals").is_empty(), "forgotten for good");
+}
+
+#[test]
 fn the_latest_records_come_newest_first_with_the_same_filters() {
     let dir = tempfile::tempdir().expect("a tempdir");
     let store = open(dir.path());
