@@ -25,6 +25,10 @@ pub const LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
 /// Sessions kept at most; signing in past it drops the oldest.
 const MAX_SESSIONS: usize = 10_000;
 
+/// Sessions kept at most for one caller (one token's `name`): signing in past it drops that
+/// caller's oldest, so that one token signing in again and again cannot push anyone else out.
+const MAX_SESSIONS_PER_CALLER: usize = 50;
+
 /// A signed-in person, as a request sees it.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -84,6 +88,12 @@ impl Sessions {
         let now = Instant::now();
         let mut table = self.lock();
         table.retain(|_, entry| entry.expires > now);
+        let own = table.iter().filter(|(_, e)| e.caller.name == caller.name);
+        if own.clone().count() >= MAX_SESSIONS_PER_CALLER {
+            if let Some(oldest) = own.min_by_key(|(_, e)| e.created).map(|(k, _)| *k) {
+                table.remove(&oldest);
+            }
+        }
         if table.len() >= MAX_SESSIONS {
             if let Some(oldest) = table.iter().min_by_key(|(_, e)| e.created).map(|(k, _)| *k) {
                 table.remove(&oldest);
@@ -176,6 +186,19 @@ mod tests {
         assert_ne!(found.csrf, new.id);
         sessions.end(&found);
         assert!(sessions.find(&with_cookie(&format!("{COOKIE}={}", new.id))).is_none());
+    }
+
+    #[test]
+    fn one_caller_signing_in_again_and_again_pushes_out_only_its_own_oldest_sessions() {
+        let sessions = Sessions::new(LIFETIME);
+        let operator = Caller { name: "ops".into(), role: Role::SecurityOperator };
+        let kept = sessions.start(operator).expect("random");
+        let first = sessions.start(caller()).expect("random");
+        for _ in 0..MAX_SESSIONS_PER_CALLER {
+            sessions.start(caller()).expect("random");
+        }
+        assert!(sessions.find(&with_cookie(&format!("{COOKIE}={}", first.id))).is_none(), "its own oldest went");
+        assert!(sessions.find(&with_cookie(&format!("{COOKIE}={}", kept.id))).is_some(), "another's stays");
     }
 
     #[test]
