@@ -21,6 +21,7 @@ mod entra;
 mod entra_credentials;
 mod failover;
 mod gitops;
+mod ha_coord;
 mod kerberos;
 mod notify;
 mod operator_cli;
