@@ -200,11 +200,18 @@ impl Inner {
                     if !next {
                         return Err(failure.error);
                     }
-                    last = Some(failure.error);
+                    // Report a member that answered (or was reached and timed out) rather than
+                    // one that could not be connected to: its answer says why the cluster
+                    // cannot act.
+                    let reached = !failure.not_sent;
+                    if last.as_ref().is_none_or(|(was_reached, _)| reached || !was_reached) {
+                        last = Some((reached, failure.error));
+                    }
                 }
             }
         }
         Err(last
+            .map(|(_, error)| error)
             .unwrap_or_else(|| CoordError::Unavailable { endpoint: String::new(), answer: "no endpoint".to_owned() }))
     }
 

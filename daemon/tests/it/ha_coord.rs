@@ -6,7 +6,9 @@
 //! Run `scripts/ha start && eval "$(scripts/ha env)"` first. Without `REMEDY_TEST_ETCD_ENDPOINTS`
 //! the tests say so on stderr and pass without checking anything (CI must set it). Each test
 //! campaigns under a prefix of its own; the tests that stop members hold [`Cluster::exclusive`],
-//! the others [`Cluster::shared`], so no test finds a member stopped under its feet.
+//! the others [`Cluster::shared`], so no test finds a member stopped under its feet. The tests
+//! run on a multi-threaded runtime, as `remedy serve` does: a keepalive must not wait while the
+//! test blocks on `scripts/ha`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,7 +21,7 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-const TTL: Duration = Duration::from_secs(2);
+const TTL: Duration = Duration::from_secs(3);
 
 fn settings() -> EtcdSettings {
     EtcdSettings {
@@ -176,7 +178,7 @@ fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, CoordError>, started
     assert!(took <= UNAVAILABLE_WITHIN, "{what}: took {took:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_coord_one_leader_among_three_campaigners() {
     let Some(cluster) = Cluster::shared().await else { return };
     let prefix = prefix();
@@ -204,7 +206,7 @@ async fn ha_coord_one_leader_among_three_campaigners() {
     observer.resign(leader).await.expect("resign");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_coord_a_revoked_lease_elects_another_and_fences_the_old_leader_out() {
     let Some(cluster) = Cluster::shared().await else { return };
     let prefix = prefix();
@@ -239,7 +241,7 @@ async fn ha_coord_a_revoked_lease_elects_another_and_fences_the_old_leader_out()
     client.resign(new).await.expect("resign");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_coord_an_expired_lease_elects_another_after_the_old_leaders_own_deadline() {
     let Some(cluster) = Cluster::shared().await else { return };
     let ttl = Duration::from_secs(5);
@@ -269,7 +271,7 @@ async fn ha_coord_an_expired_lease_elects_another_after_the_old_leaders_own_dead
     client.resign(new).await.expect("resign");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_coord_losing_one_member_of_three_changes_nothing() {
     let Some(cluster) = Cluster::exclusive().await else { return };
     let prefix = prefix();
@@ -296,7 +298,7 @@ async fn ha_coord_losing_one_member_of_three_changes_nothing() {
     drop(restart);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_coord_losing_quorum_stops_everything_within_bounds_until_it_returns() {
     let Some(cluster) = Cluster::exclusive().await else { return };
     let prefix = prefix();
