@@ -299,7 +299,7 @@ async fn keep_alive(inner: Arc<Inner>, lease: Arc<LeaseState>, lease_id: i64, tt
 #[async_trait]
 impl Coordination for EtcdCoordination {
     async fn campaign(&self, instance_id: &str, ttl: Duration) -> Result<Leadership, CoordError> {
-        let ttl_secs = ttl.as_secs().max(1) + u64::from(ttl.subsec_nanos() > 0);
+        let ttl_secs = lease_ttl_secs(ttl);
         let sent = Instant::now();
         let (endpoint, grant) = self.0.call("/v3/lease/grant", &json!({ "TTL": ttl_secs }), Retry::ConnectOnly).await?;
         let lease_id = int(grant.get("ID"));
@@ -489,6 +489,12 @@ fn int(value: Option<&Value>) -> i64 {
     }
 }
 
+/// A lease TTL in whole seconds as etcd takes it: rounded up, at least 1 (etcd itself may grant
+/// more: its minimum is 1.5 election timeouts).
+fn lease_ttl_secs(ttl: Duration) -> u64 {
+    (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1)
+}
+
 fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
@@ -552,6 +558,14 @@ mod tests {
         }
         assert!(gateway_error(&refused).is_some_and(|e| !e.no_quorum()));
         assert!(gateway_error(&json!({"header": {}})).is_none());
+    }
+
+    #[test]
+    fn lease_ttls_are_whole_seconds_rounded_up() {
+        assert_eq!(lease_ttl_secs(Duration::from_millis(500)), 1);
+        assert_eq!(lease_ttl_secs(Duration::ZERO), 1);
+        assert_eq!(lease_ttl_secs(Duration::from_secs(5)), 5);
+        assert_eq!(lease_ttl_secs(Duration::from_millis(5001)), 6);
     }
 
     #[test]
