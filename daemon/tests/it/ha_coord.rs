@@ -53,30 +53,28 @@ fn lock() -> Arc<RwLock<()>> {
     LOCK.get_or_init(|| Arc::new(RwLock::new(()))).clone()
 }
 
-fn endpoints() -> Option<Vec<String>> {
+/// The cluster's client URLs; these tests need the etcd cluster, as the AD tests need the DC.
+fn endpoints() -> Vec<String> {
     match std::env::var("REMEDY_TEST_ETCD_ENDPOINTS") {
-        Ok(list) if !list.trim().is_empty() => Some(list.split(',').map(|e| e.trim().to_owned()).collect()),
-        _ => {
-            eprintln!(
-                "SKIPPED: REMEDY_TEST_ETCD_ENDPOINTS is not set, nothing was checked \
-                 (scripts/ha start && eval \"$(scripts/ha env)\")"
-            );
-            None
-        }
+        Ok(list) if !list.trim().is_empty() => list.split(',').map(|e| e.trim().to_owned()).collect(),
+        _ => panic!(
+            "REMEDY_TEST_ETCD_ENDPOINTS is not set: these tests need the 3-member etcd cluster. Run `scripts/test`, \
+             or `scripts/ha start && eval \"$(scripts/ha env)\"` and then cargo test"
+        ),
     }
 }
 
 impl Cluster {
-    async fn shared() -> Option<Cluster> {
-        let endpoints = endpoints()?;
+    async fn shared() -> Cluster {
+        let endpoints = endpoints();
         let hold = Hold::Shared(lock().read_owned().await);
-        Some(Cluster::new(endpoints, hold))
+        Cluster::new(endpoints, hold)
     }
 
-    async fn exclusive() -> Option<Cluster> {
-        let endpoints = endpoints()?;
+    async fn exclusive() -> Cluster {
+        let endpoints = endpoints();
         let hold = Hold::Exclusive(lock().write_owned().await);
-        Some(Cluster::new(endpoints, hold))
+        Cluster::new(endpoints, hold)
     }
 
     fn new(endpoints: Vec<String>, hold: Hold) -> Cluster {
@@ -180,7 +178,7 @@ fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, CoordError>, started
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_coord_one_leader_among_three_campaigners() {
-    let Some(cluster) = Cluster::shared().await else { return };
+    let cluster = Cluster::shared().await;
     let prefix = prefix();
     let mut set = campaigners(&cluster, &prefix, &["a", "b", "c"], TTL);
 
@@ -208,7 +206,7 @@ async fn ha_coord_one_leader_among_three_campaigners() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_coord_a_revoked_lease_elects_another_and_fences_the_old_leader_out() {
-    let Some(cluster) = Cluster::shared().await else { return };
+    let cluster = Cluster::shared().await;
     let prefix = prefix();
     let client = cluster.client(&prefix);
     let old = client.campaign("old", TTL).await.expect("campaign");
@@ -243,7 +241,7 @@ async fn ha_coord_a_revoked_lease_elects_another_and_fences_the_old_leader_out()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_coord_an_expired_lease_elects_another_after_the_old_leaders_own_deadline() {
-    let Some(cluster) = Cluster::shared().await else { return };
+    let cluster = Cluster::shared().await;
     let ttl = Duration::from_secs(5);
     let prefix = prefix();
     let client = cluster.client(&prefix);
@@ -273,7 +271,7 @@ async fn ha_coord_an_expired_lease_elects_another_after_the_old_leaders_own_dead
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_coord_losing_one_member_of_three_changes_nothing() {
-    let Some(cluster) = Cluster::exclusive().await else { return };
+    let cluster = Cluster::exclusive().await;
     let prefix = prefix();
     let client = cluster.client(&prefix);
     let leader = client.campaign("a", TTL).await.expect("campaign");
@@ -300,7 +298,7 @@ async fn ha_coord_losing_one_member_of_three_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_coord_losing_quorum_stops_everything_within_bounds_until_it_returns() {
-    let Some(cluster) = Cluster::exclusive().await else { return };
+    let cluster = Cluster::exclusive().await;
     let prefix = prefix();
     let client = cluster.client(&prefix);
     let leader = client.campaign("a", TTL).await.expect("campaign");

@@ -7,7 +7,7 @@
 //! The modules whose tests need the DC: `ad`, `serve`, `recontain`, `crash`, `secrets`, `failover`, `kerberos`, `doctor` and `dc_outage` (which
 //! stops it: see `support::dc::Dc` for how that is kept from the others); in `cli`, the one test
 //! of `remedy apply`. `ha_coord` needs the etcd cluster of `scripts/ha` (`scripts/ha start && eval
-//! "$(scripts/ha env)"`) and skips, saying so, without it.
+//! "$(scripts/ha env)"`) and fails, saying so, without it (`scripts/test` starts both).
 
 mod support;
 
