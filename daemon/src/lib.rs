@@ -6,6 +6,7 @@ pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod controller;
+pub mod coord;
 pub mod drift;
 pub mod entra;
 pub mod execute;

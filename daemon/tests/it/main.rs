@@ -6,7 +6,8 @@
 //!
 //! The modules whose tests need the DC: `ad`, `serve`, `recontain`, `crash`, `secrets`, `failover`, `kerberos`, `doctor` and `dc_outage` (which
 //! stops it: see `support::dc::Dc` for how that is kept from the others); in `cli`, the one test
-//! of `remedy apply`.
+//! of `remedy apply`. `ha_coord` needs the etcd cluster of `scripts/ha` (`scripts/ha start && eval
+//! "$(scripts/ha env)"`) and fails, saying so, without it (`scripts/test` starts both).
 
 mod support;
 
@@ -21,6 +22,7 @@ mod entra;
 mod entra_credentials;
 mod failover;
 mod gitops;
+mod ha_coord;
 mod kerberos;
 mod notify;
 mod operator_cli;

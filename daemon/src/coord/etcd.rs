@@ -1,0 +1,578 @@
+//! [`Coordination`] on an etcd cluster (3.4 or later), through the JSON gateway of etcd's v3 API
+//! that every member serves on its client URL (`POST /v3/kv/txn`, `/v3/lease/grant`, ...): plain
+//! HTTP/1.1 with reqwest, the workspace's HTTP client, rather than the gRPC client crate
+//! (`etcd-client`), which would add a second base64, a second hashbrown/foldhash and prettyplease
+//! to the build and need `protoc` to build remedy at all.
+//!
+//! Keys and values are base64 on the wire, 64-bit integers decimal strings, and fields equal to
+//! their default (false, 0) are left out of answers (proto3's JSON form).
+//!
+//! Endpoints are tried in turn starting from the last one that answered. A read or a keepalive
+//! moves on to the next member after any failure; a write only when the connection could not be
+//! made (the request surely did not arrive), never after a timeout (it may have been applied).
+//! So a request fails within `request_timeout` times the number of endpoints.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::{CoordError, Coordination, FencedOp, KeepaliveTask, LeaderInfo, Leadership, LeaseState};
+
+/// Timing of the etcd client.
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    /// How long one request to one member may take. etcd itself gives up on a proposal after
+    /// about 7 s without quorum; this is shorter so that quorum loss is reported sooner.
+    pub request_timeout: Duration,
+    /// How long connecting to one member may take.
+    pub connect_timeout: Duration,
+    /// How often a candidate checks whether it leads (the failover time is the old leader's TTL
+    /// plus at most this).
+    pub poll_interval: Duration,
+}
+
+impl Default for EtcdSettings {
+    fn default() -> Self {
+        EtcdSettings {
+            request_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// The coordination of the instances that share `prefix` on one etcd cluster. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EtcdCoordination(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    endpoints: Vec<String>,
+    /// Index of the endpoint that answered last.
+    preferred: AtomicUsize,
+    prefix: String,
+    settings: EtcdSettings,
+}
+
+/// Whether a failed request may be sent to the next member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// A read, or a keepalive: on any failure.
+    Any,
+    /// A write: only when the connection could not be made.
+    ConnectOnly,
+}
+
+/// Why one endpoint failed: whether the request may have arrived.
+#[derive(Debug)]
+struct Failure {
+    error: CoordError,
+    not_sent: bool,
+}
+
+/// A key and what etcd says about it.
+#[derive(Debug, Clone)]
+struct Kv {
+    key: String,
+    value: Vec<u8>,
+    create_revision: i64,
+    lease: i64,
+}
+
+impl EtcdCoordination {
+    /// A client of the cluster at `endpoints` (`http://host:port` client URLs), for the keys under
+    /// `prefix` (e.g. `/remedy/prod/`; the election uses `<prefix>leader/`).
+    pub fn new(endpoints: &[String], prefix: &str, settings: EtcdSettings) -> Result<EtcdCoordination, CoordError> {
+        if endpoints.is_empty() {
+            return Err(CoordError::Refused { endpoint: String::new(), answer: "no etcd endpoint given".to_owned() });
+        }
+        for endpoint in endpoints {
+            let ok = reqwest::Url::parse(endpoint)
+                .map(|url| url.scheme() == "http" && url.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(CoordError::Refused {
+                    endpoint: endpoint.clone(),
+                    answer: "not an http://host:port client URL (TLS is not supported yet)".to_owned(),
+                });
+            }
+        }
+        // Plain HTTP only for now; reqwest still wants a TLS configuration, made with ring (the
+        // workspace's one crypto provider) and trusting nothing.
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| CoordError::Refused { endpoint: String::new(), answer: format!("TLS setup: {e}") })?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(settings.request_timeout)
+            .connect_timeout(settings.connect_timeout)
+            .build()
+            .map_err(|e| CoordError::Refused {
+                endpoint: String::new(),
+                answer: format!("cannot build the HTTP client: {}", chain(&e)),
+            })?;
+        Ok(EtcdCoordination(Arc::new(Inner {
+            http,
+            endpoints: endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect(),
+            preferred: AtomicUsize::new(0),
+            prefix: prefix.to_owned(),
+            settings,
+        })))
+    }
+
+    fn election_prefix(&self) -> String {
+        format!("{}leader/", self.0.prefix)
+    }
+
+    /// The candidate with the lowest create revision under the election prefix: the leader.
+    async fn first_candidate(&self) -> Result<Option<Kv>, CoordError> {
+        let prefix = self.election_prefix();
+        let body = json!({
+            "key": b64(prefix.as_bytes()),
+            "range_end": b64(&prefix_end(prefix.as_bytes())),
+            "sort_order": "ASCEND",
+            "sort_target": "CREATE",
+            "limit": 1,
+        });
+        let (_, answer) = self.0.call("/v3/kv/range", &body, Retry::Any).await?;
+        Ok(kvs(&answer).into_iter().next())
+    }
+
+    /// A transaction guarded by the leader key's create revision; `Ok(true)` if it was applied.
+    async fn guarded_txn(
+        &self,
+        key: &str,
+        create_revision: i64,
+        success: Vec<Value>,
+    ) -> Result<(bool, Value), CoordError> {
+        let body = json!({
+            "compare": [{
+                "key": b64(key.as_bytes()),
+                "target": "CREATE",
+                "result": "EQUAL",
+                "create_revision": create_revision.to_string(),
+            }],
+            "success": success,
+            "failure": [{ "request_range": { "key": b64(key.as_bytes()) } }],
+        });
+        let (_, answer) = self.0.call("/v3/kv/txn", &body, Retry::ConnectOnly).await?;
+        Ok((answer.get("succeeded").and_then(Value::as_bool).unwrap_or(false), answer))
+    }
+
+    async fn revoke(&self, lease_id: i64) -> Result<(), CoordError> {
+        let body = json!({ "ID": lease_id.to_string() });
+        match self.0.call("/v3/lease/revoke", &body, Retry::ConnectOnly).await {
+            Ok(_) => Ok(()),
+            // Already gone: what resigning wants.
+            Err(CoordError::Refused { answer, .. }) if answer.contains("lease not found") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Inner {
+    /// POSTs `body` to `path` on the preferred endpoint, then the others as `retry` allows.
+    async fn call(&self, path: &str, body: &Value, retry: Retry) -> Result<(String, Value), CoordError> {
+        let n = self.endpoints.len();
+        let start = self.preferred.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for i in 0..n {
+            let index = (start + i) % n;
+            let endpoint = &self.endpoints[index];
+            match self.call_one(endpoint, path, body).await {
+                Ok(answer) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok((endpoint.clone(), answer));
+                }
+                Err(failure) => {
+                    let next = matches!(failure.error, CoordError::Unavailable { .. })
+                        && (retry == Retry::Any || failure.not_sent);
+                    tracing::debug!(endpoint = %endpoint, path, error = %failure.error, "etcd request failed");
+                    if !next {
+                        return Err(failure.error);
+                    }
+                    // Report a member that answered (or was reached and timed out) rather than
+                    // one that could not be connected to: its answer says why the cluster
+                    // cannot act.
+                    let reached = !failure.not_sent;
+                    if last.as_ref().is_none_or(|(was_reached, _)| reached || !was_reached) {
+                        last = Some((reached, failure.error));
+                    }
+                }
+            }
+        }
+        Err(last
+            .map(|(_, error)| error)
+            .unwrap_or_else(|| CoordError::Unavailable { endpoint: String::new(), answer: "no endpoint".to_owned() }))
+    }
+
+    async fn call_one(&self, endpoint: &str, path: &str, body: &Value) -> Result<Value, Failure> {
+        let url = format!("{endpoint}{path}");
+        let unavailable = |answer: String, not_sent: bool| Failure {
+            error: CoordError::Unavailable { endpoint: endpoint.to_owned(), answer },
+            not_sent,
+        };
+        let response = match self.http.post(&url).json(body).send().await {
+            Ok(response) => response,
+            Err(e) if e.is_connect() => return Err(unavailable(format!("cannot connect: {}", chain(&e)), true)),
+            Err(e) if e.is_timeout() => {
+                return Err(unavailable(format!("no answer within {:?}", self.settings.request_timeout), false))
+            }
+            Err(e) => return Err(unavailable(chain(&e), false)),
+        };
+        let status = response.status();
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(e) if e.is_timeout() => {
+                return Err(unavailable(format!("no answer within {:?}", self.settings.request_timeout), false))
+            }
+            Err(e) => return Err(unavailable(chain(&e), false)),
+        };
+        let answer: Value = serde_json::from_str(&text).map_err(|_| Failure {
+            error: CoordError::Refused {
+                endpoint: endpoint.to_owned(),
+                answer: format!("HTTP {status}: {}", truncate(&text)),
+            },
+            not_sent: false,
+        })?;
+        if let Some(error) = gateway_error(&answer) {
+            let error = if error.no_quorum() {
+                CoordError::Unavailable { endpoint: endpoint.to_owned(), answer: error.message }
+            } else {
+                CoordError::Refused { endpoint: endpoint.to_owned(), answer: error.message }
+            };
+            return Err(Failure { error, not_sent: false });
+        }
+        if !status.is_success() {
+            return Err(Failure {
+                error: CoordError::Refused {
+                    endpoint: endpoint.to_owned(),
+                    answer: format!("HTTP {status}: {}", truncate(&text)),
+                },
+                not_sent: false,
+            });
+        }
+        Ok(answer)
+    }
+
+    /// One keepalive of `lease_id`: the TTL etcd granted, zero when the lease is gone.
+    async fn keepalive(&self, lease_id: i64) -> Result<i64, CoordError> {
+        let body = json!({ "ID": lease_id.to_string() });
+        let (_, answer) = self.call("/v3/lease/keepalive", &body, Retry::Any).await?;
+        // A streaming call: the gateway wraps each message in `result`.
+        Ok(int(answer.get("result").and_then(|r| r.get("TTL"))))
+    }
+}
+
+/// Keeps `lease_id` alive every third of its TTL until aborted or etcd says it is gone.
+async fn keep_alive(inner: Arc<Inner>, lease: Arc<LeaseState>, lease_id: i64, ttl: Duration) {
+    let interval = (ttl / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(interval).await;
+        let sent = Instant::now();
+        match inner.keepalive(lease_id).await {
+            Ok(granted) if granted > 0 => {
+                lease.acknowledged(sent, Duration::from_secs(granted.unsigned_abs()));
+            }
+            Ok(_) => {
+                tracing::warn!(lease = %format!("{lease_id:x}"), "etcd says the lease has expired: leadership lost");
+                lease.mark_lost(format!("etcd says lease {lease_id:x} has expired"));
+                return;
+            }
+            Err(error) => {
+                // The local deadline runs on meanwhile: `remaining` reaches zero by itself.
+                tracing::warn!(lease = %format!("{lease_id:x}"), error = %error, "lease keepalive failed");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Coordination for EtcdCoordination {
+    async fn campaign(&self, instance_id: &str, ttl: Duration) -> Result<Leadership, CoordError> {
+        let ttl_secs = lease_ttl_secs(ttl);
+        let sent = Instant::now();
+        let (endpoint, grant) = self.0.call("/v3/lease/grant", &json!({ "TTL": ttl_secs }), Retry::ConnectOnly).await?;
+        let lease_id = int(grant.get("ID"));
+        let granted = int(grant.get("TTL"));
+        if lease_id == 0 || granted <= 0 {
+            return Err(CoordError::Refused { endpoint, answer: format!("lease grant answered {grant}") });
+        }
+        let ttl = Duration::from_secs(granted.unsigned_abs());
+        let lease = Arc::new(LeaseState::new(sent + ttl));
+        let keepalive =
+            KeepaliveTask(tokio::spawn(keep_alive(self.0.clone(), lease.clone(), lease_id, ttl)).abort_handle());
+
+        let key = format!("{}{lease_id:016x}", self.election_prefix());
+        let value = serde_json::to_vec(&json!({ "instance": instance_id }))
+            .map_err(|e| CoordError::Refused { endpoint: String::new(), answer: e.to_string() })?;
+        let body = json!({
+            "compare": [{
+                "key": b64(key.as_bytes()),
+                "target": "CREATE",
+                "result": "EQUAL",
+                "create_revision": "0",
+            }],
+            "success": [{ "request_put": {
+                "key": b64(key.as_bytes()),
+                "value": b64(&value),
+                "lease": lease_id.to_string(),
+            }}],
+            "failure": [{ "request_range": { "key": b64(key.as_bytes()) } }],
+        });
+        let (_, answer) = self.0.call("/v3/kv/txn", &body, Retry::ConnectOnly).await?;
+        let create_revision = if answer.get("succeeded").and_then(Value::as_bool).unwrap_or(false) {
+            int(answer.get("header").and_then(|h| h.get("revision")))
+        } else {
+            // Only if the lease id was reused with a key of ours still there.
+            txn_range(&answer).map(|kv| kv.create_revision).unwrap_or(0)
+        };
+        tracing::info!(instance = instance_id, key = %key, create_revision, "campaigning for leadership");
+
+        loop {
+            if lease.view().lost.is_some() {
+                return Err(CoordError::LeaseExpired { lease_id });
+            }
+            match self.first_candidate().await? {
+                Some(first) if first.key == key => break,
+                Some(first) if first.create_revision < create_revision => {}
+                // Our key is gone (no candidate, or only later ones): the lease expired.
+                _ => return Err(CoordError::LeaseExpired { lease_id }),
+            }
+            tokio::time::sleep(self.0.settings.poll_interval).await;
+        }
+
+        let since = Utc::now();
+        let value = serde_json::to_vec(&json!({ "instance": instance_id, "leadingSince": since.to_rfc3339() }))
+            .map_err(|e| CoordError::Refused { endpoint: String::new(), answer: e.to_string() })?;
+        let put = json!({ "request_put": {
+            "key": b64(key.as_bytes()),
+            "value": b64(&value),
+            "lease": lease_id.to_string(),
+        }});
+        let (applied, _) = self.guarded_txn(&key, create_revision, vec![put]).await?;
+        if !applied {
+            return Err(CoordError::LeaseExpired { lease_id });
+        }
+        tracing::info!(instance = instance_id, key = %key, create_revision, "elected leader");
+        Ok(Leadership { key, create_revision, lease_id, instance_id: instance_id.to_owned(), ttl, lease, keepalive })
+    }
+
+    async fn observe_leader(&self) -> Result<Option<LeaderInfo>, CoordError> {
+        let Some(first) = self.first_candidate().await? else {
+            return Ok(None);
+        };
+        let value: Value = serde_json::from_slice(&first.value).unwrap_or(Value::Null);
+        Ok(Some(LeaderInfo {
+            instance_id: value.get("instance").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            leading_since: value
+                .get("leadingSince")
+                .and_then(Value::as_str)
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc)),
+            key: first.key,
+            create_revision: first.create_revision,
+            lease_id: first.lease,
+        }))
+    }
+
+    async fn fenced_txn(&self, leadership: &Leadership, ops: &[FencedOp]) -> Result<(), CoordError> {
+        if let Some(why) = leadership.lost() {
+            return Err(CoordError::NotLeader { key: leadership.key.clone(), reason: why });
+        }
+        let success = ops
+            .iter()
+            .map(|op| match op {
+                FencedOp::Put { key, value } => {
+                    json!({ "request_put": { "key": b64(key.as_bytes()), "value": b64(value) } })
+                }
+                FencedOp::Delete { key } => {
+                    json!({ "request_delete_range": { "key": b64(key.as_bytes()) } })
+                }
+            })
+            .collect();
+        let (applied, answer) = self.guarded_txn(&leadership.key, leadership.create_revision, success).await?;
+        if applied {
+            return Ok(());
+        }
+        let reason = match txn_range(&answer) {
+            None => "the leader key is gone (its lease expired or was revoked)".to_owned(),
+            Some(kv) => format!(
+                "the leader key has create revision {}, this leadership's is {}",
+                kv.create_revision, leadership.create_revision
+            ),
+        };
+        leadership.lease.mark_lost(reason.clone());
+        Err(CoordError::NotLeader { key: leadership.key.clone(), reason })
+    }
+
+    async fn resign(&self, leadership: Leadership) -> Result<(), CoordError> {
+        leadership.keepalive.abort();
+        self.revoke(leadership.lease_id).await?;
+        tracing::info!(instance = %leadership.instance_id, key = %leadership.key, "resigned leadership");
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CoordError> {
+        let body = json!({ "key": b64(key.as_bytes()) });
+        let (_, answer) = self.0.call("/v3/kv/range", &body, Retry::Any).await?;
+        Ok(kvs(&answer).into_iter().next().map(|kv| kv.value))
+    }
+}
+
+/// An error answer of the gateway: `{"error": "...", "code": N}` for unary calls,
+/// `{"error": {"grpc_code": N, "message": "..."}}` for streaming ones (keepalive).
+#[derive(Debug)]
+struct GatewayError {
+    code: i64,
+    message: String,
+}
+
+impl GatewayError {
+    /// The cluster cannot act now: no leader, a proposal timed out, unavailable.
+    fn no_quorum(&self) -> bool {
+        // gRPC codes: 14 UNAVAILABLE, 4 DEADLINE_EXCEEDED; the gateway reports etcd's own
+        // deadline as 2 UNKNOWN "context deadline exceeded".
+        self.code == 14
+            || self.code == 4
+            || self.message.contains("no leader")
+            || self.message.contains("timed out")
+            || self.message.contains("deadline exceeded")
+    }
+}
+
+fn gateway_error(answer: &Value) -> Option<GatewayError> {
+    match answer.get("error")? {
+        Value::String(message) => Some(GatewayError { code: int(answer.get("code")), message: message.clone() }),
+        Value::Object(inner) => Some(GatewayError {
+            code: int(inner.get("grpc_code")),
+            message: inner.get("message").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        }),
+        _ => None,
+    }
+}
+
+fn kvs(range: &Value) -> Vec<Kv> {
+    range.get("kvs").and_then(Value::as_array).map(|kvs| kvs.iter().filter_map(kv).collect()).unwrap_or_default()
+}
+
+fn kv(value: &Value) -> Option<Kv> {
+    let key = unb64(value.get("key")?)?;
+    Some(Kv {
+        key: String::from_utf8(key).ok()?,
+        value: value.get("value").and_then(unb64).unwrap_or_default(),
+        create_revision: int(value.get("create_revision")),
+        lease: int(value.get("lease")),
+    })
+}
+
+/// The key read by a transaction's `request_range` (its failure branch).
+fn txn_range(answer: &Value) -> Option<Kv> {
+    answer.get("responses")?.as_array()?.iter().filter_map(|r| r.get("response_range")).flat_map(kvs).next()
+}
+
+/// An int64 of proto3 JSON: a decimal string (or a number), absent when zero.
+fn int(value: Option<&Value>) -> i64 {
+    match value {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A lease TTL in whole seconds as etcd takes it: rounded up, at least 1 (etcd itself may grant
+/// more: its minimum is 1.5 election timeouts).
+fn lease_ttl_secs(ttl: Duration) -> u64 {
+    (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+fn unb64(value: &Value) -> Option<Vec<u8>> {
+    STANDARD.decode(value.as_str()?).ok()
+}
+
+/// The end of the range of keys starting with `prefix` (etcd's `range_end` for a prefix).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte 0xff: the range to the end of the keyspace.
+    vec![0]
+}
+
+fn truncate(text: &str) -> String {
+    const MAX: usize = 300;
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// An error and its sources, one line.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_key_after_every_key_with_the_prefix() {
+        assert_eq!(prefix_end(b"/remedy/leader/"), b"/remedy/leader0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    #[test]
+    fn gateway_errors_of_a_cluster_without_quorum_are_unavailable() {
+        let unary = json!({"error": "etcdserver: request timed out", "code": 14});
+        let deadline = json!({"error": "context deadline exceeded", "code": 2});
+        let stream = json!({"error": {"grpc_code": 14, "message": "etcdserver: no leader"}});
+        let refused = json!({"error": "etcdserver: requested lease not found", "code": 5});
+        for answer in [unary, deadline, stream] {
+            assert!(gateway_error(&answer).is_some_and(|e| e.no_quorum()), "{answer}");
+        }
+        assert!(gateway_error(&refused).is_some_and(|e| !e.no_quorum()));
+        assert!(gateway_error(&json!({"header": {}})).is_none());
+    }
+
+    #[test]
+    fn lease_ttls_are_whole_seconds_rounded_up() {
+        assert_eq!(lease_ttl_secs(Duration::from_millis(500)), 1);
+        assert_eq!(lease_ttl_secs(Duration::ZERO), 1);
+        assert_eq!(lease_ttl_secs(Duration::from_secs(5)), 5);
+        assert_eq!(lease_ttl_secs(Duration::from_millis(5001)), 6);
+    }
+
+    #[test]
+    fn int64_fields_are_read_from_strings_and_default_to_zero() {
+        let answer = json!({"ID": "8222062488725933831", "TTL": 3});
+        assert_eq!(int(answer.get("ID")), 8_222_062_488_725_933_831);
+        assert_eq!(int(answer.get("TTL")), 3);
+        assert_eq!(int(answer.get("absent")), 0);
+    }
+}

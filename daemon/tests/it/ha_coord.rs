@@ -1,0 +1,358 @@
+//! The coordination of several instances (issue 18), on the real 3-member etcd cluster of
+//! `scripts/ha` (loopback, plain HTTP): one leader among campaigners, a lease that expires or is
+//! revoked hands leadership over and fences the old leader out, one member lost changes nothing,
+//! quorum lost stops everything within a bounded time until it returns.
+//!
+//! Run `scripts/ha start && eval "$(scripts/ha env)"` first. Without `REMEDY_TEST_ETCD_ENDPOINTS`
+//! the tests say so on stderr and pass without checking anything (CI must set it). Each test
+//! campaigns under a prefix of its own; the tests that stop members hold [`Cluster::exclusive`],
+//! the others [`Cluster::shared`], so no test finds a member stopped under its feet. The tests
+//! run on a multi-threaded runtime, as `remedy serve` does: a keepalive must not wait while the
+//! test blocks on `scripts/ha`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use remedy::coord::etcd::{EtcdCoordination, EtcdSettings};
+use remedy::coord::{CoordError, Coordination, FencedOp, Leadership};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+const TTL: Duration = Duration::from_secs(3);
+
+fn settings() -> EtcdSettings {
+    EtcdSettings {
+        request_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_millis(500),
+        poll_interval: Duration::from_millis(100),
+    }
+}
+
+/// What the client may take, at most, to say that the cluster cannot act: each of the three
+/// endpoints' request timeout, plus slack for a loaded machine.
+const UNAVAILABLE_WITHIN: Duration = Duration::from_secs(9);
+
+/// The right to use the cluster: shared, or exclusive for the tests that stop members.
+#[allow(dead_code)] // held only to be released when dropped
+enum Hold {
+    Shared(OwnedRwLockReadGuard<()>),
+    Exclusive(OwnedRwLockWriteGuard<()>),
+}
+
+struct Cluster {
+    endpoints: Vec<String>,
+    dir: PathBuf,
+    _hold: Hold,
+}
+
+fn lock() -> Arc<RwLock<()>> {
+    static LOCK: OnceLock<Arc<RwLock<()>>> = OnceLock::new();
+    LOCK.get_or_init(|| Arc::new(RwLock::new(()))).clone()
+}
+
+/// The cluster's client URLs; these tests need the etcd cluster, as the AD tests need the DC.
+fn endpoints() -> Vec<String> {
+    match std::env::var("REMEDY_TEST_ETCD_ENDPOINTS") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').map(|e| e.trim().to_owned()).collect(),
+        _ => panic!(
+            "REMEDY_TEST_ETCD_ENDPOINTS is not set: these tests need the 3-member etcd cluster. Run `scripts/test`, \
+             or `scripts/ha start && eval \"$(scripts/ha env)\"` and then cargo test"
+        ),
+    }
+}
+
+impl Cluster {
+    async fn shared() -> Cluster {
+        let endpoints = endpoints();
+        let hold = Hold::Shared(lock().read_owned().await);
+        Cluster::new(endpoints, hold)
+    }
+
+    async fn exclusive() -> Cluster {
+        let endpoints = endpoints();
+        let hold = Hold::Exclusive(lock().write_owned().await);
+        Cluster::new(endpoints, hold)
+    }
+
+    fn new(endpoints: Vec<String>, hold: Hold) -> Cluster {
+        let dir =
+            std::env::var("REMEDY_TEST_ETCD_DIR").map(PathBuf::from).unwrap_or_else(|_| repo().join("target/etcd"));
+        Cluster { endpoints, dir, _hold: hold }
+    }
+
+    /// A client for a campaign of its own (its own prefix: tests do not compete).
+    fn client(&self, prefix: &str) -> EtcdCoordination {
+        EtcdCoordination::new(&self.endpoints, prefix, settings()).expect("client")
+    }
+
+    /// `scripts/ha ARGS` on this cluster's folder.
+    fn ha(&self, args: &[&str]) {
+        let status = Command::new(repo().join("scripts/ha"))
+            .args(args)
+            .env("REMEDY_ETCD_DIR", &self.dir)
+            .status()
+            .expect("run scripts/ha");
+        assert!(status.success(), "scripts/ha {args:?}: {status}");
+    }
+
+    /// Stops `members`; they are started again when the returned guard goes, even on a panic.
+    fn stop(&self, members: &[&str]) -> Restart<'_> {
+        let mut args = vec!["stop"];
+        args.extend_from_slice(members);
+        self.ha(&args);
+        Restart(self)
+    }
+
+    /// Revokes a lease directly (not through the code under test), as an operator could.
+    async fn revoke(&self, lease_id: i64) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        let answer: serde_json::Value = http
+            .post(format!("{}/v3/lease/revoke", self.endpoints[0]))
+            .json(&serde_json::json!({ "ID": lease_id.to_string() }))
+            .send()
+            .await
+            .expect("revoke")
+            .json()
+            .await
+            .expect("revoke answer");
+        assert!(answer.get("error").is_none(), "revoke: {answer}");
+    }
+}
+
+struct Restart<'a>(&'a Cluster);
+
+impl Drop for Restart<'_> {
+    fn drop(&mut self) {
+        self.0.ha(&["start"]);
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn prefix() -> String {
+    format!("/remedy-test/{}/", Uuid::new_v4())
+}
+
+/// Campaigns of `names` under `prefix`, each with a client of its own.
+fn campaigners(cluster: &Cluster, prefix: &str, names: &[&str], ttl: Duration) -> JoinSet<Leadership> {
+    let mut set = JoinSet::new();
+    for name in names {
+        let client = cluster.client(prefix);
+        let name = name.to_string();
+        set.spawn(async move { client.campaign(&name, ttl).await.expect("campaign") });
+    }
+    set
+}
+
+async fn next_leader(set: &mut JoinSet<Leadership>, within: Duration) -> Leadership {
+    tokio::time::timeout(within, set.join_next())
+        .await
+        .expect("a campaigner elected in time")
+        .expect("a campaigner")
+        .expect("campaign task")
+}
+
+fn assert_not_leader<T: std::fmt::Debug>(result: Result<T, CoordError>) {
+    match result {
+        Err(CoordError::NotLeader { .. }) => {}
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+}
+
+fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, CoordError>, started: Instant, what: &str) {
+    let took = started.elapsed();
+    match result {
+        Err(CoordError::Unavailable { ref answer, .. }) => {
+            eprintln!("{what}: unavailable after {took:?}: {answer}");
+        }
+        other => panic!("{what}: expected Unavailable, got {other:?}"),
+    }
+    assert!(took <= UNAVAILABLE_WITHIN, "{what}: took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_coord_one_leader_among_three_campaigners() {
+    let cluster = Cluster::shared().await;
+    let prefix = prefix();
+    let mut set = campaigners(&cluster, &prefix, &["a", "b", "c"], TTL);
+
+    let leader = next_leader(&mut set, Duration::from_secs(10)).await;
+    // The others keep their leases alive and wait: nobody else leads for several TTLs.
+    let others = tokio::time::timeout(3 * TTL, set.join_next()).await;
+    assert!(others.is_err(), "a second leader while the first keeps its lease");
+    assert!(leader.remaining() > Duration::ZERO);
+
+    let observer = cluster.client(&prefix);
+    let seen = observer.observe_leader().await.expect("observe").expect("a leader");
+    assert_eq!(seen.instance_id, leader.instance_id());
+    assert_eq!(seen.key, leader.key());
+    assert_eq!(seen.create_revision, leader.create_revision());
+    assert_eq!(seen.lease_id, leader.lease_id());
+    assert!(seen.leading_since.is_some());
+
+    let key = format!("{prefix}journal/1");
+    observer.fenced_put(&leader, &key, b"intent").await.expect("the leader writes");
+    assert_eq!(observer.get(&key).await.expect("get"), Some(b"intent".to_vec()));
+
+    set.abort_all();
+    observer.resign(leader).await.expect("resign");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_coord_a_revoked_lease_elects_another_and_fences_the_old_leader_out() {
+    let cluster = Cluster::shared().await;
+    let prefix = prefix();
+    let client = cluster.client(&prefix);
+    let old = client.campaign("old", TTL).await.expect("campaign");
+    let existing = format!("{prefix}journal/existing");
+    client.fenced_put(&old, &existing, b"kept").await.expect("the leader writes");
+
+    let mut set = campaigners(&cluster, &prefix, &["new"], TTL);
+    cluster.revoke(old.lease_id()).await;
+    let new = next_leader(&mut set, Duration::from_secs(5)).await;
+    assert_eq!(new.instance_id(), "new");
+    assert!(new.create_revision() > old.create_revision());
+
+    // The deposed leader's fenced transaction writes nothing: neither its puts nor its delete.
+    let (a, b) = (format!("{prefix}journal/a"), format!("{prefix}journal/b"));
+    let ops = [
+        FencedOp::Put { key: a.clone(), value: b"stale".to_vec() },
+        FencedOp::Put { key: b.clone(), value: b"stale".to_vec() },
+        FencedOp::Delete { key: existing.clone() },
+    ];
+    assert_not_leader(client.fenced_txn(&old, &ops).await);
+    assert_eq!(client.get(&a).await.expect("get"), None);
+    assert_eq!(client.get(&b).await.expect("get"), None);
+    assert_eq!(client.get(&existing).await.expect("get"), Some(b"kept".to_vec()));
+    assert_eq!(old.remaining(), Duration::ZERO, "a refused leadership has no time left");
+    assert!(old.lost().is_some());
+
+    client.fenced_txn(&new, &ops).await.expect("the new leader writes");
+    assert_eq!(client.get(&a).await.expect("get"), Some(b"stale".to_vec()));
+    assert_eq!(client.get(&existing).await.expect("get"), None);
+    client.resign(new).await.expect("resign");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_coord_an_expired_lease_elects_another_after_the_old_leaders_own_deadline() {
+    let cluster = Cluster::shared().await;
+    let ttl = Duration::from_secs(5);
+    let prefix = prefix();
+    let client = cluster.client(&prefix);
+    let old = client.campaign("old", ttl).await.expect("campaign");
+    let mut set = campaigners(&cluster, &prefix, &["new"], ttl);
+    tokio::time::sleep(Duration::from_secs(1)).await; // the standby waits on its own key
+
+    // A crashed or paused leader: its lease is no longer renewed, and expires.
+    let lapsed = Instant::now();
+    old.let_lapse();
+    let new = next_leader(&mut set, ttl + Duration::from_secs(5)).await;
+    let failover = lapsed.elapsed();
+    eprintln!("failover after a lapsed lease of TTL {ttl:?}: {failover:?}");
+    // Not before the lease could have expired: the last keepalive was at most TTL/3 earlier.
+    assert!(failover >= ttl / 2, "elected after {failover:?}, before the lease expired");
+    assert!(failover <= ttl + Duration::from_secs(2), "elected after {failover:?}");
+    // The old leader's own clock said its time was up no later than the new one was elected:
+    // a send that respects `remaining` never overlaps the new leader.
+    assert_eq!(old.remaining(), Duration::ZERO);
+
+    let key = format!("{prefix}journal/1");
+    assert_not_leader(client.fenced_put(&old, &key, b"stale").await);
+    assert_eq!(client.get(&key).await.expect("get"), None);
+    client.fenced_put(&new, &key, b"fresh").await.expect("the new leader writes");
+    client.resign(new).await.expect("resign");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_coord_losing_one_member_of_three_changes_nothing() {
+    let cluster = Cluster::exclusive().await;
+    let prefix = prefix();
+    let client = cluster.client(&prefix);
+    let leader = client.campaign("a", TTL).await.expect("campaign");
+
+    // member1 is the first endpoint, the one the client was using.
+    let restart = cluster.stop(&["member1"]);
+    let mut set = campaigners(&cluster, &prefix, &["b"], TTL);
+    tokio::time::sleep(3 * TTL).await;
+    assert!(leader.remaining() > Duration::ZERO, "the lease is still renewed");
+    assert!(leader.lost().is_none());
+    let key = format!("{prefix}journal/1");
+    client.fenced_put(&leader, &key, b"intent").await.expect("the leader writes");
+    assert_eq!(client.get(&key).await.expect("get"), Some(b"intent".to_vec()));
+    let seen = client.observe_leader().await.expect("observe").expect("a leader");
+    assert_eq!(seen.instance_id, "a");
+    assert!(set.try_join_next().is_none(), "no second leader");
+
+    client.resign(leader).await.expect("resign");
+    let b = next_leader(&mut set, Duration::from_secs(5)).await;
+    client.fenced_put(&b, &key, b"next").await.expect("the next leader writes");
+    client.resign(b).await.expect("resign");
+    drop(restart);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_coord_losing_quorum_stops_everything_within_bounds_until_it_returns() {
+    let cluster = Cluster::exclusive().await;
+    let prefix = prefix();
+    let client = cluster.client(&prefix);
+    let leader = client.campaign("a", TTL).await.expect("campaign");
+    let key = format!("{prefix}journal/1");
+
+    let stopped = Instant::now();
+    let restart = cluster.stop(&["member2", "member3"]);
+
+    let started = Instant::now();
+    assert_unavailable(client.fenced_put(&leader, &key, b"intent").await, started, "fenced_put");
+    let started = Instant::now();
+    assert_unavailable(client.campaign("b", TTL).await, started, "campaign");
+    let started = Instant::now();
+    assert_unavailable(client.observe_leader().await, started, "observe_leader");
+    // No keepalive is acknowledged: the leader's time runs out within its TTL.
+    tokio::time::sleep(TTL.saturating_sub(stopped.elapsed())).await;
+    assert_eq!(leader.remaining(), Duration::ZERO, "no lease time without quorum");
+
+    drop(restart); // scripts/ha start: quorum is back
+                   // The lease outlived the outage or not, as etcd decides (a new raft leader renews every
+                   // lease; one that expired while quorum was lost is revoked when proposals go through again):
+                   // either the leader's writes go through again, or they are refused and write nothing.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let resumed = loop {
+        match client.fenced_put(&leader, &key, b"intent").await {
+            Ok(()) => break true,
+            Err(CoordError::NotLeader { reason, .. }) => {
+                eprintln!("after quorum returned, the old leadership is gone: {reason}");
+                break false;
+            }
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("after quorum returned: {e}"),
+        }
+    };
+    if resumed {
+        // The next acknowledged keepalive gives the leader its lease time back.
+        let deadline = Instant::now() + TTL + Duration::from_secs(3);
+        while leader.remaining() == Duration::ZERO {
+            assert!(Instant::now() < deadline, "no keepalive acknowledged after quorum returned");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(client.get(&key).await.expect("get"), Some(b"intent".to_vec()));
+    } else {
+        assert_eq!(leader.remaining(), Duration::ZERO);
+        assert_eq!(client.get(&key).await.expect("get"), None);
+    }
+    client.resign(leader).await.expect("resign");
+    let b = tokio::time::timeout(Duration::from_secs(10), client.campaign("b", TTL))
+        .await
+        .expect("elected in time")
+        .expect("campaign after quorum returned");
+    client.fenced_put(&b, &key, b"next").await.expect("the next leader writes");
+    assert_eq!(client.get(&key).await.expect("get"), Some(b"next".to_vec()));
+    client.resign(b).await.expect("resign");
+}
