@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::support::prometheus::parse_exposition;
-use crate::support::{condition, entra_yaml, settings, token_yaml};
+use crate::support::{condition, entra_yaml, http_client, settings, token_yaml};
 
 const TENANT: &str = "7c0ffee0-0000-4000-8000-0000000a9100";
 const CLIENT_ID: &str = "5e1ec7ed-0000-4000-8000-0000000a9101";
@@ -140,25 +140,6 @@ fn suspend_manifest(name: &str, upn: &str) -> String {
         "apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: {name}\nspec:\n  reason: \"{name}: sign-ins \
          from a known bad ASN\"\n  target:\n    userPrincipalName: {upn}\n  entraId:\n    suspended: true\n"
     )
-}
-
-/// An HTTP client on rustls (ring) trusting `roots` only (none: plain HTTP only).
-fn client(roots: &[CertificateDer<'static>]) -> reqwest::Client {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone()).expect("a usable root certificate");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("HTTP client")
 }
 
 /// What came back, with what was asked (for the messages of failed assertions).
@@ -382,7 +363,8 @@ impl Daemon {
         let controller = tokio::spawn(async move {
             controller.run(events, move || watcher.rescan(), shutdown).await.expect("the controller stops cleanly");
         });
-        let daemon = Daemon { base, client: client(&[]), sim: Some(sim), handle, stop, controller, api, _dir: dir };
+        let daemon =
+            Daemon { base, client: http_client(&[]), sim: Some(sim), handle, stop, controller, api, _dir: dir };
         if tokio::time::timeout(Duration::from_secs(10), daemon.handle.wait_for(|p| p.loaded && p.passes >= 1))
             .await
             .is_err()
@@ -819,7 +801,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
         contract.check(method, template, &reply);
     }
     let huge = format!("{{\"comment\": \"{}\"}}", "x".repeat(2 << 20));
-    let reply = send(&client(&[]), &daemon.base, "POST", "/v1/reconcile", op, Some(&huge)).await;
+    let reply = send(&http_client(&[]), &daemon.base, "POST", "/v1/reconcile", op, Some(&huge)).await;
     assert_eq!(reply.status, 413, "{reply:#?}");
     contract.check("POST", "/v1/reconcile", &reply);
     // What no route documents: a path that is not one, a method a path does not take.
@@ -951,7 +933,7 @@ async fn bad_requests_are_refused_with_what_was_wrong() {
     daemon.post("/v1/approvals/%FF", op, "").await.error(400, "bad-request");
     // (On a connection of its own: the server closes it rather than read the rest.)
     let huge = format!("{{\"comment\": \"{}\"}}", "x".repeat(2 << 20));
-    send(&client(&[]), &daemon.base, "POST", "/v1/reconcile", op, Some(&huge)).await.error(413, "too-large");
+    send(&http_client(&[]), &daemon.base, "POST", "/v1/reconcile", op, Some(&huge)).await.error(413, "too-large");
     // The history holds no trace of any of it.
     let history = daemon.history().await;
     assert!(history.iter().all(|r| kind(r) == "action"), "{history:#?}");
@@ -1174,7 +1156,7 @@ async fn readiness_names_entra_id_once_graph_cannot_be_reached() {
 async fn the_api_serves_https_with_the_configured_certificate_and_refuses_plain_http() {
     let (daemon, certificate) = Daemon::start_tls(&["a@x.test"]).await;
     assert!(daemon.base.starts_with("https://127.0.0.1:"), "{}", daemon.base);
-    let trusting = client(&[certificate]);
+    let trusting = http_client(&[certificate]);
     let port = daemon.base.rsplit(':').next().expect("a port");
     for base in [daemon.base.clone(), format!("https://localhost:{port}")] {
         let reply = send(&trusting, &base, "GET", "/healthz", Caller::Nobody, None).await;
@@ -1186,7 +1168,7 @@ async fn the_api_serves_https_with_the_configured_certificate_and_refuses_plain_
     let plain = format!("http://127.0.0.1:{port}/healthz");
     let refused = daemon.client.get(&plain).send().await;
     assert!(refused.is_err(), "plain HTTP to the HTTPS port: {refused:?}");
-    let untrusting = client(&[]);
+    let untrusting = http_client(&[]);
     let refused = untrusting.get(format!("{}/healthz", daemon.base)).send().await;
     assert!(refused.is_err(), "a client that does not trust the certificate: {refused:?}");
     // The listener still serves after those failed handshakes.
@@ -1201,7 +1183,7 @@ async fn a_client_that_stalls_its_tls_handshake_does_not_hold_up_the_others() {
     // Connects and sends nothing, as a port scanner or a slow client would.
     let _silent = tokio::net::TcpStream::connect(&address).await.expect("connects");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let trusting = client(&[certificate]);
+    let trusting = http_client(&[certificate]);
     let started = Instant::now();
     let answer = tokio::time::timeout(Duration::from_secs(3), trusting.get(format!("{}/healthz", daemon.base)).send())
         .await

@@ -9,7 +9,7 @@ use remedy_graph_sim::{spawn, ReplicaLag, Sim, SimConfig, SimUser};
 use serde_json::Value;
 
 use crate::support::serve::{Serve, Tokens};
-use crate::support::{condition, entra_yaml, free_port, write_private};
+use crate::support::{condition, entra_yaml, free_port, http_client, write_private};
 
 const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 const CLIENT_ID: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
@@ -64,18 +64,7 @@ async fn start(lag: Duration, deadline: &str) -> Daemon {
     std::fs::write(&config_path, config).expect("remedy.yaml");
     let mut serve = Serve::start(&config_path, dir.path().join("serve.log"), "info", false);
     serve.wait_for_port(port, Duration::from_secs(30)).await;
-    Daemon { serve, sim, _dir: dir, server: format!("http://127.0.0.1:{port}"), tokens, http: http_client() }
-}
-
-/// A plain HTTP client (the API listens on loopback HTTP); reqwest wants a TLS provider all the same.
-fn http_client() -> reqwest::Client {
-    let tls =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-    reqwest::Client::builder().tls_backend_preconfigured(tls).timeout(Duration::from_secs(10)).build().expect("client")
+    Daemon { serve, sim, _dir: dir, server: format!("http://127.0.0.1:{port}"), tokens, http: http_client(&[]) }
 }
 
 impl Daemon {

@@ -23,7 +23,7 @@ use remedy_policies::{Action, Identity, ManifestName, Provider};
 use serde_json::Value;
 
 use crate::support::serve::Serve;
-use crate::support::{entra_yaml, free_port, write_private};
+use crate::support::{entra_yaml, free_port, http_client, write_private};
 
 const HMAC_KEY: &str = "whsec-notify-test-key-0123456789";
 
@@ -223,20 +223,10 @@ impl Setup {
     }
 
     async fn readyz(&self) -> Value {
-        let client = http_client();
+        let client = http_client(&[]);
         let reply = client.get(format!("http://127.0.0.1:{}/readyz", self.api_port)).send().await.expect("/readyz");
         reply.json().await.expect("JSON")
     }
-}
-
-fn http_client() -> reqwest::Client {
-    let tls =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-    reqwest::Client::builder().tls_backend_preconfigured(tls).timeout(Duration::from_secs(10)).build().expect("client")
 }
 
 fn action(identity: &str, outcome: ActionOutcome, cause: Cause, error: Option<&str>) -> Event {

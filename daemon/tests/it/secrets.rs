@@ -19,7 +19,7 @@ use tokio::process::Command;
 
 use crate::support::dc::{self, Dc, TestUser};
 use crate::support::serve::{Serve, Tokens, Who};
-use crate::support::{entra_yaml, free_port, write_private};
+use crate::support::{entra_yaml, free_port, http_client, write_private};
 
 const TENANT: &str = "5ec2e75a-0000-4000-8000-00000000c0de";
 const CLIENT_ID: &str = "5ec2e75a-0000-4000-8000-0000000a9902";
@@ -145,23 +145,10 @@ async fn remedy(seen: &mut Seen, serve: &Run, tokens: &Tokens, who: Who, args: &
     format!("{stdout}{stderr}")
 }
 
-fn http_client() -> reqwest::Client {
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("HTTP client")
-}
-
 /// `METHOD path` with `token` (if any); the status line, headers and body go into `seen`.
 async fn call(seen: &mut Seen, serve: &Run, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let method_value = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
-    let mut request = http_client().request(method_value, format!("{}{path}", serve.server()));
+    let mut request = http_client(&[]).request(method_value, format!("{}{path}", serve.server()));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }

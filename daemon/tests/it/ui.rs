@@ -16,11 +16,10 @@ use remedy::store::Store;
 use remedy::watch::ManifestWatcher;
 use remedy_graph_sim::{Sim, SimConfig, SimUser};
 use remedy_policies::config::Config;
-use rustls::pki_types::CertificateDer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::support::{entra_yaml, settings, token_yaml};
+use crate::support::{entra_yaml, http_client, settings, token_yaml};
 
 const TENANT: &str = "7c0ffee0-0000-4000-8000-0000000a9200";
 const CLIENT_ID: &str = "5e1ec7ed-0000-4000-8000-0000000a9201";
@@ -69,24 +68,6 @@ impl Reply {
     }
 }
 
-fn client(roots: &[CertificateDer<'static>]) -> reqwest::Client {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone()).expect("a usable root certificate");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("HTTP client")
-}
-
 fn manifest(name: &str, upn: &str) -> String {
     format!(
         "apiVersion: remedy.dev/v1\nkind: Remediation\nmetadata:\n  name: {name}\nspec:\n  reason: {reason:?}\n  \
@@ -108,7 +89,7 @@ impl Daemon {
         std::fs::write(dir.path().join("api-key.pem"), certified.signing_key.serialize_pem()).expect("key file");
         let der = certified.cert.der().clone();
         let (mut daemon, _) = Daemon::start_in(dir, true, UiOptions::default()).await;
-        daemon.client = client(&[der]);
+        daemon.client = http_client(&[der]);
         daemon
     }
 
@@ -166,7 +147,7 @@ impl Daemon {
         let controller = tokio::spawn(async move {
             controller.run(events, move || watcher.rescan(), shutdown).await.expect("the controller stops cleanly");
         });
-        let daemon = Daemon { base, client: client(&[]), sim, handle, stop, controller, api, _dir: dir };
+        let daemon = Daemon { base, client: http_client(&[]), sim, handle, stop, controller, api, _dir: dir };
         if tokio::time::timeout(Duration::from_secs(10), daemon.handle.wait_for(|p| p.loaded && p.passes >= 1))
             .await
             .is_err()

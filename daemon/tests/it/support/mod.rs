@@ -95,3 +95,25 @@ pub fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
         .and_then(|c| c.iter().find(|c| c["type"] == kind))
         .unwrap_or_else(|| panic!("no {kind} condition: {status:#}"))
 }
+
+/// An HTTP client on rustls (ring) trusting `roots` only (none: plain HTTP only, as on the API's
+/// loopback listener), a 10 s timeout, redirects not followed (the web page's answers are looked at
+/// as they come).
+pub fn http_client(roots: &[rustls::pki_types::CertificateDer<'static>]) -> reqwest::Client {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).expect("a usable root certificate");
+    }
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(store)
+            .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client")
+}
