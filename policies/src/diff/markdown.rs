@@ -318,11 +318,8 @@ fn verdict_text(verdict: &Verdict) -> String {
 /// The guardrail as `remedy.yaml` or the architecture names it.
 fn guardrail_name(guardrail: Guardrail) -> &'static str {
     match guardrail {
-        Guardrail::BuiltinAccount => "built-in account",
-        Guardrail::ActionAccount => "action account",
-        Guardrail::ProtectedAccount => "protectedAccounts",
-        Guardrail::ProtectedGroup => "protectedGroups",
         Guardrail::OutOfScope => "outside allowedScopes",
+        other => other.config_name(),
     }
 }
 

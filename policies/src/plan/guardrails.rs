@@ -35,7 +35,7 @@ pub(super) fn judge(group: &Group<'_>, guardrails: &Guardrails, observed: &Obser
         match exemption {
             Some(entry) => work.notes.push(format!(
                 "allowProtected names {entry:?}, so the {} guardrail does not apply: {}",
-                guardrail_name(denial.guardrail),
+                denial.guardrail.config_name(),
                 denial.detail
             )),
             None => {
@@ -147,16 +147,6 @@ fn hold_entra_while_ad_is_unavailable(group: &Group<'_>, work: &mut Work) {
             "Entra ID actions are held while Active Directory is unavailable ({error}): whether the account \
              is protected there cannot be decided"
         ));
-    }
-}
-
-fn guardrail_name(guardrail: Guardrail) -> &'static str {
-    match guardrail {
-        Guardrail::BuiltinAccount => "built-in account",
-        Guardrail::ActionAccount => "action account",
-        Guardrail::ProtectedAccount => "protectedAccounts",
-        Guardrail::ProtectedGroup => "protectedGroups",
-        Guardrail::OutOfScope => "allowedScopes",
     }
 }
 

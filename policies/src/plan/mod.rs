@@ -344,6 +344,19 @@ pub enum Guardrail {
     OutOfScope,
 }
 
+impl Guardrail {
+    /// The guardrail as `remedy.yaml` names it (its key, or what it protects).
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Guardrail::BuiltinAccount => "built-in account",
+            Guardrail::ActionAccount => "action account",
+            Guardrail::ProtectedAccount => "protectedAccounts",
+            Guardrail::ProtectedGroup => "protectedGroups",
+            Guardrail::OutOfScope => "allowedScopes",
+        }
+    }
+}
+
 /// An item that cannot take effect as things are; it stays pending and is judged again at every
 /// reconcile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
