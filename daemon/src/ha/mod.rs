@@ -34,6 +34,18 @@ use crate::store::{Store, StoreError, WriteLog};
 use gate::{CurrentLeadership, SendGate};
 use requests::QueuedRequest;
 
+/// Why an instance cannot start in HA mode.
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    #[error(
+        "the store {} holds history written by a single instance (not by the shared log): several instances start from an empty store of their own and share the log's history; keep this store for the record and give store.path a new directory",
+        .0.display()
+    )]
+    SingleInstanceStore(std::path::PathBuf),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// How often a standby reads the log's new entries and who leads.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 /// How many log entries are read at a time.
@@ -161,11 +173,15 @@ pub struct Ha {
 
 impl Ha {
     /// The runtime of `store`, and the store replicated through the shared log (every write of it
-    /// goes to the log first; use only this one). A store half-way through applying an entry, or
-    /// holding history that did not come from the log, is emptied here to be rebuilt from the log.
-    pub fn new(coord: EtcdCoordination, settings: HaSettings, store: Store) -> Result<(Ha, Store), StoreError> {
+    /// goes to the log first; use only this one). A store half-way through applying an entry is
+    /// emptied here to be rebuilt from the log; one written by a single instance is refused (its
+    /// history would be lost).
+    pub fn new(coord: EtcdCoordination, settings: HaSettings, store: Store) -> Result<(Ha, Store), HaError> {
+        if store.written_without_log()? {
+            return Err(HaError::SingleInstanceStore(store.path().to_path_buf()));
+        }
         if store.replica_needs_rebuild()? {
-            tracing::warn!(store = %store.path().display(), "the store is not a whole replica of the shared log (stopped while applying an entry, or written by a single instance): it is emptied and rebuilt from the log");
+            tracing::warn!(store = %store.path().display(), "the store was stopped while applying an entry of the shared log: it is emptied and rebuilt from the log");
             store.clear_replica()?;
         }
         let current: CurrentLeadership = Arc::new(Mutex::new(None));

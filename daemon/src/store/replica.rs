@@ -205,12 +205,15 @@ impl Store {
         }
     }
 
-    /// Whether the store was stopped half-way through applying a log entry (or holds history that
-    /// did not come from a log): it must be rebuilt from the whole log.
+    /// Whether the store was stopped half-way through applying a log entry: it must be rebuilt
+    /// from the whole log.
     pub fn replica_needs_rebuild(&self) -> Result<bool, StoreError> {
-        if self.meta.get(layout::REPLICA_APPLYING_KEY)?.is_some() {
-            return Ok(true);
-        }
+        Ok(self.meta.get(layout::REPLICA_APPLYING_KEY)?.is_some())
+    }
+
+    /// Whether the store holds history or intents that did not come from a log (one instance
+    /// wrote it): it cannot become a replica without losing them.
+    pub fn written_without_log(&self) -> Result<bool, StoreError> {
         Ok(self.replica_applied()? == 0 && (!self.history.is_empty() || !self.journal.is_empty()))
     }
 
