@@ -244,7 +244,7 @@ impl Inner {
                     return Ok((endpoint.clone(), answer));
                 }
                 Err(failure) => {
-                    let next = matches!(failure.error, CoordError::Unavailable { .. })
+                    let next = matches!(failure.error, CoordError::Unavailable { .. } | CoordError::Tls { .. })
                         && (retry == Retry::Any || failure.not_sent);
                     tracing::debug!(endpoint = %endpoint, path, error = %failure.error, "etcd request failed");
                     if !next {
@@ -273,6 +273,14 @@ impl Inner {
         };
         let response = match self.http.post(&url).json(body).send().await {
             Ok(response) => response,
+            // A member that refused the handshake (or remedy's certificate) did not act on it.
+            Err(e) if tls_problem(&e).is_some() => {
+                let problem = tls_problem(&e).unwrap_or_default();
+                return Err(Failure {
+                    error: CoordError::Tls { endpoint: endpoint.to_owned(), problem },
+                    not_sent: true,
+                });
+            }
             Err(e) if e.is_connect() => return Err(unavailable(format!("cannot connect: {}", chain(&e)), true)),
             Err(e) if e.is_timeout() => {
                 return Err(unavailable(format!("no answer within {:?}", self.settings.request_timeout), false))
@@ -574,6 +582,46 @@ fn truncate(text: &str) -> String {
     }
 }
 
+/// What went wrong with TLS, when a certificate is why a request failed: the first rustls error
+/// in the chain (reqwest wraps it in hyper's error and in `io::Error`s, whose `source` skips the
+/// error they wrap: that one is reached through `get_ref`).
+fn tls_problem(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return describe_tls(tls);
+        }
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+fn describe_tls(error: &rustls::Error) -> Option<String> {
+    use rustls::AlertDescription as Alert;
+    match error {
+        rustls::Error::InvalidCertificate(why) => Some(format!(
+            "the member's certificate is not accepted ({why}): it must be signed by the CA of ha.etcd.tls.caFile and \
+             name the endpoint's host"
+        )),
+        rustls::Error::AlertReceived(
+            alert @ (Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateRequired
+            | Alert::CertificateUnknown
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateExpired
+            | Alert::AccessDenied),
+        ) => Some(format!(
+            "the member refused remedy's client certificate ({alert:?}): a member with --client-cert-auth wants \
+             ha.etcd.tls.certFile and keyFile, signed by the CA of its --trusted-ca-file"
+        )),
+        _ => None,
+    }
+}
+
 /// An error and its sources, one line.
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -831,5 +879,19 @@ mod tests {
         assert!(error.contains("insecurePlaintext"), "{error}");
         plain.insecure_plaintext = true;
         assert!(files.build(&plain).is_ok());
+    }
+
+    #[test]
+    fn certificate_problems_are_found_inside_the_io_errors_that_wrap_them() {
+        let bad_issuer = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, bad_issuer));
+        let problem = tls_problem(&wrapped).expect("found");
+        assert!(problem.contains("UnknownIssuer") && problem.contains("ha.etcd.tls.caFile"), "{problem}");
+        let refused = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        assert!(tls_problem(&std::io::Error::other(refused)).is_some_and(|p| p.contains("ha.etcd.tls.certFile")));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(tls_problem(&reset), None, "not a certificate problem");
+        let other_tls = std::io::Error::other(rustls::Error::DecryptError);
+        assert_eq!(tls_problem(&other_tls), None, "not a certificate problem");
     }
 }

@@ -44,6 +44,11 @@ pub enum CoordError {
     /// permission, a lease that does not exist).
     #[error("etcd refused the request: {endpoint}: {answer}")]
     Refused { endpoint: String, answer: String },
+    /// TLS with a member failed over a certificate: the member's is not signed by
+    /// `ha.etcd.tls.caFile` or does not name its host, or the member refused remedy's (absent,
+    /// or not signed by the CA it trusts). A configuration problem, not a transient one.
+    #[error("TLS with etcd member {endpoint} failed: {problem}")]
+    Tls { endpoint: String, problem: String },
     /// A file of `ha.etcd.tls` cannot be used: unreadable, no certificate or key in it, a key
     /// that others may read or that is not the certificate's.
     #[error("{key} {}: {problem}", path.display())]
