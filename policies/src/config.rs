@@ -234,7 +234,7 @@ impl EtcdConfig {
         if http && !self.insecure_plaintext {
             problems.push((
                 "ha.etcd.endpoints",
-                "an http:// endpoint carries leadership and the operation log in clear, unauthenticated: use https://                  with tls, or write insecurePlaintext: true to accept it"
+                "an http:// endpoint carries leadership and the operation log in clear, unauthenticated: use https:// with tls, or write insecurePlaintext: true to accept it"
                     .to_owned(),
             ));
         }
