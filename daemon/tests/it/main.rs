@@ -22,6 +22,7 @@ mod entra;
 mod entra_credentials;
 mod failover;
 mod gitops;
+mod ha_api;
 mod ha_coord;
 mod kerberos;
 mod notify;
