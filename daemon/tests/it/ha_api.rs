@@ -265,10 +265,9 @@ async fn a_standby_says_who_leads_queues_requests_for_it_and_serves_the_history_
             let requests: Vec<&Value> =
                 records.iter().filter(|r| made_by(r, "reconcile-request", "op-alice")).collect();
             let approval = records.iter().find(|r| made_by(r, "approval", "op-alice"));
-            if requests.len() == 3 && approval.is_some() {
+            if let (3, Some(approval)) = (requests.len(), approval) {
                 assert!(requests.iter().any(|r| r["event"]["comment"] == "after INC-7"), "{requests:#?}");
                 assert!(requests.iter().any(|r| r["event"]["manifest"] == "inc-ha-api-1"), "{requests:#?}");
-                let approval = approval.expect("the approval");
                 assert_eq!(
                     (&approval["event"]["planId"], &approval["event"]["comment"]),
                     (&json!(plan), &json!("INC-7 ok"))
@@ -359,4 +358,52 @@ async fn a_standby_says_who_leads_queues_requests_for_it_and_serves_the_history_
         let status = instance.serve.terminate(Duration::from_secs(30)).await;
         assert!(status.success(), "{} exits 0 on SIGTERM ({status}):\n{}", instance.id, instance.serve.log());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_cannot_reach_etcd_is_not_ready_says_why_and_queues_nothing() {
+    // The cluster is not needed for this one, but the module needs it: say so the same way.
+    let _ = endpoints();
+    let dc = Dc::shared().await;
+    let root = tempfile::tempdir().expect("temporary directory");
+    let manifests = root.path().join("manifests");
+    std::fs::create_dir(&manifests).expect("manifest directory");
+    let tokens = Tokens::write(root.path(), OPERATOR, READER, "ha-api-nobody");
+    let (port, nowhere) = (free_port(), free_port());
+    let options = Options { resync: HOURLY, with_entra: false, ..Options::default() };
+    let yaml = format!(
+        "{}api:\n  listen: 127.0.0.1:{port}\n  tokens:\n{}ha:\n  instanceId: remedy-c\n  leaseTtl: 4s\n  \
+         sendTimeout: 2s\n  etcd:\n    endpoints: [\"http://127.0.0.1:{nowhere}\"]\n    requestTimeout: 1s\n    \
+         insecurePlaintext: true\n",
+        config_yaml(&dc, root.path(), &manifests, &options, None),
+        tokens.yaml(),
+    );
+    let config = root.path().join("remedy.yaml");
+    std::fs::write(&config, yaml).expect("remedy.yaml");
+    let serve = Serve::start(&config, root.path().join("serve.log"), "info", false);
+    let mut c = Instance { id: "remedy-c", serve, base: format!("http://127.0.0.1:{port}") };
+    c.serve.wait_for_port(port, Duration::from_secs(30)).await;
+    let http = Http(http_client(&[]));
+    let readyz =
+        http.wait_for(&mut c, "/readyz", "etcd-unavailable", |r| r.json["ha"]["role"] == "etcd-unavailable").await;
+    assert_eq!((readyz.status, &readyz.json["ready"]), (503, &json!(false)), "{readyz:#?}");
+    let why = readyz.json["ha"]["etcdError"].as_str().expect("etcd's answer");
+    assert!(why.contains(&format!("127.0.0.1:{nowhere}")), "the error names the member it tried: {why}");
+    assert_eq!(readyz.json["ha"]["leader"], Value::Null);
+
+    let refused = http.post(&c, "/v1/reconcile", OPERATOR.1, None).await;
+    assert_eq!((refused.status, &refused.json["error"]["code"]), (503, &json!("unavailable")), "{refused:#?}");
+    let message = refused.json["error"]["message"].as_str().expect("a message");
+    assert!(message.contains("etcd did not take it") && message.contains(&format!("127.0.0.1:{nowhere}")), "{message}");
+    let reader = http.post(&c, "/v1/reconcile", READER.1, None).await;
+    assert_eq!(reader.status, 403, "the role is checked first: {reader:#?}");
+
+    let metrics = http.get(&c, "/metrics", Some(READER.1)).await.text;
+    assert_eq!(sample(&metrics, "remedy_ha_etcd_up", "remedy-c"), 0.0);
+    assert_eq!(sample(&metrics, "remedy_ha_leader", "remedy-c"), 0.0);
+    let output = tokens.command(&c.base, Who::Operator, &["status"]).output().expect("remedy status runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with("instance remedy-c: etcd unavailable: "), "{stdout}");
+    let status = c.serve.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "exits 0 on SIGTERM without etcd ({status}):\n{}", c.serve.log());
 }

@@ -867,7 +867,7 @@ fn instances(html: &mut Html, ha: &HaState) {
             if ha.caught_up { " (caught up)" } else { " (catching up)" }
         ))
         .raw("</dd>");
-    html.raw("<dt>Terms led</dt><dd>").show(&ha.terms).raw("</dd>");
+    html.raw("<dt>Terms led</dt><dd>").show(ha.terms).raw("</dd>");
     if let Some(error) = &ha.etcd_error {
         html.raw("<dt>etcd</dt><dd>").text(error).raw("</dd>");
     }
