@@ -139,6 +139,32 @@ fn sample(metrics: &str, name: &str, id: &str) -> f64 {
     line[prefix.len()..].trim().parse().unwrap_or_else(|_| panic!("not a number: {line}"))
 }
 
+/// Panics unless `body` is what the OpenAPI document gives for `method template` answering `status`.
+fn documented(method: &str, template: &str, status: u16, body: &Value) {
+    let document = serde_json::to_value(remedy::api::openapi()).expect("the document is JSON");
+    let mut response = &document["paths"][template][method]["responses"][status.to_string()];
+    if let Some(reference) = response["$ref"].as_str() {
+        response = document.pointer(reference.strip_prefix('#').expect("local")).expect("the reference resolves");
+    }
+    let schema = response["content"]["application/json"]["schema"].clone();
+    assert!(schema.is_object(), "{method} {template} {status} is not documented");
+    // The document as the root (for `#/components/...`), with the schema to apply.
+    let mut root = document.clone();
+    root["allOf"] = json!([schema]);
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .expect("the schema compiles");
+    let errors: Vec<String> =
+        validator.iter_errors(body).map(|e| format!("at {:?}: {e}", e.instance_path().as_str())).collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {template} {status}: {body:#}\ndoes not match the document:\n{}",
+        errors.join("\n")
+    );
+}
+
 /// Whether `record` is a reconcile request or an approval made by `by`.
 fn made_by(record: &Value, kind: &str, by: &str) -> bool {
     record["event"]["kind"] == kind && record["event"]["by"] == by
@@ -202,6 +228,8 @@ async fn a_standby_says_who_leads_queues_requests_for_it_and_serves_the_history_
     assert_eq!(ready_b.json["ha"]["leaseRemainingSeconds"], Value::Null, "{ready_b:#?}");
     assert_eq!(ready_b.json["ha"]["etcdError"], Value::Null);
     assert_eq!(ready_b.json["manifestsLoaded"], false, "a standby loads no manifests, and is ready all the same");
+    documented("get", "/readyz", 200, &ready_a.json);
+    documented("get", "/readyz", 200, &ready_b.json);
     // The standby serves the statuses the leader wrote: the plan held.
     let held = http
         .wait_for(&mut b, "/v1/manifests", "the held plan replicated", |r| {
@@ -251,8 +279,10 @@ async fn a_standby_says_who_leads_queues_requests_for_it_and_serves_the_history_
     let queued = http.post(&b, "/v1/reconcile", OPERATOR.1, Some(json!({"comment": "after INC-7"}))).await;
     assert_eq!(queued.status, 202, "{queued:#?}");
     assert_eq!(queued.json, json!({"queued": true, "leader": "remedy-a", "by": "op-alice"}));
+    documented("post", "/v1/reconcile", 202, &queued.json);
     let named = http.post(&b, "/v1/manifests/inc-ha-api-1/reconcile", OPERATOR.1, None).await;
     assert_eq!(named.json, json!({"queued": true, "leader": "remedy-a", "by": "op-alice", "manifest": "inc-ha-api-1"}));
+    documented("post", "/v1/manifests/{name}/reconcile", 202, &named.json);
     // On the leader, as with one instance.
     let on_leader = http.post(&a, "/v1/reconcile", OPERATOR.1, None).await;
     assert_eq!(on_leader.json, json!({"accepted": true, "by": "op-alice"}), "{on_leader:#?}");
@@ -387,12 +417,14 @@ async fn an_instance_that_cannot_reach_etcd_is_not_ready_says_why_and_queues_not
     let readyz =
         http.wait_for(&mut c, "/readyz", "etcd-unavailable", |r| r.json["ha"]["role"] == "etcd-unavailable").await;
     assert_eq!((readyz.status, &readyz.json["ready"]), (503, &json!(false)), "{readyz:#?}");
+    documented("get", "/readyz", 503, &readyz.json);
     let why = readyz.json["ha"]["etcdError"].as_str().expect("etcd's answer");
     assert!(why.contains(&format!("127.0.0.1:{nowhere}")), "the error names the member it tried: {why}");
     assert_eq!(readyz.json["ha"]["leader"], Value::Null);
 
     let refused = http.post(&c, "/v1/reconcile", OPERATOR.1, None).await;
     assert_eq!((refused.status, &refused.json["error"]["code"]), (503, &json!("unavailable")), "{refused:#?}");
+    documented("post", "/v1/reconcile", 503, &refused.json);
     let message = refused.json["error"]["message"].as_str().expect("a message");
     assert!(message.contains("etcd did not take it") && message.contains(&format!("127.0.0.1:{nowhere}")), "{message}");
     let reader = http.post(&c, "/v1/reconcile", READER.1, None).await;
