@@ -4,10 +4,10 @@
 //! double over loopback HTTP), never to an in-process fake of LDAP. `scripts/test` starts the DC
 //! and runs them; by hand: `scripts/samba-dc start && eval "$(scripts/samba-dc env)"`.
 //!
-//! The modules whose tests need the DC: `ad`, `serve`, `recontain`, `crash`, `secrets`, `failover`, `kerberos`, `doctor` and `dc_outage` (which
+//! The modules whose tests need the DC: `ad`, `serve`, `recontain`, `crash`, `secrets`, `failover`, `kerberos`, `doctor`, `ha_api` and `dc_outage` (which
 //! stops it: see `support::dc::Dc` for how that is kept from the others); in `cli`, the one test
-//! of `remedy apply`. `ha_coord` needs the etcd cluster of `scripts/ha` (`scripts/ha start && eval
-//! "$(scripts/ha env)"`) and fails, saying so, without it (`scripts/test` starts both).
+//! of `remedy apply`. `ha_coord` and `ha_api` need the etcd cluster of `scripts/ha` (`scripts/ha start
+//! && eval "$(scripts/ha env)"`) and fail, saying so, without it (`scripts/test` starts both).
 
 mod support;
 
@@ -22,6 +22,7 @@ mod entra;
 mod entra_credentials;
 mod failover;
 mod gitops;
+mod ha_api;
 mod ha_coord;
 mod kerberos;
 mod notify;
