@@ -20,20 +20,6 @@ use crate::ha::requests::{QueuedRequest, RequestKind};
 use crate::ha::{HaState, HaView, Role};
 use crate::store::Store;
 
-/// The instance's HA state as the API shows it. `replicatedThrough` is the store's own figure when
-/// that is further: the runtime advances its figure as it follows the log, not as a leader's own
-/// writes are applied.
-pub(super) fn state(ha: &HaView, store: &Store) -> HaState {
-    let mut state = ha.state();
-    match store.replica_applied() {
-        Ok(applied) => state.replicated_through = state.replicated_through.max(applied),
-        Err(error) => {
-            tracing::warn!(%error, "cannot read how far the store applied the log: the runtime's figure is shown")
-        }
-    }
-    state
-}
-
 /// This instance's HA view when it does not lead now: its operator requests go to the leader.
 pub(super) fn standby(state: &ApiState) -> Option<&HaView> {
     state.ha.as_ref().filter(|ha| !ha.is_leader())
@@ -152,8 +138,8 @@ type Instance = [(&'static str, String); 1];
 
 /// The HA block of `/metrics`, labelled `instance="<id>"`: appended to the controller's metrics.
 /// Made afresh from the state at each scrape (the runtime keeps the counts).
-pub(super) fn metrics(ha: &HaView, store: &Store) -> String {
-    let state = state(ha, store);
+pub(super) fn metrics(ha: &HaView) -> String {
+    let state = ha.state();
     let labels: Instance = [("instance", state.instance_id.clone())];
     let mut registry = Registry::default();
     let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {

@@ -150,7 +150,7 @@ struct Readiness {
 ))]
 async fn readyz(State(state): State<ApiState>) -> Response {
     let progress = state.handle.progress().borrow().clone();
-    let ha = state.ha.as_ref().map(|view| ha::state(view, &state.store));
+    let ha = state.ha.as_ref().map(|view| view.state());
     let readiness = Readiness {
         ready: ready(&progress, ha.as_ref()),
         store: "open",
@@ -188,7 +188,7 @@ async fn openapi_document() -> Json<utoipa::openapi::OpenApi> {
 async fn metrics(State(state): State<ApiState>, _caller: Caller) -> Response {
     let mut text = state.handle.metrics().render();
     if let Some(ha) = &state.ha {
-        text.push_str(&ha::metrics(ha, &state.store));
+        text.push_str(&ha::metrics(ha));
     }
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -354,7 +354,7 @@ mod tests {
         assert_eq!(schemas["Queued"]["properties"]["leader"]["type"], json!(["string", "null"]));
         let readiness = &schemas["Readiness"]["properties"]["ha"];
         assert_eq!(readiness["oneOf"][1]["$ref"], "#/components/schemas/HaState", "{readiness:#}");
-        assert_eq!(schemas["Role"]["enum"], json!(["leader", "standby", "etcd-unavailable"]));
+        assert_eq!(schemas["HaRole"]["enum"], json!(["leader", "standby", "etcd-unavailable"]));
     }
 
     #[test]

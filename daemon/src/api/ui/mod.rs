@@ -493,7 +493,7 @@ async fn health(State(state): State<UiState>, headers: HeaderMap) -> Response {
     match found {
         Ok((statuses, chain)) => {
             let progress = state.api.handle.progress().borrow().clone();
-            let ha = state.api.ha.as_ref().map(|view| super::ha::state(view, &state.api.store));
+            let ha = state.api.ha.as_ref().map(|view| view.state());
             html(
                 StatusCode::OK,
                 pages::health(
