@@ -193,7 +193,11 @@ async fn lead_term(
         .context("cannot set up notifications")?
         .map(|notifier| notifier.sharing(&notifications));
     let notify = notifier.map(|notifier| tokio::spawn(notifier.run(term.ended.clone())));
-    let requests = ha.serve_requests(handle.clone(), term.ended.clone());
+    // Ends with the term; never ends the term itself (a shutdown lets the controller finish).
+    let requests = async {
+        ha.serve_requests(handle.clone(), term.ended.clone()).await;
+        std::future::pending::<()>().await
+    };
     let run = controller.run(events, || watcher.rescan(), term.ended.clone());
     let lost = {
         let mut ended = term.ended.clone();
@@ -207,7 +211,7 @@ async fn lead_term(
     };
     let result = tokio::select! {
         result = run => result.context("the store failed"),
-        () = requests => Ok(()),
+        () = requests => unreachable!("the queue of requests never ends the term"),
         () = lost => {
             tracing::warn!("the lease is lost: the pass in flight (if any) is abandoned; its journaled intents are settled by the next leader");
             Ok(())
