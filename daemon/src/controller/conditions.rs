@@ -50,6 +50,7 @@ pub async fn mark_progressing(
         return Ok(());
     }
     blocking(store, move |store| {
+        let mut progressing = Vec::new();
         for (name, generation) in current {
             let previous = store.get_status(&name)?;
             if previous.as_ref().is_some_and(|s| s.observed_generation.as_ref() == Some(&generation)) {
@@ -57,14 +58,16 @@ pub async fn mark_progressing(
             }
             let mut status = previous.unwrap_or_else(|| ManifestStatus::new(name.clone()));
             let message = format!("generation {generation} is being reconciled");
-            let progressing = ConditionReason::Progressing;
-            status.set_condition(ConditionType::Ready, ConditionStatus::Unknown, progressing, &message, now);
-            status.set_condition(ConditionType::Reconciling, ConditionStatus::True, progressing, &message, now);
-            status.set_condition(ConditionType::Stalled, ConditionStatus::False, progressing, "", now);
+            let reason = ConditionReason::Progressing;
+            status.set_condition(ConditionType::Ready, ConditionStatus::Unknown, reason, &message, now);
+            status.set_condition(ConditionType::Reconciling, ConditionStatus::True, reason, &message, now);
+            status.set_condition(ConditionType::Stalled, ConditionStatus::False, reason, "", now);
             status.held_plan_id = None;
-            store.put_status(&status)?;
+            progressing.push(status);
         }
-        Ok(())
+        // In chunks, not one write per manifest (with several instances each write is a round
+        // trip to etcd); the other stored statuses are left as they are.
+        store.put_statuses(&progressing).map(drop)
     })
     .await
 }
