@@ -6,8 +6,9 @@
 //!
 //! The modules whose tests need the DC: `ad`, `serve`, `recontain`, `crash`, `secrets`, `failover`, `kerberos`, `doctor` and `dc_outage` (which
 //! stops it: see `support::dc::Dc` for how that is kept from the others); in `cli`, the one test
-//! of `remedy apply`. `ha_coord` needs the etcd cluster of `scripts/ha` (`scripts/ha start && eval
-//! "$(scripts/ha env)"`) and fails, saying so, without it (`scripts/test` starts both).
+//! of `remedy apply`. `ha_coord` and `ha` need the etcd cluster of `scripts/ha` (`scripts/ha start && eval
+//! "$(scripts/ha env)"`; `ha` the DC too) and fail, saying so, without it (`scripts/test` starts
+//! both); the tests that stop etcd members hold `support::etcd::Etcd::exclusive()`.
 
 mod support;
 
@@ -22,6 +23,7 @@ mod entra;
 mod entra_credentials;
 mod failover;
 mod gitops;
+mod ha;
 mod ha_coord;
 mod kerberos;
 mod notify;
