@@ -224,7 +224,13 @@ impl HaCluster {
             if Instant::now() > deadline {
                 let seen: Vec<String> = views
                     .iter()
-                    .map(|(i, v)| format!("{}: {}", self.instances[*i].id, v.as_ref().map_or("no answer".into(), |v| v.body.to_string())))
+                    .map(|(i, v)| {
+                        format!(
+                            "{}: {}",
+                            self.instances[*i].id,
+                            v.as_ref().map_or("no answer".into(), |v| v.body.to_string())
+                        )
+                    })
                     .collect();
                 panic!("no single leader with standbys within {within:?}: {seen:#?}\n{}", self.logs_tail());
             }
@@ -409,7 +415,9 @@ async fn uac_on_dc(ldap: &mut Ldap, ou: &str) -> BTreeMap<String, (bool, u32)> {
                 .bin_attrs
                 .get("replPropertyMetaData")
                 .and_then(|v| v.first().cloned())
-                .or_else(|| entry.attrs.get("replPropertyMetaData").and_then(|v| v.first()).map(|s| s.as_bytes().to_vec()))
+                .or_else(|| {
+                    entry.attrs.get("replPropertyMetaData").and_then(|v| v.first()).map(|s| s.as_bytes().to_vec())
+                })
                 .unwrap_or_else(|| panic!("{sam}: no replPropertyMetaData"));
             (sam.clone(), (uac & 0x2 != 0, uac_version(&meta).unwrap_or_else(|| panic!("{sam}: no uac metadata"))))
         })
@@ -457,7 +465,11 @@ async fn wait_disabled(ldap: &mut Ldap, ou: &str, sams: &[String], cluster: &mut
 
 /// Asserts that the DC accepted exactly one write to userAccountControl of each of `sams` since
 /// `before` (and that each is disabled).
-fn assert_one_write_each(before: &BTreeMap<String, (bool, u32)>, after: &BTreeMap<String, (bool, u32)>, sams: &[String]) {
+fn assert_one_write_each(
+    before: &BTreeMap<String, (bool, u32)>,
+    after: &BTreeMap<String, (bool, u32)>,
+    sams: &[String],
+) {
     for sam in sams {
         let sam = sam.to_lowercase();
         let (was, now) = (before[&sam], after[&sam]);
@@ -667,7 +679,8 @@ async fn ha_a_paused_leader_sends_and_writes_nothing_after_it_resumes() {
     loop {
         cluster.assert_running();
         let view = cluster.ha(old).await;
-        if view.as_ref().is_some_and(|v| v.role == "standby" && v.leader.as_deref() == Some(cluster.instances[new].id)) {
+        if view.as_ref().is_some_and(|v| v.role == "standby" && v.leader.as_deref() == Some(cluster.instances[new].id))
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the resumed old leader says {view:?}\n{}", cluster.logs_tail());
