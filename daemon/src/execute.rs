@@ -20,7 +20,8 @@ use remedy_policies::{Action, Identity, Provider};
 use serde::Serialize;
 
 use crate::ad::{AdDirectory, AdError};
-use crate::entra::{EntraDirectory, EntraError};
+use crate::entra::{EntraChange, EntraDirectory, EntraError};
+use crate::ha::gate::{cut, SendGate};
 use crate::model::{ActionOutcome, ActionRecord, ManifestRef};
 
 /// What became of one action.
@@ -142,12 +143,19 @@ impl Work<'_> {
 
 /// Applies the actions `work` names. `observed` must be the state the plan was made from; `now` is
 /// the plan's time (what the actions are judged against), `stamp` dates each attempt.
+///
+/// `gate` is asked before every send (several instances: only the leader sends, and never with
+/// less lease left than the send may take); a send it refuses is reported failed, transient and
+/// not sent, and one that outlasts the gate's cut is reported failed and transient (it may have
+/// arrived).
+#[allow(clippy::too_many_arguments)]
 pub async fn execute<A, E>(
     work: Work<'_>,
     observed: &ObservedState,
     ad: Option<&A>,
     entra: Option<&E>,
     concurrency: usize,
+    gate: &SendGate,
     now: DateTime<Utc>,
     stamp: Stamp<'_>,
 ) -> Vec<ActionReport>
@@ -167,16 +175,16 @@ where
     let mut waiting = accounts.into_iter();
     let mut running = FuturesUnordered::new();
     for identity in waiting.by_ref().take(concurrency.max(1)) {
-        running.push(execute_identity(work, identity, observed, ad, now, stamp));
+        running.push(execute_identity(work, identity, observed, ad, gate, now, stamp));
     }
     let mut reports: Vec<ActionReport> = Vec::new();
     while let Some(done) = running.next().await {
         reports.extend(done);
         if let Some(identity) = waiting.next() {
-            running.push(execute_identity(work, identity, observed, ad, now, stamp));
+            running.push(execute_identity(work, identity, observed, ad, gate, now, stamp));
         }
     }
-    reports.extend(execute_entra(work, observed, entra, now, stamp).await);
+    reports.extend(execute_entra(work, observed, entra, gate, now, stamp).await);
     reports.sort_by(|a, b| (&a.identity, a.action).cmp(&(&b.identity, b.action)));
     reports
 }
@@ -185,6 +193,7 @@ async fn execute_entra<E: EntraDirectory + Sync>(
     work: Work<'_>,
     observed: &ObservedState,
     entra: Option<&E>,
+    gate: &SendGate,
     now: DateTime<Utc>,
     stamp: Stamp<'_>,
 ) -> Vec<ActionReport> {
@@ -217,9 +226,33 @@ async fn execute_entra<E: EntraDirectory + Sync>(
     };
     let started = Instant::now();
     let attempted_at = stamp();
-    let results = entra.apply_many(&items, now).await;
+    // Under a gate's cut, sent a group at a time, each group asked for and cut on its own.
+    let group = if gate.permit_is_open() { items.len() } else { ENTRA_GATED_GROUP };
+    let mut results: Vec<Gated> = Vec::with_capacity(items.len());
+    for chunk in items.chunks(group.max(1)) {
+        match gate.permit() {
+            Err(why) => results.extend(chunk.iter().map(|_| Gated::Refused(why.clone()))),
+            Ok(limit) => match cut(limit, entra.apply_many(chunk, now)).await {
+                Ok(done) => results.extend(done.into_iter().map(Gated::Sent)),
+                Err(after) => results.extend(chunk.iter().map(|_| Gated::Cut(after))),
+            },
+        }
+    }
     let duration = started.elapsed();
     for ((identity, planned), result) in owners.into_iter().zip(results) {
+        let result = match result {
+            Gated::Sent(result) => result,
+            Gated::Refused(why) => {
+                let mut report = failed(identity, planned, format!("not sent: {why}"), true, attempted_at);
+                report.nothing_sent = true;
+                reports.push(report);
+                continue;
+            }
+            Gated::Cut(after) => {
+                reports.push(failed(identity, planned, cut_message(after), true, attempted_at));
+                continue;
+            }
+        };
         let mut report = match result {
             Ok(change) => ActionReport {
                 identity: identity.identity.clone(),
@@ -251,6 +284,25 @@ async fn execute_entra<E: EntraDirectory + Sync>(
     reports
 }
 
+/// How many Graph actions are sent at a time under a gate's cut (a `$batch` request's worth).
+const ENTRA_GATED_GROUP: usize = 20;
+
+/// What became of an Entra action of a gated group.
+enum Gated {
+    Sent(Result<EntraChange, EntraError>),
+    /// Not sent: the gate said why.
+    Refused(String),
+    /// Its group was cut after this long.
+    Cut(Duration),
+}
+
+fn cut_message(after: Duration) -> String {
+    format!(
+        "no answer within the send timeout ({}s, several instances): it may have been applied; the next pass reads the account back before anything is sent again",
+        after.as_secs_f64()
+    )
+}
+
 fn failed(
     identity: &IdentityPlan,
     planned: &PlannedAction,
@@ -280,6 +332,7 @@ async fn execute_identity<D: AdDirectory + Sync>(
     identity: &IdentityPlan,
     observed: &ObservedState,
     ad: Option<&D>,
+    gate: &SendGate,
     now: DateTime<Utc>,
     stamp: Stamp<'_>,
 ) -> Vec<ActionReport> {
@@ -315,15 +368,28 @@ async fn execute_identity<D: AdDirectory + Sync>(
             ));
             continue;
         }
+        let limit = match gate.permit() {
+            Ok(limit) => limit,
+            Err(why) => {
+                reports.push(report(Outcome::Failed, None, Some(format!("not sent: {why}")), true, true));
+                failed_provider.push(planned.provider);
+                continue;
+            }
+        };
         let result = match planned.provider {
             Provider::ActiveDirectory => match (ad, account.as_ref()) {
-                (Some(ad), Some(current)) => match ad.apply(current, planned.action, now).await {
-                    Ok(change) => {
+                (Some(ad), Some(current)) => match cut(limit, ad.apply(current, planned.action, now)).await {
+                    Ok(Ok(change)) => {
                         let shown = planned.action.value_on_ad(&change.after);
                         account = Some(change.after);
                         Ok((shown, change.dc))
                     }
-                    Err(error) => Err(error),
+                    Ok(Err(error)) => Err(error),
+                    Err(after) => {
+                        reports.push(report(Outcome::Failed, None, Some(cut_message(after)), true, false));
+                        failed_provider.push(planned.provider);
+                        continue;
+                    }
                 },
                 (None, _) => Err(AdError::Config("Active Directory is not configured".to_owned())),
                 (Some(_), None) => {

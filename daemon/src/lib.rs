@@ -10,6 +10,7 @@ pub mod coord;
 pub mod drift;
 pub mod entra;
 pub mod execute;
+pub mod ha;
 pub mod manifest_dir;
 pub mod metrics;
 pub mod model;

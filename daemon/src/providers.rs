@@ -15,6 +15,7 @@ use remedy_policies::{Identity, Provider};
 
 use crate::ad::LdapDirectory;
 use crate::entra::{EntraLookup, GraphDirectory, GraphOptions, RetryPolicy};
+use crate::ha::gate::SendGate;
 
 pub struct Providers {
     ad_config: Option<ActiveDirectoryConfig>,
@@ -30,6 +31,8 @@ pub struct Providers {
     confirmation_deadline: Duration,
     /// `guardrails.protectedGroups`, for the AD provider to look up.
     protected_groups: Vec<String>,
+    /// Asked before every send (several instances: the lease check).
+    gate: SendGate,
 }
 
 impl std::fmt::Debug for Providers {
@@ -91,6 +94,7 @@ impl Providers {
             acting_entra: config.entra_id.as_ref().map(|e| format!("application {}", e.client_id)),
             concurrency: config.active_directory.as_ref().map_or(1, |ad| ad.connections.max(1)),
             protected_groups: config.guardrails.protected_groups.clone(),
+            gate: SendGate::open(),
             confirmation_deadline: config
                 .entra_id
                 .as_ref()
@@ -198,6 +202,17 @@ impl Providers {
     /// settled as not effective (`entraId.confirmationDeadline`).
     pub fn confirmation_deadline(&self) -> Duration {
         self.confirmation_deadline
+    }
+
+    /// Sends go through `gate` (several instances: only the leader sends, within its lease).
+    pub fn with_gate(mut self, gate: SendGate) -> Providers {
+        self.gate = gate;
+        self
+    }
+
+    /// What every send asks first.
+    pub fn gate(&self) -> &SendGate {
+        &self.gate
     }
 
     pub fn concurrency(&self) -> usize {

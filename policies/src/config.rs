@@ -36,6 +36,69 @@ pub struct Config {
     /// Where remedy tells people what happened (webhook, Slack, Microsoft Teams).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<NotificationSink>,
+    /// Several instances on etcd (absent: one instance with its own store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaConfig>,
+}
+
+/// Several `remedy serve` instances, one leader elected through etcd (see docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HaConfig {
+    /// Unique per instance; default: the host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    #[serde(default = "default_lease_ttl", with = "duration_text")]
+    pub lease_ttl: Duration,
+    #[serde(default = "default_send_timeout", with = "duration_text")]
+    pub send_timeout: Duration,
+    pub etcd: EtcdConfig,
+}
+
+/// The etcd cluster the instances coordinate through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    #[serde(default = "default_etcd_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_etcd_request_timeout", with = "duration_text")]
+    pub request_timeout: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EtcdTls>,
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+}
+
+/// TLS to etcd's client URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdTls {
+    pub ca_file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+}
+
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(8)
+}
+fn default_send_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_etcd_prefix() -> String {
+    "/remedy/".to_owned()
+}
+fn default_etcd_request_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl HaConfig {
+    /// The configured instance id, or `hostname`.
+    pub fn instance_id_or(&self, hostname: &str) -> String {
+        self.instance_id.clone().unwrap_or_else(|| hostname.to_owned())
+    }
 }
 
 /// One receiver of notifications.

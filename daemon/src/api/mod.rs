@@ -51,6 +51,8 @@ pub struct ApiState {
     pub tokens: Arc<Tokens>,
     /// The notification sinks' delivery state (empty when none is configured).
     pub notifications: crate::notify::NotifyStatus,
+    /// Several instances: this instance's part (absent: one instance).
+    pub ha: Option<crate::ha::HaView>,
 }
 
 /// Every route with its documentation: the one list both [`router`] and [`openapi`] are made from.

@@ -141,21 +141,58 @@ impl std::fmt::Debug for Controller {
     }
 }
 
+/// The operator surface's side of the controller that outlives one controller: requests,
+/// progress, metrics. One instance has one controller for its life ([`Controller::new`] makes
+/// both); with several instances, each term of leadership runs a controller of its own on the same
+/// surface ([`Controller::on`]), so that the API keeps one handle.
+#[derive(Debug, Clone)]
+pub struct Surface {
+    requests: Arc<Requests>,
+    progress: watch::Sender<Progress>,
+    metrics: Arc<Metrics>,
+}
+
+impl Surface {
+    pub fn new(store_moved_aside: Option<PathBuf>) -> Surface {
+        let initial = Progress { store_moved_aside, ..Progress::default() };
+        let (progress, _) = watch::channel(initial);
+        Surface { requests: Arc::new(Requests::default()), progress, metrics: Arc::new(Metrics::default()) }
+    }
+
+    /// The handle the API uses.
+    pub fn handle(&self, store: Store, clock: Clock) -> ControllerHandle {
+        ControllerHandle {
+            requests: Arc::clone(&self.requests),
+            progress: self.progress.subscribe(),
+            metrics: Arc::clone(&self.metrics),
+            store,
+            clock,
+        }
+    }
+
+    /// Between terms (several instances): what the last controller showed of its passes is
+    /// no longer this instance's to show.
+    pub fn stand_by(&self) {
+        let moved_aside = self.progress.borrow().store_moved_aside.clone();
+        self.progress.send_replace(Progress { store_moved_aside: moved_aside, ..Progress::default() });
+    }
+}
+
 impl Controller {
     pub fn new(settings: Settings, store: Store, providers: Providers, clock: Clock) -> (Controller, ControllerHandle) {
-        let requests = Arc::new(Requests::default());
-        let initial = Progress { store_moved_aside: settings.store_moved_aside.clone(), ..Progress::default() };
-        let (progress, progress_receiver) = watch::channel(initial);
+        let surface = Surface::new(settings.store_moved_aside.clone());
+        let handle = surface.handle(store.clone(), clock.clone());
+        (Controller::on(settings, store, providers, clock, surface), handle)
+    }
+
+    /// A controller on an existing surface (a new term of leadership): it starts as after a
+    /// restart, from what the store holds.
+    pub fn on(settings: Settings, store: Store, providers: Providers, clock: Clock, surface: Surface) -> Controller {
+        let Surface { requests, progress, metrics } = surface;
+        requests.with(|p| p.closed = false);
+        progress.send_modify(|p| p.shutting_down = false);
         let queue = WorkQueue::new(settings.backoff);
-        let metrics = Arc::new(Metrics::default());
-        let handle = ControllerHandle {
-            requests: Arc::clone(&requests),
-            progress: progress_receiver,
-            metrics: Arc::clone(&metrics),
-            store: store.clone(),
-            clock: clock.clone(),
-        };
-        let controller = Controller {
+        Controller {
             settings,
             store,
             providers,
@@ -175,8 +212,7 @@ impl Controller {
             drift: drift::Drift::default(),
             drift_signals: None,
             watched_accounts: None,
-        };
-        (controller, handle)
+        }
     }
 
     /// Listens to the change watchers (`remedy serve` starts them: [`crate::drift::start`]).

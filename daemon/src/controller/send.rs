@@ -78,7 +78,7 @@ pub(super) async fn send_slice(
 
     let stamp = || clock.now();
     let (ad, entra) = (providers.ad(), providers.entra());
-    let reports = execute(work, observed, ad, entra, providers.concurrency(), now, &stamp).await;
+    let reports = execute(work, observed, ad, entra, providers.concurrency(), providers.gate(), now, &stamp).await;
 
     let mut settlements = Vec::new();
     let mut unconfirmed = Vec::new();

@@ -129,6 +129,15 @@ impl EtcdCoordination {
         })))
     }
 
+    /// The client `ha.etcd` describes (plain HTTP only so far).
+    pub fn from_config(
+        config: &remedy_policies::config::EtcdConfig,
+        _config_dir: &std::path::Path,
+    ) -> Result<EtcdCoordination, CoordError> {
+        let settings = EtcdSettings { request_timeout: config.request_timeout, ..EtcdSettings::default() };
+        EtcdCoordination::new(&config.endpoints, &config.prefix, settings)
+    }
+
     fn election_prefix(&self) -> String {
         format!("{}leader/", self.0.prefix)
     }
@@ -147,23 +156,33 @@ impl EtcdCoordination {
         Ok(kvs(&answer).into_iter().next())
     }
 
-    /// A transaction guarded by the leader key's create revision; `Ok(true)` if it was applied.
+    /// A transaction guarded by the leader key's create revision (and by `absent` keys not
+    /// existing); `Ok(true)` if it was applied. When it was not, the failure branch's answer holds
+    /// the leader key's range first, then each absent key's.
     async fn guarded_txn(
         &self,
         key: &str,
         create_revision: i64,
+        absent: &[&str],
         success: Vec<Value>,
     ) -> Result<(bool, Value), CoordError> {
-        let body = json!({
-            "compare": [{
-                "key": b64(key.as_bytes()),
+        let mut compare = vec![json!({
+            "key": b64(key.as_bytes()),
+            "target": "CREATE",
+            "result": "EQUAL",
+            "create_revision": create_revision.to_string(),
+        })];
+        let mut failure = vec![json!({ "request_range": { "key": b64(key.as_bytes()) } })];
+        for other in absent {
+            compare.push(json!({
+                "key": b64(other.as_bytes()),
                 "target": "CREATE",
                 "result": "EQUAL",
-                "create_revision": create_revision.to_string(),
-            }],
-            "success": success,
-            "failure": [{ "request_range": { "key": b64(key.as_bytes()) } }],
-        });
+                "create_revision": "0",
+            }));
+            failure.push(json!({ "request_range": { "key": b64(other.as_bytes()) } }));
+        }
+        let body = json!({ "compare": compare, "success": success, "failure": failure });
         let (_, answer) = self.0.call("/v3/kv/txn", &body, Retry::ConnectOnly).await?;
         Ok((answer.get("succeeded").and_then(Value::as_bool).unwrap_or(false), answer))
     }
@@ -359,7 +378,7 @@ impl Coordination for EtcdCoordination {
             "value": b64(&value),
             "lease": lease_id.to_string(),
         }});
-        let (applied, _) = self.guarded_txn(&key, create_revision, vec![put]).await?;
+        let (applied, _) = self.guarded_txn(&key, create_revision, &[], vec![put]).await?;
         if !applied {
             return Err(CoordError::LeaseExpired { lease_id });
         }
@@ -389,10 +408,15 @@ impl Coordination for EtcdCoordination {
         if let Some(why) = leadership.lost() {
             return Err(CoordError::NotLeader { key: leadership.key.clone(), reason: why });
         }
+        let mut absent = Vec::new();
         let success = ops
             .iter()
             .map(|op| match op {
                 FencedOp::Put { key, value } => {
+                    json!({ "request_put": { "key": b64(key.as_bytes()), "value": b64(value) } })
+                }
+                FencedOp::Create { key, value } => {
+                    absent.push(key.as_str());
                     json!({ "request_put": { "key": b64(key.as_bytes()), "value": b64(value) } })
                 }
                 FencedOp::Delete { key } => {
@@ -400,11 +424,19 @@ impl Coordination for EtcdCoordination {
                 }
             })
             .collect();
-        let (applied, answer) = self.guarded_txn(&leadership.key, leadership.create_revision, success).await?;
+        let (applied, answer) = self.guarded_txn(&leadership.key, leadership.create_revision, &absent, success).await?;
         if applied {
             return Ok(());
         }
-        let reason = match txn_range(&answer) {
+        let ranges = txn_ranges(&answer);
+        let leader = ranges.first().cloned().flatten();
+        if leader.as_ref().is_some_and(|kv| kv.create_revision == leadership.create_revision) {
+            // Still the leader: one of the keys to create exists.
+            let taken = absent.iter().zip(ranges.iter().skip(1)).find(|(_, kv)| kv.is_some());
+            let key = taken.map_or_else(|| absent.join(", "), |(key, _)| (*key).to_owned());
+            return Err(CoordError::Exists { key });
+        }
+        let reason = match leader {
             None => "the leader key is gone (its lease expired or was revoked)".to_owned(),
             Some(kv) => format!(
                 "the leader key has create revision {}, this leadership's is {}",
@@ -426,6 +458,29 @@ impl Coordination for EtcdCoordination {
         let body = json!({ "key": b64(key.as_bytes()) });
         let (_, answer) = self.0.call("/v3/kv/range", &body, Retry::Any).await?;
         Ok(kvs(&answer).into_iter().next().map(|kv| kv.value))
+    }
+
+    async fn range(&self, prefix: &str, from: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, CoordError> {
+        let body = json!({
+            "key": b64(from.as_bytes()),
+            "range_end": b64(&prefix_end(prefix.as_bytes())),
+            "sort_order": "ASCEND",
+            "sort_target": "KEY",
+            "limit": limit.to_string(),
+        });
+        let (_, answer) = self.0.call("/v3/kv/range", &body, Retry::Any).await?;
+        Ok(kvs(&answer).into_iter().map(|kv| (kv.key, kv.value)).collect())
+    }
+
+    async fn put(&self, key: &str, value: &[u8]) -> Result<(), CoordError> {
+        let body = json!({ "key": b64(key.as_bytes()), "value": b64(value) });
+        self.0.call("/v3/kv/put", &body, Retry::ConnectOnly).await.map(drop)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, CoordError> {
+        let body = json!({ "key": b64(key.as_bytes()) });
+        let (_, answer) = self.0.call("/v3/kv/deleterange", &body, Retry::ConnectOnly).await?;
+        Ok(int(answer.get("deleted")) > 0)
     }
 }
 
@@ -477,7 +532,13 @@ fn kv(value: &Value) -> Option<Kv> {
 
 /// The key read by a transaction's `request_range` (its failure branch).
 fn txn_range(answer: &Value) -> Option<Kv> {
-    answer.get("responses")?.as_array()?.iter().filter_map(|r| r.get("response_range")).flat_map(kvs).next()
+    txn_ranges(answer).into_iter().next().flatten()
+}
+
+/// Each range of a transaction's answer, in order: its first key, if any.
+fn txn_ranges(answer: &Value) -> Vec<Option<Kv>> {
+    let responses = answer.get("responses").and_then(Value::as_array).cloned().unwrap_or_default();
+    responses.iter().filter_map(|r| r.get("response_range")).map(|range| kvs(range).into_iter().next()).collect()
 }
 
 /// An int64 of proto3 JSON: a decimal string (or a number), absent when zero.

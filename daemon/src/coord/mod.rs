@@ -38,6 +38,10 @@ pub enum CoordError {
     /// out) or no endpoint answered. `answer` is what the last endpoint said, or why it did not.
     #[error("etcd cannot act on the request (no quorum or unreachable): {endpoint}: {answer}")]
     Unavailable { endpoint: String, answer: String },
+    /// A fenced [`FencedOp::Create`] found its key already there (another writer put it): nothing
+    /// was written.
+    #[error("{key} exists already: another instance wrote it")]
+    Exists { key: String },
     /// A member answered with a refusal that is not about quorum (a malformed request, a
     /// permission, a lease that does not exist).
     #[error("etcd refused the request: {endpoint}: {answer}")]
@@ -58,8 +62,19 @@ impl CoordError {
 /// One operation of a fenced transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FencedOp {
-    Put { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    /// A put that requires the key to be absent: the whole transaction is refused with
+    /// [`CoordError::Exists`] otherwise.
+    Create {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
 }
 
 /// Who leads, as a standby sees it.
@@ -135,6 +150,14 @@ impl Leadership {
     /// Why the leadership is known to be lost (etcd answered that the lease is gone), if it is.
     pub fn lost(&self) -> Option<String> {
         self.lease.view().lost
+    }
+
+    /// Gives the leadership up locally: [`Leadership::remaining`] is zero from now on and
+    /// [`Leadership::lost`] says `why`; the lease is no longer renewed (it expires after its TTL
+    /// unless resigned). For a leader that found it cannot go on (a write refused).
+    pub fn give_up(&self, why: String) {
+        self.lease.mark_lost(why);
+        self.keepalive.abort();
     }
 
     /// Stops renewing the lease without revoking it: it expires after its TTL, as a crashed or
@@ -219,4 +242,14 @@ pub trait Coordination: Send + Sync {
 
     /// Reads one key (not fenced: any instance may read).
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CoordError>;
+
+    /// The keys under `prefix` from `from` on (inclusive; `from` starts with `prefix`), in key
+    /// order, at most `limit` of them, with their values.
+    async fn range(&self, prefix: &str, from: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, CoordError>;
+
+    /// Writes one key, not fenced (any instance may, e.g. to queue a request for the leader).
+    async fn put(&self, key: &str, value: &[u8]) -> Result<(), CoordError>;
+
+    /// Deletes one key, not fenced; whether it was there.
+    async fn delete(&self, key: &str) -> Result<bool, CoordError>;
 }

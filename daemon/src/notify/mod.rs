@@ -106,6 +106,15 @@ impl Notifier {
         Ok(Some(Notifier { store: store.clone(), sinks, handle: handle.clone(), status }))
     }
 
+    /// Keeps the sinks' state in `shared` (several instances: the API keeps one status across
+    /// terms of leadership, each with a notifier of its own).
+    pub fn sharing(mut self, shared: &NotifyStatus) -> Notifier {
+        let mine = std::mem::take(&mut *self.status.0.lock().unwrap_or_else(PoisonError::into_inner));
+        *shared.0.lock().unwrap_or_else(PoisonError::into_inner) = mine;
+        self.status = shared.clone();
+        self
+    }
+
     /// The sinks' state, shared with `/readyz`.
     pub fn status(&self) -> NotifyStatus {
         self.status.clone()

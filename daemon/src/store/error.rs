@@ -39,6 +39,11 @@ pub enum StoreError {
     /// `settle` was given an intent that is not in the journal (already settled, or never journaled).
     #[error("intent {0} is not in the journal: it was settled already or never journaled")]
     UnknownIntent(IntentId),
+    /// The shared write log (several instances, issue 18) did not take a write, so nothing was
+    /// written: this instance does not lead, or the log cannot be reached. `ambiguous`: the log
+    /// may hold the entry all the same.
+    #[error("the write was not replicated (log entry {seq}): {detail}")]
+    Replication { seq: u64, detail: String, ambiguous: bool },
     /// `settle` was given a record about another change than the intent's.
     #[error("intent {intent} was for {expected}, the record to settle it is for {found}")]
     IntentMismatch { intent: IntentId, expected: String, found: String },
@@ -49,7 +54,7 @@ impl StoreError {
     /// held by another process may pass; corruption, a newer format and a broken chain do not.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Locked { .. } | StoreError::Io { .. } => true,
+            StoreError::Locked { .. } | StoreError::Io { .. } | StoreError::Replication { .. } => true,
             StoreError::Db(error) => matches!(error, sled::Error::Io(_)),
             StoreError::Open { .. }
             | StoreError::NewerFormat { .. }

@@ -22,7 +22,7 @@ use sled::transaction::{ConflictableTransactionError, ConflictableTransactionRes
 use sled::Transactional;
 
 use super::error::{ChainBroken, ChainFault, StoreError};
-use super::{decode, encode, id_key, key_id, layout, show_id_key, transaction_result, Store};
+use super::{decode, encode, id_key, key_id, layout, show_id_key, transaction_result, Store, StoreOp};
 use crate::model::{ActionOutcome, ApprovalEvent, Event, HistoryRecord, IntentId, RecordId};
 
 /// The hash that record 1 links to.
@@ -209,8 +209,12 @@ fn change_prefix(identity: &Identity) -> Vec<u8> {
 impl Store {
     /// Appends an event to the history, durably (flushed before it returns).
     pub fn append(&self, at: DateTime<Utc>, event: Event) -> Result<HistoryRecord, StoreError> {
+        self.logged(|| StoreOp::Append { at, event: event.clone() }, |store| store.append_applied(at, &event))
+    }
+
+    pub(super) fn append_applied(&self, at: DateTime<Utc>, event: &Event) -> Result<HistoryRecord, StoreError> {
         let result = (&self.history, &self.changes, &self.meta)
-            .transaction(|(history, changes, meta)| append_in(history, changes, meta, at, &event));
+            .transaction(|(history, changes, meta)| append_in(history, changes, meta, at, event));
         let record = transaction_result(result).map_err(|e| self.with_path(e))?;
         self.db.flush()?;
         self.raise_watermark(Some(record.id.0), None);
@@ -221,6 +225,18 @@ impl Store {
     /// [`Store::approvals`], in one transaction, durably — an approval given just before a crash
     /// or a restart still counts for that plan afterwards.
     pub fn append_approval(&self, at: DateTime<Utc>, approval: ApprovalEvent) -> Result<HistoryRecord, StoreError> {
+        let logged = approval.clone();
+        self.logged(
+            move || StoreOp::AppendApproval { at, approval: logged },
+            |store| store.append_approval_applied(at, approval),
+        )
+    }
+
+    pub(super) fn append_approval_applied(
+        &self,
+        at: DateTime<Utc>,
+        approval: ApprovalEvent,
+    ) -> Result<HistoryRecord, StoreError> {
         let plan_id = approval.plan_id.clone();
         let event = Event::Approval(approval);
         let result = (&self.history, &self.changes, &self.meta).transaction(|(history, changes, meta)| {
@@ -250,6 +266,13 @@ impl Store {
     /// Replaces the set of [`Store::approvals`] (durably): the controller keeps only the approval
     /// of the plan in force.
     pub fn set_approvals(&self, approvals: &BTreeSet<PlanId>) -> Result<(), StoreError> {
+        self.logged(
+            || StoreOp::SetApprovals { approvals: approvals.clone() },
+            |store| store.set_approvals_applied(approvals),
+        )
+    }
+
+    pub(super) fn set_approvals_applied(&self, approvals: &BTreeSet<PlanId>) -> Result<(), StoreError> {
         self.meta.insert(layout::APPROVALS_KEY, encode(layout::META, approvals)?)?;
         self.db.flush()?;
         Ok(())
@@ -259,6 +282,16 @@ impl Store {
     /// what it replaces until it commits (see [`WRITE_CHUNK`](super::WRITE_CHUNK)): a caller with
     /// many events appends them in chunks of that size, as the controller does.
     pub fn append_all(&self, events: &[(DateTime<Utc>, Event)]) -> Result<Vec<HistoryRecord>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.logged(|| StoreOp::AppendAll { events: events.to_vec() }, |store| store.append_all_applied(events))
+    }
+
+    pub(super) fn append_all_applied(
+        &self,
+        events: &[(DateTime<Utc>, Event)],
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }

@@ -38,33 +38,39 @@ use sled::Transactional;
 
 use super::error::StoreError;
 use super::history::append_in;
-use super::{decode, encode, id_key, layout, show_id_key, transaction_result, Store, WRITE_CHUNK};
+use super::{decode, encode, id_key, layout, show_id_key, transaction_result, Store, StoreOp, WRITE_CHUNK};
 use crate::model::{ActionRecord, Event, HistoryRecord, IntendedChange, Intent, IntentId, RecordId};
 
 impl Store {
     /// Journals a change before it is sent; durable when it returns.
     pub fn journal_intent(&self, change: &IntendedChange) -> Result<IntentId, StoreError> {
-        let abort = ConflictableTransactionError::Abort;
-        let result = (&self.meta, &self.journal).transaction(|(meta, journal)| {
-            let id = match meta.get(layout::NEXT_INTENT_ID_KEY)? {
-                Some(bytes) => IntentId(decode(layout::META, layout::NEXT_INTENT_ID_KEY, &bytes).map_err(abort)?),
-                None => IntentId(1),
-            };
-            meta.insert(layout::NEXT_INTENT_ID_KEY, encode(layout::META, &(id.0 + 1)).map_err(abort)?)?;
-            let intent = Intent { id, change: change.clone() };
-            journal.insert(&id_key(id.0), encode(layout::JOURNAL, &intent).map_err(abort)?)?;
-            Ok(id)
-        });
-        let id = transaction_result(result)?;
-        self.db.flush()?;
-        self.raise_watermark(None, Some(id.0 + 1));
-        Ok(id)
+        let changes = std::slice::from_ref(change);
+        let ids = self.logged(
+            || StoreOp::JournalChunk { changes: changes.to_vec() },
+            |store| store.journal_chunk_applied(changes),
+        )?;
+        ids.into_iter().next().ok_or_else(|| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: "journaling one intent gave no id".to_owned(),
+        })
     }
 
     /// Settles an intent: appends `record` (its `intent` set to `intent`) to the history and
     /// removes the intent, in one transaction; durable when it returns. The record must be about
     /// the intent's account, provider and action.
     pub fn settle(
+        &self,
+        intent: IntentId,
+        at: DateTime<Utc>,
+        record: &ActionRecord,
+    ) -> Result<HistoryRecord, StoreError> {
+        self.logged(
+            || StoreOp::Settle { intent, at, record: record.clone() },
+            |store| store.settle_applied(intent, at, record),
+        )
+    }
+
+    pub(super) fn settle_applied(
         &self,
         intent: IntentId,
         at: DateTime<Utc>,
@@ -99,15 +105,12 @@ impl Store {
     pub fn journal_intents(&self, changes: &[IntendedChange]) -> Result<Vec<IntentId>, StoreError> {
         let mut ids = Vec::with_capacity(changes.len());
         for chunk in changes.chunks(WRITE_CHUNK) {
-            let written = self.journal_chunk(chunk).and_then(|chunk_ids| {
-                self.db.flush()?;
-                Ok(chunk_ids)
-            });
+            let written = self.logged(
+                || StoreOp::JournalChunk { changes: chunk.to_vec() },
+                |store| store.journal_chunk_applied(chunk),
+            );
             match written {
-                Ok(chunk_ids) => {
-                    self.raise_watermark(None, chunk_ids.last().map(|id| id.0 + 1));
-                    ids.extend(chunk_ids);
-                }
+                Ok(chunk_ids) => ids.extend(chunk_ids),
                 Err(error) => {
                     self.withdraw_intents(&ids);
                     return Err(error);
@@ -121,18 +124,33 @@ impl Store {
     /// fails: they are then settled by the next reconcile).
     fn withdraw_intents(&self, ids: &[IntentId]) {
         for chunk in ids.chunks(WRITE_CHUNK) {
-            let result = self.journal.transaction(|journal| {
-                for id in chunk {
-                    journal.remove(&id_key(id.0))?;
-                }
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            });
-            let flushed = || self.db.flush().map(drop).map_err(StoreError::from);
-            if let Err(error) = transaction_result(result).and_then(|()| flushed()) {
+            let withdrawn =
+                self.logged(|| StoreOp::WithdrawIntents { ids: chunk.to_vec() }, |store| store.withdraw_applied(chunk));
+            if let Err(error) = withdrawn {
                 tracing::error!(intents = chunk.len(), %error, "cannot withdraw intents that were never sent: the next reconcile settles them");
                 return;
             }
         }
+    }
+
+    pub(super) fn withdraw_applied(&self, ids: &[IntentId]) -> Result<(), StoreError> {
+        let result = self.journal.transaction(|journal| {
+            for id in ids {
+                journal.remove(&id_key(id.0))?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        });
+        transaction_result(result)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Journals one chunk in one transaction; durable when it returns.
+    pub(super) fn journal_chunk_applied(&self, changes: &[IntendedChange]) -> Result<Vec<IntentId>, StoreError> {
+        let ids = self.journal_chunk(changes)?;
+        self.db.flush()?;
+        self.raise_watermark(None, ids.last().map(|id| id.0 + 1));
+        Ok(ids)
     }
 
     fn journal_chunk(&self, changes: &[IntendedChange]) -> Result<Vec<IntentId>, StoreError> {
@@ -183,12 +201,24 @@ impl Store {
         }
         let mut stored = Vec::with_capacity(settlements.len());
         for chunk in settlements.chunks(WRITE_CHUNK) {
-            let records = self.settle_chunk(chunk).map_err(|e| self.with_path(e))?;
-            self.db.flush()?;
-            self.raise_watermark(records.last().map(|id| id.0), None);
+            let records = self.logged(
+                || StoreOp::SettleChunk { settlements: chunk.to_vec() },
+                |store| store.settle_chunk_applied(chunk),
+            )?;
             stored.extend(records);
         }
         Ok(stored)
+    }
+
+    /// Settles one chunk in one transaction; durable when it returns.
+    pub(super) fn settle_chunk_applied(
+        &self,
+        settlements: &[(IntentId, DateTime<Utc>, ActionRecord)],
+    ) -> Result<Vec<RecordId>, StoreError> {
+        let records = self.settle_chunk(settlements).map_err(|e| self.with_path(e))?;
+        self.db.flush()?;
+        self.raise_watermark(records.last().map(|id| id.0), None);
+        Ok(records)
     }
 
     fn settle_chunk(
@@ -242,6 +272,16 @@ impl Store {
     }
 
     fn mark_sent(&self, intents: &[(IntentId, String, Option<DateTime<Utc>>)]) -> Result<(), StoreError> {
+        for chunk in intents.chunks(WRITE_CHUNK) {
+            self.logged(|| StoreOp::MarkSent { intents: chunk.to_vec() }, |store| store.mark_sent_applied(chunk))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn mark_sent_applied(
+        &self,
+        intents: &[(IntentId, String, Option<DateTime<Utc>>)],
+    ) -> Result<(), StoreError> {
         let abort = ConflictableTransactionError::Abort;
         for chunk in intents.chunks(WRITE_CHUNK) {
             let result = self.journal.transaction(|journal| {

@@ -13,7 +13,7 @@ use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
 use super::error::StoreError;
-use super::{decode, encode, layout, transaction_result, Store, WRITE_CHUNK};
+use super::{decode, encode, layout, transaction_result, Store, StoreOp, WRITE_CHUNK};
 
 /// A manifest as remedy last saw it: enough to release it once it is gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +115,18 @@ impl Store {
         generation: &Generation,
         at: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, StoreError> {
+        self.logged(
+            || StoreOp::RecordFirstSeen { name: name.clone(), generation: generation.clone(), at },
+            |store| store.record_first_seen_applied(name, generation, at),
+        )
+    }
+
+    pub(super) fn record_first_seen_applied(
+        &self,
+        name: &ManifestName,
+        generation: &Generation,
+        at: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
         let abort = ConflictableTransactionError::Abort;
         let key = first_seen_key(name, generation);
         let result = self.first_seen.transaction(|tree| {
@@ -140,6 +152,13 @@ impl Store {
     /// Remembers the manifest's content (target, onRelease, reason) for a release after it is
     /// deleted. Writes (and flushes) only when it changed.
     pub fn remember_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
+        self.logged(
+            || StoreOp::RememberManifest { manifest: manifest.clone() },
+            |store| store.remember_manifest_applied(manifest),
+        )
+    }
+
+    pub(super) fn remember_manifest_applied(&self, manifest: &Manifest) -> Result<(), StoreError> {
         let previous = self.known_manifest(&manifest.name)?;
         let known = KnownManifest::succeeding(previous.as_ref(), manifest);
         let bytes = encode(layout::KNOWN_MANIFESTS, &known)?;
@@ -164,12 +183,19 @@ impl Store {
     ) -> Result<Vec<DateTime<Utc>>, StoreError> {
         let mut times = Vec::with_capacity(manifests.len());
         for chunk in manifests.chunks(WRITE_CHUNK) {
-            times.extend(self.remember_chunk(chunk, at)?);
+            times.extend(self.logged(
+                || StoreOp::RememberChunk { manifests: chunk.to_vec(), at },
+                |store| store.remember_chunk_applied(chunk, at),
+            )?);
         }
         Ok(times)
     }
 
-    fn remember_chunk(&self, manifests: &[Manifest], at: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>, StoreError> {
+    pub(super) fn remember_chunk_applied(
+        &self,
+        manifests: &[Manifest],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
         let abort = ConflictableTransactionError::Abort;
         let prepared: Vec<(Vec<u8>, String, Vec<u8>)> = manifests
             .iter()
@@ -255,6 +281,13 @@ impl Store {
 
     /// Forgets a retired target of a manifest once it has been released. Durable when it returns.
     pub fn forget_retired(&self, name: &ManifestName, target: &Target) -> Result<(), StoreError> {
+        self.logged(
+            || StoreOp::ForgetRetired { name: name.clone(), target: target.clone() },
+            |store| store.forget_retired_applied(name, target),
+        )
+    }
+
+    pub(super) fn forget_retired_applied(&self, name: &ManifestName, target: &Target) -> Result<(), StoreError> {
         let Some(mut known) = self.known_manifest(name)? else { return Ok(()) };
         let before = known.retired.len();
         known.retired.retain(|r| r.target.identity != target.identity);
@@ -271,6 +304,10 @@ impl Store {
     /// taken for drift corrections). The history itself keeps every record. Durable when it
     /// returns.
     pub fn forget_manifest(&self, name: &ManifestName) -> Result<(), StoreError> {
+        self.logged(|| StoreOp::ForgetManifest { name: name.clone() }, |store| store.forget_manifest_applied(name))
+    }
+
+    pub(super) fn forget_manifest_applied(&self, name: &ManifestName) -> Result<(), StoreError> {
         let first_seen_keys: Vec<sled::IVec> =
             self.first_seen.scan_prefix(first_seen_prefix(name)).keys().collect::<Result<_, _>>()?;
         let mut rewritten: Vec<(sled::IVec, Option<Vec<u8>>)> = Vec::new();

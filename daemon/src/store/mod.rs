@@ -46,6 +46,7 @@ mod history;
 mod journal;
 mod manifests;
 mod outbox;
+mod replica;
 mod status;
 mod watermark;
 
@@ -65,6 +66,7 @@ pub use error::{ChainBroken, ChainFault, StoreError};
 pub use history::{HistoryPage, HistoryQuery, VerifyReport};
 pub use manifests::KnownManifest;
 pub use outbox::{FedRecords, OutboxEntry};
+pub use replica::{LogRefusal, StoreOp, WriteLog};
 
 use crate::model::{HistoryRecord, Intent};
 
@@ -108,6 +110,10 @@ pub mod layout {
     pub const OUTBOX_FED_THROUGH_KEY: &str = "outbox_fed_through";
     /// The next outbox sequence number.
     pub const OUTBOX_NEXT_SEQ_KEY: &str = "outbox_next_seq";
+    /// The last entry of the shared write log applied to this store (several instances).
+    pub const REPLICA_APPLIED_KEY: &str = "replica_applied";
+    /// The log entry being applied: present only between its start and its end.
+    pub const REPLICA_APPLYING_KEY: &str = "replica_applying";
 
     /// remedy's lock file inside the store directory.
     pub const LOCK_FILE: &str = "remedy.lock";
@@ -149,6 +155,7 @@ pub struct Store {
     cursors: sled::Tree,
     path: PathBuf,
     watermark: watermark::Shared,
+    replication: Option<replica::Replication>,
     _lock: Arc<DirLock>,
 }
 
@@ -240,6 +247,7 @@ impl Store {
             path: path.to_path_buf(),
             db,
             watermark: Default::default(),
+            replication: None,
             _lock: Arc::new(lock),
         };
         match store.check_format() {
@@ -356,6 +364,10 @@ impl Store {
 
     /// Replaces the set of [`Store::open_notices`] (durably).
     pub fn set_open_notices(&self, keys: &BTreeSet<String>) -> Result<(), StoreError> {
+        self.logged(|| StoreOp::SetOpenNotices { keys: keys.clone() }, |store| store.set_open_notices_applied(keys))
+    }
+
+    fn set_open_notices_applied(&self, keys: &BTreeSet<String>) -> Result<(), StoreError> {
         self.meta.insert(layout::OPEN_NOTICES_KEY, encode(layout::META, keys)?)?;
         self.db.flush()?;
         Ok(())
@@ -369,7 +381,8 @@ impl Store {
             .transpose()
     }
 
-    /// Keeps the delta link (`None`: forgets it, after a token expired).
+    /// Keeps the delta link (`None`: forgets it, after a token expired). Local to this store, not
+    /// replicated: it is where this instance's change watcher is, not part of the history.
     pub fn set_entra_delta_link(&self, link: Option<&str>) -> Result<(), StoreError> {
         match link {
             Some(link) => self.meta.insert(layout::ENTRA_DELTA_LINK_KEY, encode(layout::META, &link)?)?,

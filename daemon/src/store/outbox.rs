@@ -18,7 +18,7 @@ use sled::Transactional;
 
 use super::error::StoreError;
 use super::history::{hash_of, GENESIS_HASH};
-use super::{decode, encode, id_key, layout, show_id_key, transaction_result, Store};
+use super::{decode, encode, id_key, layout, show_id_key, transaction_result, Store, StoreOp};
 use crate::model::{HistoryRecord, Notification, RecordId};
 
 /// One notification in the outbox, with its place in the order.
@@ -42,6 +42,10 @@ impl Store {
     /// time (or after they were turned off), feeding starts after the newest record: what was
     /// recorded before is not sent. Returns the newest record fed.
     pub fn outbox_start(&self) -> Result<RecordId, StoreError> {
+        self.logged(|| StoreOp::OutboxStart, |store| store.outbox_start_applied())
+    }
+
+    pub(super) fn outbox_start_applied(&self) -> Result<RecordId, StoreError> {
         if let Some(bytes) = self.meta.get(layout::OUTBOX_FED_THROUGH_KEY)? {
             return decode(layout::META, layout::OUTBOX_FED_THROUGH_KEY, &bytes);
         }
@@ -54,6 +58,10 @@ impl Store {
     /// Notifications are not configured: the outbox, the cursors and the feeding point are
     /// forgotten, so that configuring them again later starts afresh, not with a backlog.
     pub fn outbox_clear(&self) -> Result<(), StoreError> {
+        self.logged(|| StoreOp::OutboxClear, |store| store.outbox_clear_applied())
+    }
+
+    pub(super) fn outbox_clear_applied(&self) -> Result<(), StoreError> {
         if self.meta.get(layout::OUTBOX_FED_THROUGH_KEY)?.is_none() && self.outbox.is_empty() {
             return Ok(());
         }
@@ -101,6 +109,17 @@ impl Store {
     /// Appends the notifications of the history records up to `through` and moves the feeding
     /// point there, in one transaction, durably.
     pub fn outbox_feed(&self, through: RecordId, notifications: &[Notification]) -> Result<(), StoreError> {
+        self.logged(
+            || StoreOp::OutboxFeed { through, notifications: notifications.to_vec() },
+            |store| store.outbox_feed_applied(through, notifications),
+        )
+    }
+
+    pub(super) fn outbox_feed_applied(
+        &self,
+        through: RecordId,
+        notifications: &[Notification],
+    ) -> Result<(), StoreError> {
         let result = (&self.outbox, &self.meta).transaction(|(outbox, meta)| {
             let abort = ConflictableTransactionError::Abort;
             let mut next = match meta.get(layout::OUTBOX_NEXT_SEQ_KEY)? {
@@ -124,6 +143,13 @@ impl Store {
     /// Appends one notification that is not a history record (durably); returns its sequence
     /// number.
     pub fn outbox_push(&self, notification: &Notification) -> Result<u64, StoreError> {
+        self.logged(
+            || StoreOp::OutboxPush { notification: notification.clone() },
+            |store| store.outbox_push_applied(notification),
+        )
+    }
+
+    pub(super) fn outbox_push_applied(&self, notification: &Notification) -> Result<u64, StoreError> {
         let result = (&self.outbox, &self.meta).transaction(|(outbox, meta)| {
             let abort = ConflictableTransactionError::Abort;
             let seq = match meta.get(layout::OUTBOX_NEXT_SEQ_KEY)? {
@@ -167,6 +193,13 @@ impl Store {
 
     /// Records that a sink is done with the entries up to `seq` (durably).
     pub fn set_notify_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        self.logged(
+            || StoreOp::SetNotifyCursor { sink: sink.to_owned(), seq },
+            |store| store.set_notify_cursor_applied(sink, seq),
+        )
+    }
+
+    pub(super) fn set_notify_cursor_applied(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
         self.cursors.insert(sink.as_bytes(), encode(layout::NOTIFY_CURSORS, &seq)?)?;
         self.db.flush()?;
         Ok(())
@@ -174,6 +207,13 @@ impl Store {
 
     /// Forgets the cursors of sinks no longer configured.
     pub fn retain_notify_cursors(&self, sinks: &[&str]) -> Result<(), StoreError> {
+        self.logged(
+            || StoreOp::RetainNotifyCursors { sinks: sinks.iter().map(|s| (*s).to_owned()).collect() },
+            |store| store.retain_notify_cursors_applied(sinks),
+        )
+    }
+
+    pub(super) fn retain_notify_cursors_applied(&self, sinks: &[&str]) -> Result<(), StoreError> {
         for entry in self.cursors.iter() {
             let (key, _) = entry?;
             if !sinks.iter().any(|sink| sink.as_bytes() == key.as_ref()) {
@@ -186,6 +226,10 @@ impl Store {
 
     /// Removes the entries up to `through` (every sink is done with them); returns how many.
     pub fn outbox_prune(&self, through: u64) -> Result<usize, StoreError> {
+        self.logged(|| StoreOp::OutboxPrune { through }, |store| store.outbox_prune_applied(through))
+    }
+
+    pub(super) fn outbox_prune_applied(&self, through: u64) -> Result<usize, StoreError> {
         let mut removed = 0;
         for entry in self.outbox.range(..id_key(through.saturating_add(1))) {
             let (key, _) = entry?;

@@ -13,13 +13,17 @@ use remedy_policies::ManifestName;
 use sled::transaction::ConflictableTransactionError;
 
 use super::error::StoreError;
-use super::{decode, encode, layout, transaction_result, Store, WRITE_CHUNK};
+use super::{decode, encode, layout, transaction_result, Store, StoreOp, WRITE_CHUNK};
 use crate::model::ManifestStatus;
 
 impl Store {
     /// Stores a manifest's status, keeping the stored transition time of every condition whose
     /// status did not change; returns what was stored.
     pub fn put_status(&self, status: &ManifestStatus) -> Result<ManifestStatus, StoreError> {
+        self.logged(|| StoreOp::PutStatus { status: status.clone() }, |store| store.put_status_applied(status))
+    }
+
+    pub(super) fn put_status_applied(&self, status: &ManifestStatus) -> Result<ManifestStatus, StoreError> {
         let abort = ConflictableTransactionError::Abort;
         let key = status.name.as_str();
         let result = self.status.transaction(|tree| {
@@ -43,16 +47,10 @@ impl Store {
     /// see one pass's statuses land chunk by chunk.
     pub fn put_statuses(&self, statuses: &[ManifestStatus]) -> Result<Vec<ManifestName>, StoreError> {
         for chunk in statuses.chunks(WRITE_CHUNK) {
-            let mut batch = sled::Batch::default();
-            for status in chunk {
-                let key = status.name.as_str();
-                let mut stored = status.clone();
-                if let Some(bytes) = self.status.get(key)? {
-                    stored.carry_transition_times(&decode(layout::STATUS, key, &bytes)?);
-                }
-                batch.insert(key, encode(layout::STATUS, &stored)?);
-            }
-            self.status.apply_batch(batch)?;
+            self.logged(
+                || StoreOp::PutStatusChunk { statuses: chunk.to_vec() },
+                |store| store.put_status_chunk_applied(chunk),
+            )?;
         }
         let written: BTreeSet<&str> = statuses.iter().map(|s| s.name.as_str()).collect();
         let mut stale = Vec::new();
@@ -67,6 +65,20 @@ impl Store {
             }
         }
         Ok(stale)
+    }
+
+    pub(super) fn put_status_chunk_applied(&self, statuses: &[ManifestStatus]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for status in statuses {
+            let key = status.name.as_str();
+            let mut stored = status.clone();
+            if let Some(bytes) = self.status.get(key)? {
+                stored.carry_transition_times(&decode(layout::STATUS, key, &bytes)?);
+            }
+            batch.insert(key, encode(layout::STATUS, &stored)?);
+        }
+        self.status.apply_batch(batch)?;
+        Ok(())
     }
 
     pub fn get_status(&self, name: &ManifestName) -> Result<Option<ManifestStatus>, StoreError> {
@@ -86,6 +98,10 @@ impl Store {
 
     /// Removes a manifest's status; returns whether there was one.
     pub fn remove_status(&self, name: &ManifestName) -> Result<bool, StoreError> {
+        self.logged(|| StoreOp::RemoveStatus { name: name.clone() }, |store| store.remove_status_applied(name))
+    }
+
+    pub(super) fn remove_status_applied(&self, name: &ManifestName) -> Result<bool, StoreError> {
         Ok(self.status.remove(name.as_str())?.is_some())
     }
 }

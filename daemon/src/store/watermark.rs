@@ -85,5 +85,17 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Lowers the watermark to nothing, for a store emptied on purpose (a replica rebuilt from the
+    /// log). Written and synced before the rebuild writes anything.
+    pub(super) fn reset_watermark(&self) {
+        let mut current = self.watermark.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match write(&self.path, Watermark::default(), true) {
+            Ok(()) => *current = Watermark::default(),
+            Err(error) => tracing::warn!(store = %self.path.display(), %error, "the store's watermark was not reset"),
+        }
+    }
+}
+
 /// The in-memory copy, shared by the clones of a store.
 pub(super) type Shared = std::sync::Arc<Mutex<Watermark>>;

@@ -357,6 +357,7 @@ impl Daemon {
             handle: handle.clone(),
             tokens: Arc::new(Tokens::new(&config.api.tokens)),
             notifications: Default::default(),
+            ha: None,
         };
         let base = format!("{}://{}", if tls { "https" } else { "http" }, bound.address());
         let api = tokio::spawn(bound.run(remedy::api::router(state), shutdown.clone()));
