@@ -56,19 +56,25 @@ impl Secret {
     }
 }
 
-#[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(metadata) = std::fs::metadata(path) {
-        let mode = metadata.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "secret file is readable by group or others; chmod 600 it");
-        }
+    if let Some(mode) = readable_by_others(path) {
+        tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "secret file is readable by group or others; chmod 600 it");
     }
 }
 
+/// The file's permission bits (`0o644`, ...) when group or others may do anything with it; `None`
+/// when only its owner may (or on a system without Unix modes, or when it cannot be read).
+#[cfg(unix)]
+pub fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 #[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
+pub fn readable_by_others(_path: &Path) -> Option<u32> {
+    None
+}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -36,36 +36,51 @@ pub struct Config {
     /// Where remedy tells people what happened (webhook, Slack, Microsoft Teams).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<NotificationSink>,
-    /// Several instances on etcd (absent: one instance with its own store).
+    /// Several instances, one leading, coordinated through etcd; absent: one instance on its own
+    /// store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaConfig>,
 }
 
-/// Several `remedy serve` instances, one leader elected through etcd (see docs/operations.md).
+/// High availability: several `remedy serve` instances elect a leader through etcd; the leader
+/// acts, the others stand by with a replica of its store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HaConfig {
-    /// Unique per instance; default: the host name.
+    /// This instance's name in the election, in status and in history; unique per instance.
+    /// Absent: the host name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
+    /// The leader's etcd lease: a leader that stops renewing it (crashed, paused, cut off) is
+    /// replaced after at most this long. Whole seconds, at least 2s.
     #[serde(default = "default_lease_ttl", with = "duration_text")]
     pub lease_ttl: Duration,
+    /// Every AD or Graph send of the leader is cut at this, and none starts with less lease left:
+    /// at most half of `leaseTtl`.
     #[serde(default = "default_send_timeout", with = "duration_text")]
     pub send_timeout: Duration,
     pub etcd: EtcdConfig,
 }
 
-/// The etcd cluster the instances coordinate through.
+/// The etcd cluster the instances share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EtcdConfig {
+    /// The members' client URLs, `https://host:port` (or `http://host:port` with
+    /// `insecurePlaintext: true`).
     pub endpoints: Vec<String>,
+    /// The keys of this deployment start with it; starts and ends with `/`.
     #[serde(default = "default_etcd_prefix")]
     pub prefix: String,
+    /// How long one request to one member may take; less than `leaseTtl`.
     #[serde(default = "default_etcd_request_timeout", with = "duration_text")]
     pub request_timeout: Duration,
+    /// How remedy checks the members (and, with a client certificate, proves itself to them):
+    /// required for `https://` endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<EtcdTls>,
+    /// Must be written as true to talk to an `http://` endpoint (leadership and the operation log
+    /// would travel in clear and unauthenticated); refused when every endpoint is `https://`.
     #[serde(default)]
     pub insecure_plaintext: bool,
 }
@@ -74,9 +89,13 @@ pub struct EtcdConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EtcdTls {
+    /// PEM file of the CA(s) that sign the members' certificates: the only roots trusted.
     pub ca_file: String,
+    /// PEM file of remedy's client certificate (chain), for etcd's `--client-cert-auth`; with
+    /// `keyFile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_file: Option<String>,
+    /// PEM file of the client certificate's private key (unencrypted; only its owner may read it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<String>,
 }
@@ -94,10 +113,193 @@ fn default_etcd_request_timeout() -> Duration {
     Duration::from_secs(2)
 }
 
+/// The longest `ha.instanceId`: a DNS label's length.
+pub const MAX_INSTANCE_ID_LEN: usize = 63;
+
 impl HaConfig {
-    /// The configured instance id, or `hostname`.
+    /// The instance id: `instanceId`, else `hostname`.
     pub fn instance_id_or(&self, hostname: &str) -> String {
         self.instance_id.clone().unwrap_or_else(|| hostname.to_owned())
+    }
+
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if let Some(id) = &self.instance_id {
+            if let Err(why) = check_instance_id(id) {
+                problems.push(("ha.instanceId", why));
+            }
+        }
+        let ttl = self.lease_ttl;
+        if ttl.subsec_nanos() != 0 || ttl < Duration::from_secs(2) {
+            problems.push((
+                "ha.leaseTtl",
+                format!(
+                    "{} must be whole seconds, at least 2s (etcd leases count seconds)",
+                    duration_text::format(&ttl)
+                ),
+            ));
+        }
+        if self.send_timeout.is_zero() {
+            problems.push(("ha.sendTimeout", "must be more than 0s".to_owned()));
+        } else if self.send_timeout > ttl / 2 {
+            problems.push((
+                "ha.sendTimeout",
+                format!(
+                    "{} is more than half of leaseTtl ({}): a send could outlast the leadership it started under",
+                    duration_text::format(&self.send_timeout),
+                    duration_text::format(&ttl)
+                ),
+            ));
+        }
+        problems.extend(self.etcd.problems(ttl));
+        problems
+    }
+}
+
+/// Whether `id` may name an instance: 1 to 63 of `A-Z a-z 0-9 . _ -`.
+pub fn check_instance_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("is empty: leave it out to use the host name".to_owned());
+    }
+    if let Some(bad) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("{id:?} has {bad:?}: use only letters, digits, '.', '_' and '-'"));
+    }
+    if id.len() > MAX_INSTANCE_ID_LEN {
+        return Err(format!("is {} characters long: at most {MAX_INSTANCE_ID_LEN}", id.len()));
+    }
+    Ok(())
+}
+
+/// The scheme of an etcd client URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcdScheme {
+    Http,
+    Https,
+}
+
+/// Checks an etcd client URL, `http[s]://host:port` (a trailing `/` allowed, no path): its scheme,
+/// or what is wrong.
+pub fn etcd_endpoint_scheme(url: &str) -> Result<EtcdScheme, String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some(("https", rest)) => (EtcdScheme::Https, rest),
+        Some(("http", rest)) => (EtcdScheme::Http, rest),
+        _ => return Err(format!("{url:?} is not an http:// or https:// URL")),
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#', '@']) || authority.chars().any(char::is_whitespace) {
+        return Err(format!("{url:?} must be scheme://host:port alone (no path, query or user)"));
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once("]:") {
+            Some((host, port)) => (host, Some(port)),
+            None => (bracketed.trim_end_matches(']'), None),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} names no host"));
+    }
+    match port.map(str::parse::<u16>) {
+        Some(Ok(port)) if port > 0 => Ok(scheme),
+        Some(_) => Err(format!("{url:?} has no valid port (1 to 65535)")),
+        None => Err(format!("{url:?} names no port: write host:port, e.g. etcd1.example:2379")),
+    }
+}
+
+impl EtcdConfig {
+    fn problems(&self, lease_ttl: Duration) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if self.endpoints.is_empty() {
+            problems
+                .push(("ha.etcd.endpoints", "name at least one member's client URL (best: all of them)".to_owned()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let (mut http, mut https, mut unreadable) = (false, false, false);
+        for url in &self.endpoints {
+            if !seen.insert(url.trim_end_matches('/').to_ascii_lowercase()) {
+                problems.push(("ha.etcd.endpoints", format!("{url:?} is listed twice")));
+            }
+            match etcd_endpoint_scheme(url) {
+                Ok(EtcdScheme::Http) => http = true,
+                Ok(EtcdScheme::Https) => https = true,
+                Err(why) => {
+                    unreadable = true;
+                    problems.push(("ha.etcd.endpoints", why));
+                }
+            }
+        }
+        if http && !self.insecure_plaintext {
+            problems.push((
+                "ha.etcd.endpoints",
+                "an http:// endpoint carries leadership and the operation log in clear, unauthenticated: use https:// with tls, or write insecurePlaintext: true to accept it"
+                    .to_owned(),
+            ));
+        }
+        // Whether tls or insecurePlaintext is pointless is only known once every endpoint is read.
+        let known = !unreadable && !self.endpoints.is_empty();
+        if self.insecure_plaintext && !http && known {
+            problems.push((
+                "ha.etcd.insecurePlaintext",
+                "every endpoint is https://: insecurePlaintext is pointless, remove it".to_owned(),
+            ));
+        }
+        match &self.tls {
+            None if https => problems.push((
+                "ha.etcd.tls",
+                "https:// endpoints need tls.caFile, the CA that signs the members' certificates".to_owned(),
+            )),
+            Some(_) if !https && known => problems.push((
+                "ha.etcd.tls",
+                "no endpoint is https://: tls would not be used, remove it (or use https:// endpoints)".to_owned(),
+            )),
+            Some(tls) => problems.extend(tls.problems()),
+            None => {}
+        }
+        if !self.prefix.starts_with('/') || !self.prefix.ends_with('/') {
+            problems
+                .push(("ha.etcd.prefix", format!("{:?} must start and end with \"/\", e.g. /remedy/", self.prefix)));
+        }
+        if self.request_timeout.is_zero() {
+            problems.push(("ha.etcd.requestTimeout", "must be more than 0s".to_owned()));
+        } else if self.request_timeout >= lease_ttl {
+            problems.push((
+                "ha.etcd.requestTimeout",
+                format!(
+                    "{} must be less than leaseTtl ({}): one slow request would outlast the lease",
+                    duration_text::format(&self.request_timeout),
+                    duration_text::format(&lease_ttl)
+                ),
+            ));
+        }
+        problems
+    }
+}
+
+impl EtcdTls {
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if self.ca_file.trim().is_empty() {
+            problems.push((
+                "ha.etcd.tls.caFile",
+                "name the PEM file of the CA that signs the members' certificates".to_owned(),
+            ));
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => problems
+                .push(("ha.etcd.tls.keyFile", "certFile is given without keyFile: give both or neither".to_owned())),
+            (None, Some(_)) => problems
+                .push(("ha.etcd.tls.certFile", "keyFile is given without certFile: give both or neither".to_owned())),
+            _ => {}
+        }
+        for (key, file) in [("ha.etcd.tls.certFile", &self.cert_file), ("ha.etcd.tls.keyFile", &self.key_file)] {
+            if file.as_deref().is_some_and(|f| f.trim().is_empty()) {
+                problems.push((key, "must name a file".to_owned()));
+            }
+        }
+        problems
     }
 }
 
@@ -760,6 +962,9 @@ impl Config {
         problems.extend(
             notification_problems(&config.notifications).into_iter().map(|(path, message)| error(path, message)),
         );
+        if let Some(ha) = &config.ha {
+            problems.extend(ha.problems().into_iter().map(|(path, message)| error(path, message)));
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -1099,6 +1304,151 @@ mod tests {
             "  - {name: a, kind: webhook, urlFile: u, minSeverity: urgent}\n",
         ] {
             assert!(Config::from_yaml("remedy.yaml", &format!("{base}{unknown}")).is_err(), "refused: {unknown}");
+        }
+    }
+
+    const HA_TLS: &str =
+        "ha:\n  etcd:\n    endpoints: [https://e1.x:2379, https://e2.x:2379]\n    tls: {caFile: ca.pem}\n";
+
+    #[test]
+    fn ha_is_off_unless_configured_and_has_the_documented_defaults() {
+        assert_eq!(Config::from_yaml("r.yaml", MINIMAL).expect("valid").ha, None);
+        let config = Config::from_yaml("r.yaml", &format!("{MINIMAL}{HA_TLS}")).expect("valid");
+        let ha = config.ha.expect("ha");
+        assert_eq!((ha.lease_ttl, ha.send_timeout), (Duration::from_secs(8), Duration::from_secs(3)));
+        assert_eq!((ha.etcd.prefix.as_str(), ha.etcd.request_timeout), ("/remedy/", Duration::from_secs(2)));
+        assert!(!ha.etcd.insecure_plaintext);
+        assert_eq!(ha.instance_id_or("host-1"), "host-1");
+        let named = format!("{MINIMAL}ha:\n  instanceId: remedy-a\n  etcd: {{endpoints: [\"http://127.0.0.1:2379\"], insecurePlaintext: true}}\n");
+        let ha = Config::from_yaml("r.yaml", &named).expect("valid").ha.expect("ha");
+        assert_eq!(ha.instance_id_or("host-1"), "remedy-a");
+        let full = format!(
+            "{MINIMAL}ha:\n  instanceId: a\n  leaseTtl: 10s\n  sendTimeout: 5s\n  etcd:\n    endpoints: [\"https://[::1]:2379/\"]\n    prefix: /remedy/prod/\n    requestTimeout: 9s\n    tls: {{caFile: ca.pem, certFile: c.pem, keyFile: k.pem}}\n"
+        );
+        let ha = Config::from_yaml("r.yaml", &full).expect("valid").ha.expect("ha");
+        assert_eq!(ha.etcd.tls.expect("tls").key_file.as_deref(), Some("k.pem"));
+    }
+
+    /// One line per rule: the `ha:` section (inside `etcd:` where the key is), the key path the
+    /// problem must name, and words of its message.
+    #[test]
+    fn every_ha_rule_is_checked_and_named_by_its_key() {
+        let etcd = |rest: &str| format!("ha:\n  etcd:\n{rest}");
+        let https = "    endpoints: [https://e1.x:2379]\n";
+        let ca = "    tls: {caFile: ca.pem}\n";
+        let http = "    endpoints: [http://127.0.0.1:2379]\n";
+        let cases: Vec<(String, &str, &str)> = vec![
+            (etcd("    endpoints: []\n"), "ha.etcd.endpoints", "at least one"),
+            (
+                etcd(&format!("    endpoints: [https://e1.x:2379, \"https://E1.x:2379/\"]\n{ca}")),
+                "ha.etcd.endpoints",
+                "listed twice",
+            ),
+            (
+                etcd(&format!("    endpoints: [grpc://e1.x:2379]\n{ca}")),
+                "ha.etcd.endpoints",
+                "not an http:// or https://",
+            ),
+            (etcd(&format!("    endpoints: [e1.x:2379]\n{ca}")), "ha.etcd.endpoints", "not an http:// or https://"),
+            (etcd(&format!("    endpoints: [\"https://:2379\"]\n{ca}")), "ha.etcd.endpoints", "no host"),
+            (etcd(&format!("    endpoints: [https://e1.x]\n{ca}")), "ha.etcd.endpoints", "no port"),
+            (etcd(&format!("    endpoints: [\"https://[::1]\"]\n{ca}")), "ha.etcd.endpoints", "no port"),
+            (etcd(&format!("    endpoints: [\"https://e1.x:99999\"]\n{ca}")), "ha.etcd.endpoints", "valid port"),
+            (etcd(&format!("    endpoints: [\"https://e1.x:0\"]\n{ca}")), "ha.etcd.endpoints", "valid port"),
+            (etcd(&format!("    endpoints: [https://e1.x:2379/v3]\n{ca}")), "ha.etcd.endpoints", "no path"),
+            (
+                etcd(&format!("    endpoints: [\"https://u@e1.x:2379\"]\n{ca}")),
+                "ha.etcd.endpoints",
+                "no path, query or user",
+            ),
+            (etcd(http), "ha.etcd.endpoints", "insecurePlaintext: true"),
+            (
+                etcd(&format!("    endpoints: [https://e1.x:2379, http://e2.x:2379]\n{ca}")),
+                "ha.etcd.endpoints",
+                "insecurePlaintext: true",
+            ),
+            (etcd(&format!("{https}{ca}    insecurePlaintext: true\n")), "ha.etcd.insecurePlaintext", "pointless"),
+            (etcd(https), "ha.etcd.tls", "caFile"),
+            (etcd(&format!("{http}    insecurePlaintext: true\n{ca}")), "ha.etcd.tls", "would not be used"),
+            (etcd(&format!("{https}    tls: {{caFile: \"\"}}\n")), "ha.etcd.tls.caFile", "name the PEM file"),
+            (
+                etcd(&format!("{https}    tls: {{caFile: ca.pem, certFile: c.pem}}\n")),
+                "ha.etcd.tls.keyFile",
+                "both or neither",
+            ),
+            (
+                etcd(&format!("{https}    tls: {{caFile: ca.pem, keyFile: k.pem}}\n")),
+                "ha.etcd.tls.certFile",
+                "both or neither",
+            ),
+            (
+                etcd(&format!("{https}    tls: {{caFile: ca.pem, certFile: \"\", keyFile: k.pem}}\n")),
+                "ha.etcd.tls.certFile",
+                "must name a file",
+            ),
+            (etcd(&format!("{https}{ca}    prefix: remedy/\n")), "ha.etcd.prefix", "start and end"),
+            (etcd(&format!("{https}{ca}    prefix: /remedy\n")), "ha.etcd.prefix", "start and end"),
+            (etcd(&format!("{https}{ca}    requestTimeout: 0s\n")), "ha.etcd.requestTimeout", "more than 0s"),
+            (etcd(&format!("{https}{ca}    requestTimeout: 8s\n")), "ha.etcd.requestTimeout", "less than leaseTtl"),
+            (
+                format!("ha:\n  leaseTtl: 1s\n  sendTimeout: 500ms\n  etcd:\n{https}{ca}    requestTimeout: 500ms\n"),
+                "ha.leaseTtl",
+                "at least 2s",
+            ),
+            (
+                format!("ha:\n  leaseTtl: 2500ms\n  sendTimeout: 1s\n  etcd:\n{https}{ca}"),
+                "ha.leaseTtl",
+                "whole seconds",
+            ),
+            (format!("ha:\n  sendTimeout: 0s\n  etcd:\n{https}{ca}"), "ha.sendTimeout", "more than 0s"),
+            (
+                format!("ha:\n  sendTimeout: 4001ms\n  etcd:\n{https}{ca}"),
+                "ha.sendTimeout",
+                "more than half of leaseTtl",
+            ),
+            (
+                format!("ha:\n  leaseTtl: 4s\n  sendTimeout: 3s\n  etcd:\n{https}{ca}"),
+                "ha.sendTimeout",
+                "more than half of leaseTtl",
+            ),
+            (format!("ha:\n  instanceId: \"\"\n  etcd:\n{https}{ca}"), "ha.instanceId", "empty"),
+            (format!("ha:\n  instanceId: remedy a\n  etcd:\n{https}{ca}"), "ha.instanceId", "only letters"),
+            (format!("ha:\n  instanceId: remedy/a\n  etcd:\n{https}{ca}"), "ha.instanceId", "only letters"),
+            (format!("ha:\n  instanceId: {}\n  etcd:\n{https}{ca}", "a".repeat(64)), "ha.instanceId", "at most 63"),
+        ];
+        for (ha, path, words) in &cases {
+            let text = format!("{MINIMAL}{ha}");
+            let problems = Config::from_yaml("r.yaml", &text).expect_err(ha);
+            assert!(
+                problems.iter().any(|p| p.path == *path && p.message.contains(words)),
+                "{ha}: expected {path}: {words}; got {problems:?}"
+            );
+            assert!(problems.iter().all(|p| p.line > 3), "located in the ha section: {problems:?}");
+        }
+        // A mistyped endpoint is reported alone, not also as making tls pointless.
+        let typo = format!("{MINIMAL}{}", etcd(&format!("    endpoints: [htps://e1.x:2379]\n{ca}")));
+        assert_eq!(Config::from_yaml("r.yaml", &typo).expect_err("typo").len(), 1);
+        // The edges that are allowed.
+        for ha in [
+            format!("ha:\n  leaseTtl: 2s\n  sendTimeout: 1s\n  etcd:\n{https}{ca}    requestTimeout: 1999ms\n"),
+            format!("ha:\n  sendTimeout: 4s\n  etcd:\n{https}{ca}    prefix: /\n"),
+            format!("ha:\n  instanceId: {}\n  etcd:\n{https}{ca}", "A.b_c-9".repeat(9)),
+            etcd(&format!("    endpoints: [https://e1.x:2379, http://e2.x:2379]\n{ca}    insecurePlaintext: true\n")),
+        ] {
+            assert!(Config::from_yaml("r.yaml", &format!("{MINIMAL}{ha}")).is_ok(), "{ha}");
+        }
+    }
+
+    #[test]
+    fn unknown_ha_keys_are_refused() {
+        for unknown in [
+            "ha:\n  leader: true\n  etcd: {endpoints: [\"https://e:1\"], tls: {caFile: c}}\n",
+            "ha:\n  etcd: {endpoints: [\"https://e:1\"], tls: {caFile: c}, username: root}\n",
+            "ha:\n  etcd: {endpoints: [\"https://e:1\"], tls: {caFile: c, insecureSkipVerify: true}}\n",
+            "ha:\n  leaseTtl: 8\n  etcd: {endpoints: [\"https://e:1\"], tls: {caFile: c}}\n",
+            "ha:\n  instanceId: a\n",
+        ] {
+            assert!(Config::from_yaml("r.yaml", &format!("{MINIMAL}{unknown}")).is_err(), "refused: {unknown}");
         }
     }
 }

@@ -11,7 +11,12 @@
 //! moves on to the next member after any failure; a write only when the connection could not be
 //! made (the request surely did not arrive), never after a timeout (it may have been applied).
 //! So a request fails within `request_timeout` times the number of endpoints.
+//!
+//! TLS ([`EtcdCoordination::from_config`]): `https://` endpoints are checked against `ha.etcd.tls.caFile`
+//! alone (not the system roots: the members' CA is the deployment's own), and remedy presents
+//! `certFile`/`keyFile` to members that require client certificates (`--client-cert-auth`).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +25,11 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use remedy_policies::config::{EtcdConfig, EtcdTls};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
+use zeroize::Zeroizing;
 
 use super::{CoordError, Coordination, FencedOp, KeepaliveTask, LeaderInfo, Leadership, LeaseState};
 
@@ -87,55 +96,87 @@ struct Kv {
 }
 
 impl EtcdCoordination {
-    /// A client of the cluster at `endpoints` (`http://host:port` client URLs), for the keys under
-    /// `prefix` (e.g. `/remedy/prod/`; the election uses `<prefix>leader/`).
+    /// A client of the cluster at `endpoints` (`http://host:port` client URLs, plain HTTP), for
+    /// the keys under `prefix` (e.g. `/remedy/prod/`; the election uses `<prefix>leader/`).
     pub fn new(endpoints: &[String], prefix: &str, settings: EtcdSettings) -> Result<EtcdCoordination, CoordError> {
-        if endpoints.is_empty() {
-            return Err(CoordError::Refused { endpoint: String::new(), answer: "no etcd endpoint given".to_owned() });
+        let config = EtcdConfig {
+            endpoints: endpoints.to_vec(),
+            prefix: prefix.to_owned(),
+            request_timeout: settings.request_timeout,
+            tls: None,
+            insecure_plaintext: true,
+        };
+        EtcdCoordination::build(&config, None, settings)
+    }
+
+    /// The client `ha.etcd` describes: its endpoints and prefix, its request timeout, and for
+    /// `https://` endpoints TLS that trusts `tls.caFile` alone and presents `tls.certFile` with
+    /// `tls.keyFile` when given. Relative file names are relative to `config_dir` (the
+    /// configuration file's folder). The files are read once, here.
+    pub fn from_config(config: &EtcdConfig, config_dir: &Path) -> Result<EtcdCoordination, CoordError> {
+        let tls = config.tls.as_ref().map(|tls| tls_config(tls, config_dir)).transpose()?;
+        let defaults = EtcdSettings::default();
+        let settings = EtcdSettings {
+            request_timeout: config.request_timeout,
+            connect_timeout: defaults.connect_timeout.min(config.request_timeout),
+            ..defaults
+        };
+        EtcdCoordination::build(config, tls, settings)
+    }
+
+    fn build(
+        config: &EtcdConfig,
+        tls: Option<rustls::ClientConfig>,
+        settings: EtcdSettings,
+    ) -> Result<EtcdCoordination, CoordError> {
+        if config.endpoints.is_empty() {
+            return Err(CoordError::Setup("no etcd endpoint given (ha.etcd.endpoints)".to_owned()));
         }
-        for endpoint in endpoints {
-            let ok = reqwest::Url::parse(endpoint)
-                .map(|url| url.scheme() == "http" && url.host().is_some())
-                .unwrap_or(false);
-            if !ok {
-                return Err(CoordError::Refused {
-                    endpoint: endpoint.clone(),
-                    answer: "not an http://host:port client URL (TLS is not supported yet)".to_owned(),
-                });
+        for endpoint in &config.endpoints {
+            let url = reqwest::Url::parse(endpoint)
+                .ok()
+                .filter(|url| url.host().is_some() && url.port_or_known_default().is_some());
+            match url.as_ref().map(reqwest::Url::scheme) {
+                Some("http") if config.insecure_plaintext => {}
+                Some("http") => {
+                    return Err(CoordError::Setup(format!(
+                        "{endpoint}: an http:// endpoint needs ha.etcd.insecurePlaintext: true"
+                    )))
+                }
+                Some("https") if tls.is_some() => {}
+                Some("https") => {
+                    return Err(CoordError::Setup(format!(
+                        "{endpoint}: an https:// endpoint needs ha.etcd.tls (caFile)"
+                    )))
+                }
+                _ => {
+                    return Err(CoordError::Setup(format!(
+                        "{endpoint}: not an http://host:port or https://host:port client URL"
+                    )))
+                }
             }
         }
-        // Plain HTTP only for now; reqwest still wants a TLS configuration, made with ring (the
-        // workspace's one crypto provider) and trusting nothing.
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| CoordError::Refused { endpoint: String::new(), answer: format!("TLS setup: {e}") })?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
+        // Without ha.etcd.tls, reqwest still wants a TLS configuration: ring (the workspace's one
+        // crypto provider), trusting nothing.
+        let tls = match tls {
+            Some(tls) => tls,
+            None => {
+                client_config_builder()?.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth()
+            }
+        };
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(settings.request_timeout)
             .connect_timeout(settings.connect_timeout)
             .build()
-            .map_err(|e| CoordError::Refused {
-                endpoint: String::new(),
-                answer: format!("cannot build the HTTP client: {}", chain(&e)),
-            })?;
+            .map_err(|e| CoordError::Setup(format!("cannot build the HTTP client: {}", chain(&e))))?;
         Ok(EtcdCoordination(Arc::new(Inner {
             http,
-            endpoints: endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect(),
+            endpoints: config.endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect(),
             preferred: AtomicUsize::new(0),
-            prefix: prefix.to_owned(),
+            prefix: config.prefix.clone(),
             settings,
         })))
-    }
-
-    /// The client `ha.etcd` describes (plain HTTP only so far).
-    pub fn from_config(
-        config: &remedy_policies::config::EtcdConfig,
-        _config_dir: &std::path::Path,
-    ) -> Result<EtcdCoordination, CoordError> {
-        let settings = EtcdSettings { request_timeout: config.request_timeout, ..EtcdSettings::default() };
-        EtcdCoordination::new(&config.endpoints, &config.prefix, settings)
     }
 
     fn election_prefix(&self) -> String {
@@ -213,7 +254,7 @@ impl Inner {
                     return Ok((endpoint.clone(), answer));
                 }
                 Err(failure) => {
-                    let next = matches!(failure.error, CoordError::Unavailable { .. })
+                    let next = matches!(failure.error, CoordError::Unavailable { .. } | CoordError::Tls { .. })
                         && (retry == Retry::Any || failure.not_sent);
                     tracing::debug!(endpoint = %endpoint, path, error = %failure.error, "etcd request failed");
                     if !next {
@@ -242,6 +283,14 @@ impl Inner {
         };
         let response = match self.http.post(&url).json(body).send().await {
             Ok(response) => response,
+            // A member that refused the handshake (or remedy's certificate) did not act on it.
+            Err(e) if tls_problem(&e).is_some() => {
+                let problem = tls_problem(&e).unwrap_or_default();
+                return Err(Failure {
+                    error: CoordError::Tls { endpoint: endpoint.to_owned(), problem },
+                    not_sent: true,
+                });
+            }
             Err(e) if e.is_connect() => return Err(unavailable(format!("cannot connect: {}", chain(&e)), true)),
             Err(e) if e.is_timeout() => {
                 return Err(unavailable(format!("no answer within {:?}", self.settings.request_timeout), false))
@@ -585,6 +634,46 @@ fn truncate(text: &str) -> String {
     }
 }
 
+/// What went wrong with TLS, when a certificate is why a request failed: the first rustls error
+/// in the chain (reqwest wraps it in hyper's error and in `io::Error`s, whose `source` skips the
+/// error they wrap: that one is reached through `get_ref`).
+fn tls_problem(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return describe_tls(tls);
+        }
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+fn describe_tls(error: &rustls::Error) -> Option<String> {
+    use rustls::AlertDescription as Alert;
+    match error {
+        rustls::Error::InvalidCertificate(why) => Some(format!(
+            "the member's certificate is not accepted ({why}): it must be signed by the CA of ha.etcd.tls.caFile and \
+             name the endpoint's host"
+        )),
+        rustls::Error::AlertReceived(
+            alert @ (Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateRequired
+            | Alert::CertificateUnknown
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateExpired
+            | Alert::AccessDenied),
+        ) => Some(format!(
+            "the member refused remedy's client certificate ({alert:?}): a member with --client-cert-auth wants \
+             ha.etcd.tls.certFile and keyFile, signed by the CA of its --trusted-ca-file"
+        )),
+        _ => None,
+    }
+}
+
 /// An error and its sources, one line.
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -597,8 +686,82 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+fn client_config_builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, CoordError> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CoordError::Setup(format!("TLS setup: {e}")))
+}
+
+/// TLS to the members: `caFile` the only roots, and the client certificate when configured.
+fn tls_config(tls: &EtcdTls, config_dir: &Path) -> Result<rustls::ClientConfig, CoordError> {
+    let ca_path = config_dir.join(&tls.ca_file);
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in read_certificates("ha.etcd.tls.caFile", &ca_path)? {
+        roots.add(certificate).map_err(|e| CoordError::TlsFile {
+            key: "ha.etcd.tls.caFile",
+            path: ca_path.clone(),
+            problem: format!("a certificate in it cannot be a trust anchor: {e}"),
+        })?;
+    }
+    let builder = client_config_builder()?.with_root_certificates(roots);
+    match (&tls.cert_file, &tls.key_file) {
+        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(cert_file), Some(key_file)) => {
+            let cert_path = config_dir.join(cert_file);
+            let key_path = config_dir.join(key_file);
+            let chain = read_certificates("ha.etcd.tls.certFile", &cert_path)?;
+            let key = read_private_key(&key_path)?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                let (key, path, problem) = match e {
+                    rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => (
+                        "ha.etcd.tls.keyFile",
+                        key_path,
+                        format!("the key does not match the certificate in {}", cert_path.display()),
+                    ),
+                    other => ("ha.etcd.tls.keyFile", key_path, format!("the key cannot be used: {other}")),
+                };
+                CoordError::TlsFile { key, path, problem }
+            })
+        }
+        _ => Err(CoordError::Setup("ha.etcd.tls: give certFile and keyFile both or neither".to_owned())),
+    }
+}
+
+/// The certificates (`CERTIFICATE` blocks) of a PEM file: at least one.
+fn read_certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, CoordError> {
+    let problem = |problem: String| CoordError::TlsFile { key, path: path.to_owned(), problem };
+    let pem = std::fs::read(path).map_err(|e| problem(format!("cannot read it: {e}")))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| problem(format!("not PEM: {e}")))?;
+    if certificates.is_empty() {
+        return Err(problem("no certificate (CERTIFICATE block) in it".to_owned()));
+    }
+    Ok(certificates)
+}
+
+/// The client certificate's private key: only its owner may read the file, as every secret file.
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CoordError> {
+    let problem = |problem: String| CoordError::TlsFile { key: "ha.etcd.tls.keyFile", path: path.to_owned(), problem };
+    let pem = Zeroizing::new(std::fs::read(path).map_err(|e| problem(format!("cannot read it: {e}")))?);
+    if let Some(mode) = crate::secret::readable_by_others(path) {
+        return Err(problem(format!(
+            "mode {mode:o}: group or others may read this private key; chmod 600 it (only remedy's user may read it)"
+        )));
+    }
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
+        if pem.windows(b"ENCRYPTED PRIVATE KEY".len()).any(|w| w == b"ENCRYPTED PRIVATE KEY") {
+            problem("the key is encrypted: remedy reads an unencrypted key (openssl pkey -in encrypted.pem -out key.pem, then chmod 600)".to_owned())
+        } else {
+            problem("no private key (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block) in it".to_owned())
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
@@ -635,5 +798,152 @@ mod tests {
         assert_eq!(int(answer.get("ID")), 8_222_062_488_725_933_831);
         assert_eq!(int(answer.get("TTL")), 3);
         assert_eq!(int(answer.get("absent")), 0);
+    }
+
+    /// A folder with a CA, a client certificate and key (mode 600), and a config naming them.
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new() -> Files {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let client = rcgen::generate_simple_self_signed(vec!["remedy".to_owned()]).expect("client cert");
+            let ca = rcgen::generate_simple_self_signed(vec!["etcd-ca".to_owned()]).expect("ca");
+            std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).expect("write");
+            std::fs::write(dir.path().join("client.pem"), client.cert.pem()).expect("write");
+            Files::write_key(dir.path(), "client.key", &client.signing_key.serialize_pem(), 0o600);
+            let other = rcgen::KeyPair::generate().expect("key");
+            Files::write_key(dir.path(), "other.key", &other.serialize_pem(), 0o600);
+            Files { dir }
+        }
+
+        fn write_key(dir: &Path, name: &str, pem: &str, mode: u32) {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            }
+        }
+
+        fn config(ca: &str, cert: Option<&str>, key: Option<&str>) -> EtcdConfig {
+            EtcdConfig {
+                endpoints: vec!["https://127.0.0.1:2379".to_owned()],
+                prefix: "/remedy/".to_owned(),
+                request_timeout: Duration::from_secs(2),
+                tls: Some(EtcdTls {
+                    ca_file: ca.to_owned(),
+                    cert_file: cert.map(str::to_owned),
+                    key_file: key.map(str::to_owned),
+                }),
+                insecure_plaintext: false,
+            }
+        }
+
+        fn build(&self, config: &EtcdConfig) -> Result<EtcdCoordination, CoordError> {
+            EtcdCoordination::from_config(config, self.dir.path())
+        }
+    }
+
+    fn tls_file_error(result: Result<EtcdCoordination, CoordError>) -> (&'static str, PathBuf, String) {
+        match result {
+            Err(CoordError::TlsFile { key, path, problem }) => (key, path, problem),
+            other => panic!("expected a TlsFile error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn from_config_reads_the_ca_and_client_certificate_relative_to_the_config_folder() {
+        let files = Files::new();
+        let with_client = Files::config("ca.pem", Some("client.pem"), Some("client.key"));
+        let client = files.build(&with_client).expect("valid files");
+        assert_eq!(client.0.endpoints, ["https://127.0.0.1:2379"]);
+        assert_eq!(client.0.settings.request_timeout, Duration::from_secs(2));
+        assert!(files.build(&Files::config("ca.pem", None, None)).is_ok(), "a client certificate is optional");
+    }
+
+    #[test]
+    fn from_config_names_a_missing_or_empty_ca_file() {
+        let files = Files::new();
+        let (key, path, problem) = tls_file_error(files.build(&Files::config("missing-ca.pem", None, None)));
+        assert_eq!((key, path), ("ha.etcd.tls.caFile", files.dir.path().join("missing-ca.pem")));
+        assert!(problem.contains("cannot read it"), "{problem}");
+        std::fs::write(files.dir.path().join("empty.pem"), "not a certificate\n").expect("write");
+        let (key, _, problem) = tls_file_error(files.build(&Files::config("empty.pem", None, None)));
+        assert_eq!(key, "ha.etcd.tls.caFile");
+        assert!(problem.contains("no certificate"), "{problem}");
+        let error = files.build(&Files::config("empty.pem", None, None)).expect_err("no certificate").to_string();
+        assert!(error.starts_with("ha.etcd.tls.caFile ") && error.contains("empty.pem"), "{error}");
+    }
+
+    #[test]
+    fn from_config_refuses_a_certificate_without_its_key() {
+        let files = Files::new();
+        for config in
+            [Files::config("ca.pem", Some("client.pem"), None), Files::config("ca.pem", None, Some("client.key"))]
+        {
+            match files.build(&config) {
+                Err(CoordError::Setup(message)) => assert!(message.contains("both or neither"), "{message}"),
+                other => panic!("expected a setup error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn from_config_refuses_a_key_that_others_may_read_or_that_is_not_the_certificates() {
+        let files = Files::new();
+        let (key, path, problem) =
+            tls_file_error(files.build(&Files::config("ca.pem", Some("client.pem"), Some("other.key"))));
+        assert_eq!((key, path), ("ha.etcd.tls.keyFile", files.dir.path().join("other.key")));
+        assert!(problem.contains("does not match the certificate"), "{problem}");
+        #[cfg(unix)]
+        {
+            let pem = std::fs::read_to_string(files.dir.path().join("client.key")).expect("read");
+            Files::write_key(files.dir.path(), "loose.key", &pem, 0o640);
+            let (key, _, problem) =
+                tls_file_error(files.build(&Files::config("ca.pem", Some("client.pem"), Some("loose.key"))));
+            assert_eq!(key, "ha.etcd.tls.keyFile");
+            assert!(problem.contains("mode 640") && problem.contains("chmod 600"), "{problem}");
+            assert!(!problem.contains("PRIVATE KEY-----"), "the key is not echoed: {problem}");
+        }
+        Files::write_key(
+            files.dir.path(),
+            "cert-only.key",
+            &std::fs::read_to_string(files.dir.path().join("client.pem")).expect("read"),
+            0o600,
+        );
+        let (_, _, problem) =
+            tls_file_error(files.build(&Files::config("ca.pem", Some("client.pem"), Some("cert-only.key"))));
+        assert!(problem.contains("no private key"), "{problem}");
+    }
+
+    #[test]
+    fn from_config_refuses_endpoints_its_settings_do_not_cover() {
+        let files = Files::new();
+        let mut plain = Files::config("ca.pem", None, None);
+        plain.tls = None;
+        let error = files.build(&plain).expect_err("https without tls").to_string();
+        assert!(error.contains("needs ha.etcd.tls"), "{error}");
+        plain.endpoints = vec!["http://127.0.0.1:2379".to_owned()];
+        let error = files.build(&plain).expect_err("http without consent").to_string();
+        assert!(error.contains("insecurePlaintext"), "{error}");
+        plain.insecure_plaintext = true;
+        assert!(files.build(&plain).is_ok());
+    }
+
+    #[test]
+    fn certificate_problems_are_found_inside_the_io_errors_that_wrap_them() {
+        let bad_issuer = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, bad_issuer));
+        let problem = tls_problem(&wrapped).expect("found");
+        assert!(problem.contains("UnknownIssuer") && problem.contains("ha.etcd.tls.caFile"), "{problem}");
+        let refused = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        assert!(tls_problem(&std::io::Error::other(refused)).is_some_and(|p| p.contains("ha.etcd.tls.certFile")));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(tls_problem(&reset), None, "not a certificate problem");
+        let other_tls = std::io::Error::other(rustls::Error::DecryptError);
+        assert_eq!(tls_problem(&other_tls), None, "not a certificate problem");
     }
 }

@@ -24,6 +24,8 @@ pub mod etcd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::path::PathBuf;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -46,6 +48,18 @@ pub enum CoordError {
     /// permission, a lease that does not exist).
     #[error("etcd refused the request: {endpoint}: {answer}")]
     Refused { endpoint: String, answer: String },
+    /// TLS with a member failed over a certificate: the member's is not signed by
+    /// `ha.etcd.tls.caFile` or does not name its host, or the member refused remedy's (absent,
+    /// or not signed by the CA it trusts). A configuration problem, not a transient one.
+    #[error("TLS with etcd member {endpoint} failed: {problem}")]
+    Tls { endpoint: String, problem: String },
+    /// A file of `ha.etcd.tls` cannot be used: unreadable, no certificate or key in it, a key
+    /// that others may read or that is not the certificate's.
+    #[error("{key} {}: {problem}", path.display())]
+    TlsFile { key: &'static str, path: PathBuf, problem: String },
+    /// The client cannot be made from the configuration (an endpoint it cannot use, TLS setup).
+    #[error("etcd client: {0}")]
+    Setup(String),
     /// The lease taken for a campaign expired before the campaign was won.
     #[error("the campaign's lease {lease_id:x} expired before it was elected")]
     LeaseExpired { lease_id: i64 },

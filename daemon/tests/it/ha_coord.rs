@@ -10,11 +10,18 @@
 //! member stopped under its feet. The tests
 //! run on a multi-threaded runtime, as `remedy serve` does: a keepalive must not wait while the
 //! test blocks on `scripts/ha`.
+//!
+//! TLS to the members is checked on a second cluster, `scripts/ha start --tls` (other ports, its
+//! own folder; `scripts/ha env` then prints `REMEDY_TEST_ETCD_TLS_ENDPOINTS` and
+//! `REMEDY_TEST_ETCD_TLS_DIR`). Without it that test says it was skipped, unless
+//! `REMEDY_TEST_ETCD_TLS_REQUIRED=1`, which makes its absence a failure.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use remedy::coord::etcd::{EtcdCoordination, EtcdSettings};
 use remedy::coord::{CoordError, Coordination, FencedOp, Leadership};
+use remedy_policies::config::{EtcdConfig, EtcdTls};
 use tokio::task::JoinSet;
 
 use crate::support::etcd::{Etcd, Restart};
@@ -292,4 +299,88 @@ async fn ha_coord_losing_quorum_stops_everything_within_bounds_until_it_returns(
     client.fenced_put(&b, &key, b"next").await.expect("the next leader writes");
     assert_eq!(client.get(&key).await.expect("get"), Some(b"next".to_vec()));
     client.resign(b).await.expect("resign");
+}
+
+/// The TLS cluster of `scripts/ha start --tls`: its client URLs and the folder of its CA and
+/// client certificate. Absent: `None` after saying so, or a failure when
+/// `REMEDY_TEST_ETCD_TLS_REQUIRED=1` says the run must check TLS.
+fn tls_cluster() -> Option<(Vec<String>, PathBuf)> {
+    let endpoints = std::env::var("REMEDY_TEST_ETCD_TLS_ENDPOINTS").unwrap_or_default();
+    let dir = std::env::var("REMEDY_TEST_ETCD_TLS_DIR").unwrap_or_default();
+    if !endpoints.trim().is_empty() && !dir.trim().is_empty() {
+        return Some((endpoints.split(',').map(|e| e.trim().to_owned()).collect(), PathBuf::from(dir)));
+    }
+    let how = "REMEDY_TEST_ETCD_TLS_ENDPOINTS and REMEDY_TEST_ETCD_TLS_DIR are not set: start the TLS cluster with \
+               `scripts/ha start --tls && eval \"$(scripts/ha env)\"`, then cargo test";
+    if std::env::var("REMEDY_TEST_ETCD_TLS_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("REMEDY_TEST_ETCD_TLS_REQUIRED=1 but {how}");
+    }
+    eprintln!("skipped, TLS to etcd not checked: {how} (REMEDY_TEST_ETCD_TLS_REQUIRED=1 makes this a failure)");
+    None
+}
+
+fn tls_config(endpoints: &[String], ca_file: &str, client: Option<(&str, &str)>) -> EtcdConfig {
+    EtcdConfig {
+        endpoints: endpoints.to_vec(),
+        prefix: prefix(),
+        request_timeout: Duration::from_secs(2),
+        tls: Some(EtcdTls {
+            ca_file: ca_file.to_owned(),
+            cert_file: client.map(|(cert, _)| cert.to_owned()),
+            key_file: client.map(|(_, key)| key.to_owned()),
+        }),
+        insecure_plaintext: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_coord_tls_campaigns_with_a_client_certificate_and_trusts_only_its_ca() {
+    let Some((endpoints, dir)) = tls_cluster() else { return };
+    // Files relative to the configuration's folder, as remedy.yaml names them.
+    let config = tls_config(&endpoints, "ca.pem", Some(("client.pem", "client.key")));
+    let client = EtcdCoordination::from_config(&config, &dir).expect("client");
+    let leader = tokio::time::timeout(Duration::from_secs(10), client.campaign("tls-a", TTL))
+        .await
+        .expect("in time")
+        .expect("elected");
+    let seen = client.observe_leader().await.expect("observe").expect("a leader");
+    assert_eq!(seen.instance_id, "tls-a");
+    let key = format!("{}journal/1", config.prefix);
+    client.fenced_put(&leader, &key, b"over TLS").await.expect("the leader writes");
+    assert_eq!(client.get(&key).await.expect("get"), Some(b"over TLS".to_vec()));
+    client.resign(leader).await.expect("resign");
+
+    // The members require a client certificate (--client-cert-auth).
+    let anonymous = EtcdCoordination::from_config(&tls_config(&endpoints, "ca.pem", None), &dir).expect("client");
+    match anonymous.get(&key).await {
+        Err(CoordError::Tls { problem, .. }) => {
+            assert!(problem.contains("refused remedy's client certificate"), "{problem}")
+        }
+        other => panic!("without a client certificate: expected a TLS refusal, got {other:?}"),
+    }
+
+    // A CA that did not sign the members' certificate: no request reaches them.
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "not the etcd lab CA");
+    let key_pair = rcgen::KeyPair::generate().expect("key");
+    let wrong_ca = params.self_signed(&key_pair).expect("CA");
+    std::fs::write(other.path().join("ca.pem"), wrong_ca.pem()).expect("write");
+    let client_cert = dir.join("client.pem");
+    let client_key = dir.join("client.key");
+    let config = tls_config(
+        &endpoints,
+        other.path().join("ca.pem").to_str().expect("utf-8"),
+        Some((client_cert.to_str().expect("utf-8"), client_key.to_str().expect("utf-8"))),
+    );
+    let distrusted = EtcdCoordination::from_config(&config, &dir).expect("client");
+    match distrusted.campaign("tls-b", TTL).await {
+        Err(error @ CoordError::Tls { .. }) => {
+            let text = error.to_string();
+            assert!(text.contains("certificate is not accepted") && text.contains("UnknownIssuer"), "{text}");
+            assert!(!error.is_transient(), "a configuration problem: {text}");
+        }
+        other => panic!("with the wrong CA: expected a TLS refusal, got {other:?}"),
+    }
 }

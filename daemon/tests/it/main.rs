@@ -29,6 +29,7 @@ mod kerberos;
 mod notify;
 mod operator_cli;
 mod recontain;
+mod replica;
 mod secrets;
 mod serve;
 mod store;

@@ -23,27 +23,27 @@ use remedy_policies::{Action, Identity, Manifest, ManifestName, Provider};
 const CRASH_CHILD_ENV: &str = "REMEDY_STORE_TEST_CRASH_CHILD";
 const LOCK_CHILD_ENV: &str = "REMEDY_STORE_TEST_LOCK_CHILD";
 
-fn at(seconds: i64) -> DateTime<Utc> {
+pub(crate) fn at(seconds: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).single().expect("a valid time") + chrono::Duration::seconds(seconds)
 }
 
-fn identity(text: &str) -> Identity {
+pub(crate) fn identity(text: &str) -> Identity {
     text.parse().expect("an identity")
 }
 
-fn name(text: &str) -> ManifestName {
+pub(crate) fn name(text: &str) -> ManifestName {
     ManifestName::new(text).expect("a manifest name")
 }
 
-fn generation(text: &str) -> Generation {
+pub(crate) fn generation(text: &str) -> Generation {
     serde_json::from_value(serde_json::json!(text)).expect("a generation")
 }
 
-fn manifest_ref(manifest: &str) -> ManifestRef {
+pub(crate) fn manifest_ref(manifest: &str) -> ManifestRef {
     ManifestRef { name: name(manifest), generation: generation("0123456789abcdef"), commit: Some("3f2a1c9".into()) }
 }
 
-fn action_record(who: &str, action: Action, outcome: ActionOutcome, manifests: &[&str]) -> ActionRecord {
+pub(crate) fn action_record(who: &str, action: Action, outcome: ActionOutcome, manifests: &[&str]) -> ActionRecord {
     ActionRecord {
         intent: None,
         manifests: manifests.iter().map(|m| manifest_ref(m)).collect(),
@@ -68,13 +68,13 @@ fn action_record(who: &str, action: Action, outcome: ActionOutcome, manifests: &
     }
 }
 
-fn open(dir: &Path) -> Store {
+pub(crate) fn open(dir: &Path) -> Store {
     let (store, report) = Store::open(dir).expect("the store opens");
     assert_eq!(report.moved_aside, None);
     store
 }
 
-fn all_records(store: &Store) -> Vec<HistoryRecord> {
+pub(crate) fn all_records(store: &Store) -> Vec<HistoryRecord> {
     let mut records = Vec::new();
     let mut query = HistoryQuery { limit: HistoryQuery::MAX_LIMIT, ..Default::default() };
     loop {
@@ -610,7 +610,7 @@ fn lock_child() {
     }
 }
 
-fn intended(i: u64) -> IntendedChange {
+pub(crate) fn intended(i: u64) -> IntendedChange {
     IntendedChange {
         at: at(i as i64),
         identity: identity(&format!("sam:user{}", i % 7)),
@@ -627,7 +627,7 @@ fn intended(i: u64) -> IntendedChange {
     }
 }
 
-fn settling_record(change: &IntendedChange, outcome: ActionOutcome) -> ActionRecord {
+pub(crate) fn settling_record(change: &IntendedChange, outcome: ActionOutcome) -> ActionRecord {
     let mut record = action_record(&change.identity.to_string(), change.action, outcome, &["inc-1"]);
     record.error = (outcome == ActionOutcome::Failed)
         .then(|| "interrupted by a restart before it was confirmed; not applied".into());

@@ -77,9 +77,15 @@ fn yaml_in_the_docs_is_valid() {
 fn configuration_reference_example_is_valid() {
     let text = read(&repo().join("docs/configuration.md"));
     let blocks = fenced_blocks(&text, "yaml");
-    assert_eq!(blocks.len(), 1, "docs/configuration.md has one full example");
     let (line, block) = &blocks[0];
+    assert!(block.contains("manifests:") && block.contains("guardrails:"), "the first block is the full example");
     Config::from_yaml(&format!("docs/configuration.md:{line}"), block).unwrap_or_else(|e| panic!("{e:#?}"));
+    // The others are sections (the `ha:` examples): valid beside the required keys.
+    for (line, section) in &blocks[1..] {
+        let whole = format!("manifests: {{path: m}}\nguardrails: {{allowedScopes: [\"OU=S,DC=x\"]}}\n{section}");
+        Config::from_yaml(&format!("docs/configuration.md:{line}"), &whole).unwrap_or_else(|e| panic!("{e:#?}"));
+    }
+    assert!(blocks.len() >= 4, "the full example and the ha: examples: {} blocks", blocks.len());
 }
 
 /// The operator docs' YAML: manifests load, `remedy.yaml` examples (those with `guardrails`) are
