@@ -11,6 +11,7 @@
 
 mod auth;
 mod error;
+mod ha;
 mod listener;
 mod openapi;
 pub mod ui;
@@ -34,12 +35,14 @@ use utoipa_axum::routes;
 
 pub use auth::{Caller, Tokens};
 pub use error::{ApiError, ErrorCode};
+pub use ha::ready;
 pub use listener::{serve, Bound, ListenError};
 pub use openapi::openapi;
 
 use openapi::{BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized, Unavailable};
 
 use crate::controller::{CommandError, ControllerHandle};
+use crate::ha::requests::RequestKind;
 use crate::model::{ActionOutcome, HistoryRecord, ManifestStatus, RecordId};
 use crate::store::{HistoryQuery, Store};
 
@@ -129,23 +132,27 @@ struct Readiness {
     /// receiver that is down does not make remedy unready.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     notifications: BTreeMap<String, crate::notify::SinkStatus>,
+    /// This instance's part when several run on etcd (absent with one instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ha: Option<crate::ha::HaState>,
 }
 
 /// Readiness
 ///
 /// Ready when a manifest set is loaded, the latest reconcile could ask every configured provider,
-/// the store works, and remedy is not shutting down. No token needed.
+/// the store works, and remedy is not shutting down. With several instances (`ha`), that is the
+/// leader's readiness; a standby is ready once it has applied the whole write log and etcd
+/// answers; an instance that cannot reach etcd's quorum (role `etcd-unavailable`) is not ready.
+/// No token needed.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, description = "ready", body = Readiness),
     (status = 503, description = "not ready: the body says why", body = Readiness),
 ))]
 async fn readyz(State(state): State<ApiState>) -> Response {
     let progress = state.handle.progress().borrow().clone();
+    let ha = state.ha.as_ref().map(|view| view.state());
     let readiness = Readiness {
-        ready: progress.loaded
-            && progress.unavailable_providers.is_empty()
-            && progress.store_error.is_none()
-            && !progress.shutting_down,
+        ready: ready(&progress, ha.as_ref()),
         store: "open",
         manifests_loaded: progress.loaded,
         load_error: progress.load_error,
@@ -153,6 +160,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         store_error: progress.store_error,
         store_moved_aside: progress.store_moved_aside.map(|p| p.display().to_string()),
         notifications: state.notifications.snapshot(),
+        ha,
     };
     let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(readiness)).into_response()
@@ -170,14 +178,19 @@ async fn openapi_document() -> Json<utoipa::openapi::OpenApi> {
 
 /// Prometheus metrics
 ///
-/// The text exposition format 0.0.4, for a token of any role.
+/// The text exposition format 0.0.4, for a token of any role. With several instances, the
+/// `remedy_ha_*` metrics of this instance follow.
 #[utoipa::path(get, path = "/metrics", tag = "health", security(("bearer" = [])), responses(
     (status = 200, description = "the Prometheus text exposition, version 0.0.4", body = String,
         content_type = "text/plain"),
     (status = 401, response = Unauthorized),
 ))]
 async fn metrics(State(state): State<ApiState>, _caller: Caller) -> Response {
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.handle.metrics().render()).into_response()
+    let mut text = state.handle.metrics().render();
+    if let Some(ha) = &state.ha {
+        text.push_str(&ha::metrics(ha));
+    }
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -281,6 +294,34 @@ struct Accepted {
     plan_id: Option<PlanId>,
 }
 
+/// What `202` answers: the request recorded (one instance, or the leader), or, on a standby,
+/// queued for the leader.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+enum Answered {
+    Recorded(Accepted),
+    Queued(ha::Queued),
+}
+
+fn accepted(answer: Answered) -> (StatusCode, Json<Answered>) {
+    (StatusCode::ACCEPTED, Json(answer))
+}
+
+/// On a standby: `kind` checked against the replicated statuses and queued for the leader.
+async fn queue_on_standby(
+    state: &ApiState,
+    caller: &Caller,
+    comment: Option<String>,
+    kind: RequestKind,
+) -> Option<Result<(StatusCode, Json<Answered>), ApiError>> {
+    let standby = ha::standby(state)?;
+    let queued = async {
+        ha::check(&state.store, &kind).await?;
+        ha::queue(standby, &caller.name, comment, kind).await
+    };
+    Some(queued.await.map(|q| accepted(Answered::Queued(q))))
+}
+
 fn command_error(error: CommandError) -> ApiError {
     ApiError::new(command_error_code(&error), error.to_string())
 }
@@ -303,13 +344,16 @@ fn command_error_status(error: &CommandError) -> StatusCode {
 ///
 /// The request is recorded in the history with the caller's name, and the permanent failures parked
 /// for this manifest's accounts are tried again. The answer comes at once: `202` means recorded, not
-/// run (a pass covers the whole set). 404 for a manifest remedy does not hold.
+/// run (a pass covers the whole set). 404 for a manifest remedy does not hold. On a standby of
+/// several instances the request is queued for the leader through etcd (`queued`; the leader
+/// records it); 503 when etcd does not take it.
 #[utoipa::path(post, path = "/v1/manifests/{name}/reconcile", tag = "manifests", security(("bearer" = [])),
     params(("name" = ManifestName, Path, description = "the manifest's name")),
     request_body(content = RequestBody, content_type = "application/json",
         description = "empty, or `{\"comment\": \"...\"}`"),
     responses(
-        (status = 202, description = "the request is recorded", body = Accepted),
+        (status = 202, description = "the request is recorded (`accepted`), or, on a standby of several \
+            instances, queued for the leader (`queued`)", body = Answered),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -324,23 +368,31 @@ async fn reconcile_manifest(
     caller: Caller,
     PathText(name): PathText,
     RawBody(body): RawBody,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, Json<Answered>), ApiError> {
     caller.must_act()?;
     let name = manifest_name(&name)?;
     let body = request_body(&body)?;
+    let kind = RequestKind::Reconcile { manifest: Some(name.clone()) };
+    if let Some(queued) = queue_on_standby(&state, &caller, body.comment.clone(), kind).await {
+        return queued;
+    }
     state.handle.reconcile(&caller.name, Some(name.clone()), body.comment).await.map_err(command_error)?;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true, by: caller.name, manifest: Some(name), plan_id: None })))
+    let recorded = Accepted { accepted: true, by: caller.name, manifest: Some(name), plan_id: None };
+    Ok(accepted(Answered::Recorded(recorded)))
 }
 
 /// Reconcile everything now
 ///
 /// The request is recorded in the history with the caller's name, and every parked permanent
-/// failure is tried again. The answer comes at once: `202` means recorded, not run.
+/// failure is tried again. The answer comes at once: `202` means recorded, not run. On a standby
+/// of several instances the request is queued for the leader through etcd (`queued`; the leader
+/// records it); 503 when etcd does not take it.
 #[utoipa::path(post, path = "/v1/reconcile", tag = "manifests", security(("bearer" = [])),
     request_body(content = RequestBody, content_type = "application/json",
         description = "empty, or `{\"comment\": \"...\"}`"),
     responses(
-        (status = 202, description = "the request is recorded", body = Accepted),
+        (status = 202, description = "the request is recorded (`accepted`), or, on a standby of several \
+            instances, queued for the leader (`queued`)", body = Answered),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -353,25 +405,32 @@ async fn reconcile_all(
     State(state): State<ApiState>,
     caller: Caller,
     RawBody(body): RawBody,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, Json<Answered>), ApiError> {
     caller.must_act()?;
     let body = request_body(&body)?;
+    let kind = RequestKind::Reconcile { manifest: None };
+    if let Some(queued) = queue_on_standby(&state, &caller, body.comment.clone(), kind).await {
+        return queued;
+    }
     state.handle.reconcile(&caller.name, None, body.comment).await.map_err(command_error)?;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true, by: caller.name, manifest: None, plan_id: None })))
+    Ok(accepted(Answered::Recorded(Accepted { accepted: true, by: caller.name, manifest: None, plan_id: None })))
 }
 
 /// Approve a held plan
 ///
 /// Approves the plan remedy holds for making more new changes than
 /// `guardrails.maxChangesPerReconcile`, recorded in the history; the next reconcile applies it.
-/// `409` when that plan is not the one held now.
+/// `409` when that plan is not the one held now. On a standby of several instances the approval
+/// is queued for the leader through etcd (`queued`; the leader records it, or refuses it when the
+/// plan is no longer held); 503 when etcd does not take it.
 #[utoipa::path(post, path = "/v1/approvals/{planId}", tag = "approvals", security(("bearer" = [])),
     params(("planId" = String, Path, pattern = "^[0-9a-fA-F]{32}$",
         description = "the held plan's id (`heldPlanId` in the manifests' status)")),
     request_body(content = RequestBody, content_type = "application/json",
         description = "empty, or `{\"comment\": \"...\"}`"),
     responses(
-        (status = 202, description = "the request is recorded", body = Accepted),
+        (status = 202, description = "the request is recorded (`accepted`), or, on a standby of several \
+            instances, queued for the leader (`queued`)", body = Answered),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -386,16 +445,18 @@ async fn approve(
     caller: Caller,
     PathText(plan_id): PathText,
     RawBody(body): RawBody,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, Json<Answered>), ApiError> {
     caller.must_act()?;
     let plan_id: PlanId =
         plan_id.parse().map_err(|e: remedy_policies::plan::PlanIdError| ApiError::bad_request(e.to_string()))?;
     let body = request_body(&body)?;
+    let kind = RequestKind::Approve { plan_id: plan_id.clone() };
+    if let Some(queued) = queue_on_standby(&state, &caller, body.comment.clone(), kind).await {
+        return queued;
+    }
     state.handle.approve(plan_id.clone(), &caller.name, body.comment).await.map_err(command_error)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Accepted { accepted: true, by: caller.name, manifest: None, plan_id: Some(plan_id) }),
-    ))
+    let recorded = Accepted { accepted: true, by: caller.name, manifest: None, plan_id: Some(plan_id) };
+    Ok(accepted(Answered::Recorded(recorded)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

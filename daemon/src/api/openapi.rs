@@ -129,7 +129,10 @@ fn when(code: ErrorCode) -> &'static str {
         ErrorCode::Conflict => "The plan to approve is not the one held (the message names the held plan, or none).",
         ErrorCode::TooLarge => "A request body larger than the server accepts.",
         ErrorCode::Internal => "The store failed (the message says how).",
-        ErrorCode::Unavailable => "remedy is shutting down.",
+        ErrorCode::Unavailable => {
+            "remedy is shutting down; or, on a standby of several instances, etcd did not take a request queued for \
+             the leader (the message has etcd's answer)."
+        }
     }
 }
 
@@ -322,6 +325,36 @@ mod tests {
         for (at, reference) in found {
             assert!(resolve(&document, &reference).is_some(), "{at}: {reference} does not resolve");
         }
+    }
+
+    #[test]
+    fn every_post_answers_202_recorded_or_on_a_standby_queued_and_readyz_shows_ha() {
+        let document = document();
+        for (method, path, operation) in operations(&document) {
+            if method != "post" {
+                continue;
+            }
+            let schema = &operation["responses"]["202"]["content"]["application/json"]["schema"];
+            assert_eq!(schema, &json!({ "$ref": "#/components/schemas/Answered" }), "{path}");
+            assert_eq!(
+                operation["responses"]["503"],
+                json!({ "$ref": "#/components/responses/Unavailable" }),
+                "{path}"
+            );
+        }
+        let schemas = &document["components"]["schemas"];
+        assert_eq!(
+            schemas["Answered"]["oneOf"],
+            json!([{ "$ref": "#/components/schemas/Accepted" }, { "$ref": "#/components/schemas/Queued" }])
+        );
+        let required = |name: &str| schemas[name]["required"].as_array().cloned().unwrap_or_default();
+        // Exactly one of the two matches any answer: each requires what the other lacks.
+        assert!(required("Queued").contains(&json!("queued")) && required("Queued").contains(&json!("leader")));
+        assert!(required("Accepted").contains(&json!("accepted")));
+        assert_eq!(schemas["Queued"]["properties"]["leader"]["type"], json!(["string", "null"]));
+        let readiness = &schemas["Readiness"]["properties"]["ha"];
+        assert_eq!(readiness["oneOf"][1]["$ref"], "#/components/schemas/HaState", "{readiness:#}");
+        assert_eq!(schemas["HaRole"]["enum"], json!(["leader", "standby", "etcd-unavailable"]));
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub fn run(args: &ApproveArgs) -> Result<ExitCode> {
         };
         let started = Instant::now();
         let answer: Answer<Accepted> = client.post(&["v1", "approvals", plan_id], body).await?;
-        writeln!(std::io::stdout(), "plan {plan_id} approved by {}", answer.body.by)?;
+        writeln!(std::io::stdout(), "plan {plan_id} approved by {}{}", answer.body.by, answer.body.queued_note())?;
         if !args.wait {
             return anyhow::Ok(ExitCode::SUCCESS);
         }

@@ -120,6 +120,22 @@ impl Client {
         self.send(Method::POST, path, &[], body).await
     }
 
+    /// `GET` a probe that answers its body with `503` as with `200` (`/readyz`), without the token
+    /// (a probe needs none).
+    pub async fn probe<T: DeserializeOwned>(&self, path: &[&str]) -> Result<T, ClientError> {
+        let url = self.url(path, &[]);
+        let unreachable =
+            |e: reqwest::Error| ClientError::Unreachable { server: self.base.to_string(), detail: chain(&e) };
+        let response = self.http.get(url.clone()).send().await.map_err(unreachable)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        if !status.is_success() && status != StatusCode::SERVICE_UNAVAILABLE {
+            return Err(api_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol { url: without_query(&url), detail: e.to_string() })
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         method: Method,

@@ -7,6 +7,9 @@
 //!
 //! The judgements are [`remedy_policies::doctor`]'s; this module does the reading.
 
+use crate::coord::etcd::EtcdCoordination;
+use crate::coord::{CoordError, Coordination};
+use remedy_policies::config::HaConfig;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +63,9 @@ pub async fn checks(config: &Config, config_dir: &Path) -> Vec<Check> {
     }
     if let Some(entra) = &config.entra_id {
         check_entra(entra, config_dir, &mut checks).await;
+    }
+    if let Some(ha) = &config.ha {
+        check_etcd(ha, config_dir, &mut checks).await;
     }
     if checks.is_empty() {
         checks.push(Check::warn(
@@ -348,6 +354,61 @@ async fn check_entra(entra: &EntraConfig, config_dir: &Path, checks: &mut Vec<Ch
         ),
     };
     checks.push(check);
+}
+
+/// Several instances: etcd answers with quorum, over the configured TLS, and remedy may write
+/// under its prefix (a key written and deleted again).
+async fn check_etcd(ha: &HaConfig, config_dir: &Path, checks: &mut Vec<Check>) {
+    let target = ha.etcd.endpoints.join(",");
+    let coord = match EtcdCoordination::from_config(&ha.etcd, config_dir) {
+        Ok(coord) => coord,
+        Err(error) => {
+            checks.push(Check::fail(
+                "etcd",
+                &target,
+                error.to_string(),
+                "correct ha.etcd in remedy.yaml (the detail says which setting)",
+            ));
+            return;
+        }
+    };
+    let fix = |error: &CoordError| {
+        match error {
+        CoordError::Tls { .. } | CoordError::TlsFile { .. } => {
+            "check ha.etcd.tls: the CA that signed the members' certificates, and the client certificate the members trust (--trusted-ca-file)".to_owned()
+        }
+        CoordError::Unavailable { .. } => {
+            "check that the members run and have quorum (etcdctl endpoint health --cluster) and that this host reaches their client URLs".to_owned()
+        }
+        _ => "check ha.etcd.endpoints and, with etcd's authentication, remedy's rights on ha.etcd.prefix".to_owned(),
+    }
+    };
+    match coord.observe_leader().await {
+        Ok(leader) => {
+            let who = leader
+                .map_or_else(|| "no instance leads now".to_owned(), |l| format!("instance {} leads", l.instance_id));
+            checks.push(Check::ok("etcd", &target, format!("the cluster answers with quorum; {who}")));
+        }
+        Err(error) => {
+            let fix = fix(&error);
+            checks.push(Check::fail("etcd", &target, error.to_string(), fix));
+            return;
+        }
+    }
+    let key = format!("{}doctor/{:016x}", ha.etcd.prefix, fastrand::u64(..));
+    let written = match coord.put(&key, b"remedy doctor").await {
+        Ok(()) => coord.delete(&key).await.map(drop),
+        Err(error) => Err(error),
+    };
+    match written {
+        Ok(()) => {
+            checks.push(Check::ok("etcd.write", &ha.etcd.prefix, "a key under the prefix was written and deleted"))
+        }
+        Err(error) => {
+            let fix = fix(&error);
+            checks.push(Check::fail("etcd.write", &ha.etcd.prefix, error.to_string(), fix));
+        }
+    }
 }
 
 /// The `roles` claim of an access token that is a JWT (app-only tokens from Entra ID carry the

@@ -33,13 +33,35 @@ pub struct ReconcileArgs {
 #[derive(Debug, Deserialize)]
 pub struct Accepted {
     pub by: String,
+    /// Made on a standby of several instances: queued for the leader, which records it.
+    #[serde(default)]
+    pub queued: bool,
+    #[serde(default)]
+    pub leader: Option<String>,
+}
+
+impl Accepted {
+    /// ` (queued for the leader remedy-a)` when a standby queued it, else nothing.
+    pub fn queued_note(&self) -> String {
+        match (self.queued, &self.leader) {
+            (false, _) => String::new(),
+            (true, Some(leader)) => format!(" (queued for the leader {leader})"),
+            (true, None) => " (queued for the leader: no instance leads now)".to_owned(),
+        }
+    }
 }
 
 pub fn run(args: &ReconcileArgs) -> Result<ExitCode> {
     let client = Client::new(&args.client)?;
     block_on(async {
         let answer: Answer<Accepted> = client.post(&["v1", "manifests", &args.name, "reconcile"], None).await?;
-        writeln!(std::io::stdout(), "reconcile of {} requested by {}", args.name, answer.body.by)?;
+        writeln!(
+            std::io::stdout(),
+            "reconcile of {} requested by {}{}",
+            args.name,
+            answer.body.by,
+            answer.body.queued_note()
+        )?;
         if !args.wait {
             return Ok(ExitCode::SUCCESS);
         }

@@ -6,6 +6,7 @@
 //! timeout (exit 1, naming what it was still waiting for). A manifest without a status yet is
 //! waited for: it may have just been committed.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -42,10 +43,12 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
         let name = args.name.as_deref();
         if args.wait {
             let waited = wait(&client, &Wanted { name, reconciled_after: None }, args.timeout).await?;
+            print_instance(&client, args.format).await?;
             print(args.format, &waited.statuses, name.is_some())?;
             return Ok(waited.report());
         }
         let statuses = fetch(&client, name).await?;
+        print_instance(&client, args.format).await?;
         print(args.format, &statuses, name.is_some())?;
         Ok(ExitCode::SUCCESS)
     })?
@@ -53,6 +56,87 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
 
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     remedy_policies::config::duration_text::parse(text)
+}
+
+/// What `/readyz` says of the instance's part among several (`ha`; absent with one instance).
+#[derive(Debug, Deserialize)]
+struct Readiness {
+    #[serde(default)]
+    ha: Option<Instance>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Instance {
+    instance_id: String,
+    role: String,
+    #[serde(default)]
+    leader: Option<LeaderShown>,
+    #[serde(default)]
+    leading_since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    lease_remaining_seconds: Option<f64>,
+    #[serde(default)]
+    replicated_through: u64,
+    #[serde(default = "yes")]
+    caught_up: bool,
+    #[serde(default)]
+    etcd_error: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeaderShown {
+    instance_id: String,
+}
+
+/// With several instances, in a table: one line above it saying which part the instance answering
+/// plays (from `/readyz`). A `/readyz` that cannot be read is said on stderr: the statuses still show.
+async fn print_instance(client: &Client, format: ListFormat) -> Result<()> {
+    if format.render().is_none() {
+        return Ok(());
+    }
+    match client.probe::<Readiness>(&["readyz"]).await {
+        Ok(Readiness { ha: Some(instance) }) => writeln!(std::io::stdout(), "{}", instance_line(&instance))?,
+        Ok(Readiness { ha: None }) => {}
+        Err(error) => eprintln!("warning: cannot tell which instance answers (GET /readyz): {error}"),
+    }
+    Ok(())
+}
+
+/// `instance remedy-a: leader since … (lease 6.2 s left)`, `instance remedy-b: standby, leader
+/// remedy-a`, `instance remedy-b: etcd unavailable: …`.
+fn instance_line(instance: &Instance) -> String {
+    let id = &instance.instance_id;
+    let mut line = match instance.role.as_str() {
+        "leader" => {
+            let mut line = format!("instance {id}: leader");
+            if let Some(since) = instance.leading_since {
+                line.push_str(&format!(" since {}", since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+            }
+            if let Some(left) = instance.lease_remaining_seconds {
+                line.push_str(&format!(" (lease {left:.1} s left)"));
+            }
+            line
+        }
+        "standby" => match &instance.leader {
+            Some(leader) => format!("instance {id}: standby, leader {}", leader.instance_id),
+            None => format!("instance {id}: standby, no instance leads now"),
+        },
+        "etcd-unavailable" => format!(
+            "instance {id}: etcd unavailable: {}",
+            instance.etcd_error.as_deref().unwrap_or("no answer from etcd's quorum")
+        ),
+        other => format!("instance {id}: {other}"),
+    };
+    if !instance.caught_up {
+        line.push_str(&format!(", catching up with the log (applied through entry {})", instance.replicated_through));
+    }
+    line
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,6 +451,37 @@ mod tests {
         let requested = DateTime::from_timestamp(100, 0);
         assert!(matches!(state_of(&status(False, True, ConditionReason::NotFound, 100), requested), State::Pending(_)));
         assert!(matches!(state_of(&status(True, False, ConditionReason::Succeeded, 101), requested), State::Ready));
+    }
+
+    #[test]
+    fn the_instance_line_says_its_role_and_the_leader() {
+        let readyz = |json: &str| -> Instance {
+            let readiness: Readiness = serde_json::from_str(json).expect("a /readyz body");
+            readiness.ha.expect("ha")
+        };
+        let leader = readyz(
+            r#"{"ready":true,"ha":{"instanceId":"remedy-a","role":"leader","leader":{"instanceId":"remedy-a","since":"2026-12-05T11:00:00Z"},
+            "leadingSince":"2026-12-05T11:00:00.5Z","leaseRemainingSeconds":6.24,"leaseTtlSeconds":8,"replicatedThrough":9,"caughtUp":true,"etcdError":null,"terms":1}}"#,
+        );
+        assert_eq!(instance_line(&leader), "instance remedy-a: leader since 2026-12-05T11:00:00Z (lease 6.2 s left)");
+        let standby = readyz(
+            r#"{"ha":{"instanceId":"remedy-b","role":"standby","leader":{"instanceId":"remedy-a","since":null},
+            "leadingSince":null,"leaseRemainingSeconds":null,"leaseTtlSeconds":8,"replicatedThrough":9,"caughtUp":false,"etcdError":null,"terms":0}}"#,
+        );
+        assert_eq!(
+            instance_line(&standby),
+            "instance remedy-b: standby, leader remedy-a, catching up with the log (applied through entry 9)"
+        );
+        let lost = readyz(
+            r#"{"ha":{"instanceId":"remedy-b","role":"etcd-unavailable","leader":null,"replicatedThrough":9,"caughtUp":true,
+            "etcdError":"etcd unavailable at http://127.0.0.1:2379: etcdserver: no leader"}}"#,
+        );
+        assert_eq!(
+            instance_line(&lost),
+            "instance remedy-b: etcd unavailable: etcd unavailable at http://127.0.0.1:2379: etcdserver: no leader"
+        );
+        let single: Readiness = serde_json::from_str(r#"{"ready":true,"store":"open"}"#).expect("one instance");
+        assert!(single.ha.is_none());
     }
 
     #[test]

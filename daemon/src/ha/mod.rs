@@ -89,6 +89,7 @@ pub struct HaState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schema(as = HaRole)]
 pub enum Role {
     Leader,
     Standby,
@@ -117,6 +118,7 @@ pub struct LeaderView {
 #[derive(Debug, Clone)]
 pub struct HaView {
     state: watch::Receiver<HaState>,
+    store: Store,
     current: CurrentLeadership,
     coord: EtcdCoordination,
     prefix: String,
@@ -124,10 +126,15 @@ pub struct HaView {
 }
 
 impl HaView {
-    /// The state now (the lease's remaining time read at this moment).
+    /// The state now (the lease's remaining time and the last log entry applied read at this
+    /// moment: a leader applies its own entries as it writes them).
     pub fn state(&self) -> HaState {
         let mut state = self.state.borrow().clone();
         state.lease_remaining_seconds = self.leadership().map(|l| l.remaining().as_secs_f64());
+        match self.store.replica_applied() {
+            Ok(applied) => state.replicated_through = state.replicated_through.max(applied),
+            Err(error) => tracing::warn!(%error, "cannot read how far the store applied the log"),
+        }
         state
     }
 
@@ -217,6 +224,7 @@ impl Ha {
     pub fn view(&self) -> HaView {
         HaView {
             state: self.state.subscribe(),
+            store: self.store.clone(),
             current: Arc::clone(&self.current),
             coord: self.coord.clone(),
             prefix: self.settings.prefix.clone(),

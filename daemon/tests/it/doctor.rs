@@ -354,3 +354,43 @@ fn doctor_a_missing_graph_permission_fails_naming_it() {
     std::fs::write(&config, "guardrails: [").expect("write");
     assert_eq!(doctor(&config, "text").code, 2);
 }
+
+/// Several instances: doctor checks that etcd answers with quorum and takes a write under the
+/// prefix, and fails the line (with what to check) when no member answers.
+#[test]
+fn doctor_checks_etcd_for_several_instances_and_fails_a_cluster_that_does_not_answer() {
+    let endpoints = std::env::var("REMEDY_TEST_ETCD_ENDPOINTS")
+        .expect("REMEDY_TEST_ETCD_ENDPOINTS is not set: start the etcd cluster with `scripts/ha start` and `eval \"$(scripts/ha env)\"`");
+    let runtime = runtime();
+    let sim = runtime.block_on(spawn(sim_config(Some(&ALL_ROLES)))).expect("simulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config =
+        write_config(None, dir.path(), &[], &["OU=Staff,DC=example,DC=com"], &[], Path::new("unused"), Some(&sim));
+    let base = std::fs::read_to_string(&config).expect("remedy.yaml");
+    let quoted = |list: &str| list.split(',').map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
+    let with_ha = |endpoints: &str| {
+        format!(
+            "{base}ha:\n  instanceId: doctor\n  etcd:\n    endpoints: [{}]\n    prefix: /remedy-test/doctor/\n    insecurePlaintext: true\n",
+            quoted(endpoints)
+        )
+    };
+
+    std::fs::write(&config, with_ha(&endpoints)).expect("remedy.yaml");
+    let run = doctor(&config, "json");
+    let checks = run.json();
+    assert_eq!(run.code, 0, "{checks:#?}");
+    assert_eq!(status(&checks, "etcd", &endpoints), "ok", "{checks:#?}");
+    assert!(text(line(&checks, "etcd", &endpoints), "detail").contains("quorum"), "{checks:#?}");
+    assert_eq!(status(&checks, "etcd.write", "/remedy-test/doctor/"), "ok", "{checks:#?}");
+
+    let nobody = "http://127.0.0.1:9";
+    std::fs::write(&config, with_ha(nobody)).expect("remedy.yaml");
+    let run = doctor(&config, "json");
+    let checks = run.json();
+    assert_eq!(run.code, 1, "a cluster that does not answer fails doctor: {checks:#?}");
+    let etcd = line(&checks, "etcd", nobody);
+    assert_eq!(text(etcd, "status"), "fail");
+    assert!(text(etcd, "detail").contains("cannot connect"), "{etcd:#}");
+    assert!(text(etcd, "fix").contains("quorum"), "{etcd:#}");
+    assert!(checks.iter().all(|c| c["check"] != "etcd.write"), "no write tried without quorum: {checks:#?}");
+}

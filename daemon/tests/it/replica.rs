@@ -21,10 +21,10 @@ struct MemoryLog {
 
 impl WriteLog for MemoryLog {
     fn append(&self, seq: u64, entry: &[u8]) -> Result<(), LogRefusal> {
-        if let Some(refusal) = self.refuse.lock().unwrap().clone() {
+        if let Some(refusal) = self.refuse.lock().expect("the log's lock").clone() {
             return Err(refusal);
         }
-        let mut entries = self.entries.lock().unwrap();
+        let mut entries = self.entries.lock().expect("the log's lock");
         if seq != entries.len() as u64 + 1 {
             return Err(LogRefusal { detail: format!("entry {seq} is taken"), ambiguous: false });
         }
@@ -35,7 +35,7 @@ impl WriteLog for MemoryLog {
 
 impl MemoryLog {
     fn apply_to(&self, replica: &Store) {
-        for (index, entry) in self.entries.lock().unwrap().iter().enumerate() {
+        for (index, entry) in self.entries.lock().expect("the log's lock").iter().enumerate() {
             replica.apply_log_entry(index as u64 + 1, entry).expect("the entry applies");
         }
     }
@@ -112,7 +112,8 @@ fn a_write_the_log_refuses_is_written_nowhere() {
     let leader = open(dir.path()).replicated_through(log.clone());
     leader_writes(&leader);
     let before = all_records(&leader);
-    *log.refuse.lock().unwrap() = Some(LogRefusal { detail: "not the leader any more".into(), ambiguous: false });
+    *log.refuse.lock().expect("the log's lock") =
+        Some(LogRefusal { detail: "not the leader any more".into(), ambiguous: false });
     let refused = leader.append(
         at(900),
         Event::Action(action_record("sam:eve", Action::DisableAccount, ActionOutcome::Succeeded, &["inc-1"])),
@@ -133,7 +134,7 @@ fn entries_apply_in_order_only_and_a_half_applied_replica_is_rebuilt() {
     let log = Arc::new(MemoryLog::default());
     let leader = open(leader_dir.path()).replicated_through(log.clone());
     leader_writes(&leader);
-    let entries = log.entries.lock().unwrap().clone();
+    let entries = log.entries.lock().expect("the log's lock").clone();
     let replica = open(replica_dir.path());
     let gap = replica.apply_log_entry(2, &entries[1]);
     assert!(matches!(gap, Err(StoreError::Replication { .. })), "entry 2 before entry 1: {gap:?}");

@@ -37,6 +37,7 @@ use serde::Deserialize;
 
 use super::listener::Transport;
 use super::ApiState;
+use crate::ha::requests::RequestKind;
 use crate::model::{ActionOutcome, Event, HistoryRecord, ManifestStatus};
 use crate::store::{HistoryQuery, StoreError};
 use pages::{Chain, Filters, HeldPlan};
@@ -365,8 +366,15 @@ async fn history_feed(
     }
 }
 
-/// The plans held now: the controller's held plan, and any other plan id statuses still name.
-fn held_plans(current: Option<PlanId>, statuses: Vec<ManifestStatus>, held: Vec<HistoryRecord>) -> Vec<HeldPlan> {
+/// The plans held now: the controller's held plan, and any other plan id statuses still name. On
+/// a standby (`standby`), which runs no controller, every plan the replicated statuses name is
+/// offered for approval: the leader refuses one it no longer holds.
+fn held_plans(
+    current: Option<PlanId>,
+    standby: bool,
+    statuses: Vec<ManifestStatus>,
+    held: Vec<HistoryRecord>,
+) -> Vec<HeldPlan> {
     let mut plans: Vec<HeldPlan> = Vec::new();
     if let Some(id) = current {
         plans.push(HeldPlan { plan_id: id, current: true, manifests: Vec::new(), held: Vec::new() });
@@ -375,7 +383,7 @@ fn held_plans(current: Option<PlanId>, statuses: Vec<ManifestStatus>, held: Vec<
         let Some(id) = status.held_plan_id.clone() else { continue };
         match plans.iter_mut().find(|p| p.plan_id == id) {
             Some(plan) => plan.manifests.push(status),
-            None => plans.push(HeldPlan { plan_id: id, current: false, manifests: vec![status], held: Vec::new() }),
+            None => plans.push(HeldPlan { plan_id: id, current: standby, manifests: vec![status], held: Vec::new() }),
         }
     }
     for record in held {
@@ -404,9 +412,18 @@ async fn approvals(
     .await;
     match found {
         Ok((statuses, held)) => {
-            let plans = held_plans(current, statuses, held);
-            let approved = params.get("approved").filter(|id| id.parse::<PlanId>().is_ok());
-            html(StatusCode::OK, pages::approvals(&session, &plans, approved.map(String::as_str)))
+            let standby = super::ha::standby(&state.api);
+            let plans = held_plans(current, standby.is_some(), statuses, held);
+            let plan_param = |name: &str| params.get(name).filter(|id| id.parse::<PlanId>().is_ok()).cloned();
+            let done = match (plan_param("approved"), plan_param("queued")) {
+                (Some(plan), _) => Some(pages::Approval::Recorded(plan)),
+                (None, Some(plan)) => {
+                    let leader = state.api.ha.as_ref().and_then(|ha| ha.state().leader).map(|l| l.instance_id);
+                    Some(pages::Approval::Queued { plan, leader })
+                }
+                (None, None) => None,
+            };
+            html(StatusCode::OK, pages::approvals(&session, &plans, done.as_ref()))
         }
         Err(error) => store_failed(&session, &error),
     }
@@ -432,6 +449,20 @@ async fn approve(
         return refused(StatusCode::BAD_REQUEST, Some(&session), "Not a plan", "That is not a plan id.");
     };
     let comment = form.and_then(|f| f.comment).map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+    if let Some(standby) = super::ha::standby(&state.api) {
+        let kind = RequestKind::Approve { plan_id: plan.clone() };
+        let queued = async {
+            super::ha::check(&state.api.store, &kind).await?;
+            super::ha::queue(standby, &session.caller.name, comment, kind).await
+        };
+        return match queued.await {
+            Ok(queued) => {
+                tracing::info!(caller = %session.caller.name, plan = %plan, leader = queued.leader().unwrap_or("none"), "plan approved on the web page of a standby: queued for the leader");
+                Redirect::to(&format!("/ui/approvals?queued={plan}")).into_response()
+            }
+            Err(error) => refused(error.status(), Some(&session), "Not approved", &error.message),
+        };
+    }
     match state.api.handle.approve(plan.clone(), &session.caller.name, comment).await {
         Ok(()) => {
             tracing::info!(caller = %session.caller.name, plan = %plan, "plan approved on the web page");
@@ -462,11 +493,13 @@ async fn health(State(state): State<UiState>, headers: HeaderMap) -> Response {
     match found {
         Ok((statuses, chain)) => {
             let progress = state.api.handle.progress().borrow().clone();
+            let ha = state.api.ha.as_ref().map(|view| view.state());
             html(
                 StatusCode::OK,
                 pages::health(
                     &session,
                     &progress,
+                    ha.as_ref(),
                     &statuses,
                     &chain,
                     &state.api.notifications.snapshot(),

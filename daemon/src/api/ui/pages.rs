@@ -13,6 +13,7 @@ use super::html::Html;
 use super::session::Session;
 use crate::api::auth::role_name;
 use crate::controller::Progress;
+use crate::ha::{HaState, Role as HaRole};
 use crate::model::{
     ActionOutcome, ConditionReason, ConditionStatus, ConditionType, Event, HistoryRecord, ManifestStatus,
     ProviderHealth,
@@ -598,14 +599,40 @@ pub struct HeldPlan {
 }
 
 /// The held plans, each with an Approve button for those whose role may act.
-pub fn approvals(session: &Session, plans: &[HeldPlan], approved: Option<&str>) -> String {
+/// What the approvals page confirms after an Approve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    /// Recorded by this instance (the only one, or the leader).
+    Recorded(String),
+    /// Queued on this standby for the leader (`None`: no instance leads now).
+    Queued { plan: String, leader: Option<String> },
+}
+
+pub fn approvals(session: &Session, plans: &[HeldPlan], done: Option<&Approval>) -> String {
     page("Held plans", Some(session), Nav::Approvals, |html| {
-        if let Some(plan) = approved {
-            notice(
+        match done {
+            Some(Approval::Recorded(plan)) => notice(
                 html,
                 Tone::Good,
                 &format!("Your approval of plan {plan} is recorded: the next reconcile applies it."),
-            );
+            ),
+            Some(Approval::Queued { plan, leader: Some(leader) }) => notice(
+                html,
+                Tone::Good,
+                &format!(
+                    "Your approval of plan {plan} is queued for the leader {leader}: it records the approval and its \
+                     next reconcile applies the plan."
+                ),
+            ),
+            Some(Approval::Queued { plan, leader: None }) => notice(
+                html,
+                Tone::Warn,
+                &format!(
+                    "Your approval of plan {plan} is queued for the leader, but no instance leads now: the next \
+                     leader records it."
+                ),
+            ),
+            None => {}
         }
         html.raw(
             "<p>remedy holds a plan that would make more new changes at once than \
@@ -668,23 +695,23 @@ pub enum Chain {
 pub fn health(
     session: &Session,
     progress: &Progress,
+    ha: Option<&HaState>,
     statuses: &[ManifestStatus],
     chain: &Chain,
     sinks: &BTreeMap<String, SinkStatus>,
     role: Role,
 ) -> String {
     page("Health", Some(session), Nav::Health, |html| {
-        let ready = progress.loaded
-            && progress.unavailable_providers.is_empty()
-            && progress.store_error.is_none()
-            && !progress.shutting_down;
         html.raw("<p class=\"lead\">");
-        if ready {
+        if crate::api::ready(progress, ha) {
             badge(html, Tone::Good, "Ready");
         } else {
             badge(html, Tone::Bad, "Not ready");
         }
         html.raw(" as <code>/readyz</code> says.</p>");
+        if let Some(ha) = ha {
+            instances(html, ha);
+        }
         table_start(html, "Providers", &["Provider", "Health", "Why"]);
         let mut seen = std::collections::BTreeMap::new();
         for status in statuses {
@@ -794,6 +821,59 @@ pub fn health(
     })
 }
 
+/// This instance's part among several: its role as a word and a colour, then the facts.
+fn instances(html: &mut Html, ha: &HaState) {
+    html.raw("<h2>Instances</h2><p>");
+    match ha.role {
+        HaRole::Leader => {
+            badge(html, Tone::Good, "Leader");
+            html.raw(" This instance, <code>").text(&ha.instance_id).raw("</code>, leads");
+            if let Some(since) = &ha.leading_since {
+                html.raw(" since ").text(&time(since));
+            }
+            if let Some(left) = ha.lease_remaining_seconds {
+                html.raw(" (lease ").text(&format!("{left:.1} s of {} s left", ha.lease_ttl_seconds)).raw(")");
+            }
+            html.raw(": it acts.</p>");
+        }
+        HaRole::Standby => {
+            badge(html, Tone::Info, "Standby");
+            html.raw(" This instance, <code>").text(&ha.instance_id).raw("</code>, stands by: ");
+            match &ha.leader {
+                Some(leader) => {
+                    html.raw("the leader is <code>").text(&leader.instance_id).raw("</code>");
+                    if let Some(since) = &leader.since {
+                        html.raw(" (since ").text(&time(since)).raw(")");
+                    }
+                    html.raw(". Reconcile requests and approvals made here are queued for it.</p>");
+                }
+                None => {
+                    html.raw("no instance leads now. Requests made here wait in etcd for the next leader.</p>");
+                }
+            }
+        }
+        HaRole::EtcdUnavailable => {
+            badge(html, Tone::Bad, "etcd unavailable");
+            html.raw(" This instance, <code>")
+                .text(&ha.instance_id)
+                .raw("</code>, cannot reach etcd's quorum: it does not act, and requests cannot be queued.</p>");
+        }
+    }
+    html.raw("<dl class=\"facts\">");
+    html.raw("<dt>Replicated through</dt><dd>")
+        .text(&format!(
+            "log entry {}{}",
+            ha.replicated_through,
+            if ha.caught_up { " (caught up)" } else { " (catching up)" }
+        ))
+        .raw("</dd>");
+    html.raw("<dt>Terms led</dt><dd>").show(ha.terms).raw("</dd>");
+    if let Some(error) = &ha.etcd_error {
+        html.raw("<dt>etcd</dt><dd>").text(error).raw("</dd>");
+    }
+    html.raw("</dl>");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,13 +900,64 @@ mod tests {
             ("siem".to_owned(), sink(None)),
         ]);
         let chain = Chain::Verified { records: 1, head_hash: "ab".into() };
-        let page = health(&session, &Progress::default(), &[], &chain, &sinks, Role::SecurityReader);
+        let page = health(&session, &Progress::default(), None, &[], &chain, &sinks, Role::SecurityReader);
         assert!(page.contains("<h2>Notifications</h2>") || page.contains(">Notifications<"), "{page}");
         assert!(page.contains("soc-&lt;chat&gt;"), "the sink's name escaped: {page}");
         assert!(page.contains("retrying") && page.contains("the receiver answered 503"), "{page}");
         assert!(page.contains("delivering"), "{page}");
-        let without = health(&session, &Progress::default(), &[], &chain, &BTreeMap::new(), Role::SecurityReader);
+        let without = health(&session, &Progress::default(), None, &[], &chain, &BTreeMap::new(), Role::SecurityReader);
         assert!(!without.contains("Notifications"), "no table without sinks");
+    }
+
+    #[test]
+    fn the_health_page_says_this_instances_role_in_words_and_colour() {
+        use super::super::session::Sessions;
+        use crate::ha::LeaderView;
+        let sessions = Sessions::new(std::time::Duration::from_secs(60));
+        let caller = crate::api::Caller { name: "reader".into(), role: Role::SecurityReader };
+        let new = sessions.start(caller).expect("a session");
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(axum::http::header::COOKIE, format!("remedy_session={}", new.id).parse().expect("header"));
+        let session = sessions.find(&headers).expect("found");
+        let since = chrono::DateTime::parse_from_rfc3339("2026-12-05T11:00:00Z").expect("time").to_utc();
+        let leader = LeaderView { instance_id: "remedy-a".into(), since: Some(since) };
+        let ha = |role, etcd_error: Option<&str>| HaState {
+            instance_id: "remedy-<b>".into(),
+            role,
+            leader: Some(leader.clone()),
+            leading_since: (role == HaRole::Leader).then_some(since),
+            lease_remaining_seconds: (role == HaRole::Leader).then_some(6.24),
+            lease_ttl_seconds: 8,
+            replicated_through: 1234,
+            caught_up: true,
+            etcd_error: etcd_error.map(str::to_owned),
+            terms: 2,
+        };
+        let chain = Chain::Verified { records: 1, head_hash: "ab".into() };
+        let render = |state: &HaState, progress: &Progress| {
+            health(&session, progress, Some(state), &[], &chain, &BTreeMap::new(), Role::SecurityReader)
+        };
+        let loaded = Progress { loaded: true, ..Progress::default() };
+
+        let page = render(&ha(HaRole::Leader, None), &loaded);
+        assert!(page.contains(r#"<span class="badge good">Leader</span>"#), "{page}");
+        assert!(page.contains("leads since 2026-12-05T11:00:00Z (lease 6.2 s of 8 s left)"), "{page}");
+        assert!(page.contains("remedy-&lt;b&gt;"), "the instance id escaped: {page}");
+        assert!(page.contains(r#"<span class="badge good">Ready</span>"#), "{page}");
+
+        let page = render(&ha(HaRole::Standby, None), &Progress::default());
+        assert!(page.contains(r#"<span class="badge info">Standby</span>"#), "{page}");
+        assert!(page.contains("the leader is <code>remedy-a</code> (since 2026-12-05T11:00:00Z)"), "{page}");
+        assert!(page.contains(r#"<span class="badge good">Ready</span>"#), "a caught-up standby is ready: {page}");
+        assert!(page.contains("log entry 1234 (caught up)"), "{page}");
+
+        let page = render(&ha(HaRole::EtcdUnavailable, Some("etcd: no leader <x>")), &loaded);
+        assert!(page.contains(r#"<span class="badge bad">etcd unavailable</span>"#), "{page}");
+        assert!(page.contains("etcd: no leader &lt;x&gt;"), "{page}");
+        assert!(page.contains(r#"<span class="badge bad">Not ready</span>"#), "{page}");
+
+        let single = health(&session, &loaded, None, &[], &chain, &BTreeMap::new(), Role::SecurityReader);
+        assert!(!single.contains("Instances"), "nothing about instances with one: {single}");
     }
 
     #[test]
