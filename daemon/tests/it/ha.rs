@@ -7,10 +7,14 @@
 //! lease) that sends and writes nothing once it resumes; one etcd member lost changes nothing, and
 //! quorum lost stops acting until it returns, nothing lost and nothing done twice.
 //!
-//! "Exactly once" is checked on both sides: the history (one successful record per account and
-//! action) and the DC itself: the version of `userAccountControl` in the account's
-//! `replPropertyMetaData` counts every write the DC accepted to it, so a disable sent twice (by an
-//! old and a new leader) would show as two versions, not one.
+//! "Exactly once" is checked on both sides of a send: the history (one succeeded record per account
+//! and action, the same ids and hashes on every instance) and the instances' own logs, where the AD
+//! provider logs every write it made once, with the account (`applied and verified` or `action
+//! failed`): no account is written twice by any instance in any run, and a resumed old leader's log
+//! shows no write at all. (The DC cannot tell: Samba takes a repeated disable as a no-op that
+//! changes nothing, not even `userAccountControl`'s version in `replPropertyMetaData`; what the DC
+//! does show is checked — every account disabled, and no account changed after the old leader
+//! resumed or while etcd had no quorum.)
 //!
 //! Sizes: `REMEDY_HA_KILLS` (default 3) and `REMEDY_HA_IDENTITIES` (default 100) for the kill
 //! test; `scripts/ha test` runs it at 20 and 1,000. `REMEDY_HA_SEED` repeats a run's random
@@ -80,7 +84,7 @@ struct HaCluster {
     batches: usize,
 }
 
-/// What an instance says of itself: `ha` in `/readyz` (or `/v1/status`).
+/// What an instance says of itself: `ha` in `/readyz`.
 #[derive(Debug, Clone)]
 struct HaView {
     role: String,
@@ -90,9 +94,9 @@ struct HaView {
 }
 
 impl HaView {
-    /// A standby naming `leader` as the leader (or, from the log, a standby).
+    /// A standby naming `leader` as the leader.
     fn stands_by_for(&self, leader: &str) -> bool {
-        self.role == "standby" && (self.leader.as_deref() == Some(leader) || self.body.get("fromLog").is_some())
+        self.role == "standby" && self.leader.as_deref() == Some(leader)
     }
 }
 
@@ -195,35 +199,26 @@ impl HaCluster {
         (status, response.json().await.expect("a JSON answer"))
     }
 
-    /// The value of a metric (a series without labels) in `/metrics`, if it has it.
+    /// The value of a metric's first series in `/metrics`, if it has one.
     async fn metric(&self, i: usize, name: &str) -> Option<f64> {
         let request = self.http.get(self.url(i, "/metrics")).bearer_auth(&self.token).send();
         let text = tokio::time::timeout(Duration::from_secs(3), request).await.ok()?.ok()?.text().await.ok()?;
-        text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        text.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            if !rest.starts_with([' ', '{']) {
+                return None;
+            }
+            rest.rsplit(' ').next()?.trim().parse().ok()
+        })
     }
 
-    /// The instance's `ha` status, from `/readyz` (no token), else `/v1/status`; while neither
-    /// shows it, its role as its log last told it (`from_log`: no leader named).
+    /// The instance's `ha` status, from `/readyz` (no token).
     async fn ha(&self, i: usize) -> Option<HaView> {
         let (status, body) = self.get(i, "/readyz").await?;
-        let ready = status == 200;
-        let ha = match body.get("ha") {
-            Some(ha) => Some(ha.clone()),
-            None => self.get(i, "/v1/status").await.and_then(|(_, status)| status.get("ha").cloned()),
-        };
-        let Some(ha) = ha else {
-            let log = self.instances[i].serve.as_ref()?.log();
-            let role = role_in_log(&log)?;
-            return Some(HaView {
-                role: role.to_owned(),
-                leader: None,
-                ready,
-                body: serde_json::json!({"fromLog": role}),
-            });
-        };
+        let ha = body.get("ha").unwrap_or_else(|| panic!("/readyz of {} has no ha: {body}", self.instances[i].id));
         let role = ha["role"].as_str().unwrap_or_else(|| panic!("ha.role missing: {ha}")).to_owned();
         let leader = ha["leader"]["instanceId"].as_str().map(str::to_owned);
-        Some(HaView { role, leader, ready, body: ha })
+        Some(HaView { role, leader, ready: status == 200, body: ha.clone() })
     }
 
     /// Each running instance's view (`None`: it did not answer).
@@ -395,26 +390,6 @@ impl HaCluster {
         }
         text
     }
-}
-
-/// The role an instance's log last announced (JSON lines of daemon/src/ha and cli/serve.rs): the
-/// stand-in while the API does not show `ha`.
-fn role_in_log(log: &str) -> Option<&'static str> {
-    let mut role = None;
-    for line in log.lines() {
-        let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
-        match event["fields"]["message"].as_str().unwrap_or_default() {
-            "leading: acting from now on" => role = Some("leader"),
-            "several instances: standing by until elected"
-            | "leadership lost: this instance stops acting"
-            | "the term ended on an error: resigning" => role = Some("standby"),
-            m if m.starts_with("the lease ran out without a renewal") || m.starts_with("the lease is lost") => {
-                role = Some("standby")
-            }
-            _ => {}
-        }
-    }
-    role
 }
 
 /// (id, hash) of each record: what two copies of one history must share.
@@ -791,11 +766,12 @@ async fn ha_a_paused_leader_sends_and_writes_nothing_after_it_resumes() {
     let old = cluster.wait_leader(&[0, 1, 2], ELECTED_WITHIN).await;
     let others = cluster.others(old);
 
-    // Paused the moment a change arrives (within the manifest debounce, before its pass): when it
-    // resumes, it has a whole change to act on, and must not.
-    cluster.commit(&first);
+    // Paused, then a change arrives: when it resumes, it has a whole change to act on (its watcher's
+    // events wait in the kernel), and must not. (Paused after the change arrived, it may be
+    // mid-send: such a send completes after the resume, which tells nothing.)
     cluster.pause(old);
     let paused = Instant::now();
+    cluster.commit(&first);
     let old_log = cluster.log_path(old, cluster.instances[old].runs);
 
     // A standby takes over, applies the change, and acts on a new manifest.
