@@ -43,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from remedy_lab import (  # noqa: E402
-    CLIENT_ID, TENANT, UF_ACCOUNTDISABLE, Daemon, Failure, Ou, by_label, free_port, http, ldap, metrics,
+    CLIENT_ID, TENANT, UF_ACCOUNTDISABLE, Daemon, Failure, Ou, api, by_label, free_port, http, ldap, metrics,
     request_reconcile, say, statuses, write_config,
 )
 
