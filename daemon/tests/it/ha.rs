@@ -705,17 +705,25 @@ async fn ha_kill_9_of_the_leader_again_and_again_applies_every_change_exactly_on
         if k >= kills {
             continue;
         }
-        // A random moment: once a random share of this batch shows disabled, or after a random
-        // 0.2–3 s, whichever comes first.
+        // A random moment of the sends: once a random share of this batch shows disabled, or a
+        // random 0–2 s after its first disable shows, whichever comes first; one kill in four at a
+        // random 0.2–3 s after the commit instead (before or while the pass observes).
         let want: BTreeSet<String> = batch.iter().map(|s| s.to_lowercase()).collect();
-        let share = rng.usize(1..=want.len());
-        let wait = Duration::from_millis(rng.u64(200..3000));
+        let share = rng.usize(1..want.len().max(2));
+        let early = rng.u8(..4) == 0;
+        let wait = Duration::from_millis(if early { rng.u64(200..3000) } else { rng.u64(0..2000) });
         let committed = Instant::now();
+        let mut first_seen: Option<Instant> = None;
         let seen = loop {
             let seen = disabled_count(&mut ldap, &ou.dn, &want).await;
-            if seen >= share || committed.elapsed() >= wait {
+            if seen > 0 && first_seen.is_none() {
+                first_seen = Some(Instant::now());
+            }
+            let since = if early { Some(committed) } else { first_seen };
+            if seen >= share || since.is_some_and(|t| t.elapsed() >= wait) {
                 break seen;
             }
+            assert!(committed.elapsed() < Duration::from_secs(120), "nothing of batch {k} disabled within 120 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let killed = Instant::now();
