@@ -774,7 +774,7 @@ async fn ha_kill_9_of_the_leader_again_and_again_applies_every_change_exactly_on
     println!(
         "{kills} kills ({mid_pass} with the batch part-way disabled), {identities} identities: each disabled, one \
          succeeded record each ({confirmed} settled by recovery as confirmed); no account written twice (the logs show \
-         {logged} writes, the others' lines lost with a killed process; {failed} failed sends); {} records, the same \
+         {logged} writes, the others' answers never awaited: killed, or cut at sendTimeout; {failed} failed sends); {} records, the same \
          on all three, verified; elections after a kill: min {:.2} s, max {:.2} s",
         records.len(),
         elections.first().map_or(0.0, Duration::as_secs_f64),
