@@ -8,6 +8,8 @@ in the same run, against the Samba AD DC of scripts/samba-dc (eval "$(scripts/sa
                         [--baseline-samples S] [--entra-samples S] [--idle-seconds T] [--idle-small M]
                         [--delta-interval D] [--latency D] [--seed S] [--keep]
     bench.py samba-tool --remedy BIN [--remedy-sha256 HEX] --out DIR [--users N] [--keep]
+    bench.py ha         --remedy BIN [--remedy-sha256 HEX] --out DIR [--users N] [--kills K] [--rounds R] [--keep]
+                        (also needs the etcd cluster of scripts/ha: eval "$(scripts/ha env)")
     bench.py cargo      --out DIR --name ad|entra|store_memory --file OUTPUT.md    (records a cargo bench's output)
     bench.py report     --out DIR                                      (rewrites DIR/results.md)
     bench.py dcwatch                                                   (run by /usr/bin/python3, see DcWatch)
@@ -41,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from remedy_lab import (  # noqa: E402
-    CLIENT_ID, TENANT, UF_ACCOUNTDISABLE, Daemon, Failure, Ou, by_label, free_port, http, ldap, metrics,
+    CLIENT_ID, TENANT, UF_ACCOUNTDISABLE, Daemon, Failure, Ou, api, by_label, free_port, http, ldap, metrics,
     request_reconcile, say, statuses, write_config,
 )
 
@@ -310,7 +312,8 @@ class Scenario:
         artifacts = os.path.join(self.args.out, self.name)
         shutil.rmtree(artifacts, ignore_errors=True)
         os.makedirs(artifacts)
-        for sub in ("", "small"):  # small: a second daemon's work directory (recontain)
+        # small: a second daemon's work directory (recontain); ha-*: the HA side's three (ha)
+        for sub in ("", "small", *HA_INSTANCES):
             directory = os.path.join(self.work, sub)
             if not os.path.isdir(directory):
                 continue
@@ -1216,6 +1219,261 @@ def table_samba_tool(r):
 
 
 # ---------------------------------------------------------------------------------------------
+# ha: three instances on etcd (issue 18): failover time, and passes in HA mode vs one instance
+
+
+HA_INSTANCES = ("ha-a", "ha-b", "ha-c")
+DISABLED_FILTER = "(&(objectClass=user)(userAccountControl:1.2.840.113556.1.4.803:=2))"
+
+
+def etcd_endpoints():
+    value = os.environ.get("REMEDY_TEST_ETCD_ENDPOINTS", "")
+    endpoints = [e.strip() for e in value.split(",") if e.strip()]
+    if not endpoints:
+        raise Failure('REMEDY_TEST_ETCD_ENDPOINTS is not set: scripts/ha start && eval "$(scripts/ha env)"')
+    return endpoints
+
+
+def commit_in(tree, files, message):
+    """Writes files {relative path: text} into the checkout `tree` and commits them there."""
+    for path, text in files.items():
+        with open(os.path.join(tree, path), "w") as f:
+            f.write(text)
+    git(tree, "add", "-A")
+    git(tree, "commit", "-q", "-m", message)
+
+
+class HaInstance:
+    """One of the three `remedy serve` of the HA side: its own work directory (store, remedy.yaml,
+    token, logs), the HA side's checkout, and `ha:` with the default lease (8s) and send timeout (3s)."""
+
+    def __init__(self, work, remedy, watched, ou, endpoints, prefix):
+        self.id = os.path.basename(work)
+        os.makedirs(work)
+        self.server = write_config(work, watched, ou, "bench-operator", resync=NO_RESYNC, max_changes=1000000)
+        listed = ", ".join(f'"{e}"' for e in endpoints)
+        with open(os.path.join(work, "remedy.yaml"), "a") as f:
+            f.write(f"ha:\n  instanceId: {self.id}\n  etcd:\n    endpoints: [{listed}]\n    prefix: {prefix}\n"
+                    "    insecurePlaintext: true\n")
+        self.token_file = os.path.join(work, "operator.token")
+        self.daemon = Daemon(work, remedy)
+
+    def use(self):
+        """Points api(), metrics() and request_reconcile() at this instance."""
+        os.environ["REMEDY_SERVER"] = self.server
+        os.environ["REMEDY_TOKEN_FILE"] = self.token_file
+
+    def ha(self):
+        """(ready, the `ha` object of /readyz), or None when it does not answer."""
+        if not self.daemon.alive():
+            return None
+        try:
+            status, body = http("GET", f"{self.server}/readyz", timeout=2)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(body, dict) or not isinstance(body.get("ha"), dict):
+            return None
+        return status == 200, body["ha"]
+
+
+def wait_ha(instances, timeout):
+    """Until exactly one of `instances` leads and the others are ready standbys naming it; the leader."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for instance in instances:
+            instance.daemon.check_alive(f" ({instance.id})")
+        views = [(i, i.ha()) for i in instances]
+        leaders = [i for i, v in views if v and v[1].get("role") == "leader"]
+        if len(leaders) == 1:
+            leader = leaders[0]
+            if all(i is leader or (v and v[0] and v[1].get("role") == "standby"
+                                   and (v[1].get("leader") or {}).get("instanceId") == leader.id) for i, v in views):
+                return leader
+        if time.monotonic() > deadline:
+            raise Failure(f"no single leader with ready standbys within {timeout} s: "
+                          f"{[(i.id, v[1] if v else None) for i, v in views]}")
+        time.sleep(0.05)
+
+
+def disable_pass(d, commit, n, disabled_after, ou, watch, timeout):
+    """Commits `n` disables (commit()), then waits until the DC shows `disabled_after` accounts of
+    the OU disabled and `d` has logged passes that sent all n: {"seconds": commit → the DC shows
+    them all, "passMs": the passes' own durations, "passes", "failed"}."""
+    before = len(d.passes())
+    t0 = time.monotonic()
+    commit()
+    seen, _ = watch.count(ou.dn, DISABLED_FILTER, disabled_after, timeout)
+    deadline = time.monotonic() + timeout
+    while sum(p.get("sent", 0) for p in d.passes()[before:]) < n:
+        d.check_alive()
+        if time.monotonic() > deadline:
+            raise Failure(f"the DC shows the {n} disables but the passes logged did not send them all: "
+                          f"{d.passes()[before:]}")
+        time.sleep(0.05)
+    passes = [p for p in d.passes()[before:] if p.get("sent", 0) or p.get("failed", 0)]
+    return {"seconds": round(seen - t0, 3), "passMs": sum(p.get("duration_ms", 0) for p in passes),
+            "passes": len(passes), "failed": sum(p.get("failed", 0) for p in passes)}
+
+
+def converged_pass(d):
+    """POST /v1/reconcile (to the instance use() named) → the pass logged; it must send nothing."""
+    count = len(d.passes())
+    t0 = time.monotonic()
+    request_reconcile(accept=(202,))
+    seen, p = d.wait_pass(count + 1, 300)
+    if p.get("sent", 0) or p.get("failed", 0):
+        raise Failure(f"a converged pass sent {p.get('sent')} actions ({p.get('failed')} failed): {p}")
+    return {"seconds": round(seen - t0, 3), "passMs": p.get("duration_ms")}
+
+
+def cmd_ha(args):
+    n, kills, rounds = args.users, args.kills, args.rounds
+    endpoints = etcd_endpoints()
+    result = {"users": n, "kills": kills, "rounds": rounds, "instances": len(HA_INSTANCES),
+              "settings": "ha defaults: leaseTtl 8s, sendTimeout 3s, etcd requestTimeout 2s"}
+    with Scenario("ha", args) as sc:
+        single_users = [f"bh{sc.ou.suffix}-s{i:05d}" for i in range(n)]
+        ha_users = [f"bh{sc.ou.suffix}-h{i:05d}" for i in range(n)]
+        steady_users = [f"bh{sc.ou.suffix}-t{i:03d}" for i in range(kills)]
+        failover_users = [f"bh{sc.ou.suffix}-f{i:03d}" for i in range(kills)]
+        sc.ou.create(single_users + ha_users + steady_users + failover_users)
+        sc.watch = DcWatch()
+
+        # One instance, no ha: (the Scenario's daemon and checkout).
+        d = sc.daemon
+        d.start()
+        d.wait_http("/readyz", 120)
+        files = {f"bench-{s}.yaml": manifest(f"bench-{s}", s, f"BENCH-{i}: ha benchmark") for i, s in enumerate(single_users)}
+        single = {"disable": disable_pass(d, lambda: sc.commit(files, f"{n} manifests"), n, n, sc.ou, sc.watch,
+                                          max(300, n / 5))}
+        say(f"one instance: {n} disables, commit → the DC shows all in {single['disable']['seconds']:.2f} s "
+            f"(passes {single['disable']['passMs']} ms)")
+        single["converged"] = [converged_pass(d) for _ in range(rounds)]
+        say(f"one instance: converged passes {[c['seconds'] for c in single['converged']]} s")
+        d.stop()
+
+        # Three instances on etcd, on a checkout of their own.
+        watched = os.path.join(sc.work, "ha-watched")
+        os.makedirs(watched)
+        git(watched, "init", "-q", "-b", "main")
+        commit_in(watched, {"README.md": "remediation manifests (scripts/bench ha)\n"}, "empty manifest repository")
+        prefix = f"/remedy-bench/{uuid.uuid4()}/"
+        instances = [HaInstance(os.path.join(sc.work, name), args.remedy, watched, sc.ou.dn, endpoints, prefix)
+                     for name in HA_INSTANCES]
+        sc.cleanups.append(lambda: [i.daemon.stop_quietly() for i in instances])
+        for instance in instances:
+            instance.daemon.start()
+        leader = wait_ha(instances, 120)
+        say(f"three instances: {leader.id} leads, the others are ready standbys")
+        files = {f"bench-{s}.yaml": manifest(f"bench-{s}", s, f"BENCH-{i}: ha benchmark") for i, s in enumerate(ha_users)}
+        ha = {"disable": disable_pass(leader.daemon, lambda: commit_in(watched, files, f"{n} manifests"), n, 2 * n,
+                                      sc.ou, sc.watch, max(300, n / 5))}
+        if wait_ha(instances, 30) is not leader:
+            raise Failure("the leader changed during the disable pass: the figure would not be one pass")
+        say(f"three instances: {n} disables, commit → the DC shows all in {ha['disable']['seconds']:.2f} s "
+            f"(passes {ha['disable']['passMs']} ms)")
+        leader.use()
+        ha["converged"] = [converged_pass(leader.daemon) for _ in range(rounds)]
+        say(f"three instances: converged passes {[c['seconds'] for c in ha['converged']]} s")
+
+        # Failover: the leader killed, a change committed at once; and the same change to a steady leader.
+        steady, failover, samples = [], [], []
+        for k in range(kills):
+            sam = steady_users[k]
+            t0 = time.monotonic()
+            commit_in(watched, {f"bench-{sam}.yaml": manifest(f"bench-{sam}", sam, f"BENCH-T{k}: steady")},
+                      f"disable {sam}")
+            seen, _ = sc.watch.disabled(sc.ou.user_dn(sam), 60)
+            steady.append(seen - t0)
+
+            sam = failover_users[k]
+            victim = leader
+            t0 = time.monotonic()
+            victim.daemon.kill_9()
+            commit_in(watched, {f"bench-{sam}.yaml": manifest(f"bench-{sam}", sam, f"BENCH-F{k}: failover")},
+                      f"disable {sam}")
+            seen, _ = sc.watch.disabled(sc.ou.user_dn(sam), 120)
+            failover.append(seen - t0)
+            leader = wait_ha([i for i in instances if i is not victim], 60)
+            samples.append({"killed": victim.id, "took": leader.id, "seconds": round(seen - t0, 3),
+                            "steadySeconds": round(steady[-1], 3)})
+            say(f"kill {k + 1}/{kills}: {victim.id} killed → {leader.id} acted, the DC showed the change after "
+                f"{seen - t0:.2f} s (steady: {steady[-1]:.2f} s)")
+            victim.daemon.start()
+            leader = wait_ha(instances, 120)
+        with open(os.path.join(sc.work, "samples.json"), "w") as f:
+            json.dump(samples, f, indent=1)
+
+        # One history, verified by every instance.
+        chains = {}
+        for instance in instances:
+            instance.use()
+            status, body = api("GET", "/v1/history/verify")
+            if status != 200 or not body.get("verified"):
+                raise Failure(f"{instance.id}: GET /v1/history/verify: {status} {body}")
+            chains[instance.id] = (body.get("records"), body.get("headHash"))
+        deadline = time.monotonic() + 30
+        while len(set(chains.values())) != 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            for instance in instances:
+                instance.use()
+                body = api("GET", "/v1/history/verify")[1]
+                chains[instance.id] = (body.get("records"), body.get("headHash"))
+        if len(set(chains.values())) != 1:
+            raise Failure(f"the instances serve different histories: {chains}")
+        dc = sc.ou.disabled()
+        left = [s for s in single_users + ha_users + steady_users + failover_users if not dc.get(s.lower())]
+        if left:
+            raise Failure(f"{len(left)} accounts not disabled at the end, e.g. {left[:5]}")
+        for instance in instances:
+            instance.daemon.stop()
+
+    def best(side):
+        return min(side["converged"], key=lambda c: c["seconds"])
+    result["single"], result["ha"] = single, ha
+    result["disableRatio"] = round(ha["disable"]["seconds"] / single["disable"]["seconds"], 2)
+    result["convergedRatio"] = round(best(ha)["seconds"] / best(single)["seconds"], 2)
+    result["history"] = {"records": next(iter(chains.values()))[0], "sameOnAll": True}
+    if failover:
+        result["failover"] = summary(failover)
+        result["steady"] = summary(steady)
+    record("ha", result, args)
+
+
+def table_ha(r):
+    n = r["users"]
+    single, ha = r["single"], r["ha"]
+
+    def best(side):
+        return min(side["converged"], key=lambda c: c["seconds"])
+    lines = [
+        f"Three instances ({r['settings']}) vs one instance without `ha:`, in the same run.", "",
+        "| figure | one instance | three instances on etcd | ratio | aim |",
+        "|---|---:|---:|---:|---|",
+        f"| {n:,} disables: one commit → the DC shows them all (the passes' own time) | "
+        f"{single['disable']['seconds']:.2f} s ({single['disable']['passMs'] / 1000:.2f} s) | "
+        f"{ha['disable']['seconds']:.2f} s ({ha['disable']['passMs'] / 1000:.2f} s) | **{r['disableRatio']}** | "
+        f"≤ 1.2: {verdict(r['disableRatio'] <= 1.2)} |",
+        f"| converged pass over {n:,}: `POST /v1/reconcile` → the pass logged, best of {r['rounds']} (its own time) | "
+        f"{best(single)['seconds']:.3f} s ({best(single)['passMs']} ms) | {best(ha)['seconds']:.3f} s "
+        f"({best(ha)['passMs']} ms) | **{r['convergedRatio']}** | ≤ 1.2: {verdict(r['convergedRatio'] <= 1.2)} |",
+    ]
+    if "failover" in r:
+        f, s = r["failover"], r["steady"]
+        lines += [
+            "",
+            "| path | changes | p50 | p90 | p99 | max | aim |",
+            "|---|---:|---:|---:|---:|---:|---|",
+            f"| failover: the leader killed (SIGKILL), a manifest committed at once → the DC shows it | {f['n']} | "
+            f"{f['p50']:.2f} s | {f['p90']:.2f} s | {f['p99']:.2f} s | {f['max']:.2f} s | p99 < 10 s: {verdict(f['p99'] < 10)} |",
+            f"| baseline: the same change with the leader running | {s['n']} | {s['p50']:.2f} s | {s['p90']:.2f} s | "
+            f"{s['p99']:.2f} s | {s['max']:.2f} s | |",
+        ]
+    lines += ["", f"Every instance verified the same history of {r['history']['records']} records at the end."]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
 # cargo benches: their markdown output, recorded
 
 
@@ -1266,6 +1524,7 @@ FIGURES = [
      table_samba_tool, ""),
     ("store_memory", "Store memory: settling a large pass in chunks vs one sled transaction "
      "(`cargo bench --bench store_memory`)", table_cargo, ""),
+    ("ha", "Several instances on etcd: failover, and passes in HA mode vs one instance", table_ha, ""),
 ]
 
 
@@ -1403,7 +1662,7 @@ def main():
         return dcwatch_main()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("scale", "latency", "samba-tool", "recontain"):
+    for name in ("scale", "latency", "samba-tool", "recontain", "ha"):
         p = sub.add_parser(name)
         p.add_argument("--remedy", required=True)
         p.add_argument("--remedy-sha256", help="fail unless --remedy has this sha256 (before and after)")
@@ -1428,6 +1687,10 @@ def main():
             p.add_argument("--latency", default="50ms", help="graph-sim's latency per Graph request")
             p.add_argument("--graph-sim", help="graph-sim's binary (target/release/graph-sim)")
             p.add_argument("--seed", type=int)
+        elif name == "ha":
+            p.add_argument("--users", type=int, default=2000, help="disables in one commit, each side")
+            p.add_argument("--kills", type=int, default=20, help="failover samples (leader killed)")
+            p.add_argument("--rounds", type=int, default=3, help="converged passes, each side")
         else:
             p.add_argument("--users", type=int, default=500)
     p = sub.add_parser("cargo")
@@ -1444,7 +1707,7 @@ def main():
         if getattr(args, "remedy", None):
             remedy_binary(args)  # before anything runs: the pinned binary is the one named
         {"scale": cmd_scale, "latency": cmd_latency, "samba-tool": cmd_samba_tool, "recontain": cmd_recontain,
-         "cargo": cmd_cargo,
+         "ha": cmd_ha, "cargo": cmd_cargo,
          "report": cmd_report}[args.command](args)
     except Failure as failure:
         print(f"bench {args.command}: FAILED: {failure}", file=sys.stderr)

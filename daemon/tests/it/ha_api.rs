@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::support::daemon::{config_yaml, manifest, Options, DISABLE, HOURLY};
 use crate::support::dc::{read_user, Dc};
+use crate::support::etcd::Etcd;
 use crate::support::serve::{Serve, Tokens, Who};
 use crate::support::{free_port, http_client};
 
@@ -174,6 +175,9 @@ fn made_by(record: &Value, kind: &str, by: &str) -> bool {
 async fn a_standby_says_who_leads_queues_requests_for_it_and_serves_the_history_the_leader_records() {
     let endpoints = endpoints();
     let dc = Dc::shared().await;
+    // No member is stopped while this test uses the cluster (the ha and ha_coord tests that stop
+    // members hold it exclusively).
+    let _etcd = Etcd::shared().await;
     let ou = dc.ou("ha-api").await;
     let users = [ou.add_user("haa1", 512).await, ou.add_user("haa2", 512).await];
     let root = tempfile::tempdir().expect("temporary directory");

@@ -4,9 +4,10 @@
 //! quorum lost stops everything within a bounded time until it returns.
 //!
 //! Run `scripts/ha start && eval "$(scripts/ha env)"` first. Without `REMEDY_TEST_ETCD_ENDPOINTS`
-//! the tests say so on stderr and pass without checking anything (CI must set it). Each test
-//! campaigns under a prefix of its own; the tests that stop members hold [`Cluster::exclusive`],
-//! the others [`Cluster::shared`], so no test finds a member stopped under its feet. The tests
+//! the tests fail, saying so. Each test
+//! campaigns under a prefix of its own; the tests that stop members hold the cluster exclusively,
+//! the others shared (`support::etcd`, a lock shared with the `ha` tests), so no test finds a
+//! member stopped under its feet. The tests
 //! run on a multi-threaded runtime, as `remedy serve` does: a keepalive must not wait while the
 //! test blocks on `scripts/ha`.
 //!
@@ -16,16 +17,14 @@
 //! `REMEDY_TEST_ETCD_TLS_REQUIRED=1`, which makes its absence a failure.
 
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use remedy::coord::etcd::{EtcdCoordination, EtcdSettings};
 use remedy::coord::{CoordError, Coordination, FencedOp, Leadership};
 use remedy_policies::config::{EtcdConfig, EtcdTls};
-use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use tokio::task::JoinSet;
-use uuid::Uuid;
+
+use crate::support::etcd::{Etcd, Restart};
 
 const TTL: Duration = Duration::from_secs(3);
 
@@ -41,75 +40,26 @@ fn settings() -> EtcdSettings {
 /// endpoints' request timeout, plus slack for a loaded machine.
 const UNAVAILABLE_WITHIN: Duration = Duration::from_secs(9);
 
-/// The right to use the cluster: shared, or exclusive for the tests that stop members.
-#[allow(dead_code)] // held only to be released when dropped
-enum Hold {
-    Shared(OwnedRwLockReadGuard<()>),
-    Exclusive(OwnedRwLockWriteGuard<()>),
-}
-
-struct Cluster {
-    endpoints: Vec<String>,
-    dir: PathBuf,
-    _hold: Hold,
-}
-
-fn lock() -> Arc<RwLock<()>> {
-    static LOCK: OnceLock<Arc<RwLock<()>>> = OnceLock::new();
-    LOCK.get_or_init(|| Arc::new(RwLock::new(()))).clone()
-}
-
-/// The cluster's client URLs; these tests need the etcd cluster, as the AD tests need the DC.
-fn endpoints() -> Vec<String> {
-    match std::env::var("REMEDY_TEST_ETCD_ENDPOINTS") {
-        Ok(list) if !list.trim().is_empty() => list.split(',').map(|e| e.trim().to_owned()).collect(),
-        _ => panic!(
-            "REMEDY_TEST_ETCD_ENDPOINTS is not set: these tests need the 3-member etcd cluster. Run `scripts/test`, \
-             or `scripts/ha start && eval \"$(scripts/ha env)\"` and then cargo test"
-        ),
-    }
-}
+/// The cluster (its lock shared with the `ha` tests: see `support::etcd`) and clients of it.
+struct Cluster(Etcd);
 
 impl Cluster {
     async fn shared() -> Cluster {
-        let endpoints = endpoints();
-        let hold = Hold::Shared(lock().read_owned().await);
-        Cluster::new(endpoints, hold)
+        Cluster(Etcd::shared().await)
     }
 
     async fn exclusive() -> Cluster {
-        let endpoints = endpoints();
-        let hold = Hold::Exclusive(lock().write_owned().await);
-        Cluster::new(endpoints, hold)
-    }
-
-    fn new(endpoints: Vec<String>, hold: Hold) -> Cluster {
-        let dir =
-            std::env::var("REMEDY_TEST_ETCD_DIR").map(PathBuf::from).unwrap_or_else(|_| repo().join("target/etcd"));
-        Cluster { endpoints, dir, _hold: hold }
+        Cluster(Etcd::exclusive().await)
     }
 
     /// A client for a campaign of its own (its own prefix: tests do not compete).
     fn client(&self, prefix: &str) -> EtcdCoordination {
-        EtcdCoordination::new(&self.endpoints, prefix, settings()).expect("client")
-    }
-
-    /// `scripts/ha ARGS` on this cluster's folder.
-    fn ha(&self, args: &[&str]) {
-        let status = Command::new(repo().join("scripts/ha"))
-            .args(args)
-            .env("REMEDY_ETCD_DIR", &self.dir)
-            .status()
-            .expect("run scripts/ha");
-        assert!(status.success(), "scripts/ha {args:?}: {status}");
+        EtcdCoordination::new(&self.0.endpoints, prefix, settings()).expect("client")
     }
 
     /// Stops `members`; they are started again when the returned guard goes, even on a panic.
     fn stop(&self, members: &[&str]) -> Restart<'_> {
-        let mut args = vec!["stop"];
-        args.extend_from_slice(members);
-        self.ha(&args);
-        Restart(self)
+        self.0.stop(members)
     }
 
     /// Revokes a lease directly (not through the code under test), as an operator could.
@@ -117,7 +67,7 @@ impl Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
         let answer: serde_json::Value = http
-            .post(format!("{}/v3/lease/revoke", self.endpoints[0]))
+            .post(format!("{}/v3/lease/revoke", self.0.endpoints[0]))
             .json(&serde_json::json!({ "ID": lease_id.to_string() }))
             .send()
             .await
@@ -129,20 +79,8 @@ impl Cluster {
     }
 }
 
-struct Restart<'a>(&'a Cluster);
-
-impl Drop for Restart<'_> {
-    fn drop(&mut self) {
-        self.0.ha(&["start"]);
-    }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn prefix() -> String {
-    format!("/remedy-test/{}/", Uuid::new_v4())
+    Etcd::prefix()
 }
 
 /// Campaigns of `names` under `prefix`, each with a client of its own.

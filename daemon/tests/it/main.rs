@@ -6,8 +6,10 @@
 //!
 //! The modules whose tests need the DC: `ad`, `serve`, `recontain`, `crash`, `secrets`, `failover`, `kerberos`, `doctor`, `ha_api` and `dc_outage` (which
 //! stops it: see `support::dc::Dc` for how that is kept from the others); in `cli`, the one test
-//! of `remedy apply`. `ha_coord` and `ha_api` need the etcd cluster of `scripts/ha` (`scripts/ha start
-//! && eval "$(scripts/ha env)"`) and fail, saying so, without it (`scripts/test` starts both).
+//! of `remedy apply`. `ha_coord`, `ha_api` and `ha` need the etcd cluster of `scripts/ha`
+//! (`scripts/ha start && eval "$(scripts/ha env)"`; `ha` the DC too) and fail, saying so, without
+//! it (`scripts/test` starts both); they hold `support::etcd::Etcd` (shared), exclusively to stop
+//! members.
 
 mod support;
 
@@ -22,6 +24,7 @@ mod entra;
 mod entra_credentials;
 mod failover;
 mod gitops;
+mod ha;
 mod ha_api;
 mod ha_coord;
 mod kerberos;

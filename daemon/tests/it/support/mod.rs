@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod dc;
+pub mod etcd;
 pub mod kerberos;
 pub mod prometheus;
 pub mod proxy;

@@ -81,6 +81,27 @@ impl Serve {
         child.wait().expect("wait")
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon was not stopped yet").id()
+    }
+
+    /// SIGSTOP: the process is frozen (no thread runs, its sockets stay open) until [`Serve::resume`].
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Serve::pause`].
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let pid = self.pid();
+        let sent = Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill runs");
+        assert!(sent.success(), "kill {signal} {pid}");
+    }
+
     /// SIGTERM, and wait (up to `timeout`) for it to exit.
     pub async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         let pid = self.child().id();
