@@ -279,18 +279,7 @@ impl Store {
         let corrupt = |detail: String| StoreError::Corrupt { path: self.path.clone(), detail };
         let marker = watermark::read(&self.path);
         let Some(bytes) = self.meta.get(layout::FORMAT_VERSION_KEY)? else {
-            let trees = [
-                &self.meta,
-                &self.history,
-                &self.changes,
-                &self.journal,
-                &self.status,
-                &self.first_seen,
-                &self.known,
-                &self.outbox,
-                &self.cursors,
-            ];
-            if !trees.iter().all(|tree| tree.is_empty()) {
+            if !self.meta.is_empty() || !self.data_trees().iter().all(|tree| tree.is_empty()) {
                 return Err(corrupt("the meta tree has no format_version but the store holds data".to_owned()));
             }
             if !matches!(marker, watermark::Marker::Absent) {
@@ -389,6 +378,20 @@ impl Store {
             None => self.meta.remove(layout::ENTRA_DELTA_LINK_KEY)?,
         };
         Ok(())
+    }
+
+    /// Every tree but `meta` (in `layout::TREES` order).
+    fn data_trees(&self) -> [&sled::Tree; 8] {
+        [
+            &self.history,
+            &self.changes,
+            &self.journal,
+            &self.status,
+            &self.first_seen,
+            &self.known,
+            &self.outbox,
+            &self.cursors,
+        ]
     }
 
     /// The directory the store lives in.

@@ -219,16 +219,7 @@ impl Store {
 
     /// Empties the store for a rebuild from the log (the format version is kept).
     pub fn clear_replica(&self) -> Result<(), StoreError> {
-        for tree in [
-            &self.history,
-            &self.changes,
-            &self.journal,
-            &self.status,
-            &self.first_seen,
-            &self.known,
-            &self.outbox,
-            &self.cursors,
-        ] {
+        for tree in self.data_trees() {
             tree.clear()?;
         }
         let format = self.meta.get(layout::FORMAT_VERSION_KEY)?;

@@ -13,22 +13,12 @@ use serde_json::{json, Value};
 
 use crate::support::daemon::{config_yaml, manifest, Options, DISABLE, HOURLY};
 use crate::support::dc::{read_user, Dc};
-use crate::support::etcd::Etcd;
+use crate::support::etcd::{endpoints, Etcd};
 use crate::support::serve::{Serve, Tokens, Who};
 use crate::support::{free_port, http_client};
 
 const OPERATOR: (&str, &str) = ("op-alice", "ha-api-operator-token-0123456789abcdef");
 const READER: (&str, &str) = ("grafana", "ha-api-reader-token-0123456789abcdef01");
-
-fn endpoints() -> Vec<String> {
-    match std::env::var("REMEDY_TEST_ETCD_ENDPOINTS") {
-        Ok(list) if !list.trim().is_empty() => list.split(',').map(|e| e.trim().to_owned()).collect(),
-        _ => panic!(
-            "REMEDY_TEST_ETCD_ENDPOINTS is not set: these tests need the 3-member etcd cluster. Run `scripts/test`, \
-             or `scripts/ha start && eval \"$(scripts/ha env)\"` and then cargo test"
-        ),
-    }
-}
 
 /// One `remedy serve` of the pair.
 struct Instance {

@@ -878,15 +878,20 @@ fn instances(html: &mut Html, ha: &HaState) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_health_page_shows_each_notification_sink_and_why_it_retries() {
+    /// A reader's session, as the pages get it.
+    fn reader_session() -> Session {
         use super::super::session::Sessions;
         let sessions = Sessions::new(std::time::Duration::from_secs(60));
         let caller = crate::api::Caller { name: "reader".into(), role: Role::SecurityReader };
         let new = sessions.start(caller).expect("a session");
         let mut headers = axum::http::HeaderMap::new();
         headers.insert(axum::http::header::COOKIE, format!("remedy_session={}", new.id).parse().expect("header"));
-        let session = sessions.find(&headers).expect("found");
+        sessions.find(&headers).expect("found")
+    }
+
+    #[test]
+    fn the_health_page_shows_each_notification_sink_and_why_it_retries() {
+        let session = reader_session();
         let sink = |last_error: Option<&str>| SinkStatus {
             kind: "webhook".into(),
             pending: 3,
@@ -911,14 +916,8 @@ mod tests {
 
     #[test]
     fn the_health_page_says_this_instances_role_in_words_and_colour() {
-        use super::super::session::Sessions;
         use crate::ha::LeaderView;
-        let sessions = Sessions::new(std::time::Duration::from_secs(60));
-        let caller = crate::api::Caller { name: "reader".into(), role: Role::SecurityReader };
-        let new = sessions.start(caller).expect("a session");
-        let mut headers = axum::http::HeaderMap::new();
-        headers.insert(axum::http::header::COOKIE, format!("remedy_session={}", new.id).parse().expect("header"));
-        let session = sessions.find(&headers).expect("found");
+        let session = reader_session();
         let since = chrono::DateTime::parse_from_rfc3339("2026-12-05T11:00:00Z").expect("time").to_utc();
         let leader = LeaderView { instance_id: "remedy-a".into(), since: Some(since) };
         let ha = |role, etcd_error: Option<&str>| HaState {

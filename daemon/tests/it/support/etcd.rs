@@ -33,7 +33,7 @@ fn lock() -> Arc<RwLock<()>> {
 }
 
 /// The cluster's client URLs; these tests need the etcd cluster, as the AD tests need the DC.
-fn endpoints() -> Vec<String> {
+pub fn endpoints() -> Vec<String> {
     match std::env::var("REMEDY_TEST_ETCD_ENDPOINTS") {
         Ok(list) if !list.trim().is_empty() => list.split(',').map(|e| e.trim().to_owned()).collect(),
         _ => panic!(
